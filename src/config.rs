@@ -1,0 +1,733 @@
+//! Configuration: the embedded defaults, the `--config` file and the environment, layered
+//! by the `config` crate, then validated into [`Config`].
+//!
+//! Owns the list of keys, their parsing and every message about a bad value. The raw
+//! layer is a flat map of dotted keys to strings (`try_parsing` stays off, so a Slack
+//! client id keeps all its digits); validation reads each key once, collects *every*
+//! problem, and reports keys nobody read as unknown. The rest of the program only ever
+//! sees a validated [`Config`], split into one part per component.
+//!
+//! Must never print a secret: secrets are wrapped in [`Secret`], whose `Debug` and
+//! `Display` are redacted, and problems name the key, never the secret's value.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+/// The defaults, compiled in so the binary needs no file to run.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Environment variable prefix; `BITBUCKET_SLACK__SLACK__APP_TOKEN` sets `slack.app_token`.
+pub const ENV_PREFIX: &str = "BITBUCKET_SLACK";
+
+/// A value that must never be printed. `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The secret itself, for the one place that sends it where it belongs.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub slack: SlackConfig,
+    pub bitbucket: BitbucketConfig,
+    pub storage: StorageConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    pub app_token: Secret<String>,
+    pub bot_token: Option<Secret<String>>,
+    /// Base of every Web API call, such as `https://slack.com/api/`.
+    pub api_url: Url,
+    pub socket_connections: usize,
+    pub reply_budget: Duration,
+    pub ping_interval: Duration,
+    pub socket_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct BitbucketConfig {
+    pub api_url: Url,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    pub dedup_retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShutdownConfig {
+    pub drain_timeout: Duration,
+}
+
+/// One thing wrong with the configuration, about one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be read or parsed at all (a missing file, broken TOML).
+    #[error("cannot read configuration: {0}")]
+    Source(String),
+    /// The sources were read; these keys are wrong. One problem per line.
+    #[error("{}", format_problems(.0))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl ConfigError {
+    /// One line per problem, as `check` prints them.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Source(message) => vec![format!("cannot read configuration: {message}")],
+            ConfigError::Invalid(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+fn format_problems(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Loads the defaults, then `file` (if any), then the `BITBUCKET_SLACK__*` variables of
+    /// `env`, and validates the result. `env` is passed in so tests need not touch the
+    /// process environment.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let raw = RawConfig::load(file, env)?;
+        raw.validate()
+    }
+}
+
+/// One raw value: its text and where it came from.
+#[derive(Debug, Clone)]
+struct RawValue {
+    text: String,
+    origin: String,
+}
+
+/// The merged sources as dotted keys, before any validation.
+#[derive(Debug, Default)]
+struct RawConfig {
+    values: BTreeMap<String, RawValue>,
+}
+
+impl RawConfig {
+    fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Source(format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let prefixed: HashMap<String, String> = env
+            .iter()
+            .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}__")))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(false)
+                .ignore_empty(true)
+                .source(Some(prefixed.into_iter().collect())),
+        );
+        let merged = builder
+            .build()
+            .map_err(|error| ConfigError::Source(error.to_string()))?;
+        let table: config::Map<String, config::Value> = merged
+            .try_deserialize()
+            .map_err(|error| ConfigError::Source(error.to_string()))?;
+        let mut raw = RawConfig::default();
+        let mut problems = Vec::new();
+        flatten("", table, &mut raw.values, &mut problems);
+        if problems.is_empty() {
+            Ok(raw)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn validate(self) -> Result<Config, ConfigError> {
+        let mut reader = Reader {
+            values: self.values,
+            problems: Vec::new(),
+        };
+        let slack = SlackConfig {
+            app_token: reader.required_secret("slack.app_token", Some("xapp-")),
+            bot_token: reader.optional_secret("slack.bot_token", Some("xoxb-")),
+            api_url: reader.url("slack.api_url"),
+            socket_connections: reader.integer("slack.socket_connections", 1, 10) as usize,
+            reply_budget: Duration::from_millis(reader.integer("slack.reply_budget_ms", 100, 2500)),
+            ping_interval: Duration::from_secs(reader.integer("slack.ping_interval_secs", 1, 300)),
+            socket_idle_timeout: Duration::from_secs(reader.integer(
+                "slack.socket_idle_timeout_secs",
+                2,
+                600,
+            )),
+        };
+        let bitbucket = BitbucketConfig {
+            api_url: reader.url("bitbucket.api_url"),
+        };
+        let storage = StorageConfig {
+            path: reader.path("storage.path"),
+            dedup_retention: Duration::from_secs(reader.integer(
+                "storage.dedup_retention_secs",
+                3600,
+                7 * 24 * 3600,
+            )),
+        };
+        let http = HttpConfig {
+            listen: reader.socket_addr("http.listen"),
+            public_url: reader.url("http.public_url"),
+        };
+        let log = LogConfig {
+            level: reader.log_filter("log.level"),
+            format: reader.log_format("log.format"),
+        };
+        let shutdown = ShutdownConfig {
+            drain_timeout: Duration::from_secs(reader.integer(
+                "shutdown.drain_timeout_secs",
+                1,
+                300,
+            )),
+        };
+        if slack.ping_interval >= slack.socket_idle_timeout {
+            reader.problem(
+                "slack.ping_interval_secs",
+                "must be shorter than slack.socket_idle_timeout_secs, or every socket looks silent",
+            );
+        }
+        reader.finish()?;
+        Ok(Config {
+            slack,
+            bitbucket,
+            storage,
+            http,
+            log,
+            shutdown,
+        })
+    }
+}
+
+fn flatten(
+    prefix: &str,
+    table: config::Map<String, config::Value>,
+    out: &mut BTreeMap<String, RawValue>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    for (name, value) in table {
+        let key = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}.{name}")
+        };
+        let origin = value.origin().unwrap_or("the defaults").to_string();
+        match value.kind {
+            config::ValueKind::Table(inner) => flatten(&key, inner, out, problems),
+            config::ValueKind::Array(_) => problems.push(ConfigProblem {
+                key,
+                message: format!("expected a single value, found a list (from {origin})"),
+            }),
+            config::ValueKind::Nil => {}
+            other => {
+                let text = config::Value::new(None, other)
+                    .into_string()
+                    .unwrap_or_default();
+                out.insert(key, RawValue { text, origin });
+            }
+        }
+    }
+}
+
+/// Reads keys out of the raw map one by one, collecting every problem.
+struct Reader {
+    values: BTreeMap<String, RawValue>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Reader {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(ConfigProblem {
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn take(&mut self, key: &str) -> Option<RawValue> {
+        self.values.remove(key)
+    }
+
+    /// A key the embedded defaults always set; its absence is a packaging bug.
+    fn take_defaulted(&mut self, key: &str) -> Option<RawValue> {
+        let value = self.take(key);
+        if value.is_none() {
+            self.problem(
+                key,
+                "missing (and no default: config/default.toml is incomplete)",
+            );
+        }
+        value
+    }
+
+    fn integer(&mut self, key: &str, min: u64, max: u64) -> u64 {
+        let Some(raw) = self.take_defaulted(key) else {
+            return min;
+        };
+        match raw.text.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            Ok(n) => {
+                self.problem(
+                    key,
+                    format!(
+                        "{n} is out of range: allowed {min} to {max} (from {})",
+                        raw.origin
+                    ),
+                );
+                min
+            }
+            Err(_) => {
+                self.problem(
+                    key,
+                    format!(
+                        "`{}` is not a whole number: allowed {min} to {max} (from {})",
+                        raw.text, raw.origin
+                    ),
+                );
+                min
+            }
+        }
+    }
+
+    fn url(&mut self, key: &str) -> Url {
+        let fallback = || Url::parse("http://invalid.invalid/").expect("a constant URL parses");
+        let Some(raw) = self.take_defaulted(key) else {
+            return fallback();
+        };
+        match Url::parse(raw.text.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
+            Ok(_) => {
+                self.problem(
+                    key,
+                    format!(
+                        "`{}` must be an http:// or https:// URL (from {})",
+                        raw.text, raw.origin
+                    ),
+                );
+                fallback()
+            }
+            Err(error) => {
+                self.problem(
+                    key,
+                    format!("`{}` is not a URL: {error} (from {})", raw.text, raw.origin),
+                );
+                fallback()
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str) -> SocketAddr {
+        let fallback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let Some(raw) = self.take_defaulted(key) else {
+            return fallback;
+        };
+        raw.text.trim().parse().unwrap_or_else(|_| {
+            self.problem(
+                key,
+                format!(
+                    "`{}` is not an address and port such as 127.0.0.1:8080 or [::1]:8080 (from {})",
+                    raw.text, raw.origin
+                ),
+            );
+            fallback
+        })
+    }
+
+    fn path(&mut self, key: &str) -> PathBuf {
+        let Some(raw) = self.take_defaulted(key) else {
+            return PathBuf::new();
+        };
+        let text = raw.text.trim();
+        if text.is_empty() {
+            self.problem(key, format!("must not be empty (from {})", raw.origin));
+        }
+        PathBuf::from(text)
+    }
+
+    fn log_filter(&mut self, key: &str) -> String {
+        let Some(raw) = self.take_defaulted(key) else {
+            return "info".into();
+        };
+        match tracing_subscriber::EnvFilter::builder().parse(raw.text.trim()) {
+            Ok(_) => raw.text.trim().to_string(),
+            Err(error) => {
+                self.problem(
+                    key,
+                    format!(
+                        "`{}` is not a log filter such as `info` or `info,bitbucket_slack=debug`: {error} (from {})",
+                        raw.text, raw.origin
+                    ),
+                );
+                "info".into()
+            }
+        }
+    }
+
+    fn log_format(&mut self, key: &str) -> LogFormat {
+        let Some(raw) = self.take_defaulted(key) else {
+            return LogFormat::Text;
+        };
+        match raw.text.trim() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                self.problem(
+                    key,
+                    format!(
+                        "`{other}` must be \"text\" or \"json\" (from {})",
+                        raw.origin
+                    ),
+                );
+                LogFormat::Text
+            }
+        }
+    }
+
+    /// A secret given either inline (`key`) or as a file path (`key_file`).
+    fn optional_secret(
+        &mut self,
+        key: &str,
+        expected_prefix: Option<&str>,
+    ) -> Option<Secret<String>> {
+        let file_key = format!("{key}_file");
+        let inline = self.take(key);
+        let file = self.take(&file_key);
+        let value = match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(key, format!("set either {key} or {file_key}, not both"));
+                return None;
+            }
+            (Some(raw), None) => raw.text,
+            (None, Some(raw)) => match read_secret_file(Path::new(raw.text.trim())) {
+                Ok(secret) => secret,
+                Err(message) => {
+                    self.problem(&file_key, message);
+                    return None;
+                }
+            },
+            (None, None) => return None,
+        };
+        if value.trim().is_empty() {
+            self.problem(key, "is empty");
+            return None;
+        }
+        if let Some(prefix) = expected_prefix {
+            if !value.starts_with(prefix) {
+                self.problem(
+                    key,
+                    format!("does not look right: it should start with `{prefix}`"),
+                );
+                return None;
+            }
+        }
+        Some(Secret::new(value))
+    }
+
+    fn required_secret(&mut self, key: &str, expected_prefix: Option<&str>) -> Secret<String> {
+        let before = self.problems.len();
+        match self.optional_secret(key, expected_prefix) {
+            Some(secret) => secret,
+            None => {
+                if self.problems.len() == before {
+                    self.problem(
+                        key,
+                        format!("is required (or set {key}_file to a file holding it)"),
+                    );
+                }
+                Secret::new(String::new())
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<(), ConfigError> {
+        let unknown: Vec<(String, RawValue)> =
+            std::mem::take(&mut self.values).into_iter().collect();
+        for (key, raw) in unknown {
+            self.problem(&key, format!("unknown key (from {})", raw.origin));
+        }
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(self.problems))
+        }
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let trimmed = text.trim_end_matches(['\n', '\r']).to_string();
+            if trimmed.is_empty() {
+                Err(format!("the file {} is empty", path.display()))
+            } else {
+                Ok(trimmed)
+            }
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn problems(result: Result<Config, ConfigError>) -> Vec<String> {
+        match result {
+            Ok(_) => panic!("expected a configuration error"),
+            Err(error) => error.lines(),
+        }
+    }
+
+    const APP: (&str, &str) = ("BITBUCKET_SLACK__SLACK__APP_TOKEN", "xapp-1-A1-secret");
+
+    #[test]
+    fn defaults_and_env_configure_everything() {
+        let config = Config::load(None, &env(&[APP])).expect("valid");
+        assert_eq!(config.slack.app_token.expose(), "xapp-1-A1-secret");
+        assert_eq!(config.slack.socket_connections, 2);
+        assert_eq!(config.slack.api_url.as_str(), "https://slack.com/api/");
+        assert_eq!(
+            config.bitbucket.api_url.as_str(),
+            "https://api.bitbucket.org/2.0/"
+        );
+        assert_eq!(config.slack.reply_budget, Duration::from_millis(1500));
+        assert_eq!(config.shutdown.drain_timeout, Duration::from_secs(10));
+        assert!(config.slack.bot_token.is_none());
+    }
+
+    #[test]
+    fn missing_app_token_names_the_key() {
+        assert_eq!(
+            problems(Config::load(None, &env(&[]))),
+            vec!["slack.app_token: is required (or set slack.app_token_file to a file holding it)"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_on_its_own_line() {
+        let lines = problems(Config::load(
+            None,
+            &env(&[
+                APP,
+                ("BITBUCKET_SLACK__SLACK__SOCKET_CONNECTIONS", "11"),
+                ("BITBUCKET_SLACK__HTTP__LISTEN", "nowhere"),
+                ("BITBUCKET_SLACK__SLACK__API_URL", "ftp://slack.com"),
+                ("BITBUCKET_SLACK__SLACK__COLOUR", "blue"),
+                ("BITBUCKET_SLACK__LOG__FORMAT", "xml"),
+            ]),
+        ));
+        let keys: Vec<&str> = lines
+            .iter()
+            .map(|l| l.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                "slack.api_url",
+                "slack.socket_connections",
+                "http.listen",
+                "log.format",
+                "slack.colour"
+            ],
+            "{lines:#?}"
+        );
+        assert!(lines[1].contains("allowed 1 to 10"), "{}", lines[1]);
+        assert!(lines[4].contains("unknown key"), "{}", lines[4]);
+    }
+
+    #[test]
+    fn numeric_looking_values_keep_their_digits() {
+        // Regression: config's try_parsing turned 4242424242.5151515151515 into an f64.
+        let config = Config::load(
+            None,
+            &env(&[
+                APP,
+                ("BITBUCKET_SLACK__STORAGE__PATH", "0123.4567890123456789"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.storage.path, PathBuf::from("0123.4567890123456789"));
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[slack]\napp_token = \"xapp-from-file\"\nsocket_connections = 3\n[http]\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .expect("write");
+        let config = Config::load(
+            Some(&file),
+            &env(&[("BITBUCKET_SLACK__SLACK__SOCKET_CONNECTIONS", "4")]),
+        )
+        .expect("valid");
+        assert_eq!(config.slack.app_token.expose(), "xapp-from-file");
+        assert_eq!(config.slack.socket_connections, 4);
+        assert_eq!(config.http.listen, "127.0.0.1:9000".parse().expect("addr"));
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("app-token");
+        std::fs::write(&secret, "xapp-1-from-a-file\n").expect("write");
+        let config = Config::load(
+            None,
+            &env(&[(
+                "BITBUCKET_SLACK__SLACK__APP_TOKEN_FILE",
+                secret.to_str().expect("utf-8 path"),
+            )]),
+        )
+        .expect("valid");
+        assert_eq!(config.slack.app_token.expose(), "xapp-1-from-a-file");
+        assert!(!format!("{config:?}").contains("xapp-1-from-a-file"));
+    }
+
+    #[test]
+    fn secret_file_problems_name_the_file_key() {
+        let lines = problems(Config::load(
+            None,
+            &env(&[(
+                "BITBUCKET_SLACK__SLACK__APP_TOKEN_FILE",
+                "/nonexistent/token",
+            )]),
+        ));
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("slack.app_token_file: cannot read /nonexistent/token"));
+    }
+
+    #[test]
+    fn both_inline_and_file_is_an_error() {
+        let lines = problems(Config::load(
+            None,
+            &env(&[APP, ("BITBUCKET_SLACK__SLACK__APP_TOKEN_FILE", "/x")]),
+        ));
+        assert_eq!(
+            lines,
+            vec!["slack.app_token: set either slack.app_token or slack.app_token_file, not both"]
+        );
+    }
+
+    #[test]
+    fn a_wrong_token_kind_is_caught_without_echoing_it() {
+        let lines = problems(Config::load(
+            None,
+            &env(&[("BITBUCKET_SLACK__SLACK__APP_TOKEN", "xoxb-oops-a-bot-token")]),
+        ));
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].contains("should start with `xapp-`"));
+        assert!(!lines[0].contains("oops"));
+    }
+
+    #[test]
+    fn a_missing_config_file_is_a_source_error() {
+        let error = Config::load(Some(Path::new("/nonexistent/c.toml")), &env(&[APP]))
+            .expect_err("missing file");
+        assert!(error.to_string().contains("/nonexistent/c.toml"));
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[slak]\napp_token = \"x\"\n").expect("write");
+        let lines = problems(Config::load(Some(&file), &env(&[APP])));
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("slak.app_token: unknown key (from "),
+            "{}",
+            lines[0]
+        );
+    }
+}

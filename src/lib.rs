@@ -1,0 +1,34 @@
+//! bitbucket-slack: a self-hosted Bitbucket Cloud ⇄ Slack integration.
+//!
+//! One daemon holds Socket Mode WebSockets to Slack (no inbound port), answers the
+//! `/bitbucket` command, and keeps what it must remember in an embedded sled store.
+//! The design is `../shared/ARCHITECTURE.md`; in short:
+//!
+//! | module      | owns                                                            |
+//! |-------------|-----------------------------------------------------------------|
+//! | `config`    | raw layered config → validated [`config::Config`]; `Secret<T>`  |
+//! | `clock`     | the only reader of the wall clock                               |
+//! | `shutdown`  | the only installer of signal handlers                           |
+//! | `app`       | wiring, supervision, dispatch; the only place combining services|
+//! | `slack`     | Socket Mode, Web API, Block Kit conversion (only slack-morphism / tungstenite user) |
+//! | `store`     | the only sled user: typed repositories, schema, migrations      |
+//! | `commands`  | pure: `/bitbucket` text → `Command`, help from the same table   |
+//! | `http`      | axum routes: health and readiness                               |
+//!
+//! Invariants, checked by `tests/tidy.rs`:
+//! 1. `commands/` does no I/O, never reads the clock, never spawns.
+//! 2. Only `slack/` imports `slack_morphism` or `tokio_tungstenite`; only `store/` imports `sled`.
+//! 3. Only `clock.rs` reads the wall clock.
+//! 4. Only `shutdown.rs` installs signal handlers.
+//! 5. No global mutable state; each component gets its own part of the config.
+//! 6. A handler's error never stops the listener or the process.
+//! 7. Secrets never reach a log line, a panic message or a Slack message.
+
+pub mod app;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod http;
+pub mod shutdown;
+pub mod slack;
+pub mod store;

@@ -1,0 +1,10 @@
+//! Everything that speaks to Slack: the Socket Mode sockets, the Web API and the
+//! conversion between slack-morphism's types and ours.
+//!
+//! The only module that imports `slack_morphism` or `tokio_tungstenite`. The rest of the
+//! daemon sees [`envelope`] types, [`crate::commands::Reply`] and [`web::SlackError`].
+
+pub mod convert;
+pub mod envelope;
+pub mod socket;
+pub mod web;

@@ -1,0 +1,215 @@
+//! The embedded database: the only module that uses sled.
+//!
+//! Owns opening the database (with errors that name the path), the schema version and
+//! its migrations, and one typed repository per tree. Callers never see sled types or
+//! raw keys. Every write that must survive a crash is flushed before the caller is told
+//! it succeeded; writes that may be lost in a crash say so in their doc comment.
+
+mod dedup;
+
+use std::path::{Path, PathBuf};
+
+pub use dedup::{DedupKind, DedupStore};
+
+/// The schema this binary writes. Bump it and add a step to [`MIGRATIONS`] together.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `MIGRATIONS[n]` upgrades a store from schema `n + 1` to `n + 2`. Version 1 is the
+/// first schema, so there is nothing to migrate yet.
+const MIGRATIONS: &[fn(&sled::Db) -> sled::Result<()>] = &[];
+
+const META_TREE: &str = "meta";
+const SCHEMA_KEY: &str = "schema_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {path} is in use by another process (is the daemon already running?)")]
+    Locked { path: PathBuf },
+    #[error("cannot open the store at {path}: {cause}")]
+    Open { path: PathBuf, cause: String },
+    #[error(
+        "the store at {path} has schema version {found}, newer than this binary's {supported}: \
+         run a newer bitbucket-slack or restore a backup"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("the store is damaged: {0}")]
+    Corrupt(String),
+    #[error("store I/O failed: {0}")]
+    Io(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> Self {
+        match error {
+            sled::Error::Corruption { .. } => StoreError::Corrupt(error.to_string()),
+            other => StoreError::Io(other.to_string()),
+        }
+    }
+}
+
+/// The open database and its repositories. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    pub dedup: DedupStore,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in the directory `path`, and brings its schema
+    /// up to date. Never panics on a bad path: every failure names it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_error = |cause: String| StoreError::Open {
+            path: path.to_path_buf(),
+            cause,
+        };
+        std::fs::create_dir_all(path).map_err(|error| open_error(error.to_string()))?;
+        if !path.is_dir() {
+            return Err(open_error("not a directory".into()));
+        }
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(8 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|error| match &error {
+                sled::Error::Io(io) if is_lock_error(io) => StoreError::Locked {
+                    path: path.to_path_buf(),
+                },
+                other => open_error(other.to_string()),
+            })?;
+        migrate(&db, path)?;
+        Ok(Store {
+            dedup: DedupStore::new(db.open_tree("dedup")?),
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// A cheap read that fails if the database no longer works.
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.db.open_tree(META_TREE)?.get(SCHEMA_KEY)?;
+        Ok(())
+    }
+}
+
+fn is_lock_error(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::WouldBlock || error.to_string().contains("lock")
+}
+
+fn migrate(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
+    let meta = db.open_tree(META_TREE)?;
+    let found = match meta.get(SCHEMA_KEY)? {
+        None if db.tree_names().len() <= 2 => {
+            // A new store (only sled's default tree and `meta` exist): start current.
+            write_version(&meta, SCHEMA_VERSION)?;
+            db.flush()?;
+            return Ok(());
+        }
+        None => {
+            return Err(StoreError::Corrupt(format!(
+                "{} has data but no schema version",
+                path.display()
+            )));
+        }
+        Some(bytes) => read_version(&bytes)?,
+    };
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for version in found..SCHEMA_VERSION {
+        let step = MIGRATIONS[(version - 1) as usize];
+        step(db)?;
+        write_version(&meta, version + 1)?;
+        db.flush()?;
+        tracing::info!(from = version, to = version + 1, "store migrated");
+    }
+    Ok(())
+}
+
+fn write_version(meta: &sled::Tree, version: u32) -> Result<(), StoreError> {
+    meta.insert(SCHEMA_KEY, &version.to_be_bytes())?;
+    Ok(())
+}
+
+fn read_version(bytes: &[u8]) -> Result<u32, StoreError> {
+    let array: [u8; 4] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("schema version is not 4 bytes".into()))?;
+    Ok(u32::from_be_bytes(array))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_store_gets_the_current_schema_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store.check().expect("healthy");
+        drop(store);
+        Store::open(dir.path()).expect("reopen");
+    }
+
+    #[test]
+    fn a_second_open_is_refused_as_locked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = Store::open(dir.path()).expect("open");
+        let error = Store::open(dir.path()).expect_err("locked");
+        assert!(matches!(error, StoreError::Locked { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains(&dir.path().display().to_string())
+        );
+    }
+
+    #[test]
+    fn an_unusable_path_names_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").expect("write");
+        let error = Store::open(&file.join("store")).expect_err("parent is a file");
+        assert!(matches!(error, StoreError::Open { .. }), "{error}");
+        assert!(error.to_string().contains("a-file/store"), "{error}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = sled::open(dir.path()).expect("open");
+            let meta = db.open_tree(META_TREE).expect("tree");
+            meta.insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
+                .expect("insert");
+            db.flush().expect("flush");
+        }
+        let error = Store::open(dir.path()).expect_err("newer");
+        assert!(matches!(error, StoreError::NewerSchema { .. }), "{error}");
+    }
+}

@@ -1,0 +1,909 @@
+//! An in-process fake of Slack for integration tests and benchmarks.
+//!
+//! It speaks the real wire protocols on `127.0.0.1` (ephemeral ports):
+//!
+//! * an HTTP/1.1 server (axum) for the Slack Web API (`/api/{method}`) and for
+//!   `response_url` posts (`/response/{id}`);
+//! * a WebSocket server (tokio-tungstenite) for Socket Mode (`/link/?ticket=..`).
+//!
+//! `apps.connections.open` hands out single-use WebSocket URLs exactly like
+//! Slack does: a ticket that was never issued, or was already used, is refused
+//! with HTTP 401 during the WebSocket handshake.
+//!
+//! Nothing in here sleeps: every wait is event driven and bounded by
+//! [`WAIT`], after which it panics with a message naming what it awaited.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Callback, ErrorResponse, Request as WsRequest, Response as WsResponse,
+};
+use tokio_tungstenite::tungstenite::http::StatusCode as WsStatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// How long any wait in the fake may take before it panics.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The Socket Mode `app_id` the fake reports.
+pub const APP_ID: &str = "A0FAKE";
+
+/// Largest WebSocket message / frame the fake accepts from the daemon.
+const MAX_WS_MESSAGE: usize = 64 << 20;
+const MAX_WS_FRAME: usize = 16 << 20;
+
+// ---------------------------------------------------------------------------
+// FakeSlack
+// ---------------------------------------------------------------------------
+
+/// A running fake Slack: Web API over HTTP plus Socket Mode over WebSocket.
+///
+/// Cheap to share by reference: every method takes `&self`. Dropping it stops
+/// the listeners and drops every open WebSocket connection (the daemon sees EOF).
+pub struct FakeSlack {
+    inner: Arc<Inner>,
+    /// Receives every successfully handshaken WebSocket connection, in order.
+    accept_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<FakeSocket>>,
+}
+
+impl fmt::Debug for FakeSlack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeSlack")
+            .field("http_port", &self.inner.http_port)
+            .field("ws_port", &self.inner.ws_port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared between the handle and the server tasks.
+struct Inner {
+    http_port: u16,
+    ws_port: u16,
+    state: Mutex<SharedState>,
+    /// Bumped (to the number of recorded calls) after every HTTP request is recorded.
+    calls_changed: watch::Sender<usize>,
+    /// Where new WebSocket connections are announced.
+    accept_tx: mpsc::UnboundedSender<FakeSocket>,
+    /// Abort handles of every task the fake spawned, aborted on drop.
+    tasks: Mutex<Vec<AbortHandle>>,
+    /// Source of unique message timestamps for `chat.postMessage`.
+    next_ts: AtomicU64,
+}
+
+struct SharedState {
+    auto_hello: bool,
+    connections_open_error: Option<String>,
+    calls: Vec<RecordedCall>,
+    next_ticket: u64,
+    /// Tickets handed out by `apps.connections.open` and not used yet.
+    open_tickets: HashSet<String>,
+    sockets_opened: usize,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, SharedState> {
+        self.state
+            .lock()
+            .expect("fake slack state mutex poisoned (a previous panic while holding it)")
+    }
+
+    fn track(&self, handle: AbortHandle) {
+        let mut tasks = self
+            .tasks
+            .lock()
+            .expect("fake slack task list mutex poisoned");
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+}
+
+impl Drop for FakeSlack {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.inner.tasks.lock() {
+            for task in tasks.iter() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl FakeSlack {
+    /// Binds the HTTP and WebSocket listeners on `127.0.0.1:0` and spawns the
+    /// server tasks on the current tokio runtime.
+    pub async fn start() -> FakeSlack {
+        let http_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake slack: bind HTTP listener on 127.0.0.1:0");
+        let ws_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake slack: bind WebSocket listener on 127.0.0.1:0");
+        let http_port = http_listener
+            .local_addr()
+            .expect("fake slack: HTTP listener local_addr")
+            .port();
+        let ws_port = ws_listener
+            .local_addr()
+            .expect("fake slack: WebSocket listener local_addr")
+            .port();
+
+        let (accept_tx, accept_rx) = mpsc::unbounded_channel();
+        let (calls_changed, _) = watch::channel(0usize);
+        let inner = Arc::new(Inner {
+            http_port,
+            ws_port,
+            state: Mutex::new(SharedState {
+                auto_hello: true,
+                connections_open_error: None,
+                calls: Vec::new(),
+                next_ticket: 1,
+                open_tickets: HashSet::new(),
+                sockets_opened: 0,
+            }),
+            calls_changed,
+            accept_tx,
+            tasks: Mutex::new(Vec::new()),
+            next_ts: AtomicU64::new(1),
+        });
+
+        let app = Router::new()
+            .fallback(handle_http)
+            .layer(DefaultBodyLimit::disable())
+            .with_state(inner.clone());
+        let http_task = tokio::spawn(async move {
+            axum::serve(http_listener, app)
+                .await
+                .expect("fake slack: HTTP server failed");
+        });
+        inner.track(http_task.abort_handle());
+
+        let ws_inner = inner.clone();
+        let ws_task = tokio::spawn(async move {
+            loop {
+                let (stream, _) = ws_listener
+                    .accept()
+                    .await
+                    .expect("fake slack: accept on WebSocket listener failed");
+                let conn_inner = ws_inner.clone();
+                let conn = tokio::spawn(serve_ws_connection(conn_inner, stream));
+                ws_inner.track(conn.abort_handle());
+            }
+        });
+        inner.track(ws_task.abort_handle());
+
+        FakeSlack {
+            inner,
+            accept_rx: tokio::sync::Mutex::new(accept_rx),
+        }
+    }
+
+    /// Base URL of the fake Web API, with trailing slash:
+    /// `http://127.0.0.1:{port}/api/`.
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/", self.inner.http_port)
+    }
+
+    /// A `response_url` served by the fake: `http://127.0.0.1:{port}/response/{id}`.
+    /// Posts to it are recorded and answered with plain `ok`.
+    pub fn response_url(&self, id: &str) -> String {
+        format!("http://127.0.0.1:{}/response/{id}", self.inner.http_port)
+    }
+
+    /// Whether to send a `hello` frame right after each WebSocket handshake
+    /// (default `true`). Applies to connections handshaken afterwards.
+    pub fn set_auto_hello(&self, on: bool) {
+        self.inner.lock().auto_hello = on;
+    }
+
+    /// When `Some(e)`, `apps.connections.open` (with a valid app token) answers
+    /// `200 {"ok":false,"error":e}` instead of issuing a URL. `None` restores
+    /// normal behaviour.
+    pub fn set_connections_open_error(&self, error: Option<&str>) {
+        self.inner.lock().connections_open_error = error.map(str::to_owned);
+    }
+
+    /// Every HTTP request received so far, in arrival order.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.inner.lock().calls.clone()
+    }
+
+    /// The HTTP requests whose path ends with `path_suffix`, in arrival order,
+    /// e.g. `"apps.connections.open"` or `"/response/abc"`.
+    pub fn calls_to(&self, path_suffix: &str) -> Vec<RecordedCall> {
+        self.inner
+            .lock()
+            .calls
+            .iter()
+            .filter(|c| c.path.ends_with(path_suffix))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until at least `count` requests whose path ends with `path_suffix`
+    /// were received, then returns all of them. Panics after [`WAIT`].
+    pub async fn wait_for_calls(&self, path_suffix: &str, count: usize) -> Vec<RecordedCall> {
+        let mut changed = self.inner.calls_changed.subscribe();
+        let waited = tokio::time::timeout(WAIT, async {
+            loop {
+                let calls = self.calls_to(path_suffix);
+                if calls.len() >= count {
+                    return calls;
+                }
+                changed
+                    .changed()
+                    .await
+                    .expect("fake slack: call notifier dropped while waiting for calls");
+            }
+        })
+        .await;
+        match waited {
+            Ok(calls) => calls,
+            Err(_) => {
+                let got = self.calls_to(path_suffix).len();
+                let all: Vec<String> = self
+                    .calls()
+                    .iter()
+                    .map(|c| format!("{} {}", c.method, c.path))
+                    .collect();
+                panic!(
+                    "fake slack: timed out after {WAIT:?} waiting for {count} HTTP call(s) to a path \
+                     ending with {path_suffix:?}; got {got}. All calls so far: {all:?}"
+                )
+            }
+        }
+    }
+
+    /// The next WebSocket connection the daemon opened (successful handshakes
+    /// only, in order of connection). Panics after [`WAIT`].
+    pub async fn accept(&self) -> FakeSocket {
+        let mut rx = self.accept_rx.lock().await;
+        match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(socket)) => socket,
+            Ok(None) => {
+                panic!("fake slack: WebSocket accept queue closed while waiting for a connection")
+            }
+            Err(_) => panic!(
+                "fake slack: timed out after {WAIT:?} waiting for the daemon to open a Socket Mode \
+                 WebSocket connection (sockets opened so far: {}, apps.connections.open calls: {})",
+                self.sockets_opened(),
+                self.calls_to("apps.connections.open").len()
+            ),
+        }
+    }
+
+    /// How many WebSocket connections completed the handshake so far.
+    pub fn sockets_opened(&self) -> usize {
+        self.inner.lock().sockets_opened
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP side
+// ---------------------------------------------------------------------------
+
+/// One HTTP request the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCall {
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Request path, e.g. `/api/chat.postMessage`.
+    pub path: String,
+    /// Raw query string (without `?`), if any.
+    pub query: Option<String>,
+    /// The `Authorization` header, if present.
+    pub authorization: Option<String>,
+    /// The `Content-Type` header, if present.
+    pub content_type: Option<String>,
+    /// The body as text (lossy UTF-8), JSON or form-urlencoded alike.
+    pub body: String,
+}
+
+impl RecordedCall {
+    /// The body as JSON. A form-urlencoded body (by `Content-Type`) becomes a
+    /// JSON object of string fields (the last value wins for repeated keys).
+    /// An empty body yields `Value::Null`. Panics if the body is neither.
+    pub fn json(&self) -> Value {
+        self.try_json().unwrap_or_else(|e| {
+            panic!(
+                "fake slack: body of {} {} (content-type {:?}) is neither JSON nor form-urlencoded: {e}; body: {}",
+                self.method, self.path, self.content_type, self.body
+            )
+        })
+    }
+
+    /// Like [`RecordedCall::json`], but reports a malformed body as `Err`.
+    fn try_json(&self) -> Result<Value, serde_json::Error> {
+        let is_form = self.content_type.as_deref().is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+        if is_form {
+            return Ok(Value::Object(
+                parse_form(&self.body)
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            ));
+        }
+        if self.body.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&self.body)
+    }
+
+    /// The bearer token of the `Authorization` header, if any.
+    fn bearer(&self) -> Option<&str> {
+        self.authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim)
+    }
+}
+
+/// Parses `application/x-www-form-urlencoded` text into (key, value) pairs.
+fn parse_form(body: &str) -> Vec<(String, String)> {
+    body.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect()
+}
+
+/// Decodes one form-urlencoded component (`+` is a space, `%XX` a byte).
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' if i + 2 < bytes.len() => match (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// The single HTTP handler: records the request, then answers by path.
+async fn handle_http(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = RecordedCall {
+        method: method.as_str().to_owned(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        authorization: header_string(&headers, header::AUTHORIZATION),
+        content_type: header_string(&headers, header::CONTENT_TYPE),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    {
+        let mut state = inner.lock();
+        state.calls.push(call.clone());
+        let n = state.calls.len();
+        inner.calls_changed.send_replace(n);
+    }
+
+    let path = call.path.as_str();
+    if let Some(api_method) = path.strip_prefix("/api/") {
+        return match api_method {
+            "apps.connections.open" => apps_connections_open(&inner, &call, &method),
+            "auth.test" => auth_test(&call, &method),
+            "chat.postMessage" => chat_post_message(&inner, &call, &method),
+            _ => slack_json(json!({"ok": false, "error": "unknown_method"})),
+        };
+    }
+    if path.starts_with("/response/") {
+        if method != Method::POST {
+            return StatusCode::METHOD_NOT_ALLOWED.into_response();
+        }
+        return (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            "ok",
+        )
+            .into_response();
+    }
+    (StatusCode::NOT_FOUND, "fake slack: no such route").into_response()
+}
+
+/// A 200 response with a JSON body, like every Slack Web API answer.
+fn slack_json(value: Value) -> Response {
+    axum::Json(value).into_response()
+}
+
+fn apps_connections_open(inner: &Inner, call: &RecordedCall, method: &Method) -> Response {
+    if method != Method::POST {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    if !call.bearer().is_some_and(|t| t.starts_with("xapp-")) {
+        return slack_json(json!({"ok": false, "error": "not_authed"}));
+    }
+    let mut state = inner.lock();
+    if let Some(error) = state.connections_open_error.clone() {
+        return slack_json(json!({"ok": false, "error": error}));
+    }
+    let ticket = state.next_ticket.to_string();
+    state.next_ticket += 1;
+    state.open_tickets.insert(ticket.clone());
+    drop(state);
+    let url = format!(
+        "ws://127.0.0.1:{}/link/?ticket={ticket}&app_id={APP_ID}",
+        inner.ws_port
+    );
+    slack_json(json!({"ok": true, "url": url}))
+}
+
+fn auth_test(call: &RecordedCall, method: &Method) -> Response {
+    if method != Method::POST && method != Method::GET {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    if !call.bearer().is_some_and(|t| t.starts_with("xoxb-")) {
+        return slack_json(json!({"ok": false, "error": "invalid_auth"}));
+    }
+    let mut response = slack_json(json!({
+        "ok": true,
+        "url": "https://fake.slack.com/",
+        "team": "Fake Team",
+        "user": "bitbucket",
+        "team_id": "T0FAKE",
+        "user_id": "U0BOT",
+        "bot_id": "B0BOT",
+        "is_enterprise_install": false
+    }));
+    response.headers_mut().insert(
+        "x-oauth-scopes",
+        HeaderValue::from_static("commands,chat:write"),
+    );
+    response
+}
+
+fn chat_post_message(inner: &Inner, call: &RecordedCall, method: &Method) -> Response {
+    if method != Method::POST {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    // A body that does not parse is treated as having no arguments.
+    let args = call.try_json().unwrap_or(Value::Null);
+    let Some(channel) = args
+        .get("channel")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return slack_json(json!({"ok": false, "error": "channel_not_found"}));
+    };
+    // Unique, increasing, fixed-width: 1700000000.000100, 1700000000.000200, ...
+    let n = inner.next_ts.fetch_add(1, Ordering::Relaxed);
+    let micros = 1_700_000_000_000_000u64 + n * 100;
+    let ts = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+
+    let mut message = json!({
+        "type": "message",
+        "user": "U0BOT",
+        "bot_id": "B0BOT",
+        "app_id": APP_ID,
+        "team": "T0FAKE",
+        "ts": ts,
+        "text": args.get("text").cloned().unwrap_or(Value::String(String::new())),
+    });
+    for key in ["blocks", "attachments", "thread_ts", "metadata"] {
+        if let Some(v) = args.get(key) {
+            // Form bodies carry structured args as JSON text.
+            let v = match v {
+                Value::String(s) if key != "thread_ts" => {
+                    serde_json::from_str(s).unwrap_or_else(|_| v.clone())
+                }
+                _ => v.clone(),
+            };
+            message[key] = v;
+        }
+    }
+    slack_json(json!({"ok": true, "channel": channel, "ts": ts, "message": message}))
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket side
+// ---------------------------------------------------------------------------
+
+/// A frame the daemon sent to the fake over a Socket Mode WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+    /// A ping with its payload.
+    Ping(Vec<u8>),
+    /// A pong with its payload.
+    Pong(Vec<u8>),
+    /// A Close frame, or the end of the connection.
+    Close,
+}
+
+/// A request from the test to the task that owns the WebSocket stream.
+#[derive(Debug)]
+struct Outgoing {
+    message: Message,
+    /// Completed once the frame was written and flushed (or failed to be).
+    done: oneshot::Sender<()>,
+}
+
+/// One Socket Mode WebSocket connection the daemon opened, seen from Slack's side.
+#[derive(Debug)]
+pub struct FakeSocket {
+    ticket: String,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    frames: tokio::sync::Mutex<mpsc::UnboundedReceiver<Frame>>,
+    closed: watch::Receiver<bool>,
+}
+
+impl FakeSocket {
+    /// The `ticket` query value of the URL this socket connected with.
+    pub fn ticket(&self) -> String {
+        self.ticket.clone()
+    }
+
+    /// Sends `message` and waits until it was flushed. If the connection is
+    /// already gone the frame is silently lost, as on a real network.
+    async fn send(&self, message: Message) {
+        let (done, written) = oneshot::channel();
+        if self.outgoing.send(Outgoing { message, done }).is_err() {
+            return;
+        }
+        // An Err means the connection task ended before writing: also "lost".
+        let _ = tokio::time::timeout(WAIT, written)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "fake slack: timed out after {WAIT:?} writing a frame to socket ticket={}",
+                    self.ticket
+                )
+            });
+    }
+
+    /// Sends a raw text frame (may be invalid JSON on purpose).
+    pub async fn send_text(&self, text: &str) {
+        self.send(Message::text(text)).await;
+    }
+
+    /// Sends `value` serialized as a JSON text frame.
+    pub async fn send_json(&self, value: &Value) {
+        self.send(Message::text(value.to_string())).await;
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&self, data: &[u8]) {
+        self.send(Message::binary(data.to_vec())).await;
+    }
+
+    /// Sends a ping frame with `data` as payload.
+    pub async fn send_ping(&self, data: &[u8]) {
+        self.send(Message::Ping(data.to_vec().into())).await;
+    }
+
+    /// Sends Slack's `hello` frame (what auto-hello sends).
+    pub async fn send_hello(&self) {
+        self.send(Message::text(hello_frame())).await;
+    }
+
+    /// Sends a `disconnect` frame with the given reason
+    /// (`warning`, `refresh_requested`, `too_many_websockets`, `link_disabled`, ...).
+    pub async fn send_disconnect(&self, reason: &str) {
+        let frame =
+            json!({"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}});
+        self.send(Message::text(frame.to_string())).await;
+    }
+
+    /// Starts a server-initiated close (Close frame, code 1000). The daemon's
+    /// Close reply shows up as [`Frame::Close`].
+    pub async fn send_close(&self) {
+        self.send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
+    }
+
+    /// The next frame the daemon sent. Once the connection is closed this
+    /// yields [`Frame::Close`] (repeatedly). Panics after [`WAIT`].
+    pub async fn next_frame(&self) -> Frame {
+        let mut frames = self.frames.lock().await;
+        match tokio::time::timeout(WAIT, frames.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => Frame::Close,
+            Err(_) => panic!(
+                "fake slack: timed out after {WAIT:?} waiting for the next frame from the daemon on \
+                 socket ticket={} (closed: {})",
+                self.ticket,
+                self.is_closed()
+            ),
+        }
+    }
+
+    /// Runs `pick` over incoming frames until it returns `Some`, all within one
+    /// [`WAIT`] deadline.
+    async fn next_matching<T>(&self, what: &str, mut pick: impl FnMut(Frame) -> Option<T>) -> T {
+        let mut frames = self.frames.lock().await;
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                let frame = frames.recv().await.unwrap_or(Frame::Close);
+                if let Some(found) = pick(frame) {
+                    return found;
+                }
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            panic!(
+                "fake slack: timed out after {WAIT:?} waiting for {what} from the daemon on socket \
+                 ticket={} (closed: {})",
+                self.ticket,
+                self.is_closed()
+            )
+        })
+    }
+
+    /// The next text frame, parsed as JSON (typically an envelope ack),
+    /// skipping Ping/Pong frames. Panics on Binary, Close, invalid JSON or after [`WAIT`].
+    pub async fn next_ack(&self) -> Value {
+        let ticket = self.ticket.clone();
+        self.next_matching("a JSON text frame (ack)", |frame| match frame {
+            Frame::Ping(_) | Frame::Pong(_) => None,
+            Frame::Text(text) => Some(serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("fake slack: daemon sent a text frame that is not JSON on socket ticket={ticket}: {e}; frame: {text}")
+            })),
+            other => panic!(
+                "fake slack: expected a JSON text frame (ack) from the daemon on socket \
+                 ticket={ticket}, got {other:?}"
+            ),
+        })
+        .await
+    }
+
+    /// Skips frames until a Pong arrives and returns its payload. Panics if the
+    /// connection closes first or after [`WAIT`].
+    pub async fn next_pong(&self) -> Vec<u8> {
+        let ticket = self.ticket.clone();
+        self.next_matching("a Pong frame", |frame| match frame {
+            Frame::Pong(data) => Some(data),
+            Frame::Close => panic!(
+                "fake slack: socket ticket={ticket} closed while waiting for a Pong from the daemon"
+            ),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits until the daemon closed this socket (Close frame or EOF).
+    /// Does not consume frames. Panics after [`WAIT`].
+    pub async fn wait_closed(&self) {
+        let mut closed = self.closed.clone();
+        match tokio::time::timeout(WAIT, closed.wait_for(|c| *c)).await {
+            // Err: the connection task is gone (fake shut down), i.e. closed too.
+            Ok(_) => {}
+            Err(_) => panic!(
+                "fake slack: timed out after {WAIT:?} waiting for the daemon to close socket ticket={}",
+                self.ticket
+            ),
+        }
+    }
+
+    /// Whether the daemon closed this socket (Close frame or EOF) already.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+}
+
+/// The `hello` frame sent after each handshake.
+fn hello_frame() -> String {
+    json!({
+        "type": "hello",
+        "num_connections": 1,
+        "debug_info": {"host": "applink-fake", "build_number": 1, "approximate_connection_time": 18060},
+        "connection_info": {"app_id": APP_ID}
+    })
+    .to_string()
+}
+
+/// The value of `key` in a raw query string (not percent-decoded: tickets are digits).
+fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// The handshake callback: admits `/link/?ticket=..` with a ticket that was
+/// issued by `apps.connections.open` and not used yet (single use, like Slack),
+/// answers 401 otherwise (404 for other paths).
+struct TicketCheck {
+    inner: Arc<Inner>,
+    /// Where the admitted ticket is written for the connection task.
+    admitted: Arc<Mutex<Option<String>>>,
+}
+
+impl TicketCheck {
+    fn check(&self, request: &WsRequest) -> Result<String, (WsStatusCode, &'static str)> {
+        if !request.uri().path().starts_with("/link") {
+            return Err((
+                WsStatusCode::NOT_FOUND,
+                "fake slack: unknown WebSocket path",
+            ));
+        }
+        let Some(ticket) = request.uri().query().and_then(|q| query_value(q, "ticket")) else {
+            return Err((WsStatusCode::UNAUTHORIZED, "fake slack: missing ticket"));
+        };
+        // Single use: a ticket is consumed by its first successful use.
+        if !self.inner.lock().open_tickets.remove(ticket) {
+            return Err((
+                WsStatusCode::UNAUTHORIZED,
+                "fake slack: unknown or already used ticket",
+            ));
+        }
+        Ok(ticket.to_owned())
+    }
+}
+
+impl Callback for TicketCheck {
+    fn on_request(
+        self,
+        request: &WsRequest,
+        response: WsResponse,
+    ) -> Result<WsResponse, ErrorResponse> {
+        match self.check(request) {
+            Ok(ticket) => {
+                *self
+                    .admitted
+                    .lock()
+                    .expect("fake slack ticket slot mutex poisoned") = Some(ticket);
+                Ok(response)
+            }
+            Err((status, why)) => {
+                let mut rejection = ErrorResponse::new(Some(why.to_owned()));
+                *rejection.status_mut() = status;
+                Err(rejection)
+            }
+        }
+    }
+}
+
+/// Handshakes one TCP connection and, if its ticket is valid, runs it until closed.
+async fn serve_ws_connection(inner: Arc<Inner>, stream: TcpStream) {
+    let ticket_slot: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let callback = TicketCheck {
+        inner: inner.clone(),
+        admitted: ticket_slot.clone(),
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_WS_MESSAGE))
+        .max_frame_size(Some(MAX_WS_FRAME));
+    let Ok(mut ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
+    else {
+        // Rejected (401/404) or broken handshake: nothing to hand to the test.
+        return;
+    };
+    let ticket = ticket_slot
+        .lock()
+        .expect("fake slack ticket slot mutex poisoned")
+        .take()
+        .expect("fake slack: handshake succeeded without recording a ticket");
+
+    let (outgoing_tx, mut outgoing_rx) = mpsc::unbounded_channel::<Outgoing>();
+    let (frames_tx, frames_rx) = mpsc::unbounded_channel::<Frame>();
+    let (closed_tx, closed_rx) = watch::channel(false);
+    let auto_hello = {
+        let mut state = inner.lock();
+        state.sockets_opened += 1;
+        state.auto_hello
+    };
+    // The receiver lives in FakeSlack; if it is gone the fake is shutting down.
+    let _ = inner.accept_tx.send(FakeSocket {
+        ticket,
+        outgoing: outgoing_tx,
+        frames: tokio::sync::Mutex::new(frames_rx),
+        closed: closed_rx,
+    });
+    drop(inner);
+
+    if auto_hello {
+        // A failure surfaces as EOF / error on the read side below.
+        let _ = ws.send(Message::text(hello_frame())).await;
+    }
+
+    let mut outgoing_open = true;
+    loop {
+        tokio::select! {
+            incoming = ws.next() => {
+                let frame = match incoming {
+                    Some(Ok(Message::Text(text))) => Frame::Text(text.as_str().to_owned()),
+                    Some(Ok(Message::Binary(data))) => Frame::Binary(data.to_vec()),
+                    Some(Ok(Message::Ping(data))) => Frame::Ping(data.to_vec()),
+                    Some(Ok(Message::Pong(data))) => Frame::Pong(data.to_vec()),
+                    // A raw frame is never returned by reads; ignore it defensively.
+                    Some(Ok(Message::Frame(_))) => continue,
+                    Some(Ok(Message::Close(_))) => {
+                        // tungstenite queues the Close reply; keep reading to flush it.
+                        if !*closed_tx.borrow() {
+                            let _ = frames_tx.send(Frame::Close);
+                            closed_tx.send_replace(true);
+                        }
+                        continue;
+                    }
+                    None | Some(Err(_)) => {
+                        if !*closed_tx.borrow() {
+                            let _ = frames_tx.send(Frame::Close);
+                            closed_tx.send_replace(true);
+                        }
+                        break;
+                    }
+                };
+                // The test may have dropped its FakeSocket; keep draining regardless.
+                let _ = frames_tx.send(frame);
+            }
+            outgoing = outgoing_rx.recv(), if outgoing_open => {
+                match outgoing {
+                    Some(Outgoing { message, done }) => {
+                        // Write errors mean the peer is gone; the read side reports it.
+                        let _ = ws.send(message).await;
+                        let _ = done.send(());
+                    }
+                    None => outgoing_open = false,
+                }
+            }
+        }
+    }
+}
