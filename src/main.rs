@@ -79,8 +79,6 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    // slack-morphism's connector and tungstenite use rustls; pick its provider once.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

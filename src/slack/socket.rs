@@ -738,7 +738,113 @@ fn payload_ack(envelope_id: &str, reply: &Reply) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::slack::envelope::{EventCallback, Interaction, SlashCommand};
+    use crate::store::Store;
+
+    struct EchoHandler;
+
+    impl EnvelopeHandler for EchoHandler {
+        async fn slash_command(&self, command: SlashCommand) -> Reply {
+            Reply::text(command.text)
+        }
+        async fn event(&self, _event: EventCallback) {}
+        async fn interaction(&self, _interaction: Interaction) {}
+    }
+
+    fn socket_mode(store: &Store) -> Arc<SocketMode<EchoHandler>> {
+        let settings = SocketModeSettings {
+            connections: 1,
+            reply_budget: Duration::from_millis(1500),
+            ping_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            retire_grace: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+        };
+        SocketMode::new(SocketModeParts {
+            web: SlackWeb::new(&url::Url::parse("http://127.0.0.1:9/api/").expect("url"))
+                .expect("client"),
+            app_token: Secret::new("xapp-test".into()),
+            settings,
+            handler: Arc::new(EchoHandler),
+            dedup: store.dedup.clone(),
+            clock: Arc::new(ManualClock::new(Timestamp::UNIX_EPOCH)),
+            health: SocketHealth::new(1),
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    /// A socket pair in memory: the daemon's end and Slack's end.
+    async fn socket_pair() -> (
+        WebSocketStream<tokio::io::DuplexStream>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        (
+            WebSocketStream::from_raw_socket(ours, Role::Client, None).await,
+            WebSocketStream::from_raw_socket(theirs, Role::Server, None).await,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_socket_ends_after_the_idle_timeout_and_pings_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let this = socket_mode(&store);
+        let (ours, mut slack) = socket_pair().await;
+        let (events, _events_rx) = mpsc::channel(4);
+        let started = Instant::now();
+        let session = tokio::spawn(async move {
+            this.session_loop(
+                0,
+                ours,
+                &events,
+                CancellationToken::new(),
+                CancellationToken::new(),
+            )
+            .await
+        });
+        // Slack's end reads our pings but never answers anything.
+        let first = slack.next().await.expect("a frame").expect("readable");
+        assert!(matches!(first, Message::Ping(_)), "{first:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        let reason = session.await.expect("session task");
+        assert_eq!(reason, "silent too long");
+        let silent_for = started.elapsed();
+        assert!(
+            silent_for > Duration::from_secs(30) && silent_for <= Duration::from_secs(40),
+            "{silent_for:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_answers_pings_stays_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let this = socket_mode(&store);
+        let (ours, mut slack) = socket_pair().await;
+        let (events, _events_rx) = mpsc::channel(4);
+        let stop = CancellationToken::new();
+        let session_stop = stop.clone();
+        let session = tokio::spawn(async move {
+            this.session_loop(0, ours, &events, CancellationToken::new(), session_stop)
+                .await
+        });
+        // Reading lets tungstenite answer each ping with a pong: two minutes of pings.
+        for _ in 0..12 {
+            let frame = slack.next().await.expect("a frame").expect("readable");
+            assert!(matches!(frame, Message::Ping(_)), "{frame:?}");
+        }
+        assert!(!session.is_finished());
+        stop.cancel();
+        assert_eq!(session.await.expect("session task"), "closed by us");
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter_and_resets() {

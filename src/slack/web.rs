@@ -93,6 +93,9 @@ impl std::fmt::Debug for SlackWeb {
 impl SlackWeb {
     /// A client for the Web API at `api_url` (http or https; tests use a fake on loopback).
     pub fn new(api_url: &Url) -> Result<Self, SlackError> {
+        // rustls needs one process-wide crypto provider; ring is the only one we link.
+        // Installing it twice is harmless (the second attempt reports an error we ignore).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|error| SlackError::Transport {
