@@ -1,0 +1,207 @@
+//! The real binary, spawned as a new user would run it: `check`, and `run` with a config
+//! file against the fake Slack, through readiness, a slash command and SIGTERM.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::daemon::{Daemon, http_get, run_to_end, write_config};
+use support::fake_slack::FakeSlack;
+
+const APP_TOKEN: &str = "xapp-1-A0FAKE-1234-daemon-test-secret";
+
+#[tokio::test]
+async fn check_accepts_env_only_configuration() {
+    let (code, stdout, stderr) = run_to_end(
+        &["check"],
+        &[("BITBUCKET_SLACK__SLACK__APP_TOKEN", APP_TOKEN)],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "configuration OK");
+}
+
+#[tokio::test]
+async fn check_reports_every_problem_on_its_own_line_and_exits_78() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "[slack]\nsocket_connections = 0\napi_url = \"not a url\"\n[http]\nlisten = \"everywhere\"\n[storage]\nmystery = 1\n",
+    );
+    let (code, _stdout, stderr) = run_to_end(&["check", "--config", &config], &[]).await;
+    assert_eq!(code, 78);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let keys: Vec<&str> = lines
+        .iter()
+        .map(|line| line.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            "slack.app_token",
+            "slack.api_url",
+            "slack.socket_connections",
+            "http.listen",
+            "storage.mystery"
+        ],
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn check_takes_the_config_path_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        &format!("[slack]\napp_token = \"{APP_TOKEN}\"\n"),
+    );
+    let (code, stdout, stderr) =
+        run_to_end(&["check"], &[("BITBUCKET_SLACK_CONFIG", config.as_str())]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "configuration OK");
+}
+
+fn config_for(fake: &FakeSlack, storage: &std::path::Path) -> String {
+    format!(
+        "[slack]\napp_token = \"{APP_TOKEN}\"\napi_url = \"{}\"\nsocket_connections = 1\n\
+         [storage]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"debug\"\n",
+        fake.api_url(),
+        storage.display()
+    )
+}
+
+#[tokio::test]
+async fn runs_from_a_config_file_answers_help_is_ready_and_drains_on_sigterm() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &config_for(&fake, &dir.path().join("data")));
+    let mut daemon = Daemon::spawn(&["run", "--config", &config], &[]);
+    let address = daemon.http_address().await;
+    let socket = fake.accept().await;
+    daemon
+        .wait_for_log("ready: a Slack socket is connected")
+        .await;
+
+    let (status, body) = http_get(&address, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["sockets_connected"], 1);
+    let (status, _) = http_get(&address, "/healthz").await;
+    assert_eq!(status, 200);
+
+    socket
+        .send_json(&json!({
+            "envelope_id": "e-1",
+            "type": "slash_commands",
+            "accepts_response_payload": true,
+            "payload": {
+                "team_id": "T111", "channel_id": "C111", "user_id": "U111",
+                "command": "/bitbucket", "text": "help",
+                "response_url": fake.response_url("r1"), "trigger_id": "1.2.3"
+            }
+        }))
+        .await;
+    let ack = socket.next_ack().await;
+    assert_eq!(ack["envelope_id"], "e-1");
+    assert!(
+        ack["payload"].to_string().contains("/bitbucket help"),
+        "{ack}"
+    );
+
+    daemon.signal("TERM");
+    socket.wait_closed().await;
+    assert_eq!(daemon.wait_exit().await, 0);
+    let log = daemon.log().join("\n");
+    assert!(log.contains("stopped cleanly"), "{log}");
+    assert!(
+        !log.contains(APP_TOKEN),
+        "the app token leaked into the log:\n{log}"
+    );
+    assert!(
+        !log.contains("daemon-test-secret"),
+        "part of the token leaked:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_503_with_reasons_until_a_socket_says_hello() {
+    let fake = FakeSlack::start().await;
+    fake.set_auto_hello(false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &config_for(&fake, &dir.path().join("data")));
+    let mut daemon = Daemon::spawn(&["run", "--config", &config], &[]);
+    let address = daemon.http_address().await;
+    let socket = fake.accept().await;
+    let (status, body) = http_get(&address, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["ready"], false);
+    assert!(
+        body["reasons"][0].as_str().unwrap_or("").contains("hello"),
+        "{body}"
+    );
+    socket.send_hello().await;
+    daemon
+        .wait_for_log("ready: a Slack socket is connected")
+        .await;
+    let (status, _) = http_get(&address, "/readyz").await;
+    assert_eq!(status, 200);
+    daemon.signal("INT");
+    assert_eq!(daemon.wait_exit().await, 0);
+}
+
+#[tokio::test]
+async fn a_refused_app_token_exits_78_with_a_clear_message() {
+    let fake = FakeSlack::start().await;
+    fake.set_connections_open_error(Some("invalid_auth"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &config_for(&fake, &dir.path().join("data")));
+    let mut daemon = Daemon::spawn(&["run", "--config", &config], &[]);
+    assert_eq!(daemon.wait_exit().await, 78);
+    let log = daemon.log().join("\n");
+    assert!(
+        log.contains("Slack refused the app token with `invalid_auth`"),
+        "{log}"
+    );
+    assert!(log.contains("check slack.app_token"), "{log}");
+    assert!(!log.contains("daemon-test-secret"), "{log}");
+    assert_eq!(
+        fake.calls_to("apps.connections.open").len(),
+        1,
+        "never retried"
+    );
+}
+
+#[tokio::test]
+async fn a_store_in_use_is_a_clear_startup_error_naming_the_path() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    let _held = bitbucket_slack::store::Store::open(&storage).expect("hold the store");
+    let config = write_config(dir.path(), &config_for(&fake, &storage));
+    let mut daemon = Daemon::spawn(&["run", "--config", &config], &[]);
+    assert_eq!(daemon.wait_exit().await, 1);
+    let log = daemon.log().join("\n");
+    assert!(
+        log.contains(&format!("the store at {} is in use", storage.display())),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[tokio::test]
+async fn an_invalid_config_stops_run_with_78_before_connecting() {
+    let fake = FakeSlack::start().await;
+    let (code, _stdout, stderr) = run_to_end(
+        &["run"],
+        &[
+            ("BITBUCKET_SLACK__SLACK__APP_TOKEN", APP_TOKEN),
+            ("BITBUCKET_SLACK__SLACK__API_URL", &fake.api_url()),
+            ("BITBUCKET_SLACK__SLACK__SOCKET_CONNECTIONS", "eleven"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 78);
+    assert!(stderr.contains("slack.socket_connections"), "{stderr}");
+    assert!(fake.calls().is_empty());
+}
