@@ -72,6 +72,18 @@ pub struct SlackConfig {
     pub reply_budget: Duration,
     pub ping_interval: Duration,
     pub socket_idle_timeout: Duration,
+    /// The OAuth v2 app credentials; `None` when only `bot_token` installs are used.
+    pub oauth: Option<SlackOAuthConfig>,
+    pub oauth_authorize_url: Url,
+    /// How often a configured `bot_token`'s scopes are re-read with auth.test.
+    pub scope_recheck_interval: Duration,
+}
+
+/// The Slack app's OAuth credentials (Basic Information page).
+#[derive(Debug, Clone)]
+pub struct SlackOAuthConfig {
+    pub client_id: String,
+    pub client_secret: Secret<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +95,10 @@ pub struct BitbucketConfig {
 pub struct StorageConfig {
     pub path: PathBuf,
     pub dedup_retention: Duration,
+    /// The token encryption key; `None` means `{path}/secret.key`, generated on first start.
+    pub encryption_key_file: Option<PathBuf>,
+    /// How long an uninstalled workspace's data is kept so a reinstall restores it.
+    pub uninstalled_retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +253,13 @@ impl RawConfig {
                 2,
                 600,
             )),
+            oauth: reader.slack_oauth(),
+            oauth_authorize_url: reader.url("slack.oauth_authorize_url"),
+            scope_recheck_interval: Duration::from_secs(reader.integer(
+                "slack.scope_recheck_interval_secs",
+                60,
+                7 * 24 * 3600,
+            )),
         };
         let bitbucket = BitbucketConfig {
             api_url: reader.url("bitbucket.api_url"),
@@ -248,6 +271,10 @@ impl RawConfig {
                 3600,
                 7 * 24 * 3600,
             )),
+            encryption_key_file: reader.optional_path("storage.encryption_key_file"),
+            uninstalled_retention: Duration::from_secs(
+                reader.integer("storage.uninstalled_retention_days", 1, 3650) * 24 * 3600,
+            ),
         };
         let http = HttpConfig {
             listen: reader.socket_addr("http.listen"),
@@ -424,6 +451,50 @@ impl Reader {
             self.problem(key, format!("must not be empty (from {})", raw.origin));
         }
         PathBuf::from(text)
+    }
+
+    fn optional_path(&mut self, key: &str) -> Option<PathBuf> {
+        let raw = self.take(key)?;
+        let text = raw.text.trim();
+        if text.is_empty() {
+            self.problem(
+                key,
+                format!("must not be empty when set (from {})", raw.origin),
+            );
+            return None;
+        }
+        Some(PathBuf::from(text))
+    }
+
+    /// `slack.client_id` and `slack.client_secret` come together or not at all.
+    fn slack_oauth(&mut self) -> Option<SlackOAuthConfig> {
+        let client_id = self
+            .take("slack.client_id")
+            .map(|raw| raw.text.trim().to_string());
+        let client_secret = self.optional_secret("slack.client_secret", None);
+        match (client_id, client_secret) {
+            (Some(client_id), Some(client_secret)) if !client_id.is_empty() => {
+                Some(SlackOAuthConfig {
+                    client_id,
+                    client_secret,
+                })
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem(
+                    "slack.client_secret",
+                    "is required when slack.client_id is set (or set slack.client_secret_file)",
+                );
+                None
+            }
+            (_, Some(_)) => {
+                self.problem(
+                    "slack.client_id",
+                    "is required when slack.client_secret is set",
+                );
+                None
+            }
+        }
     }
 
     fn log_filter(&mut self, key: &str) -> String {
@@ -715,6 +786,35 @@ mod tests {
         let error = Config::load(Some(Path::new("/nonexistent/c.toml")), &env(&[APP]))
             .expect_err("missing file");
         assert!(error.to_string().contains("/nonexistent/c.toml"));
+    }
+
+    #[test]
+    fn oauth_credentials_come_in_pairs_and_keep_their_digits() {
+        let config = Config::load(
+            None,
+            &env(&[
+                APP,
+                (
+                    "BITBUCKET_SLACK__SLACK__CLIENT_ID",
+                    "4242424242.5151515151515",
+                ),
+                ("BITBUCKET_SLACK__SLACK__CLIENT_SECRET", "shh"),
+            ]),
+        )
+        .expect("valid");
+        let oauth = config.slack.oauth.expect("configured");
+        assert_eq!(oauth.client_id, "4242424242.5151515151515");
+        assert_eq!(oauth.client_secret.expose(), "shh");
+        let lines = problems(Config::load(
+            None,
+            &env(&[APP, ("BITBUCKET_SLACK__SLACK__CLIENT_ID", "1.2")]),
+        ));
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("slack.client_secret: is required"),
+            "{}",
+            lines[0]
+        );
     }
 
     #[test]

@@ -32,3 +32,4 @@ pub mod http;
 pub mod shutdown;
 pub mod slack;
 pub mod store;
+pub mod upgrade;

@@ -99,9 +99,15 @@ fn run(config: Config) -> ExitCode {
         Err(error) => {
             tracing::error!("{error:#}");
             let is_config = error.downcast_ref::<SocketModeError>().is_some()
+                || error.downcast_ref::<app::BotTokenRefused>().is_some()
                 || matches!(
                     error.downcast_ref::<StoreError>(),
-                    Some(StoreError::Open { .. } | StoreError::NewerSchema { .. })
+                    Some(
+                        StoreError::Open { .. }
+                            | StoreError::NewerSchema { .. }
+                            | StoreError::WrongKey { .. }
+                            | StoreError::KeyFile { .. }
+                    )
                 );
             ExitCode::from(if is_config { EXIT_CONFIG } else { EXIT_FAILURE })
         }

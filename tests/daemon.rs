@@ -8,6 +8,7 @@ use support::daemon::{Daemon, http_get, run_to_end, write_config};
 use support::fake_slack::FakeSlack;
 
 const APP_TOKEN: &str = "xapp-1-A0FAKE-1234-daemon-test-secret";
+const BOT_TOKEN: &str = "xoxb-0000-daemon-bot-secret";
 
 #[tokio::test]
 async fn check_accepts_env_only_configuration() {
@@ -62,7 +63,7 @@ async fn check_takes_the_config_path_from_the_environment() {
 
 fn config_for(fake: &FakeSlack, storage: &std::path::Path) -> String {
     format!(
-        "[slack]\napp_token = \"{APP_TOKEN}\"\napi_url = \"{}\"\nsocket_connections = 1\n\
+        "[slack]\napp_token = \"{APP_TOKEN}\"\nbot_token = \"{BOT_TOKEN}\"\napi_url = \"{}\"\nsocket_connections = 1\n\
          [storage]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"debug\"\n",
         fake.api_url(),
         storage.display()
@@ -95,7 +96,7 @@ async fn runs_from_a_config_file_answers_help_is_ready_and_drains_on_sigterm() {
             "type": "slash_commands",
             "accepts_response_payload": true,
             "payload": {
-                "team_id": "T111", "channel_id": "C111", "user_id": "U111",
+                "team_id": "T0FAKE", "channel_id": "C111", "user_id": "U111",
                 "command": "/bitbucket", "text": "help",
                 "response_url": fake.response_url("r1"), "trigger_id": "1.2.3"
             }

@@ -9,9 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bitbucket_slack::app::dispatch::Dispatcher;
 use bitbucket_slack::clock::SystemClock;
-use bitbucket_slack::commands::Reply;
+use bitbucket_slack::commands::{self, Command, Reply};
 use bitbucket_slack::config::Secret;
 use bitbucket_slack::slack::envelope::{EventCallback, Interaction, SlashCommand};
 use bitbucket_slack::slack::socket::{
@@ -26,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// The real dispatcher, plus a record of what reached it and a gate for "slow".
+/// The real command parser, plus a record of what reached it and a gate for "slow".
 #[derive(Default)]
 struct RecordingHandler {
     handled: Mutex<Vec<String>>,
@@ -50,7 +49,11 @@ impl EnvelopeHandler for RecordingHandler {
             self.release_slow.notified().await;
             return Reply::text("slow reply");
         }
-        Dispatcher::new().slash_command(command).await
+        match commands::parse(&command.text) {
+            Ok(Command::Help) => commands::help(),
+            Ok(other) => Reply::text(format!("{other:?}")),
+            Err(error) => commands::error_reply(&error),
+        }
     }
 
     async fn event(&self, event: EventCallback) {

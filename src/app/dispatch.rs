@@ -1,30 +1,169 @@
 //! Routes each envelope to its handler: slash commands to the command parser and its
-//! effects, events and interactions to theirs.
+//! effects, lifecycle events to the installation store, interactions to theirs.
 //!
 //! Runs on the handler tasks that `slack::socket` spawns, never on a socket's reader.
-//! A handler's failure becomes a reply to the user and a log line; it never reaches
-//! the socket, the poller or the process.
+//! Each envelope's team id (or enterprise id) selects the installation; an envelope from
+//! a workspace without an active installation is answered with how to install, never
+//! served with another workspace's data. A handler's failure becomes a reply to the user
+//! and a log line; it never reaches the socket, the poller or the process.
 
-use tracing::{debug, info};
+use std::sync::Arc;
 
+use tracing::{debug, error, info, warn};
+
+use crate::clock::Clock;
+use crate::commands::status::{StatusView, status_reply};
 use crate::commands::{self, Command, Reply};
+use crate::config::Secret;
 use crate::slack::envelope::{EventCallback, Interaction, SlashCommand};
-use crate::slack::socket::EnvelopeHandler;
+use crate::slack::socket::{EnvelopeHandler, SocketHealth};
+use crate::store::{InstallSource, Installation, Store};
+use crate::upgrade;
+
+use super::installations::Installer;
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct DispatchContext {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub sockets: SocketHealth,
+    pub installer: Installer,
+    /// The configured single-workspace token, re-checked by `/bitbucket status`.
+    pub configured_bot_token: Option<Secret<String>>,
+    /// Where admins install the app, when OAuth is configured.
+    pub install_url: Option<String>,
+}
 
 /// The daemon's envelope handler.
-#[derive(Debug, Default)]
-pub struct Dispatcher;
+pub struct Dispatcher {
+    context: DispatchContext,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dispatcher")
+    }
+}
 
 impl Dispatcher {
-    pub fn new() -> Self {
-        Self
+    pub fn new(context: DispatchContext) -> Self {
+        Self { context }
+    }
+
+    fn not_installed(&self) -> Reply {
+        let how = match &self.context.install_url {
+            Some(url) => format!("A workspace admin can install it at {url}"),
+            None => "Ask the person who runs bitbucket-slack to install it here.".to_string(),
+        };
+        Reply::text(format!(
+            "Bitbucket for Slack is not installed in this workspace. {how}"
+        ))
+    }
+
+    async fn status(&self, installation: Installation) -> Reply {
+        let installation = self.recheck_if_configured(installation).await;
+        let view = StatusView {
+            level: upgrade::permission_level(&installation.scopes),
+            team_name: installation.team_name,
+            team_id: installation.team_id,
+            installed_by: match installation.source {
+                InstallSource::ConfiguredToken => "installed with a configured bot token".into(),
+                InstallSource::OAuth => "installed through Slack".into(),
+            },
+            sockets_connected: self.context.sockets.connected_count(),
+            sockets_total: self.context.sockets.snapshot().len(),
+        };
+        status_reply(&view)
+    }
+
+    /// A configured token's scopes change when the app is reinstalled from its settings
+    /// page; `status` re-reads them so it tells the truth.
+    async fn recheck_if_configured(&self, installation: Installation) -> Installation {
+        let Some(token) = &self.context.configured_bot_token else {
+            return installation;
+        };
+        if installation.source != InstallSource::ConfiguredToken {
+            return installation;
+        }
+        match self.context.installer.install_configured_token(token).await {
+            Ok(fresh) if fresh.team_id == installation.team_id => fresh,
+            Ok(_) => installation,
+            Err(error) => {
+                warn!(%error, "could not re-check the configured bot token's scopes");
+                installation
+            }
+        }
+    }
+
+    async fn uninstalled(&self, team_id: &str) {
+        let now = self.context.clock.now();
+        match self
+            .context
+            .store
+            .installations
+            .mark_uninstalled(team_id, now)
+            .await
+        {
+            Ok(Some(_)) => info!(
+                team = team_id,
+                "app uninstalled: token deleted, data kept for the retention period"
+            ),
+            Ok(None) => debug!(team = team_id, "app_uninstalled for an unknown workspace"),
+            Err(error) => error!(team = team_id, %error, "could not record app_uninstalled"),
+        }
+    }
+
+    async fn tokens_revoked(&self, team_id: &str, event: &EventCallback) {
+        let bot_ids = &event.payload["event"]["tokens"]["bot"];
+        if bot_ids.as_array().is_none_or(|ids| ids.is_empty()) {
+            debug!(
+                team = team_id,
+                "tokens_revoked for user tokens only; no bot token affected"
+            );
+            return;
+        }
+        let now = self.context.clock.now();
+        match self
+            .context
+            .store
+            .installations
+            .revoke_tokens(team_id, now)
+            .await
+        {
+            Ok(Some(_)) => info!(
+                team = team_id,
+                "bot token revoked: deleted, workspace paused"
+            ),
+            Ok(None) => debug!(team = team_id, "tokens_revoked for an unknown workspace"),
+            Err(error) => error!(team = team_id, %error, "could not record tokens_revoked"),
+        }
     }
 }
 
 impl EnvelopeHandler for Dispatcher {
     async fn slash_command(&self, command: SlashCommand) -> Reply {
+        let installation = match self
+            .context
+            .store
+            .installations
+            .for_team(Some(&command.team_id), command.enterprise_id.as_deref())
+        {
+            Ok(Some(installation)) if installation.is_active() => installation,
+            Ok(_) => {
+                info!(team = %command.team_id, "slash command from a workspace without an active installation");
+                return self.not_installed();
+            }
+            Err(error) => {
+                error!(team = %command.team_id, %error, "could not read the installation");
+                return Reply::text(
+                    "Sorry, something went wrong reading this workspace's installation. The error was logged.",
+                );
+            }
+        };
         match commands::parse(&command.text) {
             Ok(Command::Help) => commands::help(),
+            Ok(Command::Status) => self.status(installation).await,
             Err(error) => {
                 info!(channel = %command.channel_id, user = %command.user_id, ?error, "slash command did not parse");
                 commands::error_reply(&error)
@@ -33,7 +172,17 @@ impl EnvelopeHandler for Dispatcher {
     }
 
     async fn event(&self, event: EventCallback) {
-        debug!(event_type = %event.event_type, "event received; nothing handles it yet");
+        let Some(team_id) = event.team_id.clone() else {
+            debug!(event_type = %event.event_type, "event without a team id ignored");
+            return;
+        };
+        match event.event_type.as_str() {
+            "app_uninstalled" => self.uninstalled(&team_id).await,
+            "tokens_revoked" => self.tokens_revoked(&team_id, &event).await,
+            other => {
+                debug!(event_type = other, team = %team_id, "event received; nothing handles it yet")
+            }
+        }
     }
 
     async fn interaction(&self, interaction: Interaction) {

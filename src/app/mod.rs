@@ -7,6 +7,7 @@
 //! deadline), flush the store, return.
 
 pub mod dispatch;
+pub mod installations;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,16 +18,27 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::http::{self, HttpState};
+use crate::config::{Config, Secret};
+use crate::http::{self, HttpState, SlackOAuth};
 use crate::slack::socket::{SocketHealth, SocketMode, SocketModeParts, SocketModeSettings};
 use crate::slack::web::SlackWeb;
-use crate::store::Store;
+use crate::store::{KeySource, Store};
 
-use dispatch::Dispatcher;
+use dispatch::{DispatchContext, Dispatcher};
+use installations::{InstallError, Installer};
 
-/// How often expired dedup ids are pruned.
-const DEDUP_PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+/// How often expired dedup ids and long-uninstalled workspaces are cleaned up.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Slack refused the configured bot token: the operator must replace it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Slack refused slack.bot_token with `{code}`: reinstall the app and configure its new bot \
+     token (xoxb-...), or remove slack.bot_token and install through /slack/install"
+)]
+pub struct BotTokenRefused {
+    pub code: String,
+}
 
 /// Runs the daemon until `shutdown` is cancelled (or the app token is refused).
 pub async fn run(
@@ -34,9 +46,29 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = Store::open(&config.storage.path)?;
+    let store = Store::open_with_key(
+        &config.storage.path,
+        config.storage.encryption_key_file.as_deref(),
+    )?;
     info!(path = %store.path().display(), "store open");
+    match store.key_source() {
+        KeySource::Generated(path) => info!(
+            path = %path.display(),
+            "generated the token encryption key; back it up with the store"
+        ),
+        KeySource::Existing(path) | KeySource::Configured(path) => {
+            info!(path = %path.display(), "token encryption key loaded")
+        }
+    }
     let web = SlackWeb::new(&config.slack.api_url)?;
+    let installer = Installer {
+        web: web.clone(),
+        store: store.clone(),
+        clock: clock.clone(),
+    };
+    if let Some(token) = &config.slack.bot_token {
+        install_configured_token(&installer, token).await?;
+    }
     let settings = SocketModeSettings::from_config(&config.slack, &config.shutdown);
     let health = SocketHealth::new(settings.connections);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -45,9 +77,23 @@ pub async fn run(
     info!(address = %listener.local_addr()?, "HTTP server listening (/healthz, /readyz)");
 
     let background = CancellationToken::new();
+    let slack_oauth = config.slack.oauth.clone().map(|oauth| SlackOAuth {
+        config: oauth,
+        authorize_url: config.slack.oauth_authorize_url.clone(),
+        redirect_uri: http::redirect_uri(&config.http.public_url),
+    });
+    let install_url = slack_oauth.as_ref().map(|_| {
+        format!(
+            "{}/slack/install",
+            config.http.public_url.as_str().trim_end_matches('/')
+        )
+    });
     let http_state = HttpState {
         sockets: health.clone(),
         store: store.clone(),
+        clock: clock.clone(),
+        installer: installer.clone(),
+        slack_oauth,
     };
     let http_task = tokio::spawn(
         http::serve(listener, http_state, background.clone()).instrument(info_span!("http")),
@@ -56,21 +102,40 @@ pub async fn run(
         notify_systemd(health.clone(), background.clone()).instrument(info_span!("systemd")),
     );
     tokio::spawn(
-        prune_dedup(
+        housekeeping(
             store.clone(),
             clock.clone(),
-            config.storage.dedup_retention,
+            config.clone(),
             background.clone(),
         )
-        .instrument(info_span!("dedup_prune")),
+        .instrument(info_span!("housekeeping")),
     );
+    if let Some(token) = config.slack.bot_token.clone() {
+        tokio::spawn(
+            recheck_scopes(
+                installer.clone(),
+                token,
+                config.slack.scope_recheck_interval,
+                background.clone(),
+            )
+            .instrument(info_span!("scope_recheck")),
+        );
+    }
+    let dispatcher = Dispatcher::new(DispatchContext {
+        store: store.clone(),
+        clock: clock.clone(),
+        sockets: health.clone(),
+        installer,
+        configured_bot_token: config.slack.bot_token.clone(),
+        install_url,
+    });
 
     let handlers = TaskTracker::new();
     let socket_mode = SocketMode::new(SocketModeParts {
         web,
         app_token: config.slack.app_token.clone(),
         settings,
-        handler: Arc::new(Dispatcher::new()),
+        handler: Arc::new(dispatcher),
         dedup: store.dedup.clone(),
         clock,
         health,
@@ -140,27 +205,81 @@ async fn notify_systemd(health: SocketHealth, stop: CancellationToken) {
     }
 }
 
-async fn prune_dedup(
-    store: Store,
-    clock: Arc<dyn Clock>,
-    retention: Duration,
+/// Startup in single-workspace mode. A refused token is fatal (the operator must fix
+/// it); Slack being unreachable is not: the periodic re-check will install it later.
+async fn install_configured_token(
+    installer: &Installer,
+    token: &Secret<String>,
+) -> anyhow::Result<()> {
+    match installer.install_configured_token(token).await {
+        Ok(_) => Ok(()),
+        Err(InstallError::Slack(error)) if error.is_fatal_auth() => {
+            let code = match error {
+                crate::slack::web::SlackError::Api { code, .. } => code,
+                other => other.to_string(),
+            };
+            Err(BotTokenRefused { code }.into())
+        }
+        Err(error) => {
+            warn!(%error, "could not read the configured bot token's workspace yet; will retry");
+            Ok(())
+        }
+    }
+}
+
+async fn recheck_scopes(
+    installer: Installer,
+    token: Secret<String>,
+    interval: Duration,
     stop: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(DEDUP_PRUNE_INTERVAL);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.tick().await;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let retention =
-            jiff::SignedDuration::try_from(retention).unwrap_or(jiff::SignedDuration::MAX);
-        let Ok(cutoff) = clock.now().checked_sub(retention) else {
-            continue;
-        };
-        match store.dedup.prune(cutoff) {
-            Ok(0) => {}
-            Ok(removed) => info!(removed, "pruned expired dedup ids"),
-            Err(error) => warn!(%error, "could not prune dedup ids; will retry"),
+        if let Err(error) = installer.install_configured_token(&token).await {
+            warn!(%error, "re-checking the configured bot token's scopes failed; will retry");
         }
     }
+}
+
+/// Prunes expired dedup ids and purges workspaces uninstalled longer than the retention.
+async fn housekeeping(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    config: Config,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let now = clock.now();
+        if let Some(cutoff) = before(now, config.storage.dedup_retention) {
+            match store.dedup.prune(cutoff) {
+                Ok(0) => {}
+                Ok(removed) => info!(removed, "pruned expired dedup ids"),
+                Err(error) => warn!(%error, "could not prune dedup ids; will retry"),
+            }
+        }
+        if let Some(cutoff) = before(now, config.storage.uninstalled_retention) {
+            match store.installations.purge_uninstalled_before(cutoff).await {
+                Ok(purged) if purged.is_empty() => {}
+                Ok(purged) => {
+                    info!(teams = %purged.join(","), "purged workspaces uninstalled longer than the retention period")
+                }
+                Err(error) => warn!(%error, "could not purge uninstalled workspaces; will retry"),
+            }
+        }
+    }
+}
+
+fn before(now: jiff::Timestamp, age: Duration) -> Option<jiff::Timestamp> {
+    let age = jiff::SignedDuration::try_from(age).ok()?;
+    now.checked_sub(age).ok()
 }

@@ -4,6 +4,8 @@
 //! one table, [`COMMANDS`], so a command cannot exist without help or help without a
 //! command. Replies are plain data ([`Reply`]); `slack/` turns them into Block Kit.
 
+pub mod status;
+
 /// One subcommand of `/bitbucket`: what it is called, how it is used, what it does.
 #[derive(Debug, Clone, Copy)]
 pub struct CommandSpec {
@@ -18,15 +20,24 @@ pub struct CommandSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
+    Status,
 }
 
 /// Every subcommand, in the order help lists them.
-pub const COMMANDS: &[CommandSpec] = &[CommandSpec {
-    name: "help",
-    usage: "/bitbucket help",
-    summary: "Show this list of commands.",
-    parse: |args| args.is_empty().then_some(Command::Help),
-}];
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "help",
+        usage: "/bitbucket help",
+        summary: "Show this list of commands.",
+        parse: |args| args.is_empty().then_some(Command::Help),
+    },
+    CommandSpec {
+        name: "status",
+        usage: "/bitbucket status",
+        summary: "Show this workspace's installation: permissions, what is missing, connection health.",
+        parse: |args| args.is_empty().then_some(Command::Status),
+    },
+];
 
 /// The longest text we parse; Slack allows more, nobody types more.
 pub const MAX_TEXT_CHARS: usize = 1000;

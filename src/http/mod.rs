@@ -1,8 +1,14 @@
-//! The daemon's small HTTP server: `/healthz` and `/readyz` (the OAuth redirects join
-//! it later). Slack never calls it; operators' probes and admins' browsers do.
+//! The daemon's small HTTP server: `/healthz`, `/readyz` and the Slack install flow
+//! (`/slack/install`, `/slack/oauth/callback`). Slack never calls it; operators' probes
+//! and admins' browsers do, so an intranet URL works.
 //!
 //! Owns routing and response shapes only. Must never expose a token, a secret or an
 //! admin action.
+
+pub mod oauth;
+pub mod state;
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -12,20 +18,53 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use url::Url;
+
+use crate::app::installations::Installer;
+use crate::clock::Clock;
+use crate::config::SlackOAuthConfig;
 use crate::slack::socket::SocketHealth;
 use crate::store::Store;
 
-/// What the probes look at.
+/// The OAuth install settings the routes need.
+#[derive(Debug, Clone)]
+pub struct SlackOAuth {
+    pub config: SlackOAuthConfig,
+    pub authorize_url: Url,
+    /// `{http.public_url}slack/oauth/callback`, sent to Slack and checked by it.
+    pub redirect_uri: String,
+}
+
+/// What the routes work with.
 #[derive(Debug, Clone)]
 pub struct HttpState {
     pub sockets: SocketHealth,
     pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub installer: Installer,
+    /// `None` when slack.client_id / client_secret are not configured.
+    pub slack_oauth: Option<SlackOAuth>,
+}
+
+impl HttpState {
+    /// The key that signs OAuth states, derived from the store's encryption key.
+    fn state_key(&self) -> [u8; 32] {
+        self.store.cipher().derive_key("oauth-state")
+    }
+}
+
+/// The callback URL under `public_url`.
+pub fn redirect_uri(public_url: &Url) -> String {
+    let base = public_url.as_str().trim_end_matches('/');
+    format!("{base}/{}", oauth::CALLBACK_PATH)
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/slack/install", get(oauth::install))
+        .route("/slack/oauth/callback", get(oauth::callback))
         .with_state(state)
 }
 

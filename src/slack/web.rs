@@ -8,6 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 use url::Url;
@@ -78,10 +86,52 @@ impl SlackError {
     }
 }
 
+/// Who a bot token belongs to, from `auth.test`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIdentity {
+    pub team_id: String,
+    pub team_name: String,
+    pub enterprise_id: Option<String>,
+    pub bot_user_id: String,
+    pub bot_id: Option<String>,
+    /// From the `x-oauth-scopes` header; `None` when Slack did not send it.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// What `oauth.v2.access` granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthGrant {
+    pub bot_token: Secret<String>,
+    pub scopes: Vec<String>,
+    pub bot_user_id: String,
+    pub app_id: Option<String>,
+    /// The workspace; `None` for an organization-wide (Enterprise Grid) install.
+    pub team_id: Option<String>,
+    pub team_name: Option<String>,
+    pub enterprise_id: Option<String>,
+    pub enterprise_name: Option<String>,
+    pub installer_user_id: Option<String>,
+}
+
+/// How a raw call authenticates.
+enum RawAuth<'a> {
+    Bearer(&'a Secret<String>),
+    Basic {
+        user: &'a str,
+        password: &'a Secret<String>,
+    },
+}
+
+type RawClient = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// The Web API client. Cheap to clone.
 #[derive(Clone)]
 pub struct SlackWeb {
     client: Arc<SlackHyperClient>,
+    /// For the few calls whose answer slack-morphism does not fully model (response
+    /// headers of auth.test, enterprise fields of oauth.v2.access).
+    raw: RawClient,
+    api_base: String,
 }
 
 impl std::fmt::Debug for SlackWeb {
@@ -107,9 +157,150 @@ impl SlackWeb {
             .enable_http2()
             .build();
         let base = api_url.as_str().trim_end_matches('/');
+        let raw = HyperClient::builder(TokioExecutor::new()).build(https.clone());
         let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(base);
         Ok(Self {
             client: Arc::new(SlackClient::new(connector)),
+            raw,
+            api_base: base.to_string(),
+        })
+    }
+
+    /// POSTs a form to `{api}/{method}` and returns the response headers and JSON, or the
+    /// typed error (`ok: false`, HTTP status, 429).
+    async fn raw_call(
+        &self,
+        method: &'static str,
+        auth: RawAuth<'_>,
+        form: &[(&str, &str)],
+    ) -> Result<(hyper::HeaderMap, Value), SlackError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let authorization = match auth {
+            RawAuth::Bearer(token) => format!("Bearer {}", token.expose()),
+            RawAuth::Basic { user, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}:{}", password.expose()))
+            ),
+        };
+        let request = hyper::Request::post(format!("{}/{method}", self.api_base))
+            .header(hyper::header::AUTHORIZATION, authorization)
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|error| SlackError::Protocol {
+                method,
+                cause: error.to_string(),
+            })?;
+        let response = self
+            .raw
+            .request(request)
+            .await
+            .map_err(|error| SlackError::Transport {
+                method,
+                cause: error.to_string(),
+            })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if status == hyper::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = headers
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok()?.parse().ok())
+                .map(Duration::from_secs);
+            return Err(SlackError::RateLimited {
+                method,
+                retry_after,
+            });
+        }
+        if !status.is_success() {
+            return Err(SlackError::Http {
+                method,
+                status: status.as_u16(),
+            });
+        }
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| SlackError::Transport {
+                method,
+                cause: error.to_string(),
+            })?
+            .to_bytes();
+        let json: Value = serde_json::from_slice(&bytes).map_err(|error| SlackError::Protocol {
+            method,
+            cause: error.to_string(),
+        })?;
+        if json["ok"].as_bool() != Some(true) {
+            return Err(SlackError::Api {
+                method,
+                code: json["error"]
+                    .as_str()
+                    .unwrap_or("unknown_error")
+                    .to_string(),
+            });
+        }
+        Ok((headers, json))
+    }
+
+    /// `auth.test` with a bot token: whose token it is, and the scopes it was granted.
+    pub async fn auth_test(&self, bot_token: &Secret<String>) -> Result<TokenIdentity, SlackError> {
+        let method = "auth.test";
+        let (headers, json) = self
+            .raw_call(method, RawAuth::Bearer(bot_token), &[])
+            .await?;
+        let text = |key: &str| json[key].as_str().map(str::to_string);
+        let missing = |field: &str| SlackError::Protocol {
+            method,
+            cause: format!("no `{field}` in the answer"),
+        };
+        Ok(TokenIdentity {
+            team_id: text("team_id").ok_or_else(|| missing("team_id"))?,
+            team_name: text("team").unwrap_or_default(),
+            enterprise_id: text("enterprise_id").filter(|id| !id.is_empty()),
+            bot_user_id: text("user_id").ok_or_else(|| missing("user_id"))?,
+            bot_id: text("bot_id"),
+            scopes: headers
+                .get("x-oauth-scopes")
+                .and_then(|value| value.to_str().ok())
+                .map(crate::upgrade::parse_scope_list),
+        })
+    }
+
+    /// `oauth.v2.access`: exchanges an OAuth code for the workspace's bot token.
+    pub async fn oauth_v2_access(
+        &self,
+        client_id: &str,
+        client_secret: &Secret<String>,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<OAuthGrant, SlackError> {
+        let method = "oauth.v2.access";
+        let auth = RawAuth::Basic {
+            user: client_id,
+            password: client_secret,
+        };
+        let form = [("code", code), ("redirect_uri", redirect_uri)];
+        let (_, json) = self.raw_call(method, auth, &form).await?;
+        let text = |value: &Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+        let bot_token = text(&json["access_token"]).ok_or_else(|| SlackError::Protocol {
+            method,
+            cause: "no bot access_token in the answer (was the bot scope requested?)".into(),
+        })?;
+        Ok(OAuthGrant {
+            bot_token: Secret::new(bot_token),
+            scopes: crate::upgrade::parse_scope_list(json["scope"].as_str().unwrap_or("")),
+            bot_user_id: text(&json["bot_user_id"]).unwrap_or_default(),
+            app_id: text(&json["app_id"]),
+            team_id: text(&json["team"]["id"]),
+            team_name: text(&json["team"]["name"]),
+            enterprise_id: text(&json["enterprise"]["id"]),
+            enterprise_name: text(&json["enterprise"]["name"]),
+            installer_user_id: text(&json["authed_user"]["id"]),
         })
     }
 

@@ -15,6 +15,8 @@ use super::StoreError;
 pub enum DedupKind {
     Envelope,
     Event,
+    /// The nonce of an OAuth `state`: each may be used once.
+    OAuthState,
 }
 
 impl DedupKind {
@@ -22,6 +24,7 @@ impl DedupKind {
         match self {
             DedupKind::Envelope => "envelope:",
             DedupKind::Event => "event:",
+            DedupKind::OAuthState => "oauth_state:",
         }
     }
 }

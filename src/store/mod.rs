@@ -5,11 +5,15 @@
 //! raw keys. Every write that must survive a crash is flushed before the caller is told
 //! it succeeded; writes that may be lost in a crash say so in their doc comment.
 
+pub mod crypto;
 mod dedup;
+mod installations;
 
 use std::path::{Path, PathBuf};
 
+pub use crypto::{KeySource, TokenCipher};
 pub use dedup::{DedupKind, DedupStore};
+pub use installations::{InstallSource, Installation, InstallationState, InstallationStore};
 
 /// The schema this binary writes. Bump it and add a step to [`MIGRATIONS`] together.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -20,6 +24,10 @@ const MIGRATIONS: &[fn(&sled::Db) -> sled::Result<()>] = &[];
 
 const META_TREE: &str = "meta";
 const SCHEMA_KEY: &str = "schema_version";
+/// A value sealed with the store's key when the store is created; if it does not open,
+/// the configured key is not this store's key.
+const KEY_CHECK_KEY: &str = "key_check";
+const KEY_CHECK_PLAINTEXT: &str = "bitbucket-slack key check";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -36,6 +44,13 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
+    #[error(
+        "the encryption key {key_path} does not open this store's tokens: configure the key \
+         the store was created with (storage.encryption_key_file), or restore a backup"
+    )]
+    WrongKey { key_path: PathBuf },
+    #[error("cannot use the encryption key file {path}: {cause}")]
+    KeyFile { path: PathBuf, cause: String },
     #[error("the store is damaged: {0}")]
     Corrupt(String),
     #[error("store I/O failed: {0}")]
@@ -56,7 +71,10 @@ impl From<sled::Error> for StoreError {
 pub struct Store {
     db: sled::Db,
     path: PathBuf,
+    cipher: TokenCipher,
+    key_source: KeySource,
     pub dedup: DedupStore,
+    pub installations: InstallationStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -66,9 +84,16 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in the directory `path`, and brings its schema
-    /// up to date. Never panics on a bad path: every failure names it.
+    /// Opens the store in `path` with the key generated in it (see [`Self::open_with_key`]).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with_key(path, None)
+    }
+
+    /// Opens (creating if needed) the store in the directory `path`, brings its schema up
+    /// to date and checks that the encryption key (`key_file`, or `{path}/secret.key`,
+    /// generated on first start) is the store's. Never panics on a bad path: every
+    /// failure names it.
+    pub fn open_with_key(path: &Path, key_file: Option<&Path>) -> Result<Store, StoreError> {
         let open_error = |cause: String| StoreError::Open {
             path: path.to_path_buf(),
             cause,
@@ -89,11 +114,26 @@ impl Store {
                 other => open_error(other.to_string()),
             })?;
         migrate(&db, path)?;
+        let (cipher, key_source) = TokenCipher::load_or_generate(key_file, path)?;
+        check_key(&db, &cipher)?;
         Ok(Store {
             dedup: DedupStore::new(db.open_tree("dedup")?),
+            installations: InstallationStore::new(db.open_tree("installations")?, cipher.clone()),
             db,
             path: path.to_path_buf(),
+            cipher,
+            key_source,
         })
+    }
+
+    /// Where the encryption key came from (for the startup log).
+    pub fn key_source(&self) -> &KeySource {
+        &self.key_source
+    }
+
+    /// The store's cipher, for keys derived from it (OAuth state signing).
+    pub fn cipher(&self) -> &TokenCipher {
+        &self.cipher
     }
 
     pub fn path(&self) -> &Path {
@@ -111,6 +151,29 @@ impl Store {
         self.db.open_tree(META_TREE)?.get(SCHEMA_KEY)?;
         Ok(())
     }
+}
+
+fn check_key(db: &sled::Db, cipher: &TokenCipher) -> Result<(), StoreError> {
+    let meta = db.open_tree(META_TREE)?;
+    match meta.get(KEY_CHECK_KEY)? {
+        Some(sealed) => {
+            let sealed = String::from_utf8_lossy(&sealed);
+            let opened = cipher.open(&sealed, KEY_CHECK_KEY)?;
+            if opened.expose() != KEY_CHECK_PLAINTEXT {
+                return Err(StoreError::WrongKey {
+                    key_path: cipher.key_path().to_path_buf(),
+                });
+            }
+        }
+        None => {
+            meta.insert(
+                KEY_CHECK_KEY,
+                cipher.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_KEY).as_bytes(),
+            )?;
+            db.flush()?;
+        }
+    }
+    Ok(())
 }
 
 fn is_lock_error(error: &std::io::Error) -> bool {
@@ -197,6 +260,22 @@ mod tests {
         let error = Store::open(&file.join("store")).expect_err("parent is a file");
         assert!(matches!(error, StoreError::Open { .. }), "{error}");
         assert!(error.to_string().contains("a-file/store"), "{error}");
+    }
+
+    #[test]
+    fn a_wrong_encryption_key_is_a_clear_startup_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Store::open(dir.path()).expect("create with a generated key"));
+        let other = tempfile::tempdir().expect("tempdir");
+        let (_, _) = TokenCipher::load_or_generate(None, other.path()).expect("another key");
+        let other_key = other.path().join(crypto::GENERATED_KEY_FILE);
+        let error = Store::open_with_key(dir.path(), Some(&other_key)).expect_err("wrong key");
+        assert!(matches!(error, StoreError::WrongKey { .. }), "{error}");
+        assert!(
+            error.to_string().contains("storage.encryption_key_file"),
+            "{error}"
+        );
+        Store::open(dir.path()).expect("the right key still works");
     }
 
     #[test]

@@ -94,6 +94,16 @@ struct SharedState {
     /// Tickets handed out by `apps.connections.open` and not used yet.
     open_tickets: HashSet<String>,
     sockets_opened: usize,
+    /// Bot tokens the fake knows, and their workspaces (auth.test answers from here).
+    workspaces: std::collections::HashMap<String, FakeWorkspace>,
+    /// Bot tokens Slack has revoked: auth.test answers `token_revoked`.
+    revoked: HashSet<String>,
+    /// What the next visit to the consent screen decides.
+    next_approval: Option<OAuthApproval>,
+    /// Codes issued by the consent screen and not yet exchanged.
+    codes: std::collections::HashMap<String, OAuthApproval>,
+    next_code: u64,
+    oauth_client: Option<(String, String)>,
 }
 
 impl Inner {
@@ -154,6 +164,12 @@ impl FakeSlack {
                 next_ticket: 1,
                 open_tickets: HashSet::new(),
                 sockets_opened: 0,
+                workspaces: std::collections::HashMap::new(),
+                revoked: HashSet::new(),
+                next_approval: None,
+                codes: std::collections::HashMap::new(),
+                next_code: 1,
+                oauth_client: None,
             }),
             calls_changed,
             accept_tx,
@@ -438,10 +454,14 @@ async fn handle_http(
     if let Some(api_method) = path.strip_prefix("/api/") {
         return match api_method {
             "apps.connections.open" => apps_connections_open(&inner, &call, &method),
-            "auth.test" => auth_test(&call, &method),
+            "auth.test" => auth_test(&inner, &call, &method),
+            "oauth.v2.access" => oauth_v2_access(&inner, &call),
             "chat.postMessage" => chat_post_message(&inner, &call, &method),
             _ => slack_json(json!({"ok": false, "error": "unknown_method"})),
         };
+    }
+    if path == "/oauth/v2/authorize" {
+        return oauth_authorize(&inner, &call);
     }
     if path.starts_with("/response/") {
         if method != Method::POST {
@@ -487,13 +507,37 @@ fn apps_connections_open(inner: &Inner, call: &RecordedCall, method: &Method) ->
     slack_json(json!({"ok": true, "url": url}))
 }
 
-fn auth_test(call: &RecordedCall, method: &Method) -> Response {
+fn auth_test(inner: &Inner, call: &RecordedCall, method: &Method) -> Response {
     if method != Method::POST && method != Method::GET {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
     if !call.bearer().is_some_and(|t| t.starts_with("xoxb-")) {
         return slack_json(json!({"ok": false, "error": "invalid_auth"}));
     }
+    let token = call.bearer().unwrap_or_default().to_string();
+    let state = inner.lock();
+    if state.revoked.contains(&token) {
+        return slack_json(json!({"ok": false, "error": "token_revoked"}));
+    }
+    if let Some(workspace) = state.workspaces.get(&token) {
+        let mut response = slack_json(json!({
+            "ok": true,
+            "url": format!("https://{}.slack.com/", workspace.team_id.to_lowercase()),
+            "team": workspace.team_name,
+            "user": "bitbucket",
+            "team_id": workspace.team_id,
+            "user_id": workspace.bot_user_id,
+            "bot_id": workspace.bot_id,
+            "enterprise_id": workspace.enterprise_id,
+            "is_enterprise_install": false
+        }));
+        response.headers_mut().insert(
+            "x-oauth-scopes",
+            HeaderValue::from_str(&workspace.scopes).expect("scopes are a valid header value"),
+        );
+        return response;
+    }
+    drop(state);
     let mut response = slack_json(json!({
         "ok": true,
         "url": "https://fake.slack.com/",
@@ -906,4 +950,162 @@ async fn serve_ws_connection(inner: Arc<Inner>, stream: TcpStream) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Workspaces and OAuth
+// ---------------------------------------------------------------------------
+
+/// A workspace the fake knows, reachable through one bot token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeWorkspace {
+    pub team_id: String,
+    pub team_name: String,
+    pub enterprise_id: Option<String>,
+    pub bot_user_id: String,
+    pub bot_id: String,
+    /// Comma-separated, as in the `x-oauth-scopes` header.
+    pub scopes: String,
+}
+
+impl FakeWorkspace {
+    pub fn new(team_id: &str, team_name: &str, scopes: &str) -> Self {
+        FakeWorkspace {
+            team_id: team_id.to_owned(),
+            team_name: team_name.to_owned(),
+            enterprise_id: None,
+            bot_user_id: format!("U{team_id}BOT"),
+            bot_id: format!("B{team_id}"),
+            scopes: scopes.to_owned(),
+        }
+    }
+}
+
+/// What a person does on Slack's consent screen.
+#[derive(Debug, Clone)]
+pub struct OAuthApproval {
+    pub workspace: FakeWorkspace,
+    /// The bot token oauth.v2.access hands out.
+    pub bot_token: String,
+    pub installer_user_id: String,
+    /// `Some("access_denied")` when the person clicks Cancel.
+    pub error: Option<String>,
+}
+
+impl FakeSlack {
+    /// A bot token the fake answers auth.test for, with its workspace and scopes.
+    pub fn add_workspace(&self, bot_token: &str, workspace: FakeWorkspace) {
+        self.inner
+            .lock()
+            .workspaces
+            .insert(bot_token.to_owned(), workspace);
+    }
+
+    /// Makes auth.test answer `token_revoked` for this token from now on.
+    pub fn revoke_token(&self, bot_token: &str) {
+        self.inner.lock().revoked.insert(bot_token.to_owned());
+    }
+
+    /// The OAuth app credentials oauth.v2.access accepts (HTTP Basic).
+    pub fn set_oauth_client(&self, client_id: &str, client_secret: &str) {
+        self.inner.lock().oauth_client = Some((client_id.to_owned(), client_secret.to_owned()));
+    }
+
+    /// The fake consent screen: `http://127.0.0.1:{port}/oauth/v2/authorize`.
+    pub fn oauth_authorize_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/oauth/v2/authorize",
+            self.inner.http_port
+        )
+    }
+
+    /// What the next visit to the consent screen does (approve for a workspace, or cancel).
+    pub fn approve_next(&self, approval: OAuthApproval) {
+        self.inner.lock().next_approval = Some(approval);
+    }
+}
+
+fn query_pairs(query: Option<&str>) -> std::collections::HashMap<String, String> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// `GET /oauth/v2/authorize`: the person decides at once, as set by `approve_next`, and
+/// the browser is redirected to `redirect_uri` with a code (or an error) and the state.
+fn oauth_authorize(inner: &Inner, call: &RecordedCall) -> Response {
+    let query = query_pairs(call.query.as_deref());
+    let Some(redirect_uri) = query.get("redirect_uri") else {
+        return (StatusCode::BAD_REQUEST, "fake slack: no redirect_uri").into_response();
+    };
+    let state_param = query.get("state").cloned().unwrap_or_default();
+    let mut state = inner.lock();
+    let Some(approval) = state.next_approval.take() else {
+        return (StatusCode::BAD_REQUEST, "fake slack: no approval scripted").into_response();
+    };
+    let mut location = url::Url::parse(redirect_uri).expect("redirect_uri is a URL");
+    if let Some(error) = &approval.error {
+        location
+            .query_pairs_mut()
+            .append_pair("error", error)
+            .append_pair("state", &state_param);
+    } else {
+        let code = format!("code-{}", state.next_code);
+        state.next_code += 1;
+        state.codes.insert(code.clone(), approval);
+        location
+            .query_pairs_mut()
+            .append_pair("code", &code)
+            .append_pair("state", &state_param);
+    }
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, location.to_string())],
+    )
+        .into_response()
+}
+
+/// `oauth.v2.access`: checks the client credentials, exchanges a code once.
+fn oauth_v2_access(inner: &Inner, call: &RecordedCall) -> Response {
+    let mut state = inner.lock();
+    let expected = state.oauth_client.clone();
+    let basic = call
+        .authorization
+        .as_deref()
+        .and_then(|value| value.strip_prefix("Basic "))
+        .and_then(|encoded| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+        })
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    let credentials_ok = match (&expected, &basic) {
+        (Some((id, secret)), Some(given)) => given == &format!("{id}:{secret}"),
+        _ => false,
+    };
+    if !credentials_ok {
+        return slack_json(json!({"ok": false, "error": "invalid_client_id"}));
+    }
+    let form = query_pairs(Some(call.body.as_str()));
+    let Some(approval) = form.get("code").and_then(|code| state.codes.remove(code)) else {
+        return slack_json(json!({"ok": false, "error": "invalid_code"}));
+    };
+    let workspace = approval.workspace.clone();
+    state
+        .workspaces
+        .insert(approval.bot_token.clone(), workspace.clone());
+    state.revoked.remove(&approval.bot_token);
+    slack_json(json!({
+        "ok": true,
+        "access_token": approval.bot_token,
+        "token_type": "bot",
+        "scope": workspace.scopes,
+        "bot_user_id": workspace.bot_user_id,
+        "app_id": APP_ID,
+        "team": {"id": workspace.team_id, "name": workspace.team_name},
+        "enterprise": workspace.enterprise_id.as_ref().map(|id| json!({"id": id, "name": "Fake Org"})),
+        "is_enterprise_install": false,
+        "authed_user": {"id": approval.installer_user_id}
+    }))
 }
