@@ -40,12 +40,38 @@ pub struct BotTokenRefused {
     pub code: String,
 }
 
-/// Runs the daemon until `shutdown` is cancelled (or the app token is refused).
+/// Runs the daemon until `shutdown` is cancelled (or a token is refused).
 pub async fn run(
     config: Config,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    start(config, clock, shutdown).await?.wait().await
+}
+
+/// A started daemon: its HTTP address is bound and its tasks are running.
+#[derive(Debug)]
+pub struct Running {
+    /// Where `http.listen` actually bound (useful when the port was 0).
+    pub http_address: std::net::SocketAddr,
+    main: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until the daemon has stopped and drained.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.main.await.context("the daemon's main task failed")?
+    }
+}
+
+/// Starts the daemon: opens the store, installs a configured bot token, binds the HTTP
+/// server, and spawns everything else. Errors here are startup errors that say what to
+/// fix; after this returns, [`Running::wait`] reports how it ended.
+pub async fn start(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
     let store = Store::open_with_key(
         &config.storage.path,
         config.storage.encryption_key_file.as_deref(),
@@ -74,7 +100,8 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
-    info!(address = %listener.local_addr()?, "HTTP server listening (/healthz, /readyz)");
+    let http_address = listener.local_addr()?;
+    info!(address = %http_address, "HTTP server listening (/healthz, /readyz, /slack/install)");
 
     let background = CancellationToken::new();
     let slack_oauth = config.slack.oauth.clone().map(|oauth| SlackOAuth {
@@ -141,35 +168,38 @@ pub async fn run(
         health,
         tracker: handlers.clone(),
     });
-    let outcome = socket_mode.run(shutdown.clone()).await;
-    if outcome.is_err() {
-        shutdown.cancel();
-    }
-    // The sockets are closed; let handlers that no longer need them (response_url
-    // replies, event work) finish within the drain deadline.
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    handlers.close();
-    if tokio::time::timeout(config.shutdown.drain_timeout, handlers.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            still_running = handlers.len(),
-            "drain deadline passed; exiting with handlers still running"
-        );
-    }
-    background.cancel();
-    if let Err(error) = store.flush().await {
-        error!(%error, "could not flush the store at shutdown");
-    }
-    match http_task.await {
-        Ok(Err(error)) => warn!(%error, "HTTP server ended with an error"),
-        Err(error) => warn!(%error, "HTTP server task failed"),
-        Ok(Ok(())) => {}
-    }
-    outcome?;
-    info!("stopped cleanly");
-    Ok(())
+    let main = tokio::spawn(async move {
+        let outcome = socket_mode.run(shutdown.clone()).await;
+        if outcome.is_err() {
+            shutdown.cancel();
+        }
+        // The sockets are closed; let handlers that no longer need them (response_url
+        // replies, event work) finish within the drain deadline.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        handlers.close();
+        if tokio::time::timeout(config.shutdown.drain_timeout, handlers.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                still_running = handlers.len(),
+                "drain deadline passed; exiting with handlers still running"
+            );
+        }
+        background.cancel();
+        if let Err(error) = store.flush().await {
+            error!(%error, "could not flush the store at shutdown");
+        }
+        match http_task.await {
+            Ok(Err(error)) => warn!(%error, "HTTP server ended with an error"),
+            Err(error) => warn!(%error, "HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
+        outcome?;
+        info!("stopped cleanly");
+        Ok(())
+    });
+    Ok(Running { http_address, main })
 }
 
 /// Tells systemd READY once the first socket has had hello, and pings its watchdog.

@@ -183,3 +183,52 @@ pub fn write_config(dir: &Path, text: &str) -> String {
     std::fs::write(&path, text).expect("write config");
     path.to_string_lossy().into_owned()
 }
+
+/// What a browser sees from one GET.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+/// A plain HTTP/1.1 GET of an absolute `http://127.0.0.1:port/...` URL, not following
+/// redirects (tests follow them by hand, as a browser would).
+pub async fn browse(url: &str) -> Page {
+    let parsed = url::Url::parse(url).expect("an absolute URL");
+    let address = format!(
+        "{}:{}",
+        parsed.host_str().expect("a host"),
+        parsed.port().expect("an explicit port")
+    );
+    let target = match parsed.query() {
+        Some(query) => format!("{}?{query}", parsed.path()),
+        None => parsed.path().to_string(),
+    };
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect to the HTTP server");
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .expect("an HTTP answer")
+        .expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let location = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("location")
+            .then(|| value.trim().to_string())
+    });
+    Page {
+        status,
+        location,
+        body: body.to_string(),
+    }
+}

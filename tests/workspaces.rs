@@ -1,0 +1,502 @@
+//! Workspaces end to end: the daemon runs in-process (real sled, real HTTP, real
+//! WebSockets) against the fake Slack, with a manual clock for state expiry. Installs go
+//! through the browser flow by hand, following each redirect as a browser would.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bitbucket_slack::app;
+use bitbucket_slack::clock::ManualClock;
+use bitbucket_slack::config::Config;
+use bitbucket_slack::upgrade::required_scopes;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use support::daemon::{Page, browse};
+use support::fake_slack::{FakeSlack, FakeSocket, FakeWorkspace, OAuthApproval};
+use tokio_util::sync::CancellationToken;
+
+const APP_TOKEN: &str = "xapp-1-A0FAKE-workspaces-app-secret";
+const CLIENT_ID: &str = "4242424242.5151515151515";
+const CLIENT_SECRET: &str = "client-secret-do-not-log";
+
+struct Harness {
+    fake: FakeSlack,
+    clock: ManualClock,
+    http: String,
+    socket: FakeSocket,
+    shutdown: CancellationToken,
+    running: app::Running,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(extra: &[(&str, &str)]) -> Harness {
+    let fake = FakeSlack::start().await;
+    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env: HashMap<String, String> = [
+        ("SLACK__APP_TOKEN", APP_TOKEN.to_string()),
+        ("SLACK__API_URL", fake.api_url()),
+        ("SLACK__SOCKET_CONNECTIONS", "1".into()),
+        ("SLACK__CLIENT_ID", CLIENT_ID.into()),
+        ("SLACK__CLIENT_SECRET", CLIENT_SECRET.into()),
+        ("SLACK__OAUTH_AUTHORIZE_URL", fake.oauth_authorize_url()),
+        (
+            "STORAGE__PATH",
+            dir.path().join("data").display().to_string(),
+        ),
+        ("HTTP__LISTEN", "127.0.0.1:0".into()),
+        (
+            "HTTP__PUBLIC_URL",
+            "http://bitbucket-slack.intranet.example/".into(),
+        ),
+    ]
+    .into_iter()
+    .map(|(key, value)| (format!("BITBUCKET_SLACK__{key}"), value))
+    .collect();
+    for (key, value) in extra {
+        env.insert(format!("BITBUCKET_SLACK__{key}"), value.to_string());
+    }
+    let config = Config::load(None, &env).expect("valid config");
+    let clock = ManualClock::new(Timestamp::from_second(1_800_000_000).expect("valid"));
+    let shutdown = CancellationToken::new();
+    let running = app::start(config, Arc::new(clock.clone()), shutdown.clone())
+        .await
+        .expect("the daemon starts");
+    let http = format!("http://{}", running.http_address);
+    let socket = fake.accept().await;
+    Harness {
+        fake,
+        clock,
+        http,
+        socket,
+        shutdown,
+        running,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.wait().await.expect("clean stop");
+    }
+
+    /// The callback URL the browser lands on after Slack's consent screen.
+    async fn consent(&self, approval: Option<OAuthApproval>, team: Option<&str>) -> String {
+        let start = match team {
+            Some(team) => format!("{}/slack/install?team={team}", self.http),
+            None => format!("{}/slack/install", self.http),
+        };
+        let install = browse(&start).await;
+        assert_eq!(install.status, 302, "{}", install.body);
+        let authorize = install.location.expect("a redirect to Slack");
+        assert!(
+            authorize.starts_with(&self.fake.oauth_authorize_url()),
+            "{authorize}"
+        );
+        if let Some(approval) = approval {
+            self.fake.approve_next(approval);
+        }
+        let slack = browse(&authorize).await;
+        assert_eq!(slack.status, 302, "{}", slack.body);
+        let callback = slack.location.expect("Slack redirects back");
+        // The redirect goes to public_url; the test's "browser" reaches it on the bound port.
+        callback.replace("http://bitbucket-slack.intranet.example", &self.http)
+    }
+
+    async fn install(&self, approval: OAuthApproval) -> Page {
+        let callback = self.consent(Some(approval), None).await;
+        browse(&callback).await
+    }
+
+    async fn command(&self, team: &str, text: &str) -> String {
+        let id = format!("env-{team}-{text}-{}", rand_suffix());
+        self.socket
+            .send_json(&json!({
+                "envelope_id": id,
+                "type": "slash_commands",
+                "accepts_response_payload": true,
+                "payload": {
+                    "team_id": team, "channel_id": "C1", "user_id": "U1",
+                    "command": "/bitbucket", "text": text,
+                    "response_url": self.fake.response_url("r"), "trigger_id": "t"
+                }
+            }))
+            .await;
+        let ack = self.socket.next_ack().await;
+        assert_eq!(ack["envelope_id"], id.as_str());
+        blocks_text(&ack["payload"])
+    }
+
+    async fn event(&self, team: &str, event: Value) {
+        let id = format!("env-event-{}", rand_suffix());
+        self.socket
+            .send_json(&json!({
+                "envelope_id": id,
+                "type": "events_api",
+                "accepts_response_payload": false,
+                "payload": {
+                    "team_id": team, "api_app_id": "A0FAKE", "type": "event_callback",
+                    "event_id": format!("Ev{id}"), "event_time": 1_800_000_000,
+                    "event": event
+                }
+            }))
+            .await;
+        assert_eq!(self.socket.next_ack().await["envelope_id"], id.as_str());
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn blocks_text(payload: &Value) -> String {
+    payload["blocks"]
+        .as_array()
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter_map(|block| block["text"]["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_else(|| payload["text"].as_str().unwrap_or("").to_string())
+}
+
+fn all_scopes() -> String {
+    required_scopes().join(",")
+}
+
+fn approval(team: &str, name: &str, token: &str, scopes: &str) -> OAuthApproval {
+    OAuthApproval {
+        workspace: FakeWorkspace::new(team, name, scopes),
+        bot_token: token.into(),
+        installer_user_id: "U0ADMIN".into(),
+        error: None,
+    }
+}
+
+/// Eventually-consistent reads are not needed: events are handled after their ack, so
+/// wait until a command sees the effect.
+async fn wait_until_not_installed(harness: &Harness, team: &str) {
+    for _ in 0..200 {
+        if harness
+            .command(team, "status")
+            .await
+            .contains("not installed")
+        {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{team} still looks installed");
+}
+
+#[tokio::test]
+async fn install_redirects_to_slack_with_client_scopes_and_state() {
+    let harness = start(&[]).await;
+    let page = browse(&format!("{}/slack/install", harness.http)).await;
+    assert_eq!(page.status, 302);
+    let location = url::Url::parse(&page.location.expect("location")).expect("url");
+    let query: HashMap<String, String> = location.query_pairs().into_owned().collect();
+    assert_eq!(query["client_id"], CLIENT_ID);
+    assert_eq!(query["scope"], all_scopes());
+    assert_eq!(
+        query["redirect_uri"],
+        "http://bitbucket-slack.intranet.example/slack/oauth/callback"
+    );
+    assert!(query["state"].contains('.'), "signed: {}", query["state"]);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn oauth_install_then_reinstall_updates_in_place() {
+    let harness = start(&[]).await;
+    assert!(
+        harness
+            .command("T1", "help")
+            .await
+            .contains("not installed")
+    );
+
+    let page = harness
+        .install(approval(
+            "T1",
+            "Acme",
+            "xoxb-t1-first",
+            "commands,chat:write",
+        ))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Bitbucket is installed"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Acme"), "{}", page.body);
+    assert!(page.body.contains("Still missing"), "{}", page.body);
+    let exchange = harness.fake.calls_to("oauth.v2.access");
+    assert_eq!(exchange.len(), 1);
+    assert!(
+        exchange[0]
+            .authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Basic "))
+    );
+
+    let status = harness.command("T1", "status").await;
+    assert!(status.contains("Acme"), "{status}");
+    assert!(status.contains("*Permissions:* outdated"), "{status}");
+    assert!(status.contains("`im:write`"), "{status}");
+
+    // Reinstall with every scope: the same record, now current.
+    let page = harness
+        .install(approval("T1", "Acme", "xoxb-t1-second", &all_scopes()))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("every permission"), "{}", page.body);
+    let status = harness.command("T1", "status").await;
+    assert!(status.contains("*Permissions:* current"), "{status}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn replayed_tampered_and_expired_states_are_refused_and_change_nothing() {
+    let harness = start(&[]).await;
+    let callback = harness
+        .consent(Some(approval("T1", "Acme", "xoxb-t1", &all_scopes())), None)
+        .await;
+    assert_eq!(browse(&callback).await.status, 200);
+    let replay = browse(&callback).await;
+    assert_eq!(replay.status, 400, "{}", replay.body);
+    assert!(replay.body.contains("already used"), "{}", replay.body);
+
+    let tampered = harness
+        .consent(
+            Some(approval("T2", "Globex", "xoxb-t2", &all_scopes())),
+            None,
+        )
+        .await
+        .replace("state=", "state=x");
+    let page = browse(&tampered).await;
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("not valid"), "{}", page.body);
+
+    let late = harness
+        .consent(
+            Some(approval("T2", "Globex", "xoxb-t2", &all_scopes())),
+            None,
+        )
+        .await;
+    harness.clock.advance(SignedDuration::from_mins(11));
+    let page = browse(&late).await;
+    assert_eq!(page.status, 400);
+    assert!(page.body.contains("expired"), "{}", page.body);
+
+    let missing = browse(&format!("{}/slack/oauth/callback?code=abc", harness.http)).await;
+    assert_eq!(missing.status, 400);
+
+    assert_eq!(
+        harness.fake.calls_to("oauth.v2.access").len(),
+        1,
+        "only the good one"
+    );
+    assert!(
+        harness
+            .command("T2", "status")
+            .await
+            .contains("not installed")
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn denied_consent_and_slack_errors_give_a_clear_page_and_change_nothing() {
+    let harness = start(&[]).await;
+    let mut denied = approval("T1", "Acme", "xoxb-t1", &all_scopes());
+    denied.error = Some("access_denied".into());
+    let page = harness.install(denied).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("You cancelled the installation"),
+        "{}",
+        page.body
+    );
+
+    harness.fake.set_oauth_client(CLIENT_ID, "a-rotated-secret");
+    let page = harness
+        .install(approval("T1", "Acme", "xoxb-t1", &all_scopes()))
+        .await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(
+        page.body.contains("Slack refused the installation"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("invalid_client_id"), "{}", page.body);
+    assert!(!page.body.contains(CLIENT_SECRET));
+    assert!(
+        harness
+            .command("T1", "status")
+            .await
+            .contains("not installed")
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_flow_bound_to_one_workspace_refuses_another() {
+    let harness = start(&[]).await;
+    let callback = harness
+        .consent(
+            Some(approval("T2", "Globex", "xoxb-t2", &all_scopes())),
+            Some("T1"),
+        )
+        .await;
+    let page = browse(&callback).await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(page.body.contains("different workspace"), "{}", page.body);
+    assert!(
+        harness
+            .command("T2", "status")
+            .await
+            .contains("not installed")
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn two_workspaces_see_only_themselves() {
+    let harness = start(&[]).await;
+    harness
+        .install(approval("T1", "Acme", "xoxb-t1", &all_scopes()))
+        .await;
+    harness
+        .install(approval("T2", "Globex", "xoxb-t2", "commands,chat:write"))
+        .await;
+    let acme = harness.command("T1", "status").await;
+    assert!(acme.contains("Acme") && !acme.contains("Globex"), "{acme}");
+    assert!(acme.contains("current"), "{acme}");
+    let globex = harness.command("T2", "status").await;
+    assert!(
+        globex.contains("Globex") && !globex.contains("Acme"),
+        "{globex}"
+    );
+    assert!(globex.contains("outdated"), "{globex}");
+    assert!(
+        harness
+            .command("T3", "status")
+            .await
+            .contains("not installed")
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn uninstall_and_revoke_in_either_order_stop_serving_the_workspace() {
+    let harness = start(&[]).await;
+    harness
+        .install(approval("T1", "Acme", "xoxb-t1", &all_scopes()))
+        .await;
+    harness
+        .install(approval("T2", "Globex", "xoxb-t2", &all_scopes()))
+        .await;
+    // T1: uninstalled, then its tokens revoked.
+    harness
+        .event("T1", json!({"type": "app_uninstalled"}))
+        .await;
+    harness
+        .event(
+            "T1",
+            json!({"type": "tokens_revoked", "tokens": {"oauth": [], "bot": ["UT1BOT"]}}),
+        )
+        .await;
+    wait_until_not_installed(&harness, "T1").await;
+    // T2: revoked first (user ids, not tokens), then uninstalled.
+    harness
+        .event(
+            "T2",
+            json!({"type": "tokens_revoked", "tokens": {"oauth": ["U9"], "bot": ["UT2BOT"]}}),
+        )
+        .await;
+    wait_until_not_installed(&harness, "T2").await;
+    harness
+        .event("T2", json!({"type": "app_uninstalled"}))
+        .await;
+    assert!(
+        harness
+            .command("T2", "status")
+            .await
+            .contains("not installed")
+    );
+    // A reinstall restores the workspace.
+    harness
+        .install(approval("T1", "Acme", "xoxb-t1-again", &all_scopes()))
+        .await;
+    assert!(harness.command("T1", "status").await.contains("current"));
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_configured_bot_token_installs_its_workspace_with_header_scopes() {
+    let harness = start(&[("SLACK__BOT_TOKEN", "xoxb-configured-single")]).await;
+    // The fake's default answer for unknown xoxb tokens is team T0FAKE with two scopes.
+    let status = harness.command("T0FAKE", "status").await;
+    assert!(status.contains("Fake Team"), "{status}");
+    assert!(
+        status.contains("installed with a configured bot token"),
+        "{status}"
+    );
+    assert!(status.contains("outdated"), "{status}");
+    // The app is reinstalled from its settings page with more scopes: status re-checks.
+    harness.fake.add_workspace(
+        "xoxb-configured-single",
+        FakeWorkspace {
+            team_id: "T0FAKE".into(),
+            team_name: "Fake Team".into(),
+            enterprise_id: None,
+            bot_user_id: "U0BOT".into(),
+            bot_id: "B0BOT".into(),
+            scopes: all_scopes(),
+        },
+    );
+    let status = harness.command("T0FAKE", "status").await;
+    assert!(status.contains("current"), "{status}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn install_without_oauth_configured_explains_itself() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env: HashMap<String, String> = [
+        ("BITBUCKET_SLACK__SLACK__APP_TOKEN", APP_TOKEN.to_string()),
+        ("BITBUCKET_SLACK__SLACK__API_URL", fake.api_url()),
+        (
+            "BITBUCKET_SLACK__STORAGE__PATH",
+            dir.path().display().to_string(),
+        ),
+        ("BITBUCKET_SLACK__HTTP__LISTEN", "127.0.0.1:0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = Config::load(None, &env).expect("valid");
+    let shutdown = CancellationToken::new();
+    let running = app::start(
+        config,
+        Arc::new(ManualClock::new(Timestamp::UNIX_EPOCH)),
+        shutdown.clone(),
+    )
+    .await
+    .expect("starts");
+    let page = browse(&format!("http://{}/slack/install", running.http_address)).await;
+    assert_eq!(page.status, 404);
+    assert!(page.body.contains("slack.client_id"), "{}", page.body);
+    shutdown.cancel();
+    running.wait().await.expect("clean stop");
+}
