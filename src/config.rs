@@ -60,6 +60,14 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    pub admin: AdminConfig,
+}
+
+/// The local admin channel.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// The Unix socket the CLI talks to; default `{storage.path}/admin.sock`.
+    pub socket: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -284,6 +292,11 @@ impl RawConfig {
             level: reader.log_filter("log.level"),
             format: reader.log_format("log.format"),
         };
+        let admin = AdminConfig {
+            socket: reader
+                .optional_path("admin.socket")
+                .unwrap_or_else(|| storage.path.join("admin.sock")),
+        };
         let shutdown = ShutdownConfig {
             drain_timeout: Duration::from_secs(reader.integer(
                 "shutdown.drain_timeout_secs",
@@ -305,6 +318,7 @@ impl RawConfig {
             http,
             log,
             shutdown,
+            admin,
         })
     }
 }

@@ -36,6 +36,33 @@ enum CliCommand {
     Run(ConfigArgs),
     /// Validate the configuration: one line per problem, exit 78 when there is any.
     Check(ConfigArgs),
+    /// Sockets, installations and store of the running daemon (or of the stopped store).
+    Status(ListArgs),
+    /// Every installed workspace: state, permissions, missing scopes. Never tokens.
+    Installations(ListArgs),
+    /// Write a consistent backup of the store to FILE (tokens stay encrypted).
+    Backup(FileArgs),
+    /// Restore a backup into an empty storage.path; only with the daemon stopped.
+    Restore(FileArgs),
+    /// Check config, store, encryption key and Slack; one line per check.
+    Doctor(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct FileArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The backup file.
+    file: PathBuf,
 }
 
 #[derive(Args)]
@@ -63,18 +90,66 @@ fn main() -> ExitCode {
             }
         },
         CliCommand::Run(args) => {
-            let config = match Config::load(args.config.as_deref(), &env) {
+            let config = match load(&args, &env) {
                 Ok(config) => config,
-                Err(error) => {
-                    eprintln!("bitbucket-slack: the configuration is not valid:");
-                    for line in error.lines() {
-                        eprintln!("  {line}");
-                    }
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+                Err(code) => return code,
             };
             init_logging(&config.log);
             run(config)
+        }
+        CliCommand::Status(args) => operate(&args.config, &env, |config| async move {
+            app::cli::status(&config, args.json).await
+        }),
+        CliCommand::Installations(args) => operate(&args.config, &env, |config| async move {
+            app::cli::installations(&config, args.json).await
+        }),
+        CliCommand::Backup(args) => operate(&args.config, &env, |config| async move {
+            app::cli::backup(&config, Arc::new(clock::SystemClock), &args.file).await
+        }),
+        CliCommand::Restore(args) => operate(&args.config, &env, |config| async move {
+            app::cli::restore(&config, &args.file).await
+        }),
+        CliCommand::Doctor(args) => operate(&args, &env, |config| async move {
+            app::cli::doctor(&config).await
+        }),
+    }
+}
+
+fn load(args: &ConfigArgs, env: &HashMap<String, String>) -> Result<Config, ExitCode> {
+    Config::load(args.config.as_deref(), env).map_err(|error| {
+        eprintln!("bitbucket-slack: the configuration is not valid:");
+        for line in error.lines() {
+            eprintln!("  {line}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Runs one operator subcommand: errors are printed in one line and exit 1.
+fn operate<F, Fut>(args: &ConfigArgs, env: &HashMap<String, String>, command: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u8>>,
+{
+    let config = match load(args, env) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("bitbucket-slack: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(command(config)) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("bitbucket-slack: {error:#}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }

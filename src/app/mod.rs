@@ -6,6 +6,8 @@
 //! own loop. Shutdown: stop taking envelopes, let in-flight handlers finish (with a
 //! deadline), flush the store, return.
 
+pub mod admin;
+pub mod cli;
 pub mod dispatch;
 pub mod installations;
 
@@ -103,7 +105,27 @@ pub async fn start(
     let http_address = listener.local_addr()?;
     info!(address = %http_address, "HTTP server listening (/healthz, /readyz, /slack/install)");
 
+    let admin_listener = admin::bind(&config.admin.socket).with_context(|| {
+        format!(
+            "cannot create the admin socket admin.socket = {}",
+            config.admin.socket.display()
+        )
+    })?;
     let background = CancellationToken::new();
+    tokio::spawn(
+        admin::serve(
+            admin_listener,
+            config.admin.socket.clone(),
+            admin::AdminState {
+                store: store.clone(),
+                sockets: health.clone(),
+                clock: clock.clone(),
+                started_at: clock.now(),
+            },
+            background.clone(),
+        )
+        .instrument(info_span!("admin")),
+    );
     let slack_oauth = config.slack.oauth.clone().map(|oauth| SlackOAuth {
         config: oauth,
         authorize_url: config.slack.oauth_authorize_url.clone(),

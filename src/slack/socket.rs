@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use jiff::Timestamp;
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
@@ -97,7 +97,7 @@ pub enum SocketModeError {
 }
 
 /// The state of one socket slot, as `/readyz` and `status` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum SocketState {
     Connecting,
@@ -109,7 +109,7 @@ pub enum SocketState {
 }
 
 /// One slot's health.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotHealth {
     #[serde(flatten)]
     pub state: SocketState,

@@ -8,7 +8,7 @@
 
 use jiff::Timestamp;
 
-use super::StoreError;
+use super::{StoreError, WriteGate};
 
 /// Which id space an id belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +32,12 @@ impl DedupKind {
 #[derive(Clone)]
 pub struct DedupStore {
     tree: sled::Tree,
+    gate: WriteGate,
 }
 
 impl DedupStore {
-    pub(super) fn new(tree: sled::Tree) -> Self {
-        Self { tree }
+    pub(super) fn new(tree: sled::Tree, gate: WriteGate) -> Self {
+        Self { tree, gate }
     }
 
     /// Records `id` as seen at `now`. True the first time, false for a repeat.
@@ -48,6 +49,7 @@ impl DedupStore {
     ) -> Result<bool, StoreError> {
         let key = format!("{}{id}", kind.prefix());
         let seen_at = now.as_second().to_be_bytes();
+        let _writing = self.gate.writing();
         let swapped = self.tree.compare_and_swap(
             key.as_bytes(),
             None as Option<&[u8]>,
@@ -67,6 +69,7 @@ impl DedupStore {
                 .map(i64::from_be_bytes)
                 .unwrap_or(i64::MIN);
             if seen_at < cutoff.as_second() {
+                let _writing = self.gate.writing();
                 self.tree.remove(key)?;
                 removed += 1;
             }

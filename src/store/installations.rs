@@ -10,8 +10,8 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
 use super::crypto::TokenCipher;
+use super::{StoreError, WriteGate};
 use crate::config::Secret;
 
 /// Where an installation's state stands.
@@ -91,11 +91,19 @@ struct StoredInstallation {
 pub struct InstallationStore {
     tree: sled::Tree,
     cipher: TokenCipher,
+    gate: WriteGate,
 }
 
 impl InstallationStore {
-    pub(super) fn new(tree: sled::Tree, cipher: TokenCipher) -> Self {
-        Self { tree, cipher }
+    pub(super) fn new(tree: sled::Tree, cipher: TokenCipher, gate: WriteGate) -> Self {
+        Self { tree, cipher, gate }
+    }
+
+    fn put(&self, installation: &Installation) -> Result<(), StoreError> {
+        let _writing = self.gate.writing();
+        self.tree
+            .insert(installation.team_id.as_bytes(), self.encode(installation))?;
+        Ok(())
     }
 
     fn token_context(team_id: &str) -> String {
@@ -187,8 +195,7 @@ impl InstallationStore {
         if let Some(existing) = self.get(&fresh.team_id)? {
             fresh.installed_at = existing.installed_at;
         }
-        self.tree
-            .insert(fresh.team_id.as_bytes(), self.encode(&fresh))?;
+        self.put(&fresh)?;
         self.tree.flush_async().await?;
         Ok(fresh)
     }
@@ -244,6 +251,7 @@ impl InstallationStore {
             if installation.state == InstallationState::Uninstalled
                 && installation.updated_at < cutoff
             {
+                let _writing = self.gate.writing();
                 self.tree.remove(installation.team_id.as_bytes())?;
                 purged.push(installation.team_id);
             }
@@ -265,15 +273,14 @@ impl InstallationStore {
         };
         apply(&mut installation);
         installation.updated_at = now;
-        self.tree
-            .insert(team_id.as_bytes(), self.encode(&installation))?;
+        self.put(&installation)?;
         self.tree.flush_async().await?;
         Ok(Some(installation))
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::Store;
 

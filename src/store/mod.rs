@@ -5,11 +5,13 @@
 //! raw keys. Every write that must survive a crash is flushed before the caller is told
 //! it succeeded; writes that may be lost in a crash say so in their doc comment.
 
+pub mod backup;
 pub mod crypto;
 mod dedup;
-mod installations;
+pub(crate) mod installations;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use crypto::{KeySource, TokenCipher};
 pub use dedup::{DedupKind, DedupStore};
@@ -66,6 +68,26 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// Lets many writers in at once, or one backup alone, so a backup taken while the daemon
+/// runs is a consistent snapshot of every tree. Writers hold it only around sled calls,
+/// never across an await.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriteGate(Arc<RwLock<()>>);
+
+impl WriteGate {
+    pub(crate) fn writing(&self) -> RwLockReadGuard<'_, ()> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The open database and its repositories. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -73,6 +95,7 @@ pub struct Store {
     path: PathBuf,
     cipher: TokenCipher,
     key_source: KeySource,
+    gate: WriteGate,
     pub dedup: DedupStore,
     pub installations: InstallationStore,
 }
@@ -116,13 +139,19 @@ impl Store {
         migrate(&db, path)?;
         let (cipher, key_source) = TokenCipher::load_or_generate(key_file, path)?;
         check_key(&db, &cipher)?;
+        let gate = WriteGate::default();
         Ok(Store {
-            dedup: DedupStore::new(db.open_tree("dedup")?),
-            installations: InstallationStore::new(db.open_tree("installations")?, cipher.clone()),
+            dedup: DedupStore::new(db.open_tree("dedup")?, gate.clone()),
+            installations: InstallationStore::new(
+                db.open_tree("installations")?,
+                cipher.clone(),
+                gate.clone(),
+            ),
             db,
             path: path.to_path_buf(),
             cipher,
             key_source,
+            gate,
         })
     }
 

@@ -1,0 +1,421 @@
+//! The operator's CLI subcommands (`status`, `installations`, `backup`, `restore`,
+//! `doctor`): each asks the running daemon over the admin socket, or, when it is not
+//! running, opens the store directly, and says which it did.
+//!
+//! Owns talking to the admin socket, the direct-store fallback and the printed output
+//! (tables for people, `--json` for scripts). Exit codes: 0 success, 1 failure (a
+//! refused restore, a failed doctor check), 78 a configuration problem (main.rs).
+
+use std::io::{BufReader, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::admin::{
+    AdminRequest, AdminResponse, InstallationRow, StatusReport, installation_rows, status_report,
+};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::slack::web::SlackWeb;
+use crate::store::{Store, StoreError, backup};
+use crate::upgrade;
+
+/// How the CLI reached the daemon's state.
+enum Channel {
+    Daemon(UnixStream),
+    Store(Box<Store>),
+}
+
+async fn reach(config: &Config) -> anyhow::Result<Channel> {
+    let path = &config.admin.socket;
+    match UnixStream::connect(path).await {
+        Ok(stream) => Ok(Channel::Daemon(stream)),
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "cannot use the admin socket {}: permission denied (run as the service user or root)",
+            path.display()
+        ),
+        Err(_) => match Store::open_with_key(
+            &config.storage.path,
+            config.storage.encryption_key_file.as_deref(),
+        ) {
+            Ok(store) => {
+                eprintln!(
+                    "(the daemon is not running: reading the store at {} directly)",
+                    store.path().display()
+                );
+                Ok(Channel::Store(Box::new(store)))
+            }
+            Err(StoreError::Locked { path: store_path }) => bail!(
+                "the store at {} is in use, but the admin socket {} does not answer: is admin.socket the same for the daemon and this command?",
+                store_path.display(),
+                path.display()
+            ),
+            Err(error) => Err(error.into()),
+        },
+    }
+}
+
+async fn ask(
+    mut stream: UnixStream,
+    request: &AdminRequest,
+) -> anyhow::Result<(AdminResponse, Vec<u8>)> {
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).await?;
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut first = String::new();
+    reader.read_line(&mut first).await?;
+    let response: AdminResponse = serde_json::from_str(first.trim())
+        .with_context(|| "the daemon's admin answer was not understood")?;
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).await?;
+    if let AdminResponse::Error { message } = &response {
+        bail!("the daemon refused: {message}");
+    }
+    Ok((response, rest))
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `bitbucket-slack status`.
+pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
+    let report = match reach(config).await? {
+        Channel::Daemon(stream) => match ask(stream, &AdminRequest::Status).await?.0 {
+            AdminResponse::Status(report) => report,
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        },
+        Channel::Store(store) => status_report(&store, "store", None, Vec::new())?,
+    };
+    if json {
+        print_json(&report)?;
+    } else {
+        print!("{}", render_status(&report));
+    }
+    Ok(0)
+}
+
+fn render_status(report: &StatusReport) -> String {
+    let mut out = String::new();
+    let running = if report.source == "daemon" {
+        "running"
+    } else {
+        "not running"
+    };
+    out.push_str(&format!(
+        "daemon:        {running} (version {})\n",
+        report.version
+    ));
+    if let Some(started) = report.started_at {
+        out.push_str(&format!("started:       {started}\n"));
+    }
+    out.push_str(&format!("store:         {}\n", report.store_path.display()));
+    out.push_str(&format!(
+        "installations: {} ({} active)\n",
+        report.installations, report.active_installations
+    ));
+    if report.sockets.is_empty() {
+        out.push_str("sockets:       none (the daemon is not running)\n");
+    }
+    for (slot, socket) in report.sockets.iter().enumerate() {
+        let state = serde_json::to_value(&socket.state).unwrap_or_default();
+        let name = state["state"].as_str().unwrap_or("?").to_string();
+        let detail = match (&state["since"], &state["reason"]) {
+            (serde_json::Value::String(since), _) => format!(" since {since}"),
+            (_, serde_json::Value::String(reason)) => format!(": {reason}"),
+            _ => String::new(),
+        };
+        let last = socket
+            .last_envelope_at
+            .map(|at| at.to_string())
+            .unwrap_or_else(|| "never".into());
+        out.push_str(&format!(
+            "socket {slot}:      {name}{detail}; last envelope {last}; reconnects {}\n",
+            socket.reconnects
+        ));
+    }
+    out
+}
+
+/// `bitbucket-slack installations`.
+pub async fn installations(config: &Config, json: bool) -> anyhow::Result<u8> {
+    let rows = match reach(config).await? {
+        Channel::Daemon(stream) => match ask(stream, &AdminRequest::Installations).await?.0 {
+            AdminResponse::Installations { installations } => installations,
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        },
+        Channel::Store(store) => installation_rows(&store)?,
+    };
+    if json {
+        print_json(&rows)?;
+    } else {
+        print!("{}", render_installations(&rows));
+    }
+    Ok(0)
+}
+
+fn render_installations(rows: &[InstallationRow]) -> String {
+    if rows.is_empty() {
+        return "no installations yet\n".into();
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.team_id.clone(),
+                row.team_name.clone(),
+                row.state.clone(),
+                row.permissions.clone(),
+                if row.missing_scopes.is_empty() {
+                    "-".into()
+                } else {
+                    row.missing_scopes.join(",")
+                },
+                row.source.clone(),
+                row.updated_at.to_string(),
+            ]
+        })
+        .collect();
+    render_table(
+        &[
+            "TEAM",
+            "NAME",
+            "STATE",
+            "PERMISSIONS",
+            "MISSING",
+            "SOURCE",
+            "UPDATED",
+        ],
+        &table,
+    )
+}
+
+/// Left-aligned columns, two spaces apart.
+pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (column, cell) in row.iter().enumerate() {
+            widths[column] = widths[column].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(column, cell)| format!("{cell:<width$}", width = widths[column]))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+/// `bitbucket-slack backup FILE`: a consistent snapshot, from the daemon if it runs.
+pub async fn backup(config: &Config, clock: Arc<dyn Clock>, file: &Path) -> anyhow::Result<u8> {
+    let staging = file.with_extension("partial");
+    let entries = match reach(config).await? {
+        Channel::Daemon(stream) => {
+            let (_, bytes) = ask(stream, &AdminRequest::Backup).await?;
+            std::fs::write(&staging, &bytes)
+                .with_context(|| format!("cannot write {}", staging.display()))?;
+            bytes
+                .iter()
+                .filter(|byte| **byte == b'\n')
+                .count()
+                .saturating_sub(2)
+        }
+        Channel::Store(store) => {
+            let mut out = std::io::BufWriter::new(
+                std::fs::File::create(&staging)
+                    .with_context(|| format!("cannot write {}", staging.display()))?,
+            );
+            let summary = store.write_backup(&mut out, clock.now())?;
+            out.flush()?;
+            summary.entries as usize
+        }
+    };
+    std::fs::rename(&staging, file).with_context(|| format!("cannot write {}", file.display()))?;
+    println!(
+        "backup written to {} ({entries} entries; tokens stay encrypted)",
+        file.display()
+    );
+    Ok(0)
+}
+
+/// `bitbucket-slack restore FILE`: only with the daemon stopped, only into an empty store.
+pub async fn restore(config: &Config, file: &Path) -> anyhow::Result<u8> {
+    if UnixStream::connect(&config.admin.socket).await.is_ok() {
+        bail!(
+            "the daemon is running: stop it first (systemctl stop bitbucket-slack), then restore"
+        );
+    }
+    let input = BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
+    );
+    let summary = backup::restore(
+        &config.storage.path,
+        config.storage.encryption_key_file.as_deref(),
+        input,
+    )
+    .map_err(|error| anyhow!("restore refused, nothing was changed: {error}"))?;
+    println!(
+        "restored {} entries from the backup of {} into {}",
+        summary.entries,
+        summary.created_at,
+        config.storage.path.display()
+    );
+    Ok(0)
+}
+
+/// One doctor line.
+struct Check {
+    ok: bool,
+    name: &'static str,
+    detail: String,
+}
+
+/// `bitbucket-slack doctor`: one line per check, with what to do when it fails.
+pub async fn doctor(config: &Config) -> anyhow::Result<u8> {
+    let mut checks = vec![Check {
+        ok: true,
+        name: "config",
+        detail: "valid".into(),
+    }];
+    checks.extend(check_store(config).await);
+    checks.extend(check_slack(config).await);
+    let mut failed = 0;
+    for check in &checks {
+        let mark = if check.ok { "ok  " } else { "FAIL" };
+        failed += usize::from(!check.ok);
+        println!("[{mark}] {:<14} {}", check.name, check.detail);
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+async fn check_store(config: &Config) -> Vec<Check> {
+    if UnixStream::connect(&config.admin.socket).await.is_ok() {
+        return vec![Check {
+            ok: true,
+            name: "store",
+            detail: "in use by the running daemon (its admin socket answers)".into(),
+        }];
+    }
+    match Store::open_with_key(
+        &config.storage.path,
+        config.storage.encryption_key_file.as_deref(),
+    ) {
+        Ok(store) => vec![
+            Check {
+                ok: true,
+                name: "store",
+                detail: format!("{} opens (schema current)", store.path().display()),
+            },
+            Check {
+                ok: true,
+                name: "encryption key",
+                detail: format!(
+                    "{} opens this store's tokens",
+                    store.cipher().key_path().display()
+                ),
+            },
+        ],
+        Err(error @ (StoreError::WrongKey { .. } | StoreError::KeyFile { .. })) => vec![Check {
+            ok: false,
+            name: "encryption key",
+            detail: error.to_string(),
+        }],
+        Err(error) => vec![Check {
+            ok: false,
+            name: "store",
+            detail: format!("{error} (check storage.path and its permissions)"),
+        }],
+    }
+}
+
+async fn check_slack(config: &Config) -> Vec<Check> {
+    let web = match SlackWeb::new(&config.slack.api_url) {
+        Ok(web) => web,
+        Err(error) => {
+            return vec![Check {
+                ok: false,
+                name: "slack",
+                detail: error.to_string(),
+            }];
+        }
+    };
+    let mut checks = vec![match web.open_socket_url(&config.slack.app_token).await {
+        Ok(_) => Check {
+            ok: true,
+            name: "slack app",
+            detail: "apps.connections.open accepts slack.app_token".into(),
+        },
+        Err(error) => Check {
+            ok: false,
+            name: "slack app",
+            detail: format!(
+                "{error}: check slack.app_token (an xapp- token with connections:write) and that {} is reachable",
+                config.slack.api_url
+            ),
+        },
+    }];
+    if let Some(token) = &config.slack.bot_token {
+        checks.push(match web.auth_test(token).await {
+            Ok(identity) => {
+                let level = upgrade::permission_level(&identity.scopes.unwrap_or_default());
+                Check {
+                    ok: true,
+                    name: "slack bot",
+                    detail: format!(
+                        "slack.bot_token works for {} ({}); permissions {}{}",
+                        identity.team_name,
+                        identity.team_id,
+                        level.name(),
+                        if level.missing().is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                ", missing {}: reinstall the app to grant them",
+                                level.missing().join(",")
+                            )
+                        }
+                    ),
+                }
+            }
+            Err(error) => Check {
+                ok: false,
+                name: "slack bot",
+                detail: format!("{error}: reinstall the app and configure its new xoxb- token"),
+            },
+        });
+    }
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let table = render_table(
+            &["A", "LONG HEADER"],
+            &[
+                vec!["wide cell".into(), "x".into()],
+                vec!["y".into(), "z".into()],
+            ],
+        );
+        assert_eq!(
+            table,
+            "A          LONG HEADER\nwide cell  x\ny          z\n"
+        );
+    }
+}

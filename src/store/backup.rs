@@ -1,0 +1,448 @@
+//! Backup and restore of the whole store as one portable file.
+//!
+//! The file is JSON lines: a header (format, version, schema, time, and the store's
+//! sealed key check), one line per entry of every tree (base64 key and value, so tokens
+//! stay sealed exactly as stored), and a trailer with the entry count and a SHA-256 of
+//! everything before it. A backup holds the write gate exclusively, so it is a
+//! consistent snapshot even while the daemon runs.
+//!
+//! Restore never half-restores: it reads and verifies the whole file first, refuses a
+//! newer format or schema and a key that does not open the key check, writes into a
+//! fresh sibling directory, and only then moves that into place. It never overwrites an
+//! existing store.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::crypto::{GENERATED_KEY_FILE, TokenCipher};
+use super::{
+    KEY_CHECK_KEY, KEY_CHECK_PLAINTEXT, META_TREE, SCHEMA_KEY, SCHEMA_VERSION, Store, StoreError,
+};
+
+pub const BACKUP_FORMAT: &str = "bitbucket-slack-backup";
+pub const BACKUP_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupHeader {
+    pub format: String,
+    pub version: u32,
+    pub schema_version: u32,
+    pub created_at: Timestamp,
+    /// The store's sealed key check: a restore opens it to prove it has the right key.
+    pub key_check: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BackupEntry {
+    tree: String,
+    key: String,
+    value: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BackupTrailer {
+    end: bool,
+    entries: u64,
+    sha256: String,
+}
+
+/// What a backup or restore covered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    pub entries: u64,
+    pub trees: Vec<String>,
+    pub created_at: Timestamp,
+}
+
+/// Why a restore refused. Nothing was written when it returns any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0} is not a bitbucket-slack backup")]
+    NotABackup(String),
+    #[error(
+        "the backup has format version {found}; this binary reads up to {supported}: restore it with a newer bitbucket-slack"
+    )]
+    NewerFormat { found: u32, supported: u32 },
+    #[error(
+        "the backup has schema version {found}; this binary knows up to {supported}: restore it with a newer bitbucket-slack"
+    )]
+    NewerSchema { found: u32, supported: u32 },
+    #[error("the backup is incomplete or damaged: {0}")]
+    Damaged(String),
+    #[error(
+        "the encryption key {key_path} does not open this backup's tokens: use the key of the store that was backed up \
+         (copy its secret.key into the storage directory, or set storage.encryption_key_file)"
+    )]
+    WrongKey { key_path: PathBuf },
+    #[error(
+        "no encryption key for the restore: copy the backed-up store's secret.key to {expected} \
+         or set storage.encryption_key_file"
+    )]
+    NoKey { expected: PathBuf },
+    #[error(
+        "{path} already holds data: restore only into an empty or new directory (move the old one aside)"
+    )]
+    TargetNotEmpty { path: PathBuf },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("restore I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes `line` and feeds it to the running checksum.
+fn emit(out: &mut impl Write, hasher: &mut Sha256, line: &str) -> Result<(), StoreError> {
+    hasher.update(line.as_bytes());
+    hasher.update(b"\n");
+    writeln!(out, "{line}").map_err(|error| StoreError::Io(error.to_string()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+impl Store {
+    /// Writes a consistent backup of every tree to `out`.
+    pub fn write_backup(
+        &self,
+        out: &mut impl Write,
+        now: Timestamp,
+    ) -> Result<BackupSummary, StoreError> {
+        let _alone = self.gate.exclusive();
+        let meta = self.db.open_tree(META_TREE)?;
+        let key_check = meta
+            .get(KEY_CHECK_KEY)?
+            .map(|sealed| String::from_utf8_lossy(&sealed).into_owned())
+            .ok_or_else(|| StoreError::Corrupt("the store has no key check".into()))?;
+        let header = BackupHeader {
+            format: BACKUP_FORMAT.into(),
+            version: BACKUP_VERSION,
+            schema_version: SCHEMA_VERSION,
+            created_at: now,
+            key_check,
+        };
+        let mut hasher = Sha256::new();
+        emit(out, &mut hasher, &to_line(&header))?;
+        let mut entries = 0u64;
+        let mut trees = Vec::new();
+        for name in self.db.tree_names() {
+            let tree_name = String::from_utf8_lossy(&name).into_owned();
+            if tree_name == META_TREE || tree_name.starts_with("__sled__") {
+                continue;
+            }
+            let tree = self.db.open_tree(&name)?;
+            for item in tree.iter() {
+                let (key, value) = item?;
+                let entry = BackupEntry {
+                    tree: tree_name.clone(),
+                    key: BASE64.encode(&key),
+                    value: BASE64.encode(&value),
+                };
+                emit(out, &mut hasher, &to_line(&entry))?;
+                entries += 1;
+            }
+            trees.push(tree_name);
+        }
+        let trailer = BackupTrailer {
+            end: true,
+            entries,
+            sha256: hex(&hasher.finalize()),
+        };
+        writeln!(out, "{}", to_line(&trailer))
+            .map_err(|error| StoreError::Io(error.to_string()))?;
+        out.flush()
+            .map_err(|error| StoreError::Io(error.to_string()))?;
+        Ok(BackupSummary {
+            entries,
+            trees,
+            created_at: now,
+        })
+    }
+}
+
+fn to_line(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("backup lines always serialize")
+}
+
+/// Restores `input` into `target` (a new or empty directory; a `secret.key` in it is
+/// allowed and is used). `key_file` is `storage.encryption_key_file`, if configured.
+pub fn restore(
+    target: &Path,
+    key_file: Option<&Path>,
+    input: impl BufRead,
+) -> Result<BackupSummary, RestoreError> {
+    let (header, entries) = read_verified(input)?;
+    check_target(target)?;
+    let cipher = restore_key(target, key_file)?;
+    match cipher.open(&header.key_check, KEY_CHECK_KEY) {
+        Ok(plaintext) if plaintext.expose() == KEY_CHECK_PLAINTEXT => {}
+        _ => {
+            return Err(RestoreError::WrongKey {
+                key_path: cipher.key_path().to_path_buf(),
+            });
+        }
+    }
+    let staging = sibling(target, "restoring");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    let written = write_staging(&staging, &header, &entries);
+    if let Err(error) = written {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(error);
+    }
+    move_into_place(&staging, target)?;
+    let mut trees: Vec<String> = entries.iter().map(|entry| entry.tree.clone()).collect();
+    trees.dedup();
+    Ok(BackupSummary {
+        entries: entries.len() as u64,
+        trees,
+        created_at: header.created_at,
+    })
+}
+
+fn read_verified(input: impl BufRead) -> Result<(BackupHeader, Vec<BackupEntry>), RestoreError> {
+    let mut lines = input.lines();
+    let first = lines
+        .next()
+        .transpose()?
+        .ok_or_else(|| RestoreError::NotABackup("an empty file".into()))?;
+    let header: BackupHeader =
+        serde_json::from_str(&first).map_err(|_| RestoreError::NotABackup("the file".into()))?;
+    if header.format != BACKUP_FORMAT {
+        return Err(RestoreError::NotABackup("the file".into()));
+    }
+    if header.version > BACKUP_VERSION {
+        return Err(RestoreError::NewerFormat {
+            found: header.version,
+            supported: BACKUP_VERSION,
+        });
+    }
+    if header.schema_version > SCHEMA_VERSION {
+        return Err(RestoreError::NewerSchema {
+            found: header.schema_version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(first.as_bytes());
+    hasher.update(b"\n");
+    let mut entries = Vec::new();
+    for line in lines {
+        let line = line?;
+        if let Ok(trailer) = serde_json::from_str::<BackupTrailer>(&line) {
+            if trailer.entries != entries.len() as u64 {
+                return Err(RestoreError::Damaged(format!(
+                    "the trailer counts {} entries, the file has {}",
+                    trailer.entries,
+                    entries.len()
+                )));
+            }
+            if trailer.sha256 != hex(&hasher.finalize()) {
+                return Err(RestoreError::Damaged("the checksum does not match".into()));
+            }
+            return Ok((header, entries));
+        }
+        let entry: BackupEntry = serde_json::from_str(&line).map_err(|error| {
+            RestoreError::Damaged(format!("entry {}: {error}", entries.len() + 1))
+        })?;
+        hasher.update(line.as_bytes());
+        hasher.update(b"\n");
+        entries.push(entry);
+    }
+    Err(RestoreError::Damaged(
+        "the file ends without its trailer (truncated?)".into(),
+    ))
+}
+
+fn check_target(target: &Path) -> Result<(), RestoreError> {
+    if !target.exists() {
+        return Ok(());
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(target)? {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    if names.iter().all(|name| name == GENERATED_KEY_FILE) {
+        Ok(())
+    } else {
+        Err(RestoreError::TargetNotEmpty {
+            path: target.to_path_buf(),
+        })
+    }
+}
+
+fn restore_key(target: &Path, key_file: Option<&Path>) -> Result<TokenCipher, RestoreError> {
+    let expected = target.join(GENERATED_KEY_FILE);
+    if key_file.is_none() && !expected.exists() {
+        return Err(RestoreError::NoKey { expected });
+    }
+    let (cipher, _) = TokenCipher::load_or_generate(key_file, target)?;
+    Ok(cipher)
+}
+
+fn sibling(target: &Path, suffix: &str) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "store".into());
+    target.with_file_name(format!(".{name}.{suffix}"))
+}
+
+fn write_staging(
+    staging: &Path,
+    header: &BackupHeader,
+    entries: &[BackupEntry],
+) -> Result<(), RestoreError> {
+    let db = sled::open(staging).map_err(StoreError::from)?;
+    let meta = db.open_tree(META_TREE).map_err(StoreError::from)?;
+    meta.insert(SCHEMA_KEY, &header.schema_version.to_be_bytes())
+        .map_err(StoreError::from)?;
+    meta.insert(KEY_CHECK_KEY, header.key_check.as_bytes())
+        .map_err(StoreError::from)?;
+    for entry in entries {
+        let damaged =
+            |what: &str| RestoreError::Damaged(format!("an entry's {what} is not base64"));
+        let key = BASE64.decode(&entry.key).map_err(|_| damaged("key"))?;
+        let value = BASE64.decode(&entry.value).map_err(|_| damaged("value"))?;
+        db.open_tree(&entry.tree)
+            .and_then(|tree| tree.insert(key, value))
+            .map_err(StoreError::from)?;
+    }
+    db.flush().map_err(StoreError::from)?;
+    Ok(())
+}
+
+fn move_into_place(staging: &Path, target: &Path) -> Result<(), RestoreError> {
+    if target.exists() {
+        let key = target.join(GENERATED_KEY_FILE);
+        if key.exists() {
+            std::fs::rename(&key, staging.join(GENERATED_KEY_FILE))?;
+        }
+        std::fs::remove_dir(target)?;
+    }
+    std::fs::rename(staging, target)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::installations::tests::sample;
+
+    async fn store_with_data(dir: &Path) -> Store {
+        let store = Store::open(dir).expect("open");
+        store
+            .installations
+            .upsert(sample("T1", "xoxb-backup-secret"))
+            .await
+            .expect("upsert");
+        store
+            .dedup
+            .first_sighting(crate::store::DedupKind::Event, "Ev1", Timestamp::UNIX_EPOCH)
+            .expect("dedup");
+        store
+    }
+
+    fn backup_of(store: &Store) -> Vec<u8> {
+        let mut out = Vec::new();
+        store
+            .write_backup(&mut out, Timestamp::UNIX_EPOCH)
+            .expect("backup");
+        out
+    }
+
+    #[tokio::test]
+    async fn a_backup_restores_into_an_empty_directory_with_the_same_key() {
+        let source = tempfile::tempdir().expect("tempdir");
+        let store = store_with_data(source.path()).await;
+        let bytes = backup_of(&store);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("backup-secret"),
+            "tokens stay sealed in a backup"
+        );
+        let target_parent = tempfile::tempdir().expect("tempdir");
+        let target = target_parent.path().join("restored");
+        std::fs::create_dir(&target).expect("mkdir");
+        std::fs::copy(
+            source.path().join(GENERATED_KEY_FILE),
+            target.join(GENERATED_KEY_FILE),
+        )
+        .expect("copy key");
+        let summary = restore(&target, None, &bytes[..]).expect("restore");
+        assert_eq!(summary.entries, 2);
+        let restored = Store::open(&target).expect("open restored");
+        let installation = restored
+            .installations
+            .get("T1")
+            .expect("get")
+            .expect("present");
+        assert_eq!(
+            installation.bot_token.as_ref().map(|t| t.expose().as_str()),
+            Some("xoxb-backup-secret")
+        );
+        assert!(
+            !restored
+                .dedup
+                .first_sighting(crate::store::DedupKind::Event, "Ev1", Timestamp::UNIX_EPOCH)
+                .expect("dedup")
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_leave_nothing_behind() {
+        let source = tempfile::tempdir().expect("tempdir");
+        let store = store_with_data(source.path()).await;
+        let bytes = backup_of(&store);
+        let parent = tempfile::tempdir().expect("tempdir");
+        let target = parent.path().join("restored");
+
+        // No key at all.
+        assert!(matches!(
+            restore(&target, None, &bytes[..]),
+            Err(RestoreError::NoKey { .. })
+        ));
+        // Another store's key.
+        let other = tempfile::tempdir().expect("tempdir");
+        TokenCipher::load_or_generate(None, other.path()).expect("key");
+        let wrong = other.path().join(GENERATED_KEY_FILE);
+        assert!(matches!(
+            restore(&target, Some(&wrong), &bytes[..]),
+            Err(RestoreError::WrongKey { .. })
+        ));
+        let key = source.path().join(GENERATED_KEY_FILE);
+        // Truncated.
+        let cut = &bytes[..bytes.len() - 20];
+        assert!(matches!(
+            restore(&target, Some(&key), cut),
+            Err(RestoreError::Damaged(_))
+        ));
+        // Tampered.
+        let tampered = String::from_utf8_lossy(&bytes)
+            .replace("\"T1\"", "\"T9\"")
+            .replace("VDE", "VDk");
+        assert!(matches!(
+            restore(&target, Some(&key), tampered.as_bytes()),
+            Err(RestoreError::Damaged(_))
+        ));
+        // Newer format.
+        let newer = String::from_utf8_lossy(&bytes).replacen("\"version\":1", "\"version\":2", 1);
+        assert!(matches!(
+            restore(&target, Some(&key), newer.as_bytes()),
+            Err(RestoreError::NewerFormat { found: 2, .. })
+        ));
+        // Into a store that has data.
+        assert!(matches!(
+            restore(source.path(), Some(&key), &bytes[..]),
+            Err(RestoreError::TargetNotEmpty { .. })
+        ));
+        assert!(!target.exists(), "nothing half-restored");
+        assert!(!sibling(&target, "restoring").exists());
+    }
+}

@@ -1,0 +1,231 @@
+//! The operator's CLI against a running daemon (over the admin socket) and a stopped one
+//! (the store directly): status, installations, backup, restore, doctor.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::{Value, json};
+use support::daemon::{Daemon, run_to_end, write_config};
+use support::fake_slack::{FakeSlack, FakeSocket};
+
+const APP_TOKEN: &str = "xapp-1-A0FAKE-ops-app-secret";
+const BOT_TOKEN: &str = "xoxb-0000-ops-bot-secret";
+
+fn config_text(fake: &FakeSlack, storage: &Path) -> String {
+    format!(
+        "[slack]\napp_token = \"{APP_TOKEN}\"\nbot_token = \"{BOT_TOKEN}\"\napi_url = \"{}\"\n\
+         socket_connections = 1\n[storage]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        fake.api_url(),
+        storage.display()
+    )
+}
+
+async fn cli(config: &str, args: &[&str]) -> (i32, String, String) {
+    let mut full = args.to_vec();
+    full.extend(["--config", config]);
+    run_to_end(&full, &[]).await
+}
+
+async fn started(config: &str, fake: &FakeSlack) -> (Daemon, FakeSocket) {
+    let mut daemon = Daemon::spawn(&["run", "--config", config], &[]);
+    let socket = fake.accept().await;
+    daemon
+        .wait_for_log("ready: a Slack socket is connected")
+        .await;
+    (daemon, socket)
+}
+
+async fn stop(mut daemon: Daemon) {
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit().await, 0);
+}
+
+fn help_command(envelope_id: &str, fake: &FakeSlack) -> Value {
+    json!({
+        "envelope_id": envelope_id,
+        "type": "slash_commands",
+        "accepts_response_payload": true,
+        "payload": {
+            "team_id": "T0FAKE", "channel_id": "C1", "user_id": "U1",
+            "command": "/bitbucket", "text": "help",
+            "response_url": fake.response_url("r"), "trigger_id": "t"
+        }
+    })
+}
+
+#[tokio::test]
+async fn status_and_installations_from_the_running_daemon_and_from_the_store() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    let config = write_config(dir.path(), &config_text(&fake, &storage));
+    let (daemon, _socket) = started(&config, &fake).await;
+
+    let mode = std::fs::metadata(storage.join("admin.sock"))
+        .expect("admin socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let (code, stdout, stderr) = cli(&config, &["status", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["source"], "daemon");
+    assert_eq!(report["installations"], 1);
+    assert_eq!(report["sockets"][0]["state"], "connected");
+
+    let (code, stdout, _) = cli(&config, &["installations"]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("TEAM"), "{stdout}");
+    assert!(
+        stdout.contains("T0FAKE") && stdout.contains("bot_token"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("ops-bot-secret"));
+    stop(daemon).await;
+
+    let (code, stdout, stderr) = cli(&config, &["status", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("the daemon is not running"), "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["source"], "store");
+    assert_eq!(report["installations"], 1);
+    let (code, stdout, _) = cli(&config, &["installations", "--json"]).await;
+    assert_eq!(code, 0);
+    let rows: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(rows[0]["team_id"], "T0FAKE");
+    assert_eq!(rows[0]["state"], "active");
+}
+
+#[tokio::test]
+async fn the_admin_socket_refuses_another_user() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    let config = write_config(dir.path(), &config_text(&fake, &storage));
+    let (daemon, _socket) = started(&config, &fake).await;
+    // The test runs as root; `nobody` is another user. Skip only if setpriv is missing.
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("setpriv not available; cannot switch users here");
+        stop(daemon).await;
+        return;
+    }
+    let socket = storage.join("admin.sock");
+    let output = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(support::daemon::binary())
+        .arg("status")
+        .env_clear()
+        .env("BITBUCKET_SLACK__SLACK__APP_TOKEN", APP_TOKEN)
+        .env("BITBUCKET_SLACK__STORAGE__PATH", &storage)
+        .env("BITBUCKET_SLACK__ADMIN__SOCKET", &socket)
+        .output()
+        .await
+        .expect("run as nobody");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("permission denied") || stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    stop(daemon).await;
+}
+
+#[tokio::test]
+async fn backup_while_running_then_restore_into_an_empty_directory_resumes() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    let config = write_config(dir.path(), &config_text(&fake, &storage));
+    let (daemon, socket) = started(&config, &fake).await;
+    socket
+        .send_json(&help_command("env-before-backup", &fake))
+        .await;
+    assert!(
+        socket.next_ack().await.get("payload").is_some(),
+        "handled the first time"
+    );
+
+    let backup = dir.path().join("backup.jsonl");
+    let (code, stdout, stderr) = cli(&config, &["backup", backup.to_str().expect("utf-8")]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("backup written"), "{stdout}");
+    let text = std::fs::read_to_string(&backup).expect("backup file");
+    assert!(
+        text.starts_with("{\"format\":\"bitbucket-slack-backup\",\"version\":1"),
+        "{text}"
+    );
+    assert!(!text.contains("ops-bot-secret"), "tokens stay encrypted");
+
+    // Refused while the daemon runs.
+    let (code, _, stderr) = cli(&config, &["restore", backup.to_str().expect("utf-8")]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("stop it first"), "{stderr}");
+    stop(daemon).await;
+
+    // Refused into the existing, non-empty store.
+    let (code, _, stderr) = cli(&config, &["restore", backup.to_str().expect("utf-8")]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already holds data"), "{stderr}");
+
+    // Into a new directory, with the old store's key.
+    let moved = dir.path().join("restored");
+    std::fs::create_dir(&moved).expect("mkdir");
+    std::fs::copy(storage.join("secret.key"), moved.join("secret.key")).expect("copy key");
+    let config2 = write_config(dir.path(), &config_text(&fake, &moved));
+    let (code, stdout, stderr) = cli(&config2, &["restore", backup.to_str().expect("utf-8")]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("restored"), "{stdout}");
+
+    let (daemon, socket) = started(&config2, &fake).await;
+    // The restored dedup record: the same envelope again is acked but not handled again.
+    socket
+        .send_json(&help_command("env-before-backup", &fake))
+        .await;
+    assert_eq!(
+        socket.next_ack().await,
+        json!({"envelope_id": "env-before-backup"})
+    );
+    socket
+        .send_json(&help_command("env-after-restore", &fake))
+        .await;
+    assert!(socket.next_ack().await.get("payload").is_some());
+    let (code, stdout, _) = cli(&config2, &["installations", "--json"]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("T0FAKE"), "{stdout}");
+    stop(daemon).await;
+}
+
+#[tokio::test]
+async fn doctor_reports_each_check_and_fails_on_a_refused_token() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    let config = write_config(dir.path(), &config_text(&fake, &storage));
+    let (code, stdout, stderr) = cli(&config, &["doctor"]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for name in [
+        "config",
+        "store",
+        "encryption key",
+        "slack app",
+        "slack bot",
+    ] {
+        assert!(
+            stdout.contains(&format!("[ok  ] {name}")),
+            "{name}: {stdout}"
+        );
+    }
+    fake.set_connections_open_error(Some("invalid_auth"));
+    let (code, stdout, _) = cli(&config, &["doctor"]).await;
+    assert_eq!(code, 1);
+    assert!(stdout.contains("[FAIL] slack app"), "{stdout}");
+    assert!(stdout.contains("check slack.app_token"), "{stdout}");
+    assert!(!stdout.contains("ops-app-secret"));
+}
