@@ -237,6 +237,13 @@ impl RawConfig {
         let mut raw = RawConfig::default();
         let mut problems = Vec::new();
         flatten("", table, &mut raw.values, &mut problems);
+        // The environment source records no origin; name the variable instead.
+        for (key, value) in raw.values.iter_mut() {
+            let variable = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
+            if env.contains_key(&variable) {
+                value.origin = format!("environment variable {variable}");
+            }
+        }
         if problems.is_empty() {
             Ok(raw)
         } else {
@@ -706,6 +713,13 @@ mod tests {
             "{lines:#?}"
         );
         assert!(lines[1].contains("allowed 1 to 10"), "{}", lines[1]);
+        assert!(
+            lines[1].ends_with(
+                "(from environment variable BITBUCKET_SLACK__SLACK__SOCKET_CONNECTIONS)"
+            ),
+            "{}",
+            lines[1]
+        );
         assert!(lines[4].contains("unknown key"), "{}", lines[4]);
     }
 

@@ -29,6 +29,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod shutdown;
 pub mod slack;
 pub mod store;

@@ -109,6 +109,25 @@ async fn runs_from_a_config_file_answers_help_is_ready_and_drains_on_sigterm() {
         "{ack}"
     );
 
+    let (status, metrics) = http_get(&address, "/metrics").await;
+    assert_eq!(status, 200);
+    let samples = parse_prometheus(&metrics);
+    assert_eq!(
+        samples["bitbucket_slack_envelopes_total{type=\"slash_commands\"}"],
+        1.0
+    );
+    assert_eq!(samples["bitbucket_slack_ack_latency_seconds_count"], 1.0);
+    assert_eq!(samples["bitbucket_slack_sockets_connected"], 1.0);
+    assert_eq!(
+        samples["bitbucket_slack_installations{state=\"active\"}"],
+        1.0
+    );
+    assert!(
+        samples["bitbucket_slack_slack_api_calls_total{method=\"apps.connections.open\",outcome=\"ok\"}"]
+            >= 1.0
+    );
+    assert!(!metrics.contains("secret"), "{metrics}");
+
     daemon.signal("TERM");
     socket.wait_closed().await;
     assert_eq!(daemon.wait_exit().await, 0);
@@ -205,4 +224,43 @@ async fn an_invalid_config_stops_run_with_78_before_connecting() {
     assert_eq!(code, 78);
     assert!(stderr.contains("slack.socket_connections"), "{stderr}");
     assert!(fake.calls().is_empty());
+}
+
+/// Parses the Prometheus/OpenMetrics text format strictly enough to catch a broken
+/// exposition: every line is a comment, `# EOF`, or `name{labels} value`.
+fn parse_prometheus(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut samples = std::collections::HashMap::new();
+    assert!(text.ends_with("# EOF\n"), "no EOF marker:\n{text}");
+    for line in text.lines() {
+        if line.starts_with('#') {
+            assert!(
+                line.starts_with("# HELP ")
+                    || line.starts_with("# TYPE ")
+                    || line.starts_with("# UNIT ")
+                    || line == "# EOF",
+                "bad comment line: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "unterminated labels in {line}");
+        }
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        samples.insert(series.to_string(), value);
+    }
+    samples
 }

@@ -115,6 +115,7 @@ async fn start_with(
         clock: Arc::new(SystemClock),
         health: health.clone(),
         tracker: TaskTracker::new(),
+        metrics: bitbucket_slack::metrics::Metrics::default(),
     });
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(socket_mode.run(shutdown.clone()));

@@ -500,3 +500,46 @@ async fn install_without_oauth_configured_explains_itself() {
     shutdown.cancel();
     running.wait().await.expect("clean stop");
 }
+
+/// The bot scopes listed under `oauth_config.scopes.bot` in the manifest.
+fn manifest_bot_scopes(manifest: &str) -> Vec<String> {
+    let mut scopes = Vec::new();
+    let mut in_bot = false;
+    let mut bot_indent = 0;
+    for line in manifest.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || trimmed.is_empty() {
+            continue;
+        }
+        if trimmed == "bot:" {
+            in_bot = true;
+            bot_indent = indent;
+            continue;
+        }
+        if in_bot {
+            match trimmed.strip_prefix("- ") {
+                Some(scope) if indent >= bot_indent => scopes.push(scope.trim().to_string()),
+                _ => in_bot = false,
+            }
+        }
+    }
+    scopes
+}
+
+#[test]
+fn the_manifest_requests_exactly_the_scope_table() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/slack-app-manifest.yml");
+    let manifest = std::fs::read_to_string(&path).expect("the manifest");
+    let mut listed = manifest_bot_scopes(&manifest);
+    let mut required: Vec<String> = required_scopes().into_iter().map(str::to_string).collect();
+    listed.sort();
+    required.sort();
+    assert_eq!(
+        listed, required,
+        "config/slack-app-manifest.yml and src/upgrade/scopes.rs disagree"
+    );
+    assert!(manifest.contains("socket_mode_enabled: true"));
+    assert!(manifest.contains("command: /bitbucket"));
+}

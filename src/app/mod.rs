@@ -22,12 +22,16 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::clock::Clock;
 use crate::config::{Config, Secret};
 use crate::http::{self, HttpState, SlackOAuth};
+use crate::metrics::Metrics;
 use crate::slack::socket::{SocketHealth, SocketMode, SocketModeParts, SocketModeSettings};
 use crate::slack::web::SlackWeb;
 use crate::store::{KeySource, Store};
 
 use dispatch::{DispatchContext, Dispatcher};
 use installations::{InstallError, Installer};
+
+/// How soon a failed scope check of the configured bot token is retried.
+const RETRY_SOON: Duration = Duration::from_secs(60);
 
 /// How often expired dedup ids and long-uninstalled workspaces are cleaned up.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(600);
@@ -88,15 +92,17 @@ pub async fn start(
             info!(path = %path.display(), "token encryption key loaded")
         }
     }
-    let web = SlackWeb::new(&config.slack.api_url)?;
+    let metrics = Metrics::default();
+    let web = SlackWeb::new(&config.slack.api_url)?.with_metrics(metrics.clone());
     let installer = Installer {
         web: web.clone(),
         store: store.clone(),
         clock: clock.clone(),
     };
-    if let Some(token) = &config.slack.bot_token {
-        install_configured_token(&installer, token).await?;
-    }
+    let configured_token_ok = match &config.slack.bot_token {
+        Some(token) => install_configured_token(&installer, token).await?,
+        None => true,
+    };
     let settings = SocketModeSettings::from_config(&config.slack, &config.shutdown);
     let health = SocketHealth::new(settings.connections);
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -143,6 +149,7 @@ pub async fn start(
         clock: clock.clone(),
         installer: installer.clone(),
         slack_oauth,
+        metrics: metrics.clone(),
     };
     let http_task = tokio::spawn(
         http::serve(listener, http_state, background.clone()).instrument(info_span!("http")),
@@ -165,6 +172,7 @@ pub async fn start(
                 installer.clone(),
                 token,
                 config.slack.scope_recheck_interval,
+                configured_token_ok,
                 background.clone(),
             )
             .instrument(info_span!("scope_recheck")),
@@ -189,6 +197,7 @@ pub async fn start(
         clock,
         health,
         tracker: handlers.clone(),
+        metrics,
     });
     let main = tokio::spawn(async move {
         let outcome = socket_mode.run(shutdown.clone()).await;
@@ -262,9 +271,9 @@ async fn notify_systemd(health: SocketHealth, stop: CancellationToken) {
 async fn install_configured_token(
     installer: &Installer,
     token: &Secret<String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     match installer.install_configured_token(token).await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         Err(InstallError::Slack(error)) if error.is_fatal_auth() => {
             let code = match error {
                 crate::slack::web::SlackError::Api { code, .. } => code,
@@ -274,27 +283,38 @@ async fn install_configured_token(
         }
         Err(error) => {
             warn!(%error, "could not read the configured bot token's workspace yet; will retry");
-            Ok(())
+            Ok(false)
         }
     }
 }
 
+/// Re-reads the configured token's scopes every `interval`; after a failure (Slack down
+/// at startup, say) it tries again within a minute, so the workspace is not left
+/// uninstalled for an hour.
 async fn recheck_scopes(
     installer: Installer,
     token: Secret<String>,
     interval: Duration,
+    mut last_ok: bool,
     stop: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.tick().await;
     loop {
+        let wait = if last_ok {
+            interval
+        } else {
+            interval.min(RETRY_SOON)
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticks.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        if let Err(error) = installer.install_configured_token(&token).await {
-            warn!(%error, "re-checking the configured bot token's scopes failed; will retry");
-        }
+        last_ok = match installer.install_configured_token(&token).await {
+            Ok(_) => true,
+            Err(error) => {
+                warn!(%error, "re-checking the configured bot token's scopes failed; will retry");
+                false
+            }
+        };
     }
 }
 

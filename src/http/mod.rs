@@ -23,6 +23,7 @@ use url::Url;
 use crate::app::installations::Installer;
 use crate::clock::Clock;
 use crate::config::SlackOAuthConfig;
+use crate::metrics::{Metrics, StateLabel};
 use crate::slack::socket::SocketHealth;
 use crate::store::Store;
 
@@ -44,6 +45,7 @@ pub struct HttpState {
     pub installer: Installer,
     /// `None` when slack.client_id / client_secret are not configured.
     pub slack_oauth: Option<SlackOAuth>,
+    pub metrics: Metrics,
 }
 
 impl HttpState {
@@ -63,6 +65,7 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/slack/install", get(oauth::install))
         .route("/slack/oauth/callback", get(oauth::callback))
         .with_state(state)
@@ -81,6 +84,34 @@ pub async fn serve(
 
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// `GET /metrics`: Prometheus text; gauges read from their sources at scrape time.
+async fn metrics(State(state): State<HttpState>) -> impl axum::response::IntoResponse {
+    state
+        .metrics
+        .sockets_connected
+        .set(state.sockets.connected_count() as i64);
+    if let Ok(installations) = state.store.installations.list() {
+        for name in ["active", "tokens_revoked", "uninstalled"] {
+            let count = installations
+                .iter()
+                .filter(|installation| installation.state.as_str() == name)
+                .count();
+            state
+                .metrics
+                .installations
+                .get_or_create(&StateLabel { state: name.into() })
+                .set(count as i64);
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {

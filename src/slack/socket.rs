@@ -34,6 +34,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::clock::Clock;
 use crate::commands::Reply;
 use crate::config::{Secret, ShutdownConfig, SlackConfig};
+use crate::metrics::{KindLabel, Metrics, ReasonLabel, TypeLabel};
 use crate::store::{DedupKind, DedupStore};
 
 use super::convert;
@@ -217,9 +218,10 @@ enum SessionEvent {
     Ended(String),
 }
 
-/// Frames waiting to be written: acks from handler tasks. When every sender is gone
-/// and the session is draining, the socket can close.
-type AckSender = mpsc::UnboundedSender<String>;
+/// Frames waiting to be written: acks from handler tasks, with when their envelope was
+/// read (for the ack latency metric). When every sender is gone and the session is
+/// draining, the socket can close.
+type AckSender = mpsc::UnboundedSender<(String, Instant)>;
 
 /// What a slot does once its session has said its last word.
 enum Next {
@@ -249,6 +251,7 @@ pub struct SocketMode<H> {
     clock: Arc<dyn Clock>,
     health: SocketHealth,
     tracker: TaskTracker,
+    metrics: Metrics,
 }
 
 impl<H> std::fmt::Debug for SocketMode<H> {
@@ -270,6 +273,7 @@ pub struct SocketModeParts<H> {
     pub health: SocketHealth,
     /// Handler tasks are spawned here, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    pub metrics: Metrics,
 }
 
 impl<H: EnvelopeHandler> SocketMode<H> {
@@ -283,6 +287,7 @@ impl<H: EnvelopeHandler> SocketMode<H> {
             clock: parts.clock,
             health: parts.health,
             tracker: parts.tracker,
+            metrics: parts.metrics,
         })
     }
 
@@ -388,6 +393,7 @@ impl<H: EnvelopeHandler> SocketMode<H> {
                     }
                     Some(SessionEvent::Disconnect(reason)) => {
                         info!(reason = reason.as_str(), "Slack asked for a new socket");
+                        self.count_reconnect(&format!("disconnect_{}", disconnect_label(&reason)));
                         match reason {
                             DisconnectReason::LinkDisabled => {
                                 warn!(
@@ -412,6 +418,7 @@ impl<H: EnvelopeHandler> SocketMode<H> {
                     }
                     Some(SessionEvent::Ended(reason)) => {
                         info!(%reason, "socket ended");
+                        self.count_reconnect(ended_label(&reason));
                         break Next::After(reason, backoff.next_delay());
                     }
                     None => break Next::After("socket task ended".into(), backoff.next_delay()),
@@ -442,6 +449,15 @@ impl<H: EnvelopeHandler> SocketMode<H> {
             self.health.set_state(slot, SocketState::Stopped);
         }
         result
+    }
+
+    fn count_reconnect(&self, reason: &str) {
+        self.metrics
+            .socket_reconnects
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     async fn retry_after(
@@ -521,7 +537,7 @@ impl<H: EnvelopeHandler> SocketMode<H> {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (mut sink, mut stream) = ws.split();
-        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<String>();
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(String, Instant)>();
         let mut ack_tx = Some(ack_tx);
         let mut last_heard = Instant::now();
         let mut ping = tokio::time::interval_at(
@@ -534,10 +550,11 @@ impl<H: EnvelopeHandler> SocketMode<H> {
             tokio::select! {
                 biased;
                 ack = ack_rx.recv() => match ack {
-                    Some(frame) => {
+                    Some((frame, received)) => {
                         if let Err(error) = sink.send(Message::text(frame)).await {
                             return format!("write failed: {error}");
                         }
+                        self.metrics.ack_latency.observe(received.elapsed().as_secs_f64());
                     }
                     None => {
                         let _ = sink.send(Message::Close(None)).await;
@@ -613,7 +630,14 @@ impl<H: EnvelopeHandler> SocketMode<H> {
 
     /// Acks (or starts the work that acks) one envelope. Never awaits a handler.
     fn accept_envelope(self: &Arc<Self>, slot: usize, envelope: Envelope, acks: &AckSender) {
+        let received = Instant::now();
         let now = self.clock.now();
+        self.metrics
+            .envelopes
+            .get_or_create(&TypeLabel {
+                r#type: envelope.kind.type_name().to_string(),
+            })
+            .inc();
         self.health
             .update(slot, |health| health.last_envelope_at = Some(now));
         let span = info_span!(
@@ -626,7 +650,8 @@ impl<H: EnvelopeHandler> SocketMode<H> {
         let _entered = span.enter();
         if !self.first_sighting(&envelope, now) {
             info!("duplicate envelope acked and dropped");
-            let _ = acks.send(bare_ack(&envelope.envelope_id));
+            self.metrics.duplicate_envelopes.inc();
+            let _ = acks.send((bare_ack(&envelope.envelope_id), received));
             return;
         }
         match envelope.kind {
@@ -638,25 +663,25 @@ impl<H: EnvelopeHandler> SocketMode<H> {
                         envelope.envelope_id,
                         envelope.accepts_response_payload,
                         command,
-                        acks,
+                        (acks, received),
                     )
                     .in_current_span(),
                 );
             }
             EnvelopeKind::Event(event) => {
-                let _ = acks.send(bare_ack(&envelope.envelope_id));
+                let _ = acks.send((bare_ack(&envelope.envelope_id), received));
                 let handler = self.handler.clone();
                 self.tracker
                     .spawn(async move { handler.event(event).await }.in_current_span());
             }
             EnvelopeKind::Interaction(interaction) => {
-                let _ = acks.send(bare_ack(&envelope.envelope_id));
+                let _ = acks.send((bare_ack(&envelope.envelope_id), received));
                 let handler = self.handler.clone();
                 self.tracker
                     .spawn(async move { handler.interaction(interaction).await }.in_current_span());
             }
             EnvelopeKind::Unparsed { reason, .. } => {
-                let _ = acks.send(bare_ack(&envelope.envelope_id));
+                let _ = acks.send((bare_ack(&envelope.envelope_id), received));
                 warn!(%reason, "acked an envelope we cannot handle");
             }
         }
@@ -689,7 +714,7 @@ impl<H: EnvelopeHandler> SocketMode<H> {
         envelope_id: String,
         accepts_payload: bool,
         command: SlashCommand,
-        acks: AckSender,
+        (acks, received): (AckSender, Instant),
     ) {
         let response_url = command.response_url.clone();
         let handler = self.handler.clone();
@@ -697,15 +722,15 @@ impl<H: EnvelopeHandler> SocketMode<H> {
             tokio::spawn(async move { handler.slash_command(command).await }.in_current_span());
         let reply = match tokio::time::timeout(self.settings.reply_budget, &mut work).await {
             Ok(Ok(reply)) if accepts_payload => {
-                let _ = acks.send(payload_ack(&envelope_id, &reply));
+                let _ = acks.send((payload_ack(&envelope_id, &reply), received));
                 return;
             }
             Ok(finished) => {
-                let _ = acks.send(bare_ack(&envelope_id));
+                let _ = acks.send((bare_ack(&envelope_id), received));
                 finished
             }
             Err(_over_budget) => {
-                let _ = acks.send(bare_ack(&envelope_id));
+                let _ = acks.send((bare_ack(&envelope_id), received));
                 drop(acks);
                 debug!("slash command over budget: acked empty, replying via response_url");
                 work.await
@@ -713,11 +738,44 @@ impl<H: EnvelopeHandler> SocketMode<H> {
         };
         let reply = reply.unwrap_or_else(|join_error| {
             error!(error = %join_error, "slash command handler failed");
+            self.count_handler_error("slash_command");
             Reply::text("Sorry, something went wrong handling that command. The error was logged.")
         });
         if let Err(error) = self.web.respond(&response_url, &reply).await {
             warn!(%error, "could not post the reply to response_url");
+            self.count_handler_error("response_url");
         }
+    }
+
+    fn count_handler_error(&self, kind: &str) {
+        self.metrics
+            .handler_errors
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+}
+
+/// A bounded label for a disconnect reason (Slack may invent new ones).
+fn disconnect_label(reason: &DisconnectReason) -> &'static str {
+    match reason {
+        DisconnectReason::Warning => "warning",
+        DisconnectReason::RefreshRequested => "refresh_requested",
+        DisconnectReason::TooManyWebsockets => "too_many_websockets",
+        DisconnectReason::LinkDisabled => "link_disabled",
+        DisconnectReason::Other(_) => "other",
+    }
+}
+
+/// A bounded label for why a session ended on its own.
+fn ended_label(reason: &str) -> &'static str {
+    if reason.starts_with("silent") {
+        "silent"
+    } else if reason.starts_with("closed by Slack") {
+        "closed_by_slack"
+    } else if reason.starts_with("connection lost") {
+        "connection_lost"
+    } else {
+        "error"
     }
 }
 
@@ -777,6 +835,7 @@ mod tests {
             clock: Arc::new(ManualClock::new(Timestamp::UNIX_EPOCH)),
             health: SocketHealth::new(1),
             tracker: TaskTracker::new(),
+            metrics: Metrics::default(),
         })
     }
 

@@ -22,6 +22,7 @@ use url::Url;
 
 use crate::commands::Reply;
 use crate::config::Secret;
+use crate::metrics::Metrics;
 
 use super::convert;
 
@@ -132,6 +133,7 @@ pub struct SlackWeb {
     /// headers of auth.test, enterprise fields of oauth.v2.access).
     raw: RawClient,
     api_base: String,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for SlackWeb {
@@ -163,12 +165,46 @@ impl SlackWeb {
             client: Arc::new(SlackClient::new(connector)),
             raw,
             api_base: base.to_string(),
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Records calls into `metrics` (the daemon's registry) instead of a private one.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts a call by its outcome and passes the result through.
+    fn count<T>(
+        &self,
+        method: &'static str,
+        result: Result<T, SlackError>,
+    ) -> Result<T, SlackError> {
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(SlackError::Api { .. }) => "error",
+            Err(SlackError::RateLimited { .. }) => "rate_limited",
+            Err(SlackError::Http { .. } | SlackError::Protocol { .. }) => "bad_answer",
+            Err(SlackError::Transport { .. }) => "unreachable",
+        };
+        self.metrics.slack_call(method, outcome);
+        result
     }
 
     /// POSTs a form to `{api}/{method}` and returns the response headers and JSON, or the
     /// typed error (`ok: false`, HTTP status, 429).
     async fn raw_call(
+        &self,
+        method: &'static str,
+        auth: RawAuth<'_>,
+        form: &[(&str, &str)],
+    ) -> Result<(hyper::HeaderMap, Value), SlackError> {
+        let result = self.raw_call_uncounted(method, auth, form).await;
+        self.count(method, result)
+    }
+
+    async fn raw_call_uncounted(
         &self,
         method: &'static str,
         auth: RawAuth<'_>,
@@ -313,8 +349,8 @@ impl SlackWeb {
             .open_session(&token)
             .apps_connections_open(&SlackApiAppsConnectionOpenRequest::new())
             .await
-            .map_err(|error| SlackError::from_client("apps.connections.open", error))?;
-        Ok(response.url.0)
+            .map_err(|error| SlackError::from_client("apps.connections.open", error));
+        Ok(self.count("apps.connections.open", response)?.url.0)
     }
 
     /// Posts `reply` to a slash command's `response_url` (only the user sees it).
@@ -325,11 +361,12 @@ impl SlackWeb {
             cause: format!("response_url is not a URL: {error}"),
         })?;
         let request = SlackApiPostWebhookMessageRequest::new(convert::message_content(reply));
-        self.client
+        let result = self
+            .client
             .respond_to_event(&SlackResponseUrl(url), &request)
             .await
-            .map_err(|error| SlackError::from_client(method, error))?;
-        Ok(())
+            .map_err(|error| SlackError::from_client(method, error));
+        self.count(method, result).map(|_| ())
     }
 }
 

@@ -1,0 +1,194 @@
+//! The daemon's Prometheus metrics: one registry, created by `app` and handed to each
+//! component that records into it, and rendered in the text format by `/metrics`.
+//!
+//! Owns metric names, labels and help texts. Holds no global state: a [`Metrics`] is a
+//! plain value (cheap to clone; clones share their counters), so tests build their own.
+//! Labels never carry a token, a user's text or anything unbounded.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodOutcome {
+    pub method: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+fn ack_latency_histogram() -> Histogram {
+    // 50 µs to about 1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Every metric the daemon records.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    pub envelopes: Family<TypeLabel, Counter>,
+    pub duplicate_envelopes: Counter,
+    pub ack_latency: Histogram,
+    pub socket_reconnects: Family<ReasonLabel, Counter>,
+    pub sockets_connected: Gauge,
+    pub handler_errors: Family<KindLabel, Counter>,
+    pub slack_api_calls: Family<MethodOutcome, Counter>,
+    pub installations: Family<StateLabel, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Metrics {
+            registry: Arc::new(Mutex::new(Registry::with_prefix("bitbucket_slack"))),
+            envelopes: Family::default(),
+            duplicate_envelopes: Counter::default(),
+            ack_latency: ack_latency_histogram(),
+            socket_reconnects: Family::default(),
+            sockets_connected: Gauge::default(),
+            handler_errors: Family::default(),
+            slack_api_calls: Family::default(),
+            installations: Family::default(),
+        };
+        metrics.register_all();
+        metrics
+    }
+}
+
+impl Metrics {
+    fn register_all(&self) {
+        let mut registry = self.registry.lock().expect("metrics registry lock");
+        registry.register(
+            "envelopes",
+            "Socket Mode envelopes received, by envelope type",
+            self.envelopes.clone(),
+        );
+        registry.register(
+            "duplicate_envelopes",
+            "Envelopes acked but not handled because they were seen before",
+            self.duplicate_envelopes.clone(),
+        );
+        registry.register(
+            "ack_latency_seconds",
+            "Time from reading an envelope to writing its ack",
+            self.ack_latency.clone(),
+        );
+        registry.register(
+            "socket_reconnects",
+            "Socket Mode sockets replaced or reopened, by reason",
+            self.socket_reconnects.clone(),
+        );
+        registry.register(
+            "sockets_connected",
+            "Socket Mode sockets that have had hello and are open",
+            self.sockets_connected.clone(),
+        );
+        registry.register(
+            "handler_errors",
+            "Envelope handlers that failed, by kind",
+            self.handler_errors.clone(),
+        );
+        registry.register(
+            "slack_api_calls",
+            "Slack Web API calls, by method and outcome (ok, error, rate_limited, unreachable)",
+            self.slack_api_calls.clone(),
+        );
+        registry.register(
+            "installations",
+            "Installations by state, as of the last scrape",
+            self.installations.clone(),
+        );
+    }
+
+    /// Counts one Slack Web API call.
+    pub fn slack_call(&self, method: &str, outcome: &str) {
+        self.slack_api_calls
+            .get_or_create(&MethodOutcome {
+                method: method.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Adds further metrics (the poller's, the delivery's) to the same registry.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry
+            .lock()
+            .expect("metrics registry lock")
+            .register(name, help, metric);
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        let registry = self.registry.lock().expect("metrics registry lock");
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_the_prefix() {
+        let metrics = Metrics::default();
+        metrics
+            .envelopes
+            .get_or_create(&TypeLabel {
+                r#type: "slash_commands".into(),
+            })
+            .inc();
+        metrics.slack_call("chat.postMessage", "rate_limited");
+        metrics.ack_latency.observe(0.0004);
+        let text = metrics.render();
+        assert!(
+            text.contains("bitbucket_slack_envelopes_total{type=\"slash_commands\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bitbucket_slack_slack_api_calls_total{method=\"chat.postMessage\",outcome=\"rate_limited\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bitbucket_slack_ack_latency_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
