@@ -97,6 +97,17 @@ pub struct SlackOAuthConfig {
 #[derive(Debug, Clone)]
 pub struct BitbucketConfig {
     pub api_url: Url,
+    /// Base of Bitbucket's OAuth endpoints (`authorize`, `access_token`).
+    pub oauth_url: Url,
+    /// The OAuth consumer people log in through (`/bitbucket login`); `None` disables it.
+    pub user_oauth: Option<OAuthConsumerConfig>,
+}
+
+/// A Bitbucket OAuth consumer's key and secret.
+#[derive(Debug, Clone)]
+pub struct OAuthConsumerConfig {
+    pub key: String,
+    pub secret: Secret<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +289,8 @@ impl RawConfig {
         };
         let bitbucket = BitbucketConfig {
             api_url: reader.url("bitbucket.api_url"),
+            oauth_url: reader.url("bitbucket.oauth_url"),
+            user_oauth: reader.oauth_consumer("bitbucket.user_oauth"),
         };
         let storage = StorageConfig {
             path: reader.path("storage.path"),
@@ -485,6 +498,31 @@ impl Reader {
             return None;
         }
         Some(PathBuf::from(text))
+    }
+
+    /// `{prefix}.key` and `{prefix}.secret` (or `secret_file`) together, or neither.
+    fn oauth_consumer(&mut self, prefix: &str) -> Option<OAuthConsumerConfig> {
+        let key_name = format!("{prefix}.key");
+        let secret_name = format!("{prefix}.secret");
+        let key = self.take(&key_name).map(|raw| raw.text.trim().to_string());
+        let secret = self.optional_secret(&secret_name, None);
+        match (key, secret) {
+            (Some(key), Some(secret)) if !key.is_empty() => {
+                Some(OAuthConsumerConfig { key, secret })
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem(
+                    &secret_name,
+                    format!("is required when {key_name} is set (or set {secret_name}_file)"),
+                );
+                None
+            }
+            (_, Some(_)) => {
+                self.problem(&key_name, format!("is required when {secret_name} is set"));
+                None
+            }
+        }
     }
 
     /// `slack.client_id` and `slack.client_secret` come together or not at all.

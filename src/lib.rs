@@ -25,6 +25,7 @@
 //! 7. Secrets never reach a log line, a panic message or a Slack message.
 
 pub mod app;
+pub mod bitbucket;
 pub mod clock;
 pub mod commands;
 pub mod config;

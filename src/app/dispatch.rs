@@ -20,6 +20,7 @@ use crate::slack::socket::{EnvelopeHandler, SocketHealth};
 use crate::store::{InstallSource, Installation, Store};
 use crate::upgrade;
 
+use super::accounts::Accounts;
 use super::installations::Installer;
 
 /// What the handlers need.
@@ -29,6 +30,7 @@ pub struct DispatchContext {
     pub clock: Arc<dyn Clock>,
     pub sockets: SocketHealth,
     pub installer: Installer,
+    pub accounts: Accounts,
     /// The configured single-workspace token, re-checked by `/bitbucket status`.
     pub configured_bot_token: Option<Secret<String>>,
     /// Where admins install the app, when OAuth is configured.
@@ -164,6 +166,20 @@ impl EnvelopeHandler for Dispatcher {
         match commands::parse(&command.text) {
             Ok(Command::Help) => commands::help(),
             Ok(Command::Status) => self.status(installation).await,
+            Ok(Command::Login) => self
+                .context
+                .accounts
+                .login_reply(&installation.team_id, &command.user_id),
+            Ok(Command::Logout) => {
+                self.context
+                    .accounts
+                    .logout(&installation.team_id, &command.user_id)
+                    .await
+            }
+            Ok(Command::Whoami) => self
+                .context
+                .accounts
+                .whoami(&installation.team_id, &command.user_id),
             Err(error) => {
                 info!(channel = %command.channel_id, user = %command.user_id, ?error, "slash command did not parse");
                 commands::error_reply(&error)

@@ -6,6 +6,7 @@
 //! own loop. Shutdown: stop taking envelopes, let in-flight handlers finish (with a
 //! deadline), flush the store, return.
 
+pub mod accounts;
 pub mod admin;
 pub mod cli;
 pub mod dispatch;
@@ -99,6 +100,21 @@ pub async fn start(
         store: store.clone(),
         clock: clock.clone(),
     };
+    let accounts = accounts::Accounts {
+        store: store.clone(),
+        web: web.clone(),
+        client: match &config.bitbucket.user_oauth {
+            Some(consumer) => Some(crate::bitbucket::accounts::UserOAuthClient::new(
+                config.bitbucket.oauth_url.clone(),
+                config.bitbucket.api_url.clone(),
+                consumer.key.clone(),
+                consumer.secret.clone(),
+            )?),
+            None => None,
+        },
+        clock: clock.clone(),
+        public_url: config.http.public_url.clone(),
+    };
     let configured_token_ok = match &config.slack.bot_token {
         Some(token) => install_configured_token(&installer, token).await?,
         None => true,
@@ -148,6 +164,7 @@ pub async fn start(
         store: store.clone(),
         clock: clock.clone(),
         installer: installer.clone(),
+        accounts: accounts.clone(),
         slack_oauth,
         metrics: metrics.clone(),
     };
@@ -183,6 +200,7 @@ pub async fn start(
         clock: clock.clone(),
         sockets: health.clone(),
         installer,
+        accounts,
         configured_bot_token: config.slack.bot_token.clone(),
         install_url,
     });

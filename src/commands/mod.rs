@@ -21,6 +21,9 @@ pub struct CommandSpec {
 pub enum Command {
     Help,
     Status,
+    Login,
+    Logout,
+    Whoami,
 }
 
 /// Every subcommand, in the order help lists them.
@@ -36,6 +39,24 @@ pub const COMMANDS: &[CommandSpec] = &[
         usage: "/bitbucket status",
         summary: "Show this workspace's installation: permissions, what is missing, connection health.",
         parse: |args| args.is_empty().then_some(Command::Status),
+    },
+    CommandSpec {
+        name: "login",
+        usage: "/bitbucket login",
+        summary: "Connect your Bitbucket account, so notifications mention you.",
+        parse: |args| args.is_empty().then_some(Command::Login),
+    },
+    CommandSpec {
+        name: "logout",
+        usage: "/bitbucket logout",
+        summary: "Disconnect your Bitbucket account and delete its tokens.",
+        parse: |args| args.is_empty().then_some(Command::Logout),
+    },
+    CommandSpec {
+        name: "whoami",
+        usage: "/bitbucket whoami",
+        summary: "Show which Bitbucket account you are connected as.",
+        parse: |args| args.is_empty().then_some(Command::Whoami),
     },
 ];
 
@@ -88,6 +109,31 @@ pub struct Reply {
     pub text: String,
     /// Markdown sections, in order; each stays under Slack's 3,000-character limit.
     pub sections: Vec<String>,
+    /// Buttons shown under the sections, in order (at most 25: Slack's limit).
+    pub buttons: Vec<Button>,
+}
+
+/// A button: a link (`url`) or an action the daemon handles (`action_id` + `value`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Button {
+    pub text: String,
+    pub action_id: String,
+    pub value: Option<String>,
+    pub url: Option<String>,
+    pub primary: bool,
+}
+
+impl Button {
+    /// A button that opens `url` in the browser.
+    pub fn link(text: impl Into<String>, action_id: &str, url: impl Into<String>) -> Self {
+        Button {
+            text: text.into(),
+            action_id: action_id.into(),
+            value: None,
+            url: Some(url.into()),
+            primary: true,
+        }
+    }
 }
 
 impl Reply {
@@ -96,7 +142,13 @@ impl Reply {
         Reply {
             sections: vec![text.clone()],
             text,
+            buttons: Vec::new(),
         }
+    }
+
+    pub fn with_button(mut self, button: Button) -> Self {
+        self.buttons.push(button);
+        self
     }
 }
 
@@ -112,6 +164,7 @@ pub fn help() -> Reply {
             "*Bitbucket for Slack*: here is what `/bitbucket` can do.".into(),
             lines.join("\n"),
         ],
+        buttons: Vec::new(),
     }
 }
 

@@ -37,6 +37,7 @@ pub fn status_reply(view: &StatusView) -> Reply {
             view.sockets_total
         ),
         sections,
+        buttons: Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! Owns routing and response shapes only. Must never expose a token, a secret or an
 //! admin action.
 
+pub mod bitbucket_login;
 pub mod oauth;
 pub mod state;
 
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use url::Url;
 
+use crate::app::accounts::Accounts;
 use crate::app::installations::Installer;
 use crate::clock::Clock;
 use crate::config::SlackOAuthConfig;
@@ -43,15 +45,41 @@ pub struct HttpState {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub installer: Installer,
+    pub accounts: Accounts,
     /// `None` when slack.client_id / client_secret are not configured.
     pub slack_oauth: Option<SlackOAuth>,
     pub metrics: Metrics,
 }
 
 impl HttpState {
-    /// The key that signs OAuth states, derived from the store's encryption key.
+    /// The key that signs OAuth states.
     fn state_key(&self) -> [u8; 32] {
-        self.store.cipher().derive_key("oauth-state")
+        self.store.oauth_state_key()
+    }
+
+    /// Verifies a state for `purpose` and uses up its nonce: each state works once, and
+    /// the nonce is on disk before the flow goes on, so a crash cannot make it reusable.
+    pub(crate) async fn consume_state(
+        &self,
+        purpose: &str,
+        state: Option<&str>,
+    ) -> Result<state::StateClaims, state::StateError> {
+        let state = state.ok_or(state::StateError::Malformed)?;
+        let now = self.clock.now();
+        let claims = state::verify(&self.state_key(), purpose, state, now)?;
+        let first = self
+            .store
+            .dedup
+            .first_sighting(crate::store::DedupKind::OAuthState, &claims.nonce, now)
+            .map_err(|_| state::StateError::Replayed)?;
+        if !first {
+            return Err(state::StateError::Replayed);
+        }
+        if let Err(error) = self.store.flush().await {
+            tracing::warn!(%error, "could not persist a used OAuth state");
+            return Err(state::StateError::Replayed);
+        }
+        Ok(claims)
     }
 }
 
@@ -68,6 +96,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/slack/install", get(oauth::install))
         .route("/slack/oauth/callback", get(oauth::callback))
+        .route("/bitbucket/login", get(bitbucket_login::login))
+        .route("/bitbucket/oauth/callback", get(bitbucket_login::callback))
         .with_state(state)
 }
 

@@ -14,8 +14,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::HttpState;
-use super::state::{self, StateError};
-use crate::store::DedupKind;
+use super::state;
 use crate::upgrade::{self, PermissionLevel};
 
 /// The purpose written into install states.
@@ -93,7 +92,10 @@ pub async fn callback(
             &paragraph("Nothing was changed."),
         );
     };
-    let claims = match check_state(&http, query.state.as_deref()).await {
+    let claims = match http
+        .consume_state(SLACK_INSTALL, query.state.as_deref())
+        .await
+    {
         Ok(claims) => claims,
         Err(error) => {
             warn!(%error, "install callback refused");
@@ -149,28 +151,6 @@ pub async fn callback(
     }
 }
 
-async fn check_state(
-    http: &HttpState,
-    state: Option<&str>,
-) -> Result<state::StateClaims, StateError> {
-    let state = state.ok_or(StateError::Malformed)?;
-    let claims = state::verify(&http.state_key(), SLACK_INSTALL, state, http.clock.now())?;
-    let first = http
-        .store
-        .dedup
-        .first_sighting(DedupKind::OAuthState, &claims.nonce, http.clock.now())
-        .map_err(|_| StateError::Replayed)?;
-    if !first {
-        return Err(StateError::Replayed);
-    }
-    // Single use must survive a crash: the nonce is on disk before we go on.
-    if let Err(error) = http.store.flush().await {
-        warn!(%error, "could not persist a used OAuth state");
-        return Err(StateError::Replayed);
-    }
-    Ok(claims)
-}
-
 fn installed_body(team_name: &str, scopes: &[String], level: &PermissionLevel) -> String {
     let mut body = format!(
         "<p>The app is installed in <strong>{}</strong>. Type <code>/bitbucket help</code> in any channel to start.</p>\
@@ -191,7 +171,7 @@ fn installed_body(team_name: &str, scopes: &[String], level: &PermissionLevel) -
 }
 
 /// A small HTML page. `body_html` is HTML: build it with [`paragraph`] or escape it.
-fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
+pub(super) fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
          <style>body{{font-family:sans-serif;max-width:40em;margin:4em auto;line-height:1.5}}</style></head>\
@@ -202,7 +182,7 @@ fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
 }
 
 /// One paragraph of plain text.
-fn paragraph(text: &str) -> String {
+pub(super) fn paragraph(text: &str) -> String {
     format!("<p>{}</p>", escape(text))
 }
 

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use slack_morphism::prelude::*;
 
-use crate::commands::Reply;
+use crate::commands::{Button, Reply};
 
 /// A reply as message content: the fallback text and one section per paragraph.
 pub fn message_content(reply: &Reply) -> SlackMessageContent {
@@ -20,9 +20,39 @@ pub fn message_content(reply: &Reply) -> SlackMessageContent {
                 .into()
         })
         .collect();
+    let mut blocks = blocks;
+    if !reply.buttons.is_empty() {
+        let elements: Vec<SlackActionBlockElement> = reply
+            .buttons
+            .iter()
+            .take(25)
+            .map(|button| SlackActionBlockElement::Button(button_element(button)))
+            .collect();
+        blocks.push(SlackActionsBlock::new(elements).into());
+    }
     SlackMessageContent::new()
         .with_text(reply.text.clone())
         .with_blocks(blocks)
+}
+
+fn button_element(button: &Button) -> SlackBlockButtonElement {
+    let mut element =
+        SlackBlockButtonElement::new(SlackBlockPlainTextOnly::from(button.text.clone()))
+            .with_action_id(button.action_id.clone().into());
+    if let Some(url) = button
+        .url
+        .as_deref()
+        .and_then(|url| url::Url::parse(url).ok())
+    {
+        element = element.with_url(url);
+    }
+    if let Some(value) = &button.value {
+        element = element.with_value(value.clone());
+    }
+    if button.primary {
+        element = element.with_style(SlackBlockButtonStyle::Primary);
+    }
+    element
 }
 
 /// The `payload` of a slash command's ack: an ephemeral message.
@@ -38,10 +68,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn buttons_become_an_actions_block() {
+        let reply = Reply::text("Connect").with_button(Button::link(
+            "Connect Bitbucket account",
+            "bitbucket_login",
+            "http://intranet.example/bitbucket/login?state=abc",
+        ));
+        let payload = ack_payload(&reply);
+        assert_eq!(
+            payload["blocks"][1],
+            json!({
+                "type": "actions",
+                "elements": [{
+                    "type": "button",
+                    "action_id": "bitbucket_login",
+                    "text": {"type": "plain_text", "text": "Connect Bitbucket account"},
+                    "url": "http://intranet.example/bitbucket/login?state=abc",
+                    "style": "primary"
+                }]
+            })
+        );
+    }
+
+    #[test]
     fn ack_payload_is_an_ephemeral_block_message() {
         let reply = Reply {
             text: "fallback".into(),
             sections: vec!["*one*".into(), "two".into()],
+            buttons: Vec::new(),
         };
         assert_eq!(
             ack_payload(&reply),

@@ -353,6 +353,30 @@ impl SlackWeb {
         Ok(self.count("apps.connections.open", response)?.url.0)
     }
 
+    /// `chat.postMessage` with a workspace's bot token; `channel` may be a user id (a DM).
+    /// Returns the message's `ts`.
+    pub async fn post_message(
+        &self,
+        bot_token: &Secret<String>,
+        channel: &str,
+        reply: &Reply,
+    ) -> Result<String, SlackError> {
+        let method = "chat.postMessage";
+        let token = SlackApiToken::new(bot_token.expose().clone().into())
+            .with_token_type(SlackApiTokenType::Bot);
+        let request = SlackApiChatPostMessageRequest::new(
+            channel.to_string().into(),
+            convert::message_content(reply),
+        );
+        let result = self
+            .client
+            .open_session(&token)
+            .chat_post_message(&request)
+            .await
+            .map_err(|error| SlackError::from_client(method, error));
+        Ok(self.count(method, result)?.ts.0)
+    }
+
     /// Posts `reply` to a slash command's `response_url` (only the user sees it).
     pub async fn respond(&self, response_url: &str, reply: &Reply) -> Result<(), SlackError> {
         let method = "response_url";

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod crypto;
 mod dedup;
 pub(crate) mod installations;
+mod user_links;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -16,6 +17,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use crypto::{KeySource, TokenCipher};
 pub use dedup::{DedupKind, DedupStore};
 pub use installations::{InstallSource, Installation, InstallationState, InstallationStore};
+pub use user_links::{UserLink, UserLinkStore};
 
 /// The schema this binary writes. Bump it and add a step to [`MIGRATIONS`] together.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -98,6 +100,7 @@ pub struct Store {
     gate: WriteGate,
     pub dedup: DedupStore,
     pub installations: InstallationStore,
+    pub user_links: UserLinkStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -147,6 +150,12 @@ impl Store {
                 cipher.clone(),
                 gate.clone(),
             ),
+            user_links: UserLinkStore::new(
+                db.open_tree("user_links")?,
+                db.open_tree("user_links_by_bitbucket")?,
+                cipher.clone(),
+                gate.clone(),
+            ),
             db,
             path: path.to_path_buf(),
             cipher,
@@ -160,9 +169,15 @@ impl Store {
         &self.key_source
     }
 
-    /// The store's cipher, for keys derived from it (OAuth state signing).
+    /// The store's cipher (its key path, for messages).
     pub fn cipher(&self) -> &TokenCipher {
         &self.cipher
+    }
+
+    /// The key that signs OAuth `state` values, derived from the encryption key so there
+    /// is one secret to keep.
+    pub fn oauth_state_key(&self) -> [u8; 32] {
+        self.cipher.derive_key("oauth-state")
     }
 
     pub fn path(&self) -> &Path {

@@ -4,6 +4,8 @@
 //! Pure: no I/O, no clock. Handlers ask [`is_available`] ("may this workspace use feature
 //! X now?") and never look at scopes themselves.
 
+pub mod campaign;
+pub mod messages;
 pub mod scopes;
 
 pub use scopes::{FEATURES, Feature, FeatureSpec, ScopeSpec, required_scopes, scope_reason};

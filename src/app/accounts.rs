@@ -1,0 +1,292 @@
+//! Linking Slack users to Bitbucket accounts: `/bitbucket login`, `logout`, `whoami`, the
+//! OAuth callback's work, token refresh with rotation, and the private-repository check.
+//!
+//! Combines the store, Bitbucket's OAuth consumer and Slack (the "You're connected" DM).
+//! A refreshed refresh token is stored before the new access token is used; a token
+//! Bitbucket rejects marks the link stale and the user is told once how to log in again.
+
+use std::sync::Arc;
+
+use jiff::SignedDuration;
+use rand::RngCore;
+use tracing::{info, warn};
+use url::Url;
+
+use crate::bitbucket::accounts::{AccountError, UserOAuthClient};
+use crate::clock::Clock;
+use crate::commands::{Button, Reply};
+use crate::config::Secret;
+use crate::http::state::{self, StateClaims};
+use crate::slack::web::SlackWeb;
+use crate::store::{Store, StoreError, UserLink};
+
+/// The purpose written into login states.
+pub const BITBUCKET_LOGIN: &str = "bitbucket_login";
+
+/// Refresh this long before the access token expires.
+const REFRESH_MARGIN: SignedDuration = SignedDuration::from_mins(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("linking Bitbucket accounts is not configured")]
+    NotConfigured,
+    #[error(transparent)]
+    Bitbucket(#[from] AccountError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the link is stale: Bitbucket no longer accepts its tokens")]
+    Stale,
+}
+
+impl LoginError {
+    pub fn user_message(&self) -> String {
+        match self {
+            LoginError::NotConfigured => "Linking Bitbucket accounts is not set up here: ask the person who runs bitbucket-slack to configure bitbucket.user_oauth.".into(),
+            LoginError::Bitbucket(AccountError::Rejected { .. }) => {
+                "Bitbucket did not accept the approval (it may have expired). Run /bitbucket login again. Nothing was changed.".into()
+            }
+            LoginError::Bitbucket(_) => {
+                "Bitbucket could not be reached to finish linking. Nothing was changed; try /bitbucket login again in a minute.".into()
+            }
+            LoginError::Store(_) => "The link could not be saved. Nothing was changed; the error was logged.".into(),
+            LoginError::Stale => "Your Bitbucket link has expired. Run /bitbucket login to connect again.".into(),
+        }
+    }
+}
+
+/// The account-linking service.
+#[derive(Clone)]
+pub struct Accounts {
+    pub store: Store,
+    pub web: SlackWeb,
+    pub client: Option<UserOAuthClient>,
+    pub clock: Arc<dyn Clock>,
+    pub public_url: Url,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Accounts")
+    }
+}
+
+fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+impl Accounts {
+    fn client(&self) -> Result<&UserOAuthClient, LoginError> {
+        self.client.as_ref().ok_or(LoginError::NotConfigured)
+    }
+
+    /// `/bitbucket login`: a button to the consent page, bound to this user.
+    pub fn login_reply(&self, team_id: &str, user_id: &str) -> Reply {
+        if self.client.is_none() {
+            return Reply::text(LoginError::NotConfigured.user_message());
+        }
+        if let Ok(Some(link)) = self.store.user_links.get(team_id, user_id) {
+            if !link.stale {
+                return Reply::text(format!(
+                    "You are already connected as *{}*. To switch accounts, run `/bitbucket logout` first.",
+                    crate::commands::escape_inline_code(&link.display_name, 80)
+                ));
+            }
+        }
+        let signed = state::issue(
+            &self.store.oauth_state_key(),
+            BITBUCKET_LOGIN,
+            nonce(),
+            Some(team_id.into()),
+            Some(user_id.into()),
+            self.clock.now(),
+        );
+        let base = self.public_url.as_str().trim_end_matches('/');
+        let mut url = Url::parse(&format!("{base}/bitbucket/login"))
+            .unwrap_or_else(|_| self.public_url.clone());
+        url.query_pairs_mut().append_pair("state", &signed);
+        Reply::text(
+            "Connect your Bitbucket account so notifications can mention you. The link works once, for 10 minutes.",
+        )
+        .with_button(Button::link("Connect Bitbucket account", "bitbucket_login", url.as_str()))
+    }
+
+    /// Where `/bitbucket/login` sends the browser.
+    pub fn authorize_url(&self, state: &str) -> Result<Url, LoginError> {
+        Ok(self.client()?.authorize_url(state))
+    }
+
+    /// The callback's work, after its state was verified and used up.
+    pub async fn complete_login(
+        &self,
+        claims: &StateClaims,
+        code: &str,
+    ) -> Result<UserLink, LoginError> {
+        let client = self.client()?;
+        let (Some(team_id), Some(user_id)) = (&claims.team_id, &claims.user_id) else {
+            return Err(AccountError::Decode("the login state names no Slack user".into()).into());
+        };
+        let now = self.clock.now();
+        let tokens = client.exchange_code(code, now).await?;
+        let account = client.current_user(&tokens.access_token).await?;
+        let link = UserLink {
+            team_id: team_id.clone(),
+            slack_user_id: user_id.clone(),
+            bitbucket_uuid: account.uuid,
+            account_id: account.account_id,
+            display_name: account.display_name,
+            nickname: account.nickname,
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            access_expires_at: tokens.expires_at,
+            linked_at: now,
+            stale: false,
+            stale_notified: false,
+        };
+        self.store.user_links.put(&link).await?;
+        info!(team = %team_id, user = %user_id, "Bitbucket account linked");
+        self.direct_message(
+            team_id,
+            user_id,
+            &Reply::text(format!(
+                "You're connected to Bitbucket as *{}*. Notifications will mention you.",
+                crate::commands::escape_inline_code(&link.display_name, 80)
+            )),
+        )
+        .await;
+        Ok(link)
+    }
+
+    /// `/bitbucket logout`.
+    pub async fn logout(&self, team_id: &str, user_id: &str) -> Reply {
+        match self.store.user_links.remove(team_id, user_id).await {
+            Ok(true) => {
+                Reply::text("Your Bitbucket account is disconnected, and its tokens are deleted.")
+            }
+            Ok(false) => Reply::text("You have no Bitbucket account connected."),
+            Err(error) => {
+                warn!(%error, "could not remove a user link");
+                Reply::text(LoginError::Store(error).user_message())
+            }
+        }
+    }
+
+    /// `/bitbucket whoami`.
+    pub fn whoami(&self, team_id: &str, user_id: &str) -> Reply {
+        match self.store.user_links.get(team_id, user_id) {
+            Ok(Some(link)) if link.stale => Reply::text(format!(
+                "You were connected as *{}*, but Bitbucket no longer accepts that link. Run `/bitbucket login` to connect again.",
+                crate::commands::escape_inline_code(&link.display_name, 80)
+            )),
+            Ok(Some(link)) => Reply::text(format!(
+                "You are connected to Bitbucket as *{}*{} since {}.",
+                crate::commands::escape_inline_code(&link.display_name, 80),
+                link.nickname
+                    .as_deref()
+                    .map(|nick| format!(" (`{}`)", crate::commands::escape_inline_code(nick, 60)))
+                    .unwrap_or_default(),
+                link.linked_at.strftime("%Y-%m-%d")
+            )),
+            Ok(None) => Reply::text(
+                "You have no Bitbucket account connected. Run `/bitbucket login` to connect one.",
+            ),
+            Err(error) => {
+                warn!(%error, "could not read a user link");
+                Reply::text(LoginError::Store(error).user_message())
+            }
+        }
+    }
+
+    /// A usable access token for the user, refreshed (and the rotated refresh token
+    /// stored first) when it is about to expire. `None` when the user has no link.
+    pub async fn access_token(
+        &self,
+        team_id: &str,
+        user_id: &str,
+    ) -> Result<Option<Secret<String>>, LoginError> {
+        let Some(mut link) = self.store.user_links.get(team_id, user_id)? else {
+            return Ok(None);
+        };
+        if link.stale {
+            return Err(LoginError::Stale);
+        }
+        let now = self.clock.now();
+        if link.access_expires_at > now.checked_add(REFRESH_MARGIN).unwrap_or(now) {
+            return Ok(Some(link.access_token));
+        }
+        match self.client()?.refresh(&link.refresh_token, now).await {
+            Ok(tokens) => {
+                link.access_token = tokens.access_token;
+                link.refresh_token = tokens.refresh_token;
+                link.access_expires_at = tokens.expires_at;
+                // The old refresh token is dead now: the new one must be on disk first.
+                self.store.user_links.put(&link).await?;
+                Ok(Some(link.access_token))
+            }
+            Err(AccountError::Rejected { code }) => {
+                warn!(team = team_id, user = user_id, %code, "Bitbucket rejected a refresh token; marking the link stale");
+                self.mark_stale(link).await?;
+                Err(LoginError::Stale)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn mark_stale(&self, mut link: UserLink) -> Result<(), LoginError> {
+        let tell = !link.stale_notified;
+        link.stale = true;
+        link.stale_notified = true;
+        self.store.user_links.put(&link).await?;
+        if tell {
+            self.direct_message(
+                &link.team_id,
+                &link.slack_user_id,
+                &Reply::text(LoginError::Stale.user_message()),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Whether the user can read `workspace/repo` with their own account: `None` when
+    /// that cannot be checked (no link, or linking not configured).
+    pub async fn user_can_read(
+        &self,
+        team_id: &str,
+        user_id: &str,
+        full_name: &str,
+    ) -> Result<Option<bool>, LoginError> {
+        if self.client.is_none() {
+            return Ok(None);
+        }
+        let Some(token) = self.access_token(team_id, user_id).await? else {
+            return Ok(None);
+        };
+        match self.client()?.can_read_repository(&token, full_name).await {
+            Ok(readable) => Ok(Some(readable)),
+            Err(AccountError::Unauthorized) => {
+                if let Some(link) = self.store.user_links.get(team_id, user_id)? {
+                    self.mark_stale(link).await?;
+                }
+                Err(LoginError::Stale)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Best effort: a DM that fails is logged, never an error for the flow.
+    async fn direct_message(&self, team_id: &str, user_id: &str, reply: &Reply) {
+        let token = match self.store.installations.get(team_id) {
+            Ok(Some(installation)) => installation.bot_token,
+            _ => None,
+        };
+        let Some(token) = token else {
+            warn!(team = team_id, "no bot token to send a direct message with");
+            return;
+        };
+        if let Err(error) = self.web.post_message(&token, user_id, reply).await {
+            warn!(team = team_id, user = user_id, %error, "could not send a direct message");
+        }
+    }
+}

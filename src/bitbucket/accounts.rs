@@ -1,0 +1,248 @@
+//! Bitbucket OAuth 2.0 for people (the authorization-code grant): the consent URL, the
+//! code exchange, refreshing (refresh tokens rotate on use), `GET /user`, and "can this
+//! person read that repository?".
+//!
+//! Owns the wire format of those calls. Never logs or returns a token except inside a
+//! [`Secret`]; errors carry Bitbucket's error code, never a response body.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::Secret;
+
+/// A person's tokens, as Bitbucket issued them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserTokens {
+    pub access_token: Secret<String>,
+    pub refresh_token: Secret<String>,
+    pub expires_at: Timestamp,
+}
+
+/// A Bitbucket account, from `GET /user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BitbucketAccount {
+    pub uuid: String,
+    pub account_id: Option<String>,
+    pub display_name: String,
+    pub nickname: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// The grant was refused (`invalid_grant`: a used, revoked or expired code or
+    /// refresh token). The person must log in again.
+    #[error("Bitbucket refused the grant (`{code}`)")]
+    Rejected { code: String },
+    #[error("Bitbucket refused the access token (HTTP 401)")]
+    Unauthorized,
+    #[error("Bitbucket answered HTTP {status}")]
+    Http { status: u16 },
+    #[error("could not reach Bitbucket: {0}")]
+    Transport(String),
+    #[error("Bitbucket's answer was not understood: {0}")]
+    Decode(String),
+}
+
+/// The OAuth consumer that people log in through (`bitbucket.user_oauth.*`).
+#[derive(Debug, Clone)]
+pub struct UserOAuthClient {
+    http: reqwest::Client,
+    oauth_url: Url,
+    api_url: Url,
+    key: String,
+    secret: Secret<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    refresh_token: String,
+    #[serde(default = "one_hour")]
+    expires_in: i64,
+}
+
+fn one_hour() -> i64 {
+    3600
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UserAnswer {
+    uuid: String,
+    account_id: Option<String>,
+    display_name: Option<String>,
+    nickname: Option<String>,
+}
+
+impl UserOAuthClient {
+    pub fn new(
+        oauth_url: Url,
+        api_url: Url,
+        key: String,
+        secret: Secret<String>,
+    ) -> Result<Self, AccountError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .map_err(|error| AccountError::Transport(error.to_string()))?;
+        Ok(Self {
+            http,
+            oauth_url,
+            api_url,
+            key,
+            secret,
+        })
+    }
+
+    fn endpoint(base: &Url, path: &str) -> Url {
+        let mut text = base.as_str().trim_end_matches('/').to_string();
+        text.push('/');
+        text.push_str(path);
+        Url::parse(&text).unwrap_or_else(|_| base.clone())
+    }
+
+    /// Where the person's browser goes to consent.
+    pub fn authorize_url(&self, state: &str) -> Url {
+        let mut url = Self::endpoint(&self.oauth_url, "authorize");
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.key)
+            .append_pair("response_type", "code")
+            .append_pair("state", state);
+        url
+    }
+
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        now: Timestamp,
+    ) -> Result<UserTokens, AccountError> {
+        self.token_request(&[("grant_type", "authorization_code"), ("code", code)], now)
+            .await
+    }
+
+    /// Refreshes; the answer carries a new refresh token and the old one stops working.
+    pub async fn refresh(
+        &self,
+        refresh_token: &Secret<String>,
+        now: Timestamp,
+    ) -> Result<UserTokens, AccountError> {
+        self.token_request(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.expose()),
+            ],
+            now,
+        )
+        .await
+    }
+
+    async fn token_request(
+        &self,
+        form: &[(&str, &str)],
+        now: Timestamp,
+    ) -> Result<UserTokens, AccountError> {
+        let response = self
+            .http
+            .post(Self::endpoint(&self.oauth_url, "access_token"))
+            .basic_auth(&self.key, Some(self.secret.expose()))
+            .form(form)
+            .send()
+            .await
+            .map_err(|error| AccountError::Transport(without_url(error)))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| AccountError::Transport(without_url(error)))?;
+        if status.is_client_error() {
+            let code = serde_json::from_slice::<ErrorAnswer>(&body)
+                .ok()
+                .and_then(|answer| answer.error)
+                .unwrap_or_else(|| format!("http_{}", status.as_u16()));
+            return Err(AccountError::Rejected { code });
+        }
+        if !status.is_success() {
+            return Err(AccountError::Http {
+                status: status.as_u16(),
+            });
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|error| AccountError::Decode(error.to_string()))?;
+        Ok(UserTokens {
+            access_token: Secret::new(answer.access_token),
+            refresh_token: Secret::new(answer.refresh_token),
+            expires_at: now
+                .checked_add(SignedDuration::from_secs(answer.expires_in.max(60)))
+                .unwrap_or(now),
+        })
+    }
+
+    /// The account the access token belongs to.
+    pub async fn current_user(
+        &self,
+        access_token: &Secret<String>,
+    ) -> Result<BitbucketAccount, AccountError> {
+        let mut url = Self::endpoint(&self.api_url, "user");
+        url.query_pairs_mut()
+            .append_pair("fields", "uuid,account_id,display_name,nickname");
+        let body = self.get(url, access_token).await?;
+        let answer: UserAnswer = serde_json::from_slice(&body)
+            .map_err(|error| AccountError::Decode(error.to_string()))?;
+        Ok(BitbucketAccount {
+            display_name: answer
+                .display_name
+                .or_else(|| answer.nickname.clone())
+                .unwrap_or_else(|| answer.uuid.clone()),
+            uuid: answer.uuid,
+            account_id: answer.account_id,
+            nickname: answer.nickname,
+        })
+    }
+
+    /// Whether the token's owner can read `workspace/repo` (403 and 404 mean no).
+    pub async fn can_read_repository(
+        &self,
+        access_token: &Secret<String>,
+        full_name: &str,
+    ) -> Result<bool, AccountError> {
+        let mut url = Self::endpoint(&self.api_url, &format!("repositories/{full_name}"));
+        url.query_pairs_mut().append_pair("fields", "full_name");
+        match self.get(url, access_token).await {
+            Ok(_) => Ok(true),
+            Err(AccountError::Http { status: 403 | 404 }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn get(&self, url: Url, access_token: &Secret<String>) -> Result<Vec<u8>, AccountError> {
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(access_token.expose())
+            .send()
+            .await
+            .map_err(|error| AccountError::Transport(without_url(error)))?;
+        match response.status().as_u16() {
+            200..=299 => Ok(response
+                .bytes()
+                .await
+                .map_err(|error| AccountError::Transport(without_url(error)))?
+                .to_vec()),
+            401 => Err(AccountError::Unauthorized),
+            status => Err(AccountError::Http { status }),
+        }
+    }
+}
+
+/// reqwest's errors name the URL; ours must not carry query strings (codes, states).
+fn without_url(error: reqwest::Error) -> String {
+    error.without_url().to_string()
+}

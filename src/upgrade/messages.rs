@@ -1,0 +1,317 @@
+//! The words of the permission-upgrade campaign: every DM, edit and ephemeral answer it
+//! sends, as plain [`Reply`] values that `slack/` turns into Block Kit.
+//!
+//! Pure: facts in, text out. No I/O, no clock, no Slack types, no decisions about *when*
+//! a message is due (that is [`super::campaign`]). Dates are shown with Slack's date
+//! token, so each reader sees their own time zone; the plain-text fallback says UTC.
+
+use jiff::Timestamp;
+
+use crate::commands::{Button, Reply};
+use crate::upgrade::scope_reason;
+
+/// The **Update permissions** button in every campaign DM.
+pub const UPDATE_PERMISSIONS_ACTION_ID: &str = "upgrade_update_permissions";
+/// The **Allow** button of an admin's answer (OAuth installs); its url is set by the
+/// driver with [`with_install_url`].
+pub const ALLOW_ACTION_ID: &str = "upgrade_allow";
+/// The **Check again** button of an admin's answer (configured-token installs): the
+/// driver re-reads the token's scopes with auth.test.
+pub const CHECK_AGAIN_ACTION_ID: &str = "upgrade_check_again";
+
+/// Two weeks ahead: "you will need to update soon".
+pub fn announcement(
+    missing: &[String],
+    available_at: Option<Timestamp>,
+    deadline: Option<Timestamp>,
+) -> Reply {
+    let when =
+        available_at.map_or_else(|| "soon".to_string(), |at| format!("on {}", slack_date(at)));
+    let mut sections = vec![format!(
+        "*Bitbucket for Slack will need updated permissions soon.* A new version of the app \
+         needs permissions that this workspace has not granted yet. As a workspace admin, you \
+         will be able to update them in a few clicks {when}: you will get a message with an \
+         *Update permissions* button then."
+    )];
+    if let Some(deadline) = deadline {
+        sections.push(deadline_warning(deadline));
+    }
+    sections.push(permission_list(missing));
+    Reply {
+        text: "Bitbucket for Slack will need updated permissions soon".into(),
+        sections,
+        buttons: Vec::new(),
+    }
+}
+
+/// On the availability date: the first message with the button.
+pub fn update_available(deadline: Option<Timestamp>) -> Reply {
+    let mut sections = vec![
+        "*Bitbucket for Slack needs updated permissions.* A new version of the app needs \
+         permissions that this workspace has not granted yet. As a workspace admin, you can \
+         update them now: click *Update permissions*, review the list and click *Allow*."
+            .to_string(),
+        "Until then, people who have not connected their Bitbucket account yet cannot log in, \
+         and features that need the new permissions are unavailable. Everything that already \
+         works keeps working."
+            .to_string(),
+    ];
+    if let Some(deadline) = deadline {
+        sections.push(deadline_warning(deadline));
+    }
+    with_update_button(Reply {
+        text: "Bitbucket for Slack: please update the app's permissions".into(),
+        sections,
+        buttons: Vec::new(),
+    })
+}
+
+/// A reminder before the deadline.
+pub fn reminder(deadline: Option<Timestamp>) -> Reply {
+    let mut sections = vec![
+        "*Reminder: Bitbucket for Slack needs updated permissions.* A workspace admin still \
+         needs to approve the app's new permissions. Click *Update permissions* to review them; \
+         it takes a minute."
+            .to_string(),
+    ];
+    if let Some(deadline) = deadline {
+        sections.push(deadline_warning(deadline));
+    }
+    with_update_button(Reply {
+        text: "Reminder: Bitbucket for Slack needs updated permissions".into(),
+        sections,
+        buttons: Vec::new(),
+    })
+}
+
+/// On the deadline: the app is paused.
+pub fn deadline_passed() -> Reply {
+    with_update_button(Reply {
+        text: "Bitbucket for Slack is paused until its permissions are updated".into(),
+        sections: vec![
+            "*Bitbucket for Slack is paused until its permissions are updated.* The deadline \
+             for updating the app's permissions has passed. Until an admin updates them, \
+             `/bitbucket` commands are refused and channel notifications are held (none are \
+             lost)."
+                .into(),
+            HOW_TO_RESUME.into(),
+        ],
+        buttons: Vec::new(),
+    })
+}
+
+/// A reminder after the deadline.
+pub fn overdue_reminder(deadline: Option<Timestamp>) -> Reply {
+    let since = deadline.map_or_else(String::new, |at| format!(" since {}", slack_date(at)));
+    with_update_button(Reply {
+        text: "Reminder: Bitbucket for Slack is paused until its permissions are updated".into(),
+        sections: vec![
+            format!(
+                "*Reminder: Bitbucket for Slack is paused until its permissions are updated.* \
+                 `/bitbucket` commands are refused and channel notifications are held{since}."
+            ),
+            HOW_TO_RESUME.into(),
+        ],
+        buttons: Vec::new(),
+    })
+}
+
+const HOW_TO_RESUME: &str = "Click *Update permissions* and then *Allow*: everything works \
+    again at once, and the held notifications are delivered as one digest per channel.";
+
+/// What every earlier campaign message is edited into once the upgrade is done.
+pub fn up_to_date() -> Reply {
+    Reply {
+        text: "Bitbucket for Slack is up to date".into(),
+        sections: vec![
+            "*Bitbucket for Slack is up to date.* An admin updated the app's permissions and \
+             everything works. You can disregard the earlier update messages."
+                .into(),
+        ],
+        buttons: Vec::new(),
+    }
+}
+
+/// The answer to a click on **Update permissions** when nothing is missing.
+pub fn nothing_to_update() -> Reply {
+    Reply::text("Bitbucket for Slack is up to date: there are no permissions to update.")
+}
+
+/// The answer to a non-admin's click: only admins can, and who they are.
+pub fn only_admins_can_update(admins: &[String]) -> Reply {
+    let ask = match admins.first() {
+        Some(admin) => format!("Please ask <@{admin}> to do it."),
+        None => "Please ask a workspace admin or owner to do it.".into(),
+    };
+    Reply {
+        text: "Only admins can update the app's permissions".into(),
+        sections: vec![format!(
+            "Only workspace admins can update Bitbucket for Slack's permissions. {ask}"
+        )],
+        buttons: Vec::new(),
+    }
+}
+
+/// The answer to an admin's click, for an app installed through Slack: the permissions
+/// with their reasons and an **Allow** button (url set by the driver).
+pub fn allow_through_slack(missing: &[String]) -> Reply {
+    Reply {
+        text: "Update Bitbucket for Slack's permissions".into(),
+        sections: vec![
+            permission_list(missing),
+            "Click *Allow* to open Slack's permission screen and approve them. The update takes \
+             effect at once; subscriptions and linked accounts are kept."
+                .into(),
+        ],
+        buttons: vec![Button {
+            text: "Allow".into(),
+            action_id: ALLOW_ACTION_ID.into(),
+            value: None,
+            url: None,
+            primary: true,
+        }],
+    }
+}
+
+/// The answer to an admin's click, for an app run with a configured bot token: how to
+/// reinstall it from the manifest, and **Check again**.
+pub fn reinstall_from_manifest(missing: &[String]) -> Reply {
+    Reply {
+        text: "Update Bitbucket for Slack's permissions".into(),
+        sections: vec![
+            permission_list(missing),
+            "This app runs with a bot token configured by the person who operates it, so the \
+             update is a reinstall: in the app's settings on api.slack.com, paste the scopes of \
+             `config/slack-app-manifest.yml` under *App Manifest*, then click *Reinstall to \
+             Workspace* under *Install App* and approve. If Slack shows a new bot token, the \
+             operator must put it in the daemon's configuration. Then click *Check again*."
+                .into(),
+        ],
+        buttons: vec![check_again_button()],
+    }
+}
+
+/// The answer to **Check again** once the scopes were re-read.
+pub fn check_again_result(missing: &[String]) -> Reply {
+    if missing.is_empty() {
+        return up_to_date();
+    }
+    Reply {
+        text: "Some permissions are still missing".into(),
+        sections: vec![
+            format!("Still missing: {}.", inline_list(missing)),
+            "Reinstall the app with the manifest's scopes, then click *Check again*.".into(),
+        ],
+        buttons: vec![check_again_button()],
+    }
+}
+
+/// From the deadline, every command gets this answer.
+pub fn commands_refused(admins: &[String]) -> Reply {
+    Reply::text(format!(
+        "Bitbucket for Slack is paused: a Slack admin of this workspace must update the app's \
+         permissions before it can be used again. Channel notifications are held until then; \
+         none are lost. {}",
+        admins_line(admins)
+    ))
+}
+
+/// Before the deadline, `/bitbucket login` by someone not linked yet gets this answer.
+pub fn login_refused(admins: &[String]) -> Reply {
+    Reply::text(format!(
+        "Your Slack admin needs to update this app's permissions before new users can log in. {}",
+        admins_line(admins)
+    ))
+}
+
+/// Sets the url of the **Allow** button to the workspace's install link.
+pub fn with_install_url(mut reply: Reply, install_url: &str) -> Reply {
+    for button in &mut reply.buttons {
+        if button.action_id == ALLOW_ACTION_ID {
+            button.url = Some(install_url.to_string());
+        }
+    }
+    reply
+}
+
+/// A date as Slack shows it to each reader in their own time zone, with a UTC fallback.
+pub fn slack_date(at: Timestamp) -> String {
+    format!(
+        "<!date^{}^{{date_long}} at {{time}}|{}>",
+        at.as_second(),
+        utc_date(at)
+    )
+}
+
+/// A date in UTC, for plain text (status lines, the CLI).
+pub fn utc_date(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+fn deadline_warning(deadline: Timestamp) -> String {
+    format!(
+        "Please update by {}. From then on, the app stops working until its permissions are \
+         updated.",
+        slack_date(deadline)
+    )
+}
+
+/// Each missing scope with the reason from the scope table.
+fn permission_list(missing: &[String]) -> String {
+    let lines: Vec<String> = missing
+        .iter()
+        .map(|scope| match scope_reason(scope) {
+            Some(reason) => format!("• `{scope}`: {reason}"),
+            None => format!("• `{scope}`"),
+        })
+        .collect();
+    format!("*New permissions:*\n{}", lines.join("\n"))
+}
+
+fn inline_list(scopes: &[String]) -> String {
+    scopes
+        .iter()
+        .map(|scope| format!("`{scope}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Names the admins to ask, at most ten of them.
+fn admins_line(admins: &[String]) -> String {
+    const MAX_NAMED: usize = 10;
+    if admins.is_empty() {
+        return "Please ask a workspace admin or owner.".into();
+    }
+    let named: Vec<String> = admins
+        .iter()
+        .take(MAX_NAMED)
+        .map(|admin| format!("<@{admin}>"))
+        .collect();
+    let more = admins.len().saturating_sub(MAX_NAMED);
+    let tail = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!("Admins: {}{tail}.", named.join(", "))
+}
+
+fn with_update_button(reply: Reply) -> Reply {
+    reply.with_button(Button {
+        text: "Update permissions".into(),
+        action_id: UPDATE_PERMISSIONS_ACTION_ID.into(),
+        value: None,
+        url: None,
+        primary: true,
+    })
+}
+
+fn check_again_button() -> Button {
+    Button {
+        text: "Check again".into(),
+        action_id: CHECK_AGAIN_ACTION_ID.into(),
+        value: None,
+        url: None,
+        primary: true,
+    }
+}
