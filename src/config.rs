@@ -101,6 +101,28 @@ pub struct BitbucketConfig {
     pub oauth_url: Url,
     /// The OAuth consumer people log in through (`/bitbucket login`); `None` disables it.
     pub user_oauth: Option<OAuthConsumerConfig>,
+    /// The poller's credential; `None` runs the daemon without a poller.
+    pub credential: Option<BitbucketCredential>,
+    /// The shortest interval at which any repository is polled.
+    pub poll_interval: Duration,
+    /// Requests an hour the credential may make (learned from `X-RateLimit-Limit` when sent).
+    pub rate_limit_per_hour: u32,
+    /// The share of `rate_limit_per_hour` the poller spends, in percent.
+    pub budget_percent: u32,
+}
+
+/// How the poller authenticates to Bitbucket Cloud.
+#[derive(Debug, Clone)]
+pub enum BitbucketCredential {
+    /// A repository, project or workspace access token, sent as a Bearer token.
+    AccessToken(Secret<String>),
+    /// An Atlassian API token of a (bot) user, sent with Basic auth and the account email.
+    ApiToken {
+        email: String,
+        token: Secret<String>,
+    },
+    /// An OAuth consumer (`bitbucket.oauth.*`) using the client-credentials grant.
+    OAuthConsumer(OAuthConsumerConfig),
 }
 
 /// A Bitbucket OAuth consumer's key and secret.
@@ -291,6 +313,15 @@ impl RawConfig {
             api_url: reader.url("bitbucket.api_url"),
             oauth_url: reader.url("bitbucket.oauth_url"),
             user_oauth: reader.oauth_consumer("bitbucket.user_oauth"),
+            credential: reader.bitbucket_credential(),
+            poll_interval: Duration::from_secs(reader.integer(
+                "bitbucket.poll_interval_secs",
+                1,
+                3600,
+            )),
+            rate_limit_per_hour: reader.integer("bitbucket.rate_limit_per_hour", 60, 100_000)
+                as u32,
+            budget_percent: reader.integer("bitbucket.budget_percent", 1, 100) as u32,
         };
         let storage = StorageConfig {
             path: reader.path("storage.path"),
@@ -522,6 +553,37 @@ impl Reader {
                 self.problem(&key_name, format!("is required when {secret_name} is set"));
                 None
             }
+        }
+    }
+
+    /// `bitbucket.token` (with `bitbucket.email` for an API token) or the
+    /// `bitbucket.oauth.*` consumer; none at all is fine, both is a mistake.
+    fn bitbucket_credential(&mut self) -> Option<BitbucketCredential> {
+        let token = self.optional_secret("bitbucket.token", None);
+        let email = self
+            .take("bitbucket.email")
+            .map(|raw| raw.text.trim().to_string());
+        let consumer = self.oauth_consumer("bitbucket.oauth");
+        match (token, email, consumer) {
+            (Some(_), _, Some(_)) => {
+                self.problem(
+                    "bitbucket.token",
+                    "set either bitbucket.token or bitbucket.oauth.key and bitbucket.oauth.secret, not both",
+                );
+                None
+            }
+            (Some(token), None, None) => Some(BitbucketCredential::AccessToken(token)),
+            (Some(token), Some(email), None) if !email.is_empty() => {
+                Some(BitbucketCredential::ApiToken { email, token })
+            }
+            (_, Some(_), _) => {
+                self.problem(
+                    "bitbucket.email",
+                    "is only used with bitbucket.token (an API token); set the token too",
+                );
+                None
+            }
+            (None, None, consumer) => consumer.map(BitbucketCredential::OAuthConsumer),
         }
     }
 
@@ -880,6 +942,88 @@ mod tests {
             lines[0].starts_with("slack.client_secret: is required"),
             "{}",
             lines[0]
+        );
+    }
+
+    #[test]
+    fn bitbucket_runs_without_a_credential_by_default() {
+        let config = Config::load(None, &env(&[APP])).expect("valid");
+        let bitbucket = &config.bitbucket;
+        assert!(bitbucket.credential.is_none());
+        assert_eq!(bitbucket.poll_interval, Duration::from_secs(60));
+        assert_eq!(bitbucket.rate_limit_per_hour, 1000);
+        assert_eq!(bitbucket.budget_percent, 80);
+    }
+
+    #[test]
+    fn bitbucket_credentials_of_each_kind() {
+        let access = Config::load(
+            None,
+            &env(&[APP, ("BITBUCKET_SLACK__BITBUCKET__TOKEN", "ATCTT-access")]),
+        )
+        .expect("valid");
+        assert!(matches!(
+            access.bitbucket.credential,
+            Some(BitbucketCredential::AccessToken(ref t)) if t.expose() == "ATCTT-access"
+        ));
+        let api = Config::load(
+            None,
+            &env(&[
+                APP,
+                ("BITBUCKET_SLACK__BITBUCKET__TOKEN", "ATATT-api"),
+                ("BITBUCKET_SLACK__BITBUCKET__EMAIL", "bot@example.com"),
+            ]),
+        )
+        .expect("valid");
+        assert!(matches!(
+            api.bitbucket.credential,
+            Some(BitbucketCredential::ApiToken { ref email, .. }) if email == "bot@example.com"
+        ));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[bitbucket]\npoll_interval_secs = 1\n[bitbucket.oauth]\nkey = \"consumer-key\"\nsecret = \"consumer-secret\"\n",
+        )
+        .expect("write");
+        let oauth = Config::load(Some(&file), &env(&[APP])).expect("valid");
+        assert!(matches!(
+            oauth.bitbucket.credential,
+            Some(BitbucketCredential::OAuthConsumer(ref consumer)) if consumer.key == "consumer-key"
+        ));
+        assert_eq!(oauth.bitbucket.poll_interval, Duration::from_secs(1));
+        assert!(!format!("{oauth:?}").contains("consumer-secret"));
+    }
+
+    #[test]
+    fn bitbucket_credential_mistakes_name_the_keys() {
+        let both = problems(Config::load(
+            None,
+            &env(&[
+                APP,
+                ("BITBUCKET_SLACK__BITBUCKET__TOKEN", "t"),
+                ("BITBUCKET_SLACK__BITBUCKET__OAUTH__KEY", "k"),
+                ("BITBUCKET_SLACK__BITBUCKET__OAUTH__SECRET", "s"),
+            ]),
+        ));
+        assert_eq!(both.len(), 1, "{both:?}");
+        assert!(
+            both[0].starts_with("bitbucket.token: set either"),
+            "{both:?}"
+        );
+        let email_only = problems(Config::load(
+            None,
+            &env(&[APP, ("BITBUCKET_SLACK__BITBUCKET__EMAIL", "a@b.c")]),
+        ));
+        assert_eq!(email_only.len(), 1, "{email_only:?}");
+        assert!(email_only[0].starts_with("bitbucket.email:"));
+        let zero = problems(Config::load(
+            None,
+            &env(&[APP, ("BITBUCKET_SLACK__BITBUCKET__POLL_INTERVAL_SECS", "0")]),
+        ));
+        assert!(
+            zero[0].starts_with("bitbucket.poll_interval_secs: 0 is out of range"),
+            "{zero:?}"
         );
     }
 

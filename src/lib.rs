@@ -12,6 +12,7 @@
 //! | `app`       | wiring, supervision, dispatch; the only place combining services|
 //! | `slack`     | Socket Mode, Web API, Block Kit conversion (only slack-morphism / tungstenite user) |
 //! | `store`     | the only sled user: typed repositories, schema, migrations      |
+//! | `bitbucket` | REST client, budgeted poller, activities (only Bitbucket-JSON user) |
 //! | `commands`  | pure: `/bitbucket` text → `Command`, help from the same table   |
 //! | `http`      | axum routes: health and readiness                               |
 //!
@@ -31,6 +32,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod shutdown;
 pub mod slack;
 pub mod store;

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub handler_errors: Family<KindLabel, Counter>,
     pub slack_api_calls: Family<MethodOutcome, Counter>,
     pub installations: Family<StateLabel, Gauge>,
+    pub deliveries: Family<KindLabel, Counter>,
+    pub outbox_depth: Gauge,
+    pub dead_letters: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -77,6 +80,9 @@ impl Default for Metrics {
             handler_errors: Family::default(),
             slack_api_calls: Family::default(),
             installations: Family::default(),
+            deliveries: Family::default(),
+            outbox_depth: Gauge::default(),
+            dead_letters: Gauge::default(),
         };
         metrics.register_all();
         metrics
@@ -120,6 +126,21 @@ impl Metrics {
             "slack_api_calls",
             "Slack Web API calls, by method and outcome (ok, error, rate_limited, unreachable)",
             self.slack_api_calls.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Slack outbox results: delivered, failed, rate_limited, channel_gone, dead_lettered",
+            self.deliveries.clone(),
+        );
+        registry.register(
+            "outbox_depth",
+            "Notifications waiting to be posted, as of the last scrape",
+            self.outbox_depth.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Notifications that failed for good, as of the last scrape",
+            self.dead_letters.clone(),
         );
         registry.register(
             "installations",

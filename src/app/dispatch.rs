@@ -22,6 +22,7 @@ use crate::upgrade;
 
 use super::accounts::Accounts;
 use super::installations::Installer;
+use super::subscriptions::Subscriptions;
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -31,6 +32,7 @@ pub struct DispatchContext {
     pub sockets: SocketHealth,
     pub installer: Installer,
     pub accounts: Accounts,
+    pub subscriptions: Subscriptions,
     /// The configured single-workspace token, re-checked by `/bitbucket status`.
     pub configured_bot_token: Option<Secret<String>>,
     /// Where admins install the app, when OAuth is configured.
@@ -180,6 +182,29 @@ impl EnvelopeHandler for Dispatcher {
                 .context
                 .accounts
                 .whoami(&installation.team_id, &command.user_id),
+            Ok(Command::Subscribe { target, words }) => {
+                self.context
+                    .subscriptions
+                    .subscribe(&installation, &command, target, words)
+                    .await
+            }
+            Ok(Command::Unsubscribe { target, words }) => {
+                self.context
+                    .subscriptions
+                    .unsubscribe(&installation, &command, target, words)
+                    .await
+            }
+            Ok(Command::Subscriptions) => self
+                .context
+                .subscriptions
+                .list(&installation.team_id, &command.channel_id),
+            Ok(Command::SubscriptionFeatures) => Subscriptions::features(),
+            Ok(Command::Threading { on }) => {
+                self.context
+                    .subscriptions
+                    .set_threading(&installation.team_id, &command.channel_id, on)
+                    .await
+            }
             Err(error) => {
                 info!(channel = %command.channel_id, user = %command.user_id, ?error, "slash command did not parse");
                 commands::error_reply(&error)

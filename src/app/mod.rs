@@ -11,6 +11,9 @@ pub mod admin;
 pub mod cli;
 pub mod dispatch;
 pub mod installations;
+pub mod poller;
+pub mod router;
+pub mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,15 +198,57 @@ pub async fn start(
             .instrument(info_span!("scope_recheck")),
         );
     }
+    let bitbucket = poller::spawn(
+        &config.bitbucket,
+        store.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    )?
+    .map(|(_task, client)| client);
+    let subscriptions = subscriptions::Subscriptions {
+        store: store.clone(),
+        web: web.clone(),
+        clock: clock.clone(),
+        accounts: accounts.clone(),
+        lookup: bitbucket
+            .clone()
+            .map(|client| Arc::new(client) as Arc<dyn crate::bitbucket::RepositoryLookup>),
+        watchlist: Some(Arc::new(store.repositories.clone())),
+    };
     let dispatcher = Dispatcher::new(DispatchContext {
         store: store.clone(),
         clock: clock.clone(),
         sockets: health.clone(),
         installer,
         accounts,
+        subscriptions,
         configured_bot_token: config.slack.bot_token.clone(),
         install_url,
     });
+
+    let delivery_wake = Arc::new(tokio::sync::Notify::new());
+    let delivery_task = tokio::spawn(
+        crate::slack::delivery::Deliverer {
+            web: web.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            settings: crate::slack::delivery::DeliverySettings::default(),
+            metrics: metrics.clone(),
+            wake: delivery_wake.clone(),
+        }
+        .run(background.clone())
+        .instrument(info_span!("delivery")),
+    );
+
+    tokio::spawn(
+        router::Router {
+            store: store.clone(),
+            clock: clock.clone(),
+            delivery_wake: delivery_wake.clone(),
+        }
+        .run(background.clone())
+        .instrument(info_span!("router")),
+    );
 
     let handlers = TaskTracker::new();
     let socket_mode = SocketMode::new(SocketModeParts {
@@ -236,6 +281,10 @@ pub async fn start(
             );
         }
         background.cancel();
+        // A message being posted finishes (and is recorded) before the store is flushed.
+        if let Err(error) = delivery_task.await {
+            warn!(%error, "the delivery task failed");
+        }
         if let Err(error) = store.flush().await {
             error!(%error, "could not flush the store at shutdown");
         }

@@ -1,3 +1,49 @@
 //! Everything that speaks to Bitbucket Cloud. The only module that knows Bitbucket's JSON.
 
 pub mod accounts;
+pub mod activity;
+pub mod budget;
+pub mod client;
+mod diff;
+mod lookup;
+mod model;
+pub mod name;
+pub mod poller;
+pub mod schedule;
+
+pub use activity::{
+    Activity, ActivityKind, Actor, CommentRef, CommitRef, IssueRef, PipelineRef, PullRequestRef,
+};
+pub use client::{BitbucketClient, BitbucketError, ClientSettings};
+pub use name::{InvalidRepositoryName, RepositoryName};
+pub use poller::{Poller, PollerSettings, Progress};
+
+/// What `/bitbucket subscribe` needs to know about its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositorySummary {
+    pub full_name: String,
+    pub is_private: bool,
+    /// `None` for a workspace target.
+    pub main_branch: Option<String>,
+}
+
+/// Why a target cannot be subscribed to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("no such repository or workspace")]
+    NotFound,
+    #[error("the daemon's Bitbucket credential may not read it")]
+    Forbidden,
+    #[error("Bitbucket could not be asked: {0}")]
+    Unavailable(String),
+}
+
+/// Looks up a subscription target with the daemon's own credential.
+pub trait RepositoryLookup: Send + Sync {
+    fn lookup<'a>(
+        &'a self,
+        target: &'a crate::notify::Target,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<RepositorySummary, LookupError>> + Send + 'a>,
+    >;
+}

@@ -6,14 +6,16 @@
 
 pub mod status;
 
+use crate::notify::subscription::{SubscribeWord, Target, parse_target, parse_word};
+
 /// One subcommand of `/bitbucket`: what it is called, how it is used, what it does.
 #[derive(Debug, Clone, Copy)]
 pub struct CommandSpec {
     pub name: &'static str,
     pub usage: &'static str,
     pub summary: &'static str,
-    /// Builds the command; `None` when the arguments are wrong (then usage is shown).
-    parse: fn(&[&str]) -> Option<Command>,
+    /// Builds the command, or says what is wrong with the arguments.
+    parse: fn(&[&str]) -> Result<Command, String>,
 }
 
 /// Everything `/bitbucket` can be asked to do.
@@ -24,6 +26,47 @@ pub enum Command {
     Login,
     Logout,
     Whoami,
+    Subscribe {
+        target: Target,
+        words: Vec<SubscribeWord>,
+    },
+    Unsubscribe {
+        target: Target,
+        words: Vec<SubscribeWord>,
+    },
+    Subscriptions,
+    SubscriptionFeatures,
+    Threading {
+        on: bool,
+    },
+}
+
+fn no_arguments(args: &[&str], command: Command) -> Result<Command, String> {
+    match args.first() {
+        None => Ok(command),
+        Some(extra) => Err(format!(
+            "it takes no arguments, but got `{}`",
+            escape_inline_code(extra, 40)
+        )),
+    }
+}
+
+/// `<target> [word ...]`, shared by subscribe and unsubscribe.
+fn target_and_words(args: &[&str]) -> Result<(Target, Vec<SubscribeWord>), String> {
+    let Some(first) = args.first() else {
+        return Err("name a repository (`workspace/repository`) or a workspace".into());
+    };
+    let target = parse_target(first).ok_or_else(|| {
+        format!(
+            "`{}` is not a repository such as `acme/api` or a workspace such as `acme`",
+            escape_inline_code(first, 80)
+        )
+    })?;
+    let words = args[1..]
+        .iter()
+        .map(|word| parse_word(word).map_err(|error| crate::notify::render::escape(&error.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((target, words))
 }
 
 /// Every subcommand, in the order help lists them.
@@ -32,31 +75,69 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "help",
         usage: "/bitbucket help",
         summary: "Show this list of commands.",
-        parse: |args| args.is_empty().then_some(Command::Help),
+        parse: |args| no_arguments(args, Command::Help),
     },
     CommandSpec {
         name: "status",
         usage: "/bitbucket status",
         summary: "Show this workspace's installation: permissions, what is missing, connection health.",
-        parse: |args| args.is_empty().then_some(Command::Status),
+        parse: |args| no_arguments(args, Command::Status),
     },
     CommandSpec {
         name: "login",
         usage: "/bitbucket login",
         summary: "Connect your Bitbucket account, so notifications mention you.",
-        parse: |args| args.is_empty().then_some(Command::Login),
+        parse: |args| no_arguments(args, Command::Login),
     },
     CommandSpec {
         name: "logout",
         usage: "/bitbucket logout",
         summary: "Disconnect your Bitbucket account and delete its tokens.",
-        parse: |args| args.is_empty().then_some(Command::Logout),
+        parse: |args| no_arguments(args, Command::Logout),
     },
     CommandSpec {
         name: "whoami",
         usage: "/bitbucket whoami",
         summary: "Show which Bitbucket account you are connected as.",
-        parse: |args| args.is_empty().then_some(Command::Whoami),
+        parse: |args| no_arguments(args, Command::Whoami),
+    },
+    CommandSpec {
+        name: "subscribe",
+        usage: "/bitbucket subscribe <workspace>/<repository> [feature ...]",
+        summary: "Post Bitbucket activity into this channel. A workspace alone covers all its repositories. See `/bitbucket subscriptions features`.",
+        parse: |args| {
+            let (target, words) = target_and_words(args)?;
+            Ok(Command::Subscribe { target, words })
+        },
+    },
+    CommandSpec {
+        name: "unsubscribe",
+        usage: "/bitbucket unsubscribe <workspace>/<repository> [feature ...]",
+        summary: "Turn features off, or with none named, remove the subscription.",
+        parse: |args| {
+            let (target, words) = target_and_words(args)?;
+            Ok(Command::Unsubscribe { target, words })
+        },
+    },
+    CommandSpec {
+        name: "subscriptions",
+        usage: "/bitbucket subscriptions [features]",
+        summary: "List this channel's subscriptions, or explain the features.",
+        parse: |args| match args {
+            [] => Ok(Command::Subscriptions),
+            ["features"] => Ok(Command::SubscriptionFeatures),
+            _ => Err("the only option is `features`".into()),
+        },
+    },
+    CommandSpec {
+        name: "settings",
+        usage: "/bitbucket settings threading on|off",
+        summary: "Thread a pull request's activity under its first message in this channel (on by default).",
+        parse: |args| match args {
+            ["threading", "on"] => Ok(Command::Threading { on: true }),
+            ["threading", "off"] => Ok(Command::Threading { on: false }),
+            _ => Err("say `threading on` or `threading off`".into()),
+        },
     },
 ];
 
@@ -72,6 +153,7 @@ pub enum ParseError {
     BadArguments {
         name: &'static str,
         usage: &'static str,
+        reason: String,
     },
     TooLong {
         chars: usize,
@@ -96,25 +178,27 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         .ok_or_else(|| ParseError::Unknown {
             word: first.to_string(),
         })?;
-    (spec.parse)(&args).ok_or(ParseError::BadArguments {
+    (spec.parse)(&args).map_err(|reason| ParseError::BadArguments {
         name: spec.name,
         usage: spec.usage,
+        reason,
     })
 }
 
-/// A reply to the user who typed the command: only they see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A message: a reply to the user who typed a command, a notification, a DM.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reply {
     /// Plain-text fallback (notifications, screen readers).
     pub text: String,
     /// Markdown sections, in order; each stays under Slack's 3,000-character limit.
     pub sections: Vec<String>,
     /// Buttons shown under the sections, in order (at most 25: Slack's limit).
+    #[serde(default)]
     pub buttons: Vec<Button>,
 }
 
 /// A button: a link (`url`) or an action the daemon handles (`action_id` + `value`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Button {
     pub text: String,
     pub action_id: String,
@@ -178,8 +262,12 @@ pub fn error_reply(error: &ParseError) -> Reply {
             reply.sections.insert(0, first);
             reply
         }
-        ParseError::BadArguments { name, usage } => Reply::text(format!(
-            "That is not how `/bitbucket {name}` is used. Usage: `{usage}`"
+        ParseError::BadArguments {
+            name,
+            usage,
+            reason,
+        } => Reply::text(format!(
+            "That is not how `/bitbucket {name}` is used: {reason}. Usage: `{usage}`"
         )),
         ParseError::TooLong { chars } => Reply::text(format!(
             "That command is {chars} characters long; the limit is {MAX_TEXT_CHARS}. \
@@ -228,6 +316,7 @@ mod tests {
             Err(ParseError::BadArguments {
                 name: "help",
                 usage: "/bitbucket help",
+                reason: "it takes no arguments, but got `me`".into(),
             }),
         );
         check(

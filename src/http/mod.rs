@@ -122,6 +122,13 @@ async fn metrics(State(state): State<HttpState>) -> impl axum::response::IntoRes
         .metrics
         .sockets_connected
         .set(state.sockets.connected_count() as i64);
+    state
+        .metrics
+        .outbox_depth
+        .set(state.store.deliveries.depth() as i64);
+    if let Ok(dead) = state.store.deliveries.dead_letters() {
+        state.metrics.dead_letters.set(dead.len() as i64);
+    }
     if let Ok(installations) = state.store.installations.list() {
         for name in ["active", "tokens_revoked", "uninstalled"] {
             let count = installations

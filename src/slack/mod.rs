@@ -5,6 +5,7 @@
 //! daemon sees [`envelope`] types, [`crate::commands::Reply`] and [`web::SlackError`].
 
 pub mod convert;
+pub mod delivery;
 pub mod envelope;
 pub mod socket;
 pub mod web;

@@ -114,6 +114,18 @@ pub struct OAuthGrant {
     pub installer_user_id: Option<String>,
 }
 
+/// Whether the bot can post into a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelAccess {
+    Postable,
+    /// Private, and the bot was not invited (Slack hides such channels from it).
+    PrivateNotMember,
+    Archived,
+    DirectMessage,
+    /// The install lacks the scopes to tell.
+    Unknown,
+}
+
 /// How a raw call authenticates.
 enum RawAuth<'a> {
     Bearer(&'a Secret<String>),
@@ -307,6 +319,44 @@ impl SlackWeb {
         })
     }
 
+    /// `conversations.info`: whether the bot can post in `channel`.
+    pub async fn channel_access(
+        &self,
+        bot_token: &Secret<String>,
+        channel: &str,
+    ) -> Result<ChannelAccess, SlackError> {
+        let method = "conversations.info";
+        match self
+            .raw_call(method, RawAuth::Bearer(bot_token), &[("channel", channel)])
+            .await
+        {
+            Ok((_, json)) => {
+                let info = &json["channel"];
+                let is_private = info["is_private"].as_bool().unwrap_or(false);
+                let is_member = info["is_member"].as_bool().unwrap_or(false);
+                Ok(if info["is_archived"].as_bool().unwrap_or(false) {
+                    ChannelAccess::Archived
+                } else if is_private && !is_member {
+                    ChannelAccess::PrivateNotMember
+                } else if info["is_im"].as_bool().unwrap_or(false)
+                    || info["is_mpim"].as_bool().unwrap_or(false)
+                {
+                    ChannelAccess::DirectMessage
+                } else {
+                    ChannelAccess::Postable
+                })
+            }
+            // A private channel the bot is not in looks like no channel at all.
+            Err(SlackError::Api { code, .. }) if code == "channel_not_found" => {
+                Ok(ChannelAccess::PrivateNotMember)
+            }
+            Err(SlackError::Api { code, .. }) if code == "missing_scope" => {
+                Ok(ChannelAccess::Unknown)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// `oauth.v2.access`: exchanges an OAuth code for the workspace's bot token.
     pub async fn oauth_v2_access(
         &self,
@@ -361,13 +411,33 @@ impl SlackWeb {
         channel: &str,
         reply: &Reply,
     ) -> Result<String, SlackError> {
+        self.post_in_thread(bot_token, channel, reply, None, false)
+            .await
+    }
+
+    /// `chat.postMessage`, as a reply in the thread of `thread_ts` when given, also shown
+    /// in the channel when `broadcast`.
+    pub async fn post_in_thread(
+        &self,
+        bot_token: &Secret<String>,
+        channel: &str,
+        reply: &Reply,
+        thread_ts: Option<&str>,
+        broadcast: bool,
+    ) -> Result<String, SlackError> {
         let method = "chat.postMessage";
         let token = SlackApiToken::new(bot_token.expose().clone().into())
             .with_token_type(SlackApiTokenType::Bot);
-        let request = SlackApiChatPostMessageRequest::new(
+        let mut request = SlackApiChatPostMessageRequest::new(
             channel.to_string().into(),
             convert::message_content(reply),
         );
+        if let Some(thread_ts) = thread_ts {
+            request = request.with_thread_ts(thread_ts.to_string().into());
+            if broadcast {
+                request = request.with_reply_broadcast(true);
+            }
+        }
         let result = self
             .client
             .open_session(&token)
@@ -375,6 +445,31 @@ impl SlackWeb {
             .await
             .map_err(|error| SlackError::from_client(method, error));
         Ok(self.count(method, result)?.ts.0)
+    }
+
+    /// `chat.update`: replaces the message `ts` in `channel`.
+    pub async fn update_message(
+        &self,
+        bot_token: &Secret<String>,
+        channel: &str,
+        ts: &str,
+        reply: &Reply,
+    ) -> Result<(), SlackError> {
+        let method = "chat.update";
+        let token = SlackApiToken::new(bot_token.expose().clone().into())
+            .with_token_type(SlackApiTokenType::Bot);
+        let request = SlackApiChatUpdateRequest::new(
+            channel.to_string().into(),
+            convert::message_content(reply),
+            ts.to_string().into(),
+        );
+        let result = self
+            .client
+            .open_session(&token)
+            .chat_update(&request)
+            .await
+            .map_err(|error| SlackError::from_client(method, error));
+        self.count(method, result).map(|_| ())
     }
 
     /// Posts `reply` to a slash command's `response_url` (only the user sees it).

@@ -5,18 +5,26 @@
 //! raw keys. Every write that must survive a crash is flushed before the caller is told
 //! it succeeded; writes that may be lost in a crash say so in their doc comment.
 
+mod activities;
 pub mod backup;
 pub mod crypto;
 mod dedup;
+mod deliveries;
 pub(crate) mod installations;
+mod repositories;
+mod subscriptions;
 mod user_links;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub use activities::{ActivityStore, PollCommit};
 pub use crypto::{KeySource, TokenCipher};
 pub use dedup::{DedupKind, DedupStore};
+pub use deliveries::{DeliveryStore, NewDelivery, PendingDelivery};
 pub use installations::{InstallSource, Installation, InstallationState, InstallationStore};
+pub use repositories::{Broken, RepositoryStore, WatchedRepository};
+pub use subscriptions::SubscriptionStore;
 pub use user_links::{UserLink, UserLinkStore};
 
 /// The schema this binary writes. Bump it and add a step to [`MIGRATIONS`] together.
@@ -101,6 +109,10 @@ pub struct Store {
     pub dedup: DedupStore,
     pub installations: InstallationStore,
     pub user_links: UserLinkStore,
+    pub subscriptions: SubscriptionStore,
+    pub deliveries: DeliveryStore,
+    pub repositories: RepositoryStore,
+    pub activities: ActivityStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -143,11 +155,33 @@ impl Store {
         let (cipher, key_source) = TokenCipher::load_or_generate(key_file, path)?;
         check_key(&db, &cipher)?;
         let gate = WriteGate::default();
+        let watched = db.open_tree("bitbucket_repositories")?;
+        let cursors = db.open_tree("bitbucket_cursors")?;
         Ok(Store {
+            repositories: RepositoryStore::new(watched.clone(), cursors.clone(), gate.clone()),
+            activities: ActivityStore::new(
+                watched,
+                cursors,
+                db.open_tree("activity_outbox")?,
+                db.open_tree("activity_ids")?,
+                gate.clone(),
+            ),
             dedup: DedupStore::new(db.open_tree("dedup")?, gate.clone()),
             installations: InstallationStore::new(
                 db.open_tree("installations")?,
                 cipher.clone(),
+                gate.clone(),
+            ),
+            deliveries: DeliveryStore::new(
+                db.clone(),
+                db.open_tree("deliveries")?,
+                db.open_tree("dead_letters")?,
+                db.open_tree("threads")?,
+                gate.clone(),
+            ),
+            subscriptions: SubscriptionStore::new(
+                db.open_tree("subscriptions")?,
+                db.open_tree("channel_settings")?,
                 gate.clone(),
             ),
             user_links: UserLinkStore::new(
@@ -188,6 +222,35 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// Routes one activity: takes it off the activity outbox and puts its deliveries into
+    /// the Slack outbox in one transaction, then flushes. A crash leaves either the
+    /// activity (routed again after the restart) or the deliveries, never both or neither.
+    pub async fn commit_routing(
+        &self,
+        activity_seq: u64,
+        deliveries: Vec<NewDelivery>,
+        now: jiff::Timestamp,
+    ) -> Result<usize, StoreError> {
+        use sled::Transactional;
+        let prepared = self.deliveries.prepare(deliveries, now)?;
+        {
+            let _writing = self.gate.writing();
+            (self.activities.outbox_tree(), self.deliveries.outbox_tree())
+                .transaction(|(activities, outbox)| {
+                    activities.remove(&activity_seq.to_be_bytes())?;
+                    for delivery in &prepared {
+                        DeliveryStore::insert_in(outbox, delivery)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|error: sled::transaction::TransactionError<()>| {
+                    StoreError::Io(format!("routing transaction: {error:?}"))
+                })?;
+        }
+        self.deliveries.db().flush_async().await?;
+        Ok(prepared.len())
     }
 
     /// A cheap read that fails if the database no longer works.

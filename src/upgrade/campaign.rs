@@ -28,6 +28,12 @@
 //!   schedule as it is then.
 //! - A "reinstall" is not an event of its own: through OAuth it is `OAuthCompleted`; with
 //!   a configured token it is seen by the `ScopesChecked` that follows auth.test.
+//! - Scope checks and admin lists are observations: one older than the last applied (an
+//!   event delivered again after a restart) is ignored, so a replay cannot reopen a
+//!   finished campaign or DM a former admin.
+//! - New logins are refused from Available on, not while merely Announced: admins cannot
+//!   act yet then. Clicks are answered in every phase; admins see the flow whenever
+//!   scopes are missing, which is what `/bitbucket upgrade` shows.
 
 use std::collections::BTreeMap;
 
@@ -223,6 +229,8 @@ pub struct CampaignState {
     pub scopes_checked_at: Option<Timestamp>,
     /// The admins as last resolved by the driver, in the order given.
     pub admins: Vec<String>,
+    /// When they were resolved: an older list, delivered again after a restart, is stale.
+    pub admins_known_at: Option<Timestamp>,
     /// Per admin (Slack user id), including former admins whose messages may need an edit.
     pub sent: BTreeMap<String, AdminRecord>,
     pub held_notifications: bool,
@@ -241,6 +249,7 @@ impl CampaignState {
             missing_scopes: Vec::new(),
             scopes_checked_at: None,
             admins: Vec::new(),
+            admins_known_at: None,
             sent: BTreeMap::new(),
             held_notifications: false,
             next_wake: None,
@@ -345,7 +354,7 @@ pub fn step(
                 needs_install_url: answer.needs_install_url,
             });
         }
-        CampaignEvent::AdminsKnown { admins } => next.admins = distinct_admins(admins),
+        CampaignEvent::AdminsKnown { admins } => apply_admins(&mut next, admins, now),
         CampaignEvent::MessageSent {
             admin,
             message_id,
@@ -459,16 +468,16 @@ pub fn phase_summary(state: &CampaignState, schedule: &CampaignSchedule, now: Ti
         },
         Phase::NotNeeded => "*Permission update:* none needed.".into(),
         Phase::Announced => format!(
-            "*Permission update:* announced; admins can update from {}{}.{missing}",
+            "*Permission update:* announced; admins can update from {}.{}{missing}",
             schedule
                 .available_at
                 .map_or_else(|| "now".into(), |at| dated(at, now)),
-            deadline_clause(schedule, now)
+            deadline_sentence(schedule, now)
         ),
         Phase::Available => format!(
-            "*Permission update:* available; an admin needs to click *Update permissions*{}. \
-             Until then new users cannot log in.{missing}",
-            deadline_clause(schedule, now)
+            "*Permission update:* available; an admin needs to click *Update permissions*. \
+             Until then new users cannot log in.{}{missing}",
+            deadline_sentence(schedule, now)
         ),
         Phase::Overdue => format!(
             "*Permission update:* overdue{}; commands are refused and channel notifications are \
@@ -492,10 +501,10 @@ fn missing_line(missing: &[String]) -> String {
     format!(" Missing: {}.", scopes.join(", "))
 }
 
-fn deadline_clause(schedule: &CampaignSchedule, now: Timestamp) -> String {
+fn deadline_sentence(schedule: &CampaignSchedule, now: Timestamp) -> String {
     schedule.deadline.map_or_else(
-        || " (no deadline)".into(),
-        |at| format!(" by {}", dated(at, now)),
+        || " No deadline.".into(),
+        |at| format!(" Deadline: {}.", dated(at, now)),
     )
 }
 
@@ -512,14 +521,19 @@ fn dated(at: Timestamp, now: Timestamp) -> String {
     format!("{} ({relative})", messages::utc_date(at))
 }
 
-fn distinct_admins(admins: &[String]) -> Vec<String> {
-    let mut distinct: Vec<String> = Vec::new();
+/// Replaces the admins, in order, without duplicates, unless the list is older than the
+/// one already applied.
+fn apply_admins(state: &mut CampaignState, admins: &[String], now: Timestamp) {
+    if state.admins_known_at.is_some_and(|last| now < last) {
+        return;
+    }
+    state.admins_known_at = Some(now);
+    state.admins.clear();
     for admin in admins {
-        if !admin.is_empty() && !distinct.contains(admin) {
-            distinct.push(admin.clone());
+        if !admin.is_empty() && !state.admins.contains(admin) {
+            state.admins.push(admin.clone());
         }
     }
-    distinct
 }
 
 /// Records the granted scopes; completes the upgrade, or starts over after one. A check

@@ -102,13 +102,13 @@ pub fn deadline_passed() -> Reply {
 
 /// A reminder after the deadline.
 pub fn overdue_reminder(deadline: Option<Timestamp>) -> Reply {
-    let since = deadline.map_or_else(String::new, |at| format!(" since {}", slack_date(at)));
+    let since = deadline.map_or_else(String::new, |at| format!("Since {}, ", slack_date(at)));
     with_update_button(Reply {
         text: "Reminder: Bitbucket for Slack is paused until its permissions are updated".into(),
         sections: vec![
             format!(
                 "*Reminder: Bitbucket for Slack is paused until its permissions are updated.* \
-                 `/bitbucket` commands are refused and channel notifications are held{since}."
+                 {since}`/bitbucket` commands are refused and channel notifications are held."
             ),
             HOW_TO_RESUME.into(),
         ],
@@ -181,10 +181,11 @@ pub fn reinstall_from_manifest(missing: &[String]) -> Reply {
         sections: vec![
             permission_list(missing),
             "This app runs with a bot token configured by the person who operates it, so the \
-             update is a reinstall: in the app's settings on api.slack.com, paste the scopes of \
-             `config/slack-app-manifest.yml` under *App Manifest*, then click *Reinstall to \
-             Workspace* under *Install App* and approve. If Slack shows a new bot token, the \
-             operator must put it in the daemon's configuration. Then click *Check again*."
+             update is a reinstall: in the app's settings on api.slack.com, add these scopes \
+             under *OAuth & Permissions* → *Bot Token Scopes* (or paste the daemon's \
+             `config/slack-app-manifest.yml` under *App Manifest*), then click *Reinstall to \
+             Workspace* and approve. If Slack shows a new bot token, the operator must put it \
+             in the daemon's configuration. Then click *Check again*."
                 .into(),
         ],
         buttons: vec![check_again_button()],
@@ -313,5 +314,236 @@ fn check_again_button() -> Button {
         value: None,
         url: None,
         primary: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(text: &str) -> Timestamp {
+        text.parse().expect("valid timestamp")
+    }
+
+    fn missing() -> Vec<String> {
+        vec!["links:read".into(), "links:write".into()]
+    }
+
+    const DEADLINE_TOKEN: &str = "<!date^1774861200^{date_long} at {time}|2026-03-30 09:00 UTC>";
+    const PERMISSIONS: &str = "*New permissions:*\n\
+        • `links:read`: See when someone shares a bitbucket.org link, to show a preview.\n\
+        • `links:write`: Show previews (unfurls) of shared Bitbucket links.";
+
+    fn update_button() -> Button {
+        Button {
+            text: "Update permissions".into(),
+            action_id: UPDATE_PERMISSIONS_ACTION_ID.into(),
+            value: None,
+            url: None,
+            primary: true,
+        }
+    }
+
+    #[test]
+    fn dates_show_in_the_readers_time_zone_with_a_utc_fallback() {
+        assert_eq!(slack_date(date("2026-03-30T09:00:00Z")), DEADLINE_TOKEN);
+        assert_eq!(
+            utc_date(date("2026-03-30T09:00:59Z")),
+            "2026-03-30 09:00 UTC"
+        );
+    }
+
+    #[test]
+    fn the_announcement_says_when_and_what() {
+        let reply = announcement(
+            &missing(),
+            Some(date("2026-03-16T09:00:00Z")),
+            Some(date("2026-03-30T09:00:00Z")),
+        );
+        assert_eq!(
+            reply.text,
+            "Bitbucket for Slack will need updated permissions soon"
+        );
+        assert_eq!(
+            reply.sections,
+            [
+                "*Bitbucket for Slack will need updated permissions soon.* A new version of the \
+                 app needs permissions that this workspace has not granted yet. As a workspace \
+                 admin, you will be able to update them in a few clicks on \
+                 <!date^1773651600^{date_long} at {time}|2026-03-16 09:00 UTC>: you will get a \
+                 message with an *Update permissions* button then.",
+                &format!(
+                    "Please update by {DEADLINE_TOKEN}. From then on, the app stops working \
+                     until its permissions are updated."
+                ),
+                PERMISSIONS,
+            ]
+        );
+        assert!(reply.buttons.is_empty());
+    }
+
+    #[test]
+    fn the_availability_message_has_the_button() {
+        let reply = update_available(None);
+        assert_eq!(
+            reply.text,
+            "Bitbucket for Slack: please update the app's permissions"
+        );
+        assert_eq!(
+            reply.sections,
+            [
+                "*Bitbucket for Slack needs updated permissions.* A new version of the app needs \
+                 permissions that this workspace has not granted yet. As a workspace admin, you \
+                 can update them now: click *Update permissions*, review the list and click \
+                 *Allow*.",
+                "Until then, people who have not connected their Bitbucket account yet cannot \
+                 log in, and features that need the new permissions are unavailable. Everything \
+                 that already works keeps working.",
+            ]
+        );
+        assert_eq!(reply.buttons, [update_button()]);
+        let dated = update_available(Some(date("2026-03-30T09:00:00Z")));
+        assert_eq!(dated.sections.len(), 3);
+        assert!(dated.sections[2].starts_with(&format!("Please update by {DEADLINE_TOKEN}.")));
+    }
+
+    #[test]
+    fn reminders_before_and_after_the_deadline() {
+        let before = reminder(Some(date("2026-03-30T09:00:00Z")));
+        assert_eq!(
+            before.sections,
+            [
+                "*Reminder: Bitbucket for Slack needs updated permissions.* A workspace admin \
+                 still needs to approve the app's new permissions. Click *Update permissions* to \
+                 review them; it takes a minute.",
+                &format!(
+                    "Please update by {DEADLINE_TOKEN}. From then on, the app stops working \
+                     until its permissions are updated."
+                ),
+            ]
+        );
+        assert_eq!(before.buttons, [update_button()]);
+        let after = overdue_reminder(Some(date("2026-03-30T09:00:00Z")));
+        assert_eq!(
+            after.text,
+            "Reminder: Bitbucket for Slack is paused until its permissions are updated"
+        );
+        assert_eq!(
+            after.sections,
+            [
+                &format!(
+                    "*Reminder: Bitbucket for Slack is paused until its permissions are \
+                     updated.* Since {DEADLINE_TOKEN}, `/bitbucket` commands are refused and \
+                     channel notifications are held."
+                ),
+                "Click *Update permissions* and then *Allow*: everything works again at once, \
+                 and the held notifications are delivered as one digest per channel.",
+            ]
+        );
+        assert_eq!(after.buttons, [update_button()]);
+    }
+
+    #[test]
+    fn the_deadline_message_and_the_final_edit() {
+        let paused = deadline_passed();
+        assert_eq!(
+            paused.sections[0],
+            "*Bitbucket for Slack is paused until its permissions are updated.* The deadline \
+             for updating the app's permissions has passed. Until an admin updates them, \
+             `/bitbucket` commands are refused and channel notifications are held (none are \
+             lost)."
+        );
+        assert_eq!(paused.buttons, [update_button()]);
+        let done = up_to_date();
+        assert_eq!(done.text, "Bitbucket for Slack is up to date");
+        assert_eq!(
+            done.sections,
+            [
+                "*Bitbucket for Slack is up to date.* An admin updated the app's permissions and \
+              everything works. You can disregard the earlier update messages."
+            ]
+        );
+        assert!(done.buttons.is_empty(), "the edit removes the button");
+    }
+
+    #[test]
+    fn admins_get_allow_with_the_install_link() {
+        let reply = allow_through_slack(&missing());
+        assert_eq!(
+            reply.sections,
+            [
+                PERMISSIONS,
+                "Click *Allow* to open Slack's permission screen and approve them. The update \
+                 takes effect at once; subscriptions and linked accounts are kept.",
+            ]
+        );
+        assert_eq!(reply.buttons[0].url, None);
+        let linked = with_install_url(reply, "https://bb.example/slack/install?team=T1");
+        assert_eq!(linked.buttons[0].text, "Allow");
+        assert_eq!(
+            linked.buttons[0].url.as_deref(),
+            Some("https://bb.example/slack/install?team=T1")
+        );
+    }
+
+    #[test]
+    fn token_installs_get_reinstall_steps_and_check_again() {
+        let reply = reinstall_from_manifest(&missing());
+        assert_eq!(reply.sections[0], PERMISSIONS);
+        assert!(reply.sections[1].contains("*Reinstall to Workspace*"));
+        assert!(reply.sections[1].ends_with("Then click *Check again*."));
+        assert_eq!(reply.buttons[0].action_id, CHECK_AGAIN_ACTION_ID);
+        let still = check_again_result(&missing());
+        assert_eq!(
+            still.sections,
+            [
+                "Still missing: `links:read`, `links:write`.",
+                "Reinstall the app with the manifest's scopes, then click *Check again*.",
+            ]
+        );
+        assert_eq!(check_again_result(&[]), up_to_date());
+    }
+
+    #[test]
+    fn refusals_name_whom_to_ask() {
+        assert_eq!(
+            only_admins_can_update(&["U1".into(), "U2".into()]).sections,
+            [
+                "Only workspace admins can update Bitbucket for Slack's permissions. Please ask \
+              <@U1> to do it."
+            ]
+        );
+        assert_eq!(
+            commands_refused(&[]).text,
+            "Bitbucket for Slack is paused: a Slack admin of this workspace must update the \
+             app's permissions before it can be used again. Channel notifications are held until \
+             then; none are lost. Please ask a workspace admin or owner."
+        );
+        let many: Vec<String> = (1..=12).map(|n| format!("U{n}")).collect();
+        assert!(
+            login_refused(&many)
+                .text
+                .ends_with("Admins: <@U1>, <@U2>, <@U3>, <@U4>, <@U5>, <@U6>, <@U7>, <@U8>, <@U9>, <@U10> and 2 more.")
+        );
+    }
+
+    #[test]
+    fn every_section_fits_in_a_block() {
+        let all_scopes: Vec<String> = crate::upgrade::required_scopes()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let deadline = Some(date("2026-03-30T09:00:00Z"));
+        let replies = [
+            announcement(&all_scopes, deadline, deadline),
+            allow_through_slack(&all_scopes),
+            reinstall_from_manifest(&all_scopes),
+            check_again_result(&all_scopes),
+        ];
+        for reply in replies {
+            for section in reply.sections {
+                assert!(section.chars().count() <= 3000);
+            }
+        }
     }
 }

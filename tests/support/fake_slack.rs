@@ -104,6 +104,13 @@ struct SharedState {
     codes: std::collections::HashMap<String, OAuthApproval>,
     next_code: u64,
     oauth_client: Option<(String, String)>,
+    /// chat.postMessage into these channels fails with the given error.
+    failing_channels: std::collections::HashMap<String, String>,
+    /// The next this-many chat.postMessage calls answer 429.
+    rate_limited_posts: u32,
+    retry_after_secs: u64,
+    /// conversations.info answers: channel -> (is_private, is_member).
+    channels: std::collections::HashMap<String, (bool, bool)>,
 }
 
 impl Inner {
@@ -170,6 +177,10 @@ impl FakeSlack {
                 codes: std::collections::HashMap::new(),
                 next_code: 1,
                 oauth_client: None,
+                failing_channels: std::collections::HashMap::new(),
+                rate_limited_posts: 0,
+                retry_after_secs: 1,
+                channels: std::collections::HashMap::new(),
             }),
             calls_changed,
             accept_tx,
@@ -195,6 +206,9 @@ impl FakeSlack {
                     .accept()
                     .await
                     .expect("fake slack: accept on WebSocket listener failed");
+                // Like the daemon's side: without this, Nagle and delayed ACKs add 40 ms
+                // stalls after each ping (seen in the benchmark).
+                let _ = stream.set_nodelay(true);
                 let conn_inner = ws_inner.clone();
                 let conn = tokio::spawn(serve_ws_connection(conn_inner, stream));
                 ws_inner.track(conn.abort_handle());
@@ -456,6 +470,8 @@ async fn handle_http(
             "apps.connections.open" => apps_connections_open(&inner, &call, &method),
             "auth.test" => auth_test(&inner, &call, &method),
             "oauth.v2.access" => oauth_v2_access(&inner, &call),
+            "chat.update" => chat_update(&call),
+            "conversations.info" => conversations_info(&inner, &call),
             "chat.postMessage" => chat_post_message(&inner, &call, &method),
             _ => slack_json(json!({"ok": false, "error": "unknown_method"})),
         };
@@ -568,6 +584,27 @@ fn chat_post_message(inner: &Inner, call: &RecordedCall, method: &Method) -> Res
     else {
         return slack_json(json!({"ok": false, "error": "channel_not_found"}));
     };
+    {
+        let mut state = inner.lock();
+        if state.rate_limited_posts > 0 {
+            state.rate_limited_posts -= 1;
+            let retry_after = state.retry_after_secs.to_string();
+            drop(state);
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(json!({"ok": false, "error": "ratelimited"})),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&retry_after).expect("a number"),
+            );
+            return response;
+        }
+        if let Some(error) = state.failing_channels.get(&channel) {
+            return slack_json(json!({"ok": false, "error": error}));
+        }
+    }
     // Unique, increasing, fixed-width: 1700000000.000100, 1700000000.000200, ...
     let n = inner.next_ts.fetch_add(1, Ordering::Relaxed);
     let micros = 1_700_000_000_000_000u64 + n * 100;
@@ -1108,4 +1145,63 @@ fn oauth_v2_access(inner: &Inner, call: &RecordedCall) -> Response {
         "is_enterprise_install": false,
         "authed_user": {"id": approval.installer_user_id}
     }))
+}
+
+// ---------------------------------------------------------------------------
+// Channels
+// ---------------------------------------------------------------------------
+
+impl FakeSlack {
+    /// chat.postMessage into `channel` answers `{"ok":false,"error":error}` from now on.
+    pub fn fail_channel(&self, channel: &str, error: &str) {
+        self.inner
+            .lock()
+            .failing_channels
+            .insert(channel.to_owned(), error.to_owned());
+    }
+
+    /// The next `count` chat.postMessage calls answer 429 with `Retry-After: retry_after_secs`.
+    pub fn rate_limit_posts(&self, count: u32, retry_after_secs: u64) {
+        let mut state = self.inner.lock();
+        state.rate_limited_posts = count;
+        state.retry_after_secs = retry_after_secs;
+    }
+
+    /// What conversations.info says about `channel` (default: public, the bot a member).
+    pub fn set_channel(&self, channel: &str, is_private: bool, is_member: bool) {
+        self.inner
+            .lock()
+            .channels
+            .insert(channel.to_owned(), (is_private, is_member));
+    }
+}
+
+fn chat_update(call: &RecordedCall) -> Response {
+    let args = call.try_json().unwrap_or(Value::Null);
+    match (args.get("channel"), args.get("ts")) {
+        (Some(channel), Some(ts)) => slack_json(json!({"ok": true, "channel": channel, "ts": ts})),
+        _ => slack_json(json!({"ok": false, "error": "message_not_found"})),
+    }
+}
+
+fn conversations_info(inner: &Inner, call: &RecordedCall) -> Response {
+    let args = call.try_json().unwrap_or(Value::Null);
+    let channel = args
+        .get("channel")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let (is_private, is_member) = inner
+        .lock()
+        .channels
+        .get(&channel)
+        .copied()
+        .unwrap_or((false, true));
+    if is_private && !is_member {
+        return slack_json(json!({"ok": false, "error": "channel_not_found"}));
+    }
+    slack_json(json!({"ok": true, "channel": {
+        "id": channel, "is_channel": !is_private, "is_group": is_private, "is_private": is_private,
+        "is_member": is_member, "is_archived": false, "is_im": false, "is_mpim": false
+    }}))
 }

@@ -1,0 +1,314 @@
+//! `/bitbucket subscribe`, `unsubscribe`, `subscriptions` and `settings`: checks that the
+//! repository exists and can be read (by the daemon, and by the user for a private one),
+//! that the bot can post in the channel, then stores the subscription and watches the
+//! repository.
+//!
+//! Combines the store, Bitbucket and Slack. Bad input was already refused by the pure
+//! parser; a check that fails here says what to do, and nothing is stored.
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::accounts::Accounts;
+use crate::bitbucket::{LookupError, RepositoryLookup};
+use crate::clock::Clock;
+use crate::commands::Reply;
+use crate::notify::subscription::{
+    FEATURE_HELP, Features, Filters, SubscribeWord, Subscription, Target,
+};
+use crate::slack::envelope::SlashCommand;
+use crate::slack::web::{ChannelAccess, SlackWeb};
+use crate::store::{Installation, Store, StoreError};
+
+/// Watches and unwatches repositories for the poller.
+pub trait Watchlist: Send + Sync {
+    fn watch<'a>(
+        &'a self,
+        repository: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>;
+}
+
+impl Watchlist for crate::store::RepositoryStore {
+    fn watch<'a>(
+        &'a self,
+        repository: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let name: crate::bitbucket::RepositoryName =
+                repository
+                    .parse()
+                    .map_err(|error: crate::bitbucket::InvalidRepositoryName| {
+                        StoreError::Corrupt(error.to_string())
+                    })?;
+            crate::store::RepositoryStore::watch(self, &name)
+                .await
+                .map(|_| ())
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct Subscriptions {
+    pub store: Store,
+    pub web: SlackWeb,
+    pub clock: Arc<dyn Clock>,
+    pub accounts: Accounts,
+    /// `None` when no Bitbucket credential is configured.
+    pub lookup: Option<Arc<dyn RepositoryLookup>>,
+    pub watchlist: Option<Arc<dyn Watchlist>>,
+}
+
+impl std::fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Subscriptions")
+    }
+}
+
+fn store_failed(error: StoreError) -> Reply {
+    warn!(%error, "subscription store failed");
+    Reply::text(
+        "Sorry, the subscription could not be saved. Nothing was changed; the error was logged.",
+    )
+}
+
+fn apply_words(features: &mut Features, filters: &mut Filters, words: &[SubscribeWord], on: bool) {
+    for word in words {
+        match word {
+            SubscribeWord::Feature(feature) => features.set(feature, on),
+            SubscribeWord::Branch(glob) => filters.branch = on.then(|| glob.clone()),
+            SubscribeWord::ExcludeAuthor(glob) => {
+                if on {
+                    filters.exclude_authors.insert(glob.clone());
+                } else {
+                    filters.exclude_authors.remove(glob);
+                }
+            }
+        }
+    }
+}
+
+impl Subscriptions {
+    pub async fn subscribe(
+        &self,
+        installation: &Installation,
+        command: &SlashCommand,
+        target: Target,
+        words: Vec<SubscribeWord>,
+    ) -> Reply {
+        let Some(lookup) = &self.lookup else {
+            return Reply::text(
+                "Bitbucket is not configured for this daemon yet: ask the person who runs bitbucket-slack to set bitbucket.token or bitbucket.oauth.",
+            );
+        };
+        let summary = match lookup.lookup(&target).await {
+            Ok(summary) => summary,
+            Err(LookupError::NotFound) => {
+                return Reply::text(format!(
+                    "`{}` was not found on Bitbucket, or the daemon's credential cannot see it. Check the name (`workspace/repository`).",
+                    target.as_str()
+                ));
+            }
+            Err(LookupError::Forbidden) => {
+                return Reply::text(format!(
+                    "The daemon's Bitbucket credential may not read `{}`. Give it read access (for example add the repository to its access token), then subscribe again.",
+                    target.as_str()
+                ));
+            }
+            Err(LookupError::Unavailable(reason)) => {
+                warn!(%reason, "repository lookup failed");
+                return Reply::text(
+                    "Bitbucket could not be reached to check that repository. Nothing was changed; try again in a minute.",
+                );
+            }
+        };
+        if summary.is_private {
+            match self
+                .accounts
+                .user_can_read(&installation.team_id, &command.user_id, &summary.full_name)
+                .await
+            {
+                Ok(Some(false)) => {
+                    return Reply::text(format!(
+                        "`{}` is private and your Bitbucket account cannot read it, so you cannot subscribe a channel to it.",
+                        summary.full_name
+                    ));
+                }
+                Ok(_) => {}
+                Err(error) => return Reply::text(error.user_message()),
+            }
+        }
+        if let Some(reply) = self
+            .channel_problem(installation, &command.channel_id)
+            .await
+        {
+            return reply;
+        }
+        let existing =
+            match self
+                .store
+                .subscriptions
+                .get(&installation.team_id, &command.channel_id, &target)
+            {
+                Ok(existing) => existing,
+                Err(error) => return store_failed(error),
+            };
+        let now = self.clock.now();
+        let mut subscription = existing.unwrap_or_else(|| Subscription {
+            team_id: installation.team_id.clone(),
+            channel_id: command.channel_id.clone(),
+            target: target.clone(),
+            features: Features::defaults(),
+            filters: Filters::default(),
+            main_branch: summary.main_branch.clone(),
+            created_by: command.user_id.clone(),
+            created_at: now,
+            paused: None,
+        });
+        apply_words(
+            &mut subscription.features,
+            &mut subscription.filters,
+            &words,
+            true,
+        );
+        subscription.main_branch = summary.main_branch.clone();
+        // Subscribing again is how a paused subscription is resumed.
+        subscription.paused = None;
+        if let Err(error) = self.store.subscriptions.put(&subscription).await {
+            return store_failed(error);
+        }
+        if let (Target::Repository(name), Some(watchlist)) = (&target, &self.watchlist) {
+            if let Err(error) = watchlist.watch(name).await {
+                warn!(%error, repository = %name, "could not add the repository to the watch list");
+            }
+        }
+        info!(team = %installation.team_id, channel = %command.channel_id, target = %target.as_str(), "subscribed");
+        Reply::text(format!(
+            "Subscribed this channel to {}.",
+            subscription.describe()
+        ))
+    }
+
+    async fn channel_problem(
+        &self,
+        installation: &Installation,
+        channel_id: &str,
+    ) -> Option<Reply> {
+        let token = installation.bot_token.as_ref()?;
+        match self.web.channel_access(token, channel_id).await {
+            Ok(ChannelAccess::PrivateNotMember) => Some(Reply::text(
+                "I can't post in this channel: it is private and I am not a member. Invite me with `/invite @bitbucket`, then subscribe again.",
+            )),
+            Ok(ChannelAccess::Archived) => Some(Reply::text(
+                "This channel is archived, so nothing can be posted in it.",
+            )),
+            Ok(ChannelAccess::DirectMessage) => Some(Reply::text(
+                "Subscriptions post into channels. Run this in the channel that should get the notifications.",
+            )),
+            Ok(ChannelAccess::Postable | ChannelAccess::Unknown) => None,
+            Err(error) => {
+                warn!(%error, "could not check the channel; subscribing anyway");
+                None
+            }
+        }
+    }
+
+    pub async fn unsubscribe(
+        &self,
+        installation: &Installation,
+        command: &SlashCommand,
+        target: Target,
+        words: Vec<SubscribeWord>,
+    ) -> Reply {
+        let existing =
+            match self
+                .store
+                .subscriptions
+                .get(&installation.team_id, &command.channel_id, &target)
+            {
+                Ok(Some(existing)) => existing,
+                Ok(None) => {
+                    return Reply::text(format!(
+                        "This channel has no subscription to `{}`.",
+                        target.as_str()
+                    ));
+                }
+                Err(error) => return store_failed(error),
+            };
+        let mut subscription = existing;
+        apply_words(
+            &mut subscription.features,
+            &mut subscription.filters,
+            &words,
+            false,
+        );
+        let result = if words.is_empty() || subscription.features.is_empty() {
+            self.store
+                .subscriptions
+                .remove(&installation.team_id, &command.channel_id, &target)
+                .await
+                .map(|_| format!("Unsubscribed this channel from `{}`.", target.as_str()))
+        } else {
+            self.store
+                .subscriptions
+                .put(&subscription)
+                .await
+                .map(|_| format!("Updated: {}.", subscription.describe()))
+        };
+        match result {
+            Ok(text) => Reply::text(text),
+            Err(error) => store_failed(error),
+        }
+    }
+
+    pub fn list(&self, team_id: &str, channel_id: &str) -> Reply {
+        match self.store.subscriptions.list_channel(team_id, channel_id) {
+            Ok(subscriptions) if subscriptions.is_empty() => Reply::text(
+                "This channel has no subscriptions. Add one with `/bitbucket subscribe workspace/repository`.",
+            ),
+            Ok(subscriptions) => {
+                let lines: Vec<String> = subscriptions
+                    .iter()
+                    .map(|s| format!("• {}", s.describe()))
+                    .collect();
+                Reply {
+                    text: format!("{} subscriptions in this channel", subscriptions.len()),
+                    sections: vec!["*Subscriptions in this channel*".into(), lines.join("\n")],
+                    buttons: Vec::new(),
+                }
+            }
+            Err(error) => store_failed(error),
+        }
+    }
+
+    pub fn features() -> Reply {
+        let lines: Vec<String> = FEATURE_HELP
+            .iter()
+            .map(|(word, what)| format!("`{word}`: {what}"))
+            .collect();
+        Reply {
+            text: "Subscription features".into(),
+            sections: vec![
+                "*Features and filters* for `/bitbucket subscribe workspace/repository [feature ...]`:".into(),
+                lines.join("\n"),
+            ],
+            buttons: Vec::new(),
+        }
+    }
+
+    pub async fn set_threading(&self, team_id: &str, channel_id: &str, on: bool) -> Reply {
+        match self
+            .store
+            .subscriptions
+            .set_threading(team_id, channel_id, on)
+            .await
+        {
+            Ok(()) if on => Reply::text(
+                "Threading is on: a pull request's later activity goes into the thread of its first message.",
+            ),
+            Ok(()) => Reply::text("Threading is off: every notification is posted in the channel."),
+            Err(error) => store_failed(error),
+        }
+    }
+}

@@ -1,0 +1,720 @@
+//! The Bitbucket Cloud REST client: authentication, budgeted requests, retries,
+//! pagination and typed errors.
+//!
+//! Owns the HTTP client (reqwest on rustls with ring), the three credentials (access
+//! token as Bearer; API token with the account email as Basic; an OAuth consumer's
+//! client-credentials token, refreshed before it expires and once more on a 401), the
+//! `fields=` of every call, following the opaque `next` link (only to the API's own
+//! origin), and turning answers into [`BitbucketError`]. Every request, retries included,
+//! first takes a slot from the credential's [`BudgetGate`].
+//!
+//! Must never put a secret into a log line, an error or a URL: credentials travel only in
+//! the `Authorization` header, and errors carry the request path, never the query.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rand::Rng;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use url::Url;
+
+use crate::config::{BitbucketConfig, BitbucketCredential, Secret};
+
+use super::budget::BudgetGate;
+use super::model::{
+    Branch, Commit, FeedEntry, Issue, IssueComment, Page, Pipeline, PullRequestDetail,
+    PullRequestSummary, RepositoryInfo, TokenResponse,
+};
+
+/// How long one request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Retries of a 5xx or a timeout before giving up on this poll.
+const SERVER_RETRIES: u32 = 2;
+/// An OAuth token is renewed this long before it expires.
+const TOKEN_RENEW_MARGIN: Duration = Duration::from_secs(300);
+
+/// Page sizes: 50 where larger pages are refused (pull requests and their activity).
+const FEED_PAGELEN: &str = "50";
+const BRANCH_PAGELEN: &str = "100";
+/// The pages a single poll follows at most, per list.
+pub const MAX_PAGES: usize = 20;
+
+const FIELDS_REPOSITORY: &str = "full_name,has_issues,updated_on";
+const FIELDS_SWEEP: &str = "next,values.full_name,values.updated_on";
+const FIELDS_PULL_REQUESTS: &str = "next,values.id,values.title,values.state,\
+values.author.display_name,values.author.uuid,values.source.branch.name,\
+values.source.commit.hash,values.destination.branch.name";
+const FIELDS_FEED: &str = "next,values.pull_request.id,values.pull_request.title,\
+values.pull_request.links.html.href,values.update.state,values.update.title,\
+values.update.reason,values.update.date,values.update.author.display_name,\
+values.update.author.uuid,values.update.closed_by.display_name,values.update.closed_by.uuid,\
+values.update.source.branch.name,values.update.source.commit.hash,\
+values.update.destination.branch.name,values.approval.date,values.approval.user.display_name,\
+values.approval.user.uuid,values.changes_request.date,values.changes_request.user.display_name,\
+values.changes_request.user.uuid,values.comment.id,values.comment.content.raw,\
+values.comment.user.display_name,values.comment.user.uuid,values.comment.created_on,\
+values.comment.deleted,values.comment.pending,values.comment.inline.path,\
+values.comment.inline.to,values.comment.inline.from,values.comment.links.html.href";
+const FIELDS_PULL_REQUEST: &str = "id,title,state,links.html.href,participants.user.display_name,\
+participants.user.uuid,participants.approved";
+const FIELDS_BRANCHES: &str = "next,values.name,values.target.hash,values.target.date,\
+values.target.message,values.target.author.raw,values.target.author.user.display_name,\
+values.target.author.user.uuid,values.target.links.html.href";
+const FIELDS_COMMITS: &str = "next,values.hash,values.date,values.message,values.author.raw,\
+values.author.user.display_name,values.author.user.uuid,values.links.html.href";
+const FIELDS_PIPELINES: &str = "values.uuid,values.build_number,values.state.name,\
+values.state.result.name,values.target.ref_name,values.target.commit.hash,\
+values.creator.display_name,values.creator.uuid,values.created_on,values.completed_on";
+const FIELDS_ISSUES: &str = "next,values.id,values.title,values.state,values.kind,\
+values.priority,values.reporter.display_name,values.reporter.uuid,values.created_on,\
+values.updated_on,values.links.html.href";
+const FIELDS_ISSUE_COMMENTS: &str = "values.id,values.content.raw,values.user.display_name,\
+values.user.uuid,values.created_on,values.links.html.href";
+
+/// What went wrong talking to Bitbucket. `what` is the request path (no query, no secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BitbucketError {
+    #[error("Bitbucket has no {what} (404)")]
+    NotFound { what: String },
+    #[error("the credential may not read {what} (403)")]
+    Forbidden { what: String },
+    #[error("Bitbucket refused the credential (401)")]
+    Unauthorized,
+    #[error("Bitbucket rate-limited the credential; pausing {retry_after:?}")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("Bitbucket answered {what} with HTTP {status}")]
+    Server { status: u16, what: String },
+    #[error("Bitbucket did not answer {what} in time")]
+    Timeout { what: String },
+    #[error("Bitbucket gave {what} an unusable answer: {cause}")]
+    Decode { what: String, cause: String },
+    #[error("cannot reach Bitbucket for {what}: {cause}")]
+    Transport { what: String, cause: String },
+}
+
+impl BitbucketError {
+    /// 404 and 403: the repository is gone or out of the credential's reach.
+    pub fn is_broken_repository(&self) -> bool {
+        matches!(
+            self,
+            BitbucketError::NotFound { .. } | BitbucketError::Forbidden { .. }
+        )
+    }
+
+    fn retryable(&self) -> bool {
+        matches!(
+            self,
+            BitbucketError::Server {
+                status: 500..=599,
+                ..
+            } | BitbucketError::Timeout { .. }
+                | BitbucketError::Transport { .. }
+        )
+    }
+}
+
+/// Everything the client needs, from `bitbucket.*`.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub api_url: Url,
+    pub oauth_url: Url,
+    pub credential: BitbucketCredential,
+    pub rate_limit_per_hour: u32,
+    pub budget_percent: u32,
+    pub request_timeout: Duration,
+}
+
+impl ClientSettings {
+    /// `None` when no credential is configured.
+    pub fn from_config(config: &BitbucketConfig) -> Option<Self> {
+        Some(Self {
+            api_url: config.api_url.clone(),
+            oauth_url: config.oauth_url.clone(),
+            credential: config.credential.clone()?,
+            rate_limit_per_hour: config.rate_limit_per_hour,
+            budget_percent: config.budget_percent,
+            request_timeout: REQUEST_TIMEOUT,
+        })
+    }
+}
+
+/// An OAuth access token and when to renew it.
+struct CachedToken {
+    token: Secret<String>,
+    renew_at: Instant,
+}
+
+/// The REST client of one credential. Cheap to clone.
+#[derive(Clone)]
+pub struct BitbucketClient {
+    http: reqwest::Client,
+    api: Url,
+    token_url: Url,
+    credential: BitbucketCredential,
+    oauth_token: Arc<tokio::sync::Mutex<Option<CachedToken>>>,
+    budget: Arc<BudgetGate>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for BitbucketClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BitbucketClient")
+            .field("api", &self.api.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a request goes, and how it is named in errors and logs.
+struct Target {
+    url: Url,
+    what: String,
+}
+
+impl BitbucketClient {
+    pub fn new(settings: ClientSettings) -> Result<Self, BitbucketError> {
+        // rustls needs one process-wide crypto provider; ring is the only one we link.
+        // The poller may start before the Slack client installs it; a second install fails
+        // harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("bitbucket-slack/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|error| BitbucketError::Transport {
+                what: "(client setup)".into(),
+                cause: error.without_url().to_string(),
+            })?;
+        let mut api = settings.api_url;
+        if !api.path().ends_with('/') {
+            api.set_path(&format!("{}/", api.path()));
+        }
+        let mut oauth = settings.oauth_url;
+        if !oauth.path().ends_with('/') {
+            oauth.set_path(&format!("{}/", oauth.path()));
+        }
+        let token_url = oauth
+            .join("access_token")
+            .map_err(|error| BitbucketError::Transport {
+                what: "(client setup)".into(),
+                cause: format!("bad bitbucket.oauth_url: {error}"),
+            })?;
+        Ok(Self {
+            http,
+            api,
+            token_url,
+            credential: settings.credential,
+            oauth_token: Arc::new(tokio::sync::Mutex::new(None)),
+            budget: Arc::new(BudgetGate::new(
+                settings.rate_limit_per_hour,
+                settings.budget_percent,
+            )),
+            timeout: settings.request_timeout,
+        })
+    }
+
+    /// The credential's budget (for logs and metrics).
+    pub fn budget(&self) -> &BudgetGate {
+        &self.budget
+    }
+
+    fn target(&self, segments: &[&str], query: &[(&str, &str)]) -> Target {
+        let mut url = self.api.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .expect("an http(s) base URL has path segments");
+            path.pop_if_empty();
+            for segment in segments {
+                for part in segment.split('/') {
+                    path.push(part);
+                }
+            }
+        }
+        let what = url.path().to_string();
+        url.query_pairs_mut().extend_pairs(query);
+        Target { url, what }
+    }
+
+    // -- endpoints -----------------------------------------------------------
+
+    /// GETs `segments` (under the API base) with `query`, through the budget and retries.
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, BitbucketError> {
+        self.get(&self.target(segments, query)).await
+    }
+
+    pub(crate) async fn repository(&self, repo: &str) -> Result<RepositoryInfo, BitbucketError> {
+        let target = self.target(&["repositories", repo], &[("fields", FIELDS_REPOSITORY)]);
+        self.get(&target).await
+    }
+
+    /// The most recently changed repositories of `workspace`; with `since`, only those
+    /// updated after it (the sweep), otherwise the first page (its baseline).
+    pub(crate) async fn sweep(
+        &self,
+        workspace: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<RepositoryInfo>, BitbucketError> {
+        let q = since.map(|since| format!("updated_on>{}", bbql_time(since)));
+        let mut query = vec![
+            ("sort", "-updated_on"),
+            ("pagelen", BRANCH_PAGELEN),
+            ("fields", FIELDS_SWEEP),
+        ];
+        if let Some(q) = &q {
+            query.push(("q", q));
+        }
+        let target = self.target(&["repositories", workspace], &query);
+        let max_pages = if since.is_some() { MAX_PAGES } else { 1 };
+        Ok(self.pages(target, max_pages, |_| false).await?.0)
+    }
+
+    /// The newest pull requests of any state (the first page), for the baseline.
+    pub(crate) async fn recent_pull_requests(
+        &self,
+        repo: &str,
+    ) -> Result<Vec<PullRequestSummary>, BitbucketError> {
+        let target = self.target(
+            &["repositories", repo, "pullrequests"],
+            &[
+                ("state", "OPEN"),
+                ("state", "MERGED"),
+                ("state", "DECLINED"),
+                ("state", "SUPERSEDED"),
+                ("sort", "-id"),
+                ("pagelen", FEED_PAGELEN),
+                ("fields", FIELDS_PULL_REQUESTS),
+            ],
+        );
+        Ok(self.pages(target, 1, |_| false).await?.0)
+    }
+
+    /// The repository's pull request activity, newest first, page by page until `enough`
+    /// says a page reached what was already seen.
+    pub(crate) async fn feed(
+        &self,
+        repo: &str,
+        max_pages: usize,
+        enough: impl FnMut(&[FeedEntry]) -> bool,
+    ) -> Result<(Vec<FeedEntry>, bool), BitbucketError> {
+        let target = self.target(
+            &["repositories", repo, "pullrequests/activity"],
+            &[("pagelen", FEED_PAGELEN), ("fields", FIELDS_FEED)],
+        );
+        self.pages(target, max_pages, enough).await
+    }
+
+    pub(crate) async fn pull_request(
+        &self,
+        repo: &str,
+        id: u64,
+    ) -> Result<PullRequestDetail, BitbucketError> {
+        let target = self.target(
+            &["repositories", repo, "pullrequests", &id.to_string()],
+            &[("fields", FIELDS_PULL_REQUEST)],
+        );
+        self.get(&target).await
+    }
+
+    /// Every branch with its head; `true` when the list is complete.
+    pub(crate) async fn branches(&self, repo: &str) -> Result<(Vec<Branch>, bool), BitbucketError> {
+        let target = self.target(
+            &["repositories", repo, "refs/branches"],
+            &[
+                ("pagelen", BRANCH_PAGELEN),
+                ("sort", "-target.date"),
+                ("fields", FIELDS_BRANCHES),
+            ],
+        );
+        self.pages(target, MAX_PAGES, |_| false).await
+    }
+
+    /// Commits reachable from `head` but not from `exclude`, newest first: one page of
+    /// `pagelen`, and whether there are more.
+    pub(crate) async fn commits_between(
+        &self,
+        repo: &str,
+        head: &str,
+        exclude: &str,
+        pagelen: usize,
+    ) -> Result<(Vec<Commit>, bool), BitbucketError> {
+        let pagelen = pagelen.to_string();
+        let target = self.target(
+            &["repositories", repo, "commits", head],
+            &[
+                ("exclude", exclude),
+                ("pagelen", &pagelen),
+                ("fields", FIELDS_COMMITS),
+            ],
+        );
+        let page: Page<Commit> = self.get(&target).await?;
+        Ok((page.values, page.next.is_some()))
+    }
+
+    /// The newest pipelines, newest first (one page).
+    pub(crate) async fn pipelines(&self, repo: &str) -> Result<Vec<Pipeline>, BitbucketError> {
+        let target = self.target(
+            &["repositories", repo, "pipelines"],
+            &[
+                ("sort", "-created_on"),
+                ("pagelen", "10"),
+                ("fields", FIELDS_PIPELINES),
+            ],
+        );
+        let page: Page<Pipeline> = self.get(&target).await?;
+        Ok(page.values)
+    }
+
+    /// Issues updated after `since`, newest first.
+    pub(crate) async fn issues(
+        &self,
+        repo: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Issue>, BitbucketError> {
+        let q = format!("updated_on>{}", bbql_time(since));
+        let target = self.target(
+            &["repositories", repo, "issues"],
+            &[
+                ("q", &q),
+                ("sort", "-updated_on"),
+                ("pagelen", FEED_PAGELEN),
+                ("fields", FIELDS_ISSUES),
+            ],
+        );
+        Ok(self.pages(target, MAX_PAGES, |_| false).await?.0)
+    }
+
+    /// Comments of issue `id` created after `since`, newest first (one page).
+    pub(crate) async fn issue_comments(
+        &self,
+        repo: &str,
+        id: u64,
+        since: Timestamp,
+    ) -> Result<Vec<IssueComment>, BitbucketError> {
+        let q = format!("created_on>{}", bbql_time(since));
+        let target = self.target(
+            &["repositories", repo, "issues", &id.to_string(), "comments"],
+            &[
+                ("q", &q),
+                ("sort", "-created_on"),
+                ("pagelen", FEED_PAGELEN),
+                ("fields", FIELDS_ISSUE_COMMENTS),
+            ],
+        );
+        let page: Page<IssueComment> = self.get(&target).await?;
+        Ok(page.values)
+    }
+
+    // -- plumbing ------------------------------------------------------------
+
+    /// Follows `next` links from `first`, at most `max_pages`, stopping after a page for
+    /// which `enough` is true. Returns the items and whether the list was read to its end.
+    async fn pages<T: DeserializeOwned>(
+        &self,
+        first: Target,
+        max_pages: usize,
+        mut enough: impl FnMut(&[T]) -> bool,
+    ) -> Result<(Vec<T>, bool), BitbucketError> {
+        let mut items = Vec::new();
+        let mut target = first;
+        for _ in 0..max_pages.max(1) {
+            let page: Page<T> = self.get(&target).await?;
+            let stop = enough(&page.values);
+            items.extend(page.values);
+            let Some(next) = page.next else {
+                return Ok((items, true));
+            };
+            if stop {
+                return Ok((items, false));
+            }
+            target = self.next_target(&next, &target.what)?;
+        }
+        Ok((items, false))
+    }
+
+    /// The opaque `next` link, refused if it leaves the API's origin (credentials go only
+    /// there).
+    fn next_target(&self, next: &str, what: &str) -> Result<Target, BitbucketError> {
+        let url = Url::parse(next).map_err(|error| BitbucketError::Decode {
+            what: what.to_string(),
+            cause: format!("`next` is not a URL: {error}"),
+        })?;
+        if url.origin() != self.api.origin() {
+            return Err(BitbucketError::Decode {
+                what: what.to_string(),
+                cause: "`next` points outside the API".into(),
+            });
+        }
+        Ok(Target {
+            what: url.path().to_string(),
+            url,
+        })
+    }
+
+    /// One GET, budgeted, retried on 5xx and timeouts, decoded as `T`.
+    async fn get<T: DeserializeOwned>(&self, target: &Target) -> Result<T, BitbucketError> {
+        let mut attempt = 0;
+        let mut renewed = false;
+        loop {
+            self.budget.acquire().await;
+            let result = self.send_once(target).await;
+            match result {
+                Err(BitbucketError::Unauthorized) if self.is_oauth() && !renewed => {
+                    renewed = true;
+                    *self.oauth_token.lock().await = None;
+                }
+                Err(error) if error.retryable() && attempt < SERVER_RETRIES => {
+                    attempt += 1;
+                    let delay = retry_delay(attempt);
+                    debug!(what = %target.what, %error, ?delay, "retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) => return Err(error),
+                Ok(body) => {
+                    return serde_json::from_slice(&body).map_err(|error| BitbucketError::Decode {
+                        what: target.what.clone(),
+                        cause: error.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn is_oauth(&self) -> bool {
+        matches!(self.credential, BitbucketCredential::OAuthConsumer(_))
+    }
+
+    async fn send_once(&self, target: &Target) -> Result<Vec<u8>, BitbucketError> {
+        let what = || target.what.clone();
+        let request = self
+            .http
+            .get(target.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(self.timeout);
+        let request = self.authorize(request).await?;
+        let response = request
+            .send()
+            .await
+            .map_err(|error| transport_error(error, what()))?;
+        let status = response.status();
+        self.observe_rate_headers(response.headers());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let asked = retry_after(response.headers());
+            let pause = self.budget.rate_limited(asked);
+            warn!(what = %target.what, ?pause, "Bitbucket rate limit hit; pausing every request");
+            return Err(BitbucketError::RateLimited {
+                retry_after: Some(pause),
+            });
+        }
+        self.budget.succeeded();
+        match status {
+            s if s.is_success() => response
+                .bytes()
+                .await
+                .map(|body| body.to_vec())
+                .map_err(|error| transport_error(error, what())),
+            StatusCode::UNAUTHORIZED => Err(BitbucketError::Unauthorized),
+            StatusCode::FORBIDDEN => Err(BitbucketError::Forbidden { what: what() }),
+            StatusCode::NOT_FOUND | StatusCode::GONE => {
+                Err(BitbucketError::NotFound { what: what() })
+            }
+            other => Err(BitbucketError::Server {
+                status: other.as_u16(),
+                what: what(),
+            }),
+        }
+    }
+
+    fn observe_rate_headers(&self, headers: &HeaderMap) {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let limit = header("x-ratelimit-limit").and_then(|v| v.trim().parse::<u32>().ok());
+        let near = header("x-ratelimit-nearlimit").map(|v| v.trim().eq_ignore_ascii_case("true"));
+        if limit.is_some() || near.is_some() {
+            self.budget.observe(limit, near);
+        }
+    }
+
+    async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, BitbucketError> {
+        Ok(match &self.credential {
+            BitbucketCredential::AccessToken(token) => request.bearer_auth(token.expose()),
+            BitbucketCredential::ApiToken { email, token } => {
+                request.basic_auth(email, Some(token.expose()))
+            }
+            BitbucketCredential::OAuthConsumer(consumer) => {
+                let token = self
+                    .oauth_access_token(&consumer.key, &consumer.secret)
+                    .await?;
+                request.bearer_auth(token.expose())
+            }
+        })
+    }
+
+    /// The consumer's access token, fetched with the client-credentials grant when there
+    /// is none or it is about to expire.
+    async fn oauth_access_token(
+        &self,
+        key: &str,
+        secret: &Secret<String>,
+    ) -> Result<Secret<String>, BitbucketError> {
+        let mut cached = self.oauth_token.lock().await;
+        if let Some(current) = cached.as_ref().filter(|c| c.renew_at > Instant::now()) {
+            return Ok(current.token.clone());
+        }
+        let what = || self.token_url.path().to_string();
+        let response = self
+            .http
+            .post(self.token_url.clone())
+            .basic_auth(key, Some(secret.expose()))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body("grant_type=client_credentials")
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|error| transport_error(error, what()))?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST {
+            return Err(BitbucketError::Unauthorized);
+        }
+        if !status.is_success() {
+            return Err(BitbucketError::Server {
+                status: status.as_u16(),
+                what: what(),
+            });
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| transport_error(error, what()))?;
+        let token: TokenResponse =
+            serde_json::from_slice(&body).map_err(|error| BitbucketError::Decode {
+                what: what(),
+                cause: error.to_string(),
+            })?;
+        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(3600));
+        let renew_in = lifetime
+            .saturating_sub(TOKEN_RENEW_MARGIN)
+            .max(lifetime / 2);
+        info!(
+            renew_in_secs = renew_in.as_secs(),
+            "Bitbucket OAuth token obtained"
+        );
+        let token = Secret::new(token.access_token);
+        *cached = Some(CachedToken {
+            token: token.clone(),
+            renew_at: Instant::now() + renew_in,
+        });
+        Ok(token)
+    }
+}
+
+fn transport_error(error: reqwest::Error, what: String) -> BitbucketError {
+    if error.is_timeout() {
+        BitbucketError::Timeout { what }
+    } else {
+        BitbucketError::Transport {
+            what,
+            cause: error.without_url().to_string(),
+        }
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by Bitbucket).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// 1 s, then 2 s, ... with up to half again of jitter.
+fn retry_delay(attempt: u32) -> Duration {
+    let base = Duration::from_secs(1) * 2u32.saturating_pow(attempt.saturating_sub(1));
+    base.mul_f64(1.0 + rand::rng().random_range(0.0..0.5))
+}
+
+/// A BBQL datetime literal (quoted, RFC 3339, UTC).
+fn bbql_time(time: Timestamp) -> String {
+    format!("\"{}\"", time.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(api: &str) -> BitbucketClient {
+        BitbucketClient::new(ClientSettings {
+            api_url: Url::parse(api).expect("url"),
+            oauth_url: Url::parse("https://bitbucket.org/site/oauth2").expect("url"),
+            credential: BitbucketCredential::AccessToken(Secret::new("s3cret".into())),
+            rate_limit_per_hour: 1000,
+            budget_percent: 80,
+            request_timeout: REQUEST_TIMEOUT,
+        })
+        .expect("client")
+    }
+
+    #[test]
+    fn targets_encode_queries_and_keep_the_query_out_of_what() {
+        let client = client("https://api.bitbucket.org/2.0");
+        let target = client.target(
+            &["repositories", "acme/api", "issues"],
+            &[
+                ("q", "updated_on>\"2026-01-01T00:00:00+00:00\""),
+                ("fields", "+x"),
+            ],
+        );
+        assert_eq!(target.what, "/2.0/repositories/acme/api/issues");
+        assert_eq!(
+            target.url.as_str(),
+            "https://api.bitbucket.org/2.0/repositories/acme/api/issues?q=updated_on%3E%222026-01-01T00%3A00%3A00%2B00%3A00%22&fields=%2Bx"
+        );
+        assert_eq!(
+            client.token_url.as_str(),
+            "https://bitbucket.org/site/oauth2/access_token"
+        );
+    }
+
+    #[test]
+    fn next_links_may_not_leave_the_api() {
+        let client = client("https://api.bitbucket.org/2.0/");
+        assert!(
+            client
+                .next_target("https://api.bitbucket.org/2.0/x?page=2", "x")
+                .is_ok()
+        );
+        let error = client
+            .next_target("https://evil.example/2.0/x?page=2", "x")
+            .err()
+            .expect("refused");
+        assert!(matches!(error, BitbucketError::Decode { .. }));
+    }
+
+    #[test]
+    fn bbql_times_are_quoted_utc() {
+        let time: Timestamp = "2026-01-02T03:04:05.5Z".parse().expect("time");
+        assert_eq!(bbql_time(time), "\"2026-01-02T03:04:05.500000+00:00\"");
+    }
+
+    #[test]
+    fn the_debug_form_shows_no_credential() {
+        assert!(!format!("{:?}", client("https://api.bitbucket.org/2.0/")).contains("s3cret"));
+    }
+}

@@ -1,0 +1,448 @@
+//! The Slack outbox drained against the fake Slack: exactly once, threaded, parent
+//! updated on merge, paused (and the subscriber told) on a channel Slack refuses, 429s
+//! waited out, dead letters after repeated failures, and a restart resumes the queue.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitbucket_slack::app::installations::Installer;
+use bitbucket_slack::bitbucket::{Activity, ActivityKind, Actor, PullRequestRef};
+use bitbucket_slack::clock::{Clock, ManualClock};
+use bitbucket_slack::config::Secret;
+use bitbucket_slack::metrics::Metrics;
+use bitbucket_slack::notify::subscription::{Features, Filters, Subscription, Target};
+use bitbucket_slack::notify::{render, route};
+use bitbucket_slack::slack::delivery::{Deliverer, DeliverySettings};
+use bitbucket_slack::slack::web::SlackWeb;
+use bitbucket_slack::store::{NewDelivery, Store};
+use jiff::Timestamp;
+use support::fake_slack::{FakeSlack, RecordedCall};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+struct Outbox {
+    slack: FakeSlack,
+    store: Store,
+    clock: ManualClock,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    dir: tempfile::TempDir,
+}
+
+fn pull_request() -> PullRequestRef {
+    PullRequestRef {
+        id: 7,
+        title: "Add retries".into(),
+        link: Some("https://bitbucket.org/acme/api/pull-requests/7".into()),
+        author: Some(Actor {
+            display_name: "Ada Lovelace".into(),
+            uuid: Some("{ada}".into()),
+        }),
+        source_branch: Some("feature/retries".into()),
+        destination_branch: Some("main".into()),
+    }
+}
+
+fn activity(name: &str, kind: ActivityKind) -> Activity {
+    Activity {
+        id: format!("acme/api:pr:7:{name}"),
+        repository: "acme/api".into(),
+        occurred_at: Timestamp::from_second(1_800_000_000).expect("valid"),
+        actor: Some(Actor {
+            display_name: "Grace Hopper".into(),
+            uuid: Some("{grace}".into()),
+        }),
+        link: None,
+        kind,
+    }
+}
+
+fn subscription(channel: &str, words: Features) -> Subscription {
+    Subscription {
+        team_id: "T0FAKE".into(),
+        channel_id: channel.into(),
+        target: Target::Repository("acme/api".into()),
+        features: words,
+        filters: Filters::default(),
+        main_branch: Some("main".into()),
+        created_by: "U0SUBSCRIBER".into(),
+        created_at: Timestamp::UNIX_EPOCH,
+        paused: None,
+    }
+}
+
+fn all_pr_features() -> Features {
+    let mut features = Features::defaults();
+    features.reviews = true;
+    features.comments = true;
+    features
+}
+
+async fn start_on(slack: FakeSlack, dir: tempfile::TempDir) -> Outbox {
+    let store = Store::open(dir.path()).expect("store");
+    let clock = ManualClock::new(Timestamp::from_second(1_800_000_000).expect("valid"));
+    let web = SlackWeb::new(&url::Url::parse(&slack.api_url()).expect("url")).expect("web");
+    Installer {
+        web: web.clone(),
+        store: store.clone(),
+        clock: Arc::new(clock.clone()),
+    }
+    .install_configured_token(&Secret::new("xoxb-delivery-bot".into()))
+    .await
+    .expect("install T0FAKE");
+    let wake = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
+    let deliverer = Deliverer {
+        web,
+        store: store.clone(),
+        clock: Arc::new(clock.clone()),
+        settings: DeliverySettings {
+            max_attempts: 2,
+            channel_interval: Duration::from_millis(20),
+            channel_burst: 3,
+            idle_wait: Duration::from_millis(50),
+        },
+        metrics: Metrics::default(),
+        wake: wake.clone(),
+    };
+    let task = tokio::spawn(deliverer.run(stop.clone()));
+    Outbox {
+        slack,
+        store,
+        clock,
+        wake,
+        stop,
+        task,
+        dir,
+    }
+}
+
+async fn start() -> Outbox {
+    start_on(
+        FakeSlack::start().await,
+        tempfile::tempdir().expect("tempdir"),
+    )
+    .await
+}
+
+impl Outbox {
+    /// Routes `activity` like the router does and enqueues what it decides.
+    async fn enqueue(&self, activity: &Activity, subscriptions: &[Subscription]) {
+        let notification = render(activity, &|_| None);
+        let deliveries = route(activity, subscriptions)
+            .into_iter()
+            .map(|(team_id, channel_id)| NewDelivery {
+                team_id,
+                channel_id,
+                activity_id: activity.id.clone(),
+                notification: notification.clone(),
+            })
+            .collect();
+        self.store
+            .deliveries
+            .enqueue(deliveries, self.clock.now())
+            .await
+            .expect("enqueue");
+        self.wake.notify_one();
+    }
+
+    async fn posts(&self, count: usize) -> Vec<RecordedCall> {
+        self.slack.wait_for_calls("chat.postMessage", count).await
+    }
+
+    /// Waits (without sleeping: the deliverer runs between checks) until `done` holds.
+    async fn until(&self, what: &str, done: impl Fn(&Store) -> bool) {
+        for _ in 0..1_000_000 {
+            if done(&self.store) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("gave up waiting until {what}");
+    }
+
+    async fn rescheduled(&self, reason: &str) {
+        self.until("the delivery is rescheduled", |store| {
+            let pending = store.deliveries.pending().expect("read the outbox");
+            pending
+                .iter()
+                .any(|d| d.last_error.as_deref() == Some(reason))
+        })
+        .await;
+    }
+
+    /// Stops the deliverer; it finishes (and records) a post in progress first, so the
+    /// store is settled when this returns.
+    async fn stop(self) -> Stopped {
+        self.stop.cancel();
+        self.task.await.expect("deliverer");
+        Stopped {
+            slack: self.slack,
+            store: self.store,
+            dir: self.dir,
+        }
+    }
+}
+
+struct Stopped {
+    slack: FakeSlack,
+    store: Store,
+    dir: tempfile::TempDir,
+}
+
+#[tokio::test]
+async fn a_pull_request_threads_and_merge_updates_the_parent() {
+    let outbox = start().await;
+    let subs = vec![subscription("C1", all_pr_features())];
+    outbox
+        .enqueue(
+            &activity(
+                "created",
+                ActivityKind::PullRequestCreated {
+                    pull_request: pull_request(),
+                },
+            ),
+            &subs,
+        )
+        .await;
+    let parent = outbox.posts(1).await[0].json();
+    assert_eq!(parent["channel"], "C1");
+    assert!(
+        parent["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("#7 Add retries"),
+        "{parent}"
+    );
+    assert!(parent.get("thread_ts").is_none());
+    let parent = |store: &Store| {
+        store
+            .deliveries
+            .thread_parent("T0FAKE", "C1", "pr:acme/api:7")
+            .expect("read")
+    };
+    outbox
+        .until("the parent is recorded", |store| parent(store).is_some())
+        .await;
+    let parent_ts = parent(&outbox.store).expect("recorded");
+
+    outbox
+        .enqueue(
+            &activity(
+                "approved",
+                ActivityKind::PullRequestApproved {
+                    pull_request: pull_request(),
+                },
+            ),
+            &subs,
+        )
+        .await;
+    let reply = outbox.posts(2).await[1].json();
+    assert_eq!(reply["thread_ts"], parent_ts.as_str());
+    assert!(reply.get("reply_broadcast").is_none_or(|b| b == false));
+
+    outbox
+        .enqueue(
+            &activity(
+                "merged",
+                ActivityKind::PullRequestMerged {
+                    pull_request: pull_request(),
+                },
+            ),
+            &subs,
+        )
+        .await;
+    let merged = outbox.posts(3).await[2].json();
+    assert_eq!(merged["thread_ts"], parent_ts.as_str());
+    assert_eq!(merged["reply_broadcast"], true);
+    let updates = outbox.slack.wait_for_calls("chat.update", 1).await;
+    let update = updates[0].json();
+    assert_eq!(update["ts"], parent_ts.as_str());
+    assert!(update.to_string().contains("*merged*"), "{update}");
+    let stopped = outbox.stop().await;
+    assert_eq!(stopped.store.deliveries.depth(), 0);
+    assert_eq!(
+        stopped.slack.calls_to("chat.postMessage").len(),
+        3,
+        "each exactly once"
+    );
+}
+
+#[tokio::test]
+async fn threading_off_posts_everything_in_the_channel() {
+    let outbox = start().await;
+    outbox
+        .store
+        .subscriptions
+        .set_threading("T0FAKE", "C1", false)
+        .await
+        .expect("set");
+    let subs = vec![subscription("C1", all_pr_features())];
+    outbox
+        .enqueue(
+            &activity(
+                "created",
+                ActivityKind::PullRequestCreated {
+                    pull_request: pull_request(),
+                },
+            ),
+            &subs,
+        )
+        .await;
+    outbox
+        .enqueue(
+            &activity(
+                "approved",
+                ActivityKind::PullRequestApproved {
+                    pull_request: pull_request(),
+                },
+            ),
+            &subs,
+        )
+        .await;
+    let posts = outbox.posts(2).await;
+    assert!(
+        posts
+            .iter()
+            .all(|post| post.json().get("thread_ts").is_none())
+    );
+    outbox.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_channel_pauses_its_subscriptions_and_tells_the_subscriber_once() {
+    let outbox = start().await;
+    outbox.slack.fail_channel("C-GONE", "channel_not_found");
+    let subscription = subscription("C-GONE", Features::defaults());
+    outbox
+        .store
+        .subscriptions
+        .put(&subscription)
+        .await
+        .expect("subscribe");
+    let subs = vec![subscription];
+    outbox
+        .enqueue(
+            &activity(
+                "created",
+                ActivityKind::PullRequestCreated {
+                    pull_request: pull_request(),
+                },
+            ),
+            &subs,
+        )
+        .await;
+    let posts = outbox.posts(2).await;
+    let dm = posts[1].json();
+    assert_eq!(dm["channel"], "U0SUBSCRIBER");
+    assert!(dm.to_string().contains("is paused"), "{dm}");
+    let stopped = outbox.stop().await;
+    let stored = stopped
+        .store
+        .subscriptions
+        .list_channel("T0FAKE", "C-GONE")
+        .expect("list");
+    assert_eq!(
+        stored[0].paused.as_ref().map(|p| p.reason.as_str()),
+        Some("channel_not_found")
+    );
+    let dead = stopped.store.deliveries.dead_letters().expect("dead");
+    assert_eq!(dead.len(), 1, "never silently dropped");
+    assert_eq!(dead[0].last_error.as_deref(), Some("channel_not_found"));
+    assert_eq!(
+        stopped.slack.calls_to("chat.postMessage").len(),
+        2,
+        "the DM went once"
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_waited_out_and_the_message_still_goes_once() {
+    let outbox = start().await;
+    outbox.slack.rate_limit_posts(1, 1);
+    let subs = vec![subscription("C1", Features::defaults())];
+    outbox
+        .enqueue(
+            &activity(
+                "created",
+                ActivityKind::PullRequestCreated {
+                    pull_request: pull_request(),
+                },
+            ),
+            &subs,
+        )
+        .await;
+    outbox.posts(1).await;
+    outbox.rescheduled("rate limited").await;
+    // Retry-After: 1 s. The manual clock passes it; the channel's own pause is real time.
+    outbox.clock.advance(jiff::SignedDuration::from_secs(2));
+    outbox.wake.notify_one();
+    let posts = outbox.posts(2).await;
+    assert_eq!(posts.len(), 2, "one 429, then the post");
+    let stopped = outbox.stop().await;
+    assert_eq!(stopped.store.deliveries.depth(), 0);
+    assert!(
+        stopped
+            .store
+            .deliveries
+            .dead_letters()
+            .expect("dead")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_restart_resumes_the_queue_with_nothing_twice() {
+    let outbox = start().await;
+    // The workspace is uninstalled for now: deliveries wait in the outbox.
+    outbox
+        .store
+        .installations
+        .mark_uninstalled("T0FAKE", outbox.clock.now())
+        .await
+        .expect("uninstall");
+    let subs = vec![subscription("C1", all_pr_features())];
+    outbox
+        .enqueue(
+            &activity(
+                "created",
+                ActivityKind::PullRequestCreated {
+                    pull_request: pull_request(),
+                },
+            ),
+            &subs,
+        )
+        .await;
+    outbox
+        .enqueue(
+            &activity(
+                "approved",
+                ActivityKind::PullRequestApproved {
+                    pull_request: pull_request(),
+                },
+            ),
+            &subs,
+        )
+        .await;
+    let stopped = outbox.stop().await;
+    assert!(stopped.slack.calls_to("chat.postMessage").is_empty());
+    assert_eq!(stopped.store.deliveries.depth(), 2);
+    drop(stopped.store);
+
+    // Reinstalled, restarted on the same store: both delivered, once each.
+    let outbox = start_on(stopped.slack, stopped.dir).await;
+    outbox.clock.advance(jiff::SignedDuration::from_mins(2));
+    outbox.wake.notify_one();
+    let posts = outbox.posts(2).await;
+    assert!(posts[1].json().get("thread_ts").is_some());
+    let stopped = outbox.stop().await;
+    assert_eq!(stopped.store.deliveries.depth(), 0);
+    assert_eq!(
+        stopped.slack.calls_to("chat.postMessage").len(),
+        2,
+        "nothing twice"
+    );
+}

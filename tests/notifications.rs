@@ -1,0 +1,194 @@
+//! End to end with both fakes: a channel subscribes through the slash command, the fake
+//! Bitbucket opens, approves and merges a pull request, and the fake Slack gets exactly
+//! the messages a person expects: the parent, a thread reply, a broadcast and an update.
+//! Waits are for requests and calls; nothing sleeps.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bitbucket_slack::app;
+use bitbucket_slack::clock::SystemClock;
+use bitbucket_slack::config::Config;
+use serde_json::{Value, json};
+use support::fake_bitbucket::{Endpoint, FakeBitbucket, TOKEN};
+use support::fake_slack::{FakeSlack, FakeSocket};
+use tokio_util::sync::CancellationToken;
+
+struct Daemon {
+    slack: FakeSlack,
+    bitbucket: FakeBitbucket,
+    socket: FakeSocket,
+    shutdown: CancellationToken,
+    running: app::Running,
+    next: std::sync::atomic::AtomicU64,
+    _dir: tempfile::TempDir,
+}
+
+async fn daemon(repos: &[&str]) -> Daemon {
+    let _ = tracing_subscriber::fmt().with_env_filter("debug,hyper=info,sled=info,reqwest=info,h2=info,tungstenite=info,tokio_tungstenite=info").with_test_writer().try_init();
+    let slack = FakeSlack::start().await;
+    let bitbucket = FakeBitbucket::start().await;
+    for repo in repos {
+        bitbucket.add_repository(repo);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env: HashMap<String, String> = [
+        ("SLACK__APP_TOKEN", "xapp-1-notify".to_string()),
+        ("SLACK__BOT_TOKEN", "xoxb-notify-bot".into()),
+        ("SLACK__API_URL", slack.api_url()),
+        ("SLACK__SOCKET_CONNECTIONS", "1".into()),
+        ("BITBUCKET__API_URL", bitbucket.api_url()),
+        ("BITBUCKET__OAUTH_URL", bitbucket.oauth_url()),
+        ("BITBUCKET__TOKEN", TOKEN.into()),
+        ("BITBUCKET__POLL_INTERVAL_SECS", "1".into()),
+        ("STORAGE__PATH", dir.path().join("data").display().to_string()),
+        ("HTTP__LISTEN", "127.0.0.1:0".into()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (format!("BITBUCKET_SLACK__{key}"), value))
+    .collect();
+    let config = Config::load(None, &env).expect("valid config");
+    let shutdown = CancellationToken::new();
+    let running = app::start(config, Arc::new(SystemClock), shutdown.clone())
+        .await
+        .expect("starts");
+    let socket = slack.accept().await;
+    Daemon {
+        slack,
+        bitbucket,
+        socket,
+        shutdown,
+        running,
+        next: std::sync::atomic::AtomicU64::new(0),
+        _dir: dir,
+    }
+}
+
+fn blocks_text(payload: &Value) -> String {
+    payload["blocks"]
+        .as_array()
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter_map(|block| block["text"]["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+impl Daemon {
+    async fn command(&self, channel: &str, text: &str) -> String {
+        let id = format!("env-{}", self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        self.socket
+            .send_json(&json!({
+                "envelope_id": id, "type": "slash_commands", "accepts_response_payload": true,
+                "payload": {
+                    "team_id": "T0FAKE", "channel_id": channel, "user_id": "U1",
+                    "command": "/bitbucket", "text": text,
+                    "response_url": self.slack.response_url("r"), "trigger_id": "t"
+                }
+            }))
+            .await;
+        let ack = self.socket.next_ack().await;
+        if ack.get("payload").is_some() {
+            return blocks_text(&ack["payload"]);
+        }
+        // Over the reply budget: the reply went to response_url.
+        let calls = self.slack.wait_for_calls("/response/r", 1).await;
+        calls.last().expect("a reply").json().to_string()
+    }
+
+    /// The chat.postMessage calls into `channel`, once there are `count` of them.
+    async fn posts_in(&self, channel: &str, count: usize) -> Vec<Value> {
+        let mut total = count;
+        loop {
+            let posts: Vec<Value> = self
+                .slack
+                .wait_for_calls("chat.postMessage", total)
+                .await
+                .iter()
+                .map(|call| call.json())
+                .filter(|post| post["channel"] == channel)
+                .collect();
+            if posts.len() >= count {
+                return posts;
+            }
+            total += 1;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.wait().await.expect("clean stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
+    let daemon = daemon(&["acme/api"]).await;
+    let reply = daemon.command("C1", "subscribe acme/api reviews").await;
+    assert!(reply.contains("Subscribed this channel to `acme/api`"), "{reply}");
+    assert!(reply.contains("pullrequests commits reviews"), "{reply}");
+    let listed = daemon.command("C1", "subscriptions").await;
+    assert!(listed.contains("acme/api"), "{listed}");
+
+    // The first poll records a baseline; only what happens after it is news. A second
+    // poll starts only once the first is committed.
+    daemon.bitbucket.wait_for(Endpoint::Branches, 2).await;
+    daemon
+        .bitbucket
+        .push("acme/api", "feature/retries", &["Retry with backoff"]);
+    let pr = daemon
+        .bitbucket
+        .open_pull_request("acme/api", "feature/retries", "Add <retries> & backoff", "ada");
+    let posts = daemon.posts_in("C1", 1).await;
+    let parent = &posts[0];
+    let text = blocks_text(parent);
+    assert!(text.contains(&format!("#{pr} Add &lt;retries&gt; &amp; backoff")), "{text}");
+    assert!(text.contains("https://bitbucket.org/acme/api/pull-requests/"), "{text}");
+    assert!(parent.get("thread_ts").is_none());
+
+    daemon.bitbucket.approve("acme/api", pr, "grace");
+    let posts = daemon.posts_in("C1", 2).await;
+    assert!(blocks_text(&posts[1]).contains("approved"), "{}", posts[1]);
+    assert!(posts[1]["thread_ts"].is_string(), "a thread reply: {}", posts[1]);
+    let parent_ts = posts[1]["thread_ts"].as_str().expect("ts").to_string();
+
+    daemon.bitbucket.merge("acme/api", pr, "ada");
+    let posts = daemon.posts_in("C1", 3).await;
+    assert!(blocks_text(&posts[2]).contains("merged"), "{}", posts[2]);
+    assert_eq!(posts[2]["thread_ts"], parent_ts.as_str());
+    assert_eq!(posts[2]["reply_broadcast"], true);
+    let updates = daemon.slack.wait_for_calls("chat.update", 1).await;
+    assert_eq!(updates[0].json()["ts"], parent_ts.as_str());
+
+    assert_eq!(daemon.posts_in("C1", 3).await.len(), 3, "exactly once each");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_subscribe_input_is_explained_and_nothing_is_stored() {
+    let daemon = daemon(&["acme/api"]).await;
+    for (text, expected) in [
+        ("subscribe", "name a repository"),
+        ("subscribe acme/", "is not a repository such as `acme/api`"),
+        ("subscribe acme/api bogus", "`bogus` is not a feature"),
+        ("subscribe acme/api commits:rel[ease", "patterns use only `*` and `?`"),
+        ("subscribe acme/missing", "was not found on Bitbucket"),
+        ("settings threading maybe", "say `threading on` or `threading off`"),
+    ] {
+        let reply = daemon.command("C1", text).await;
+        assert!(reply.contains(expected), "{text}: {reply}");
+    }
+    assert!(daemon.command("C1", "subscriptions").await.contains("no subscriptions"));
+    daemon.slack.set_channel("C-PRIVATE", true, false);
+    let reply = daemon.command("C-PRIVATE", "subscribe acme/api").await;
+    assert!(reply.contains("/invite @bitbucket"), "{reply}");
+    assert!(daemon.command("C-PRIVATE", "subscriptions").await.contains("no subscriptions"));
+    let features = daemon.command("C1", "subscriptions features").await;
+    assert!(features.contains("commits:<pattern>") && features.contains("-author:<name>"), "{features}");
+    daemon.stop().await;
+}
