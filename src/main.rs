@@ -40,6 +40,10 @@ enum CliCommand {
     Status(ListArgs),
     /// Every installed workspace: state, permissions, missing scopes. Never tokens.
     Installations(ListArgs),
+    /// Channel subscriptions, optionally of one workspace or channel.
+    Subscriptions(SubscriptionArgs),
+    /// The Slack outbox (or its dead letters); `outbox retry` re-queues dead letters.
+    Outbox(OutboxArgs),
     /// Write a consistent backup of the store to FILE (tokens stay encrypted).
     Backup(FileArgs),
     /// Restore a backup into an empty storage.path; only with the daemon stopped.
@@ -55,6 +59,44 @@ struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct SubscriptionArgs {
+    #[command(flatten)]
+    list: ListArgs,
+    /// Only this Slack workspace (team id).
+    #[arg(long)]
+    team: Option<String>,
+    /// Only this Slack channel (channel id).
+    #[arg(long)]
+    channel: Option<String>,
+}
+
+#[derive(Args)]
+struct OutboxArgs {
+    #[command(subcommand)]
+    retry: Option<OutboxCommand>,
+    #[command(flatten)]
+    list: ListArgs,
+    /// The dead letters instead of the waiting messages.
+    #[arg(long)]
+    dead: bool,
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Move a dead letter (by id) or all of them back into the outbox.
+    Retry {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The dead letter's id (from `outbox --dead`).
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        id: Option<u64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all_dead: bool,
+    },
 }
 
 #[derive(Args)]
@@ -103,6 +145,19 @@ fn main() -> ExitCode {
         CliCommand::Installations(args) => operate(&args.config, &env, |config| async move {
             app::cli::installations(&config, args.json).await
         }),
+        CliCommand::Subscriptions(args) => operate(&args.list.config, &env, |config| async move {
+            app::cli::subscriptions(&config, args.team, args.channel, args.list.json).await
+        }),
+        CliCommand::Outbox(args) => match args.retry {
+            Some(OutboxCommand::Retry { config, id, .. }) => {
+                operate(&config, &env, |config| async move {
+                    app::cli::outbox_retry(&config, Arc::new(clock::SystemClock), id).await
+                })
+            }
+            None => operate(&args.list.config, &env, |config| async move {
+                app::cli::outbox(&config, args.dead, args.list.json).await
+            }),
+        },
         CliCommand::Backup(args) => operate(&args.config, &env, |config| async move {
             app::cli::backup(&config, Arc::new(clock::SystemClock), &args.file).await
         }),

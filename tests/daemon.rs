@@ -9,6 +9,9 @@ use support::fake_slack::FakeSlack;
 
 const APP_TOKEN: &str = "xapp-1-A0FAKE-1234-daemon-test-secret";
 const BOT_TOKEN: &str = "xoxb-0000-daemon-bot-secret";
+const CLIENT_SECRET: &str = "slack-client-secret-daemon-test";
+const USER_OAUTH_SECRET: &str = "bitbucket-consumer-secret-daemon-test";
+const ENCRYPTION_KEY: &str = "c2VjcmV0LWtleS0zMi1ieXRlcy1sb25nLWV4YWN0bHk=";
 
 #[tokio::test]
 async fn check_accepts_env_only_configuration() {
@@ -62,11 +65,16 @@ async fn check_takes_the_config_path_from_the_environment() {
 }
 
 fn config_for(fake: &FakeSlack, storage: &std::path::Path) -> String {
+    let key_file = storage.with_extension("key");
+    std::fs::write(&key_file, ENCRYPTION_KEY).expect("write the key file");
     format!(
         "[slack]\napp_token = \"{APP_TOKEN}\"\nbot_token = \"{BOT_TOKEN}\"\napi_url = \"{}\"\nsocket_connections = 1\n\
-         [storage]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"debug\"\n",
+         client_id = \"4242.4242\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
+         [bitbucket.user_oauth]\nkey = \"consumer-key\"\nsecret = \"{USER_OAUTH_SECRET}\"\n\
+         [storage]\npath = \"{}\"\nencryption_key_file = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"trace\"\n",
         fake.api_url(),
-        storage.display()
+        storage.display(),
+        key_file.display()
     )
 }
 

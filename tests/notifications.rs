@@ -43,7 +43,10 @@ async fn daemon(repos: &[&str]) -> Daemon {
         ("BITBUCKET__OAUTH_URL", bitbucket.oauth_url()),
         ("BITBUCKET__TOKEN", TOKEN.into()),
         ("BITBUCKET__POLL_INTERVAL_SECS", "1".into()),
-        ("STORAGE__PATH", dir.path().join("data").display().to_string()),
+        (
+            "STORAGE__PATH",
+            dir.path().join("data").display().to_string(),
+        ),
         ("HTTP__LISTEN", "127.0.0.1:0".into()),
     ]
     .into_iter()
@@ -81,7 +84,10 @@ fn blocks_text(payload: &Value) -> String {
 
 impl Daemon {
     async fn command(&self, channel: &str, text: &str) -> String {
-        let id = format!("env-{}", self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let id = format!(
+            "env-{}",
+            self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         self.socket
             .send_json(&json!({
                 "envelope_id": id, "type": "slash_commands", "accepts_response_payload": true,
@@ -130,7 +136,10 @@ impl Daemon {
 async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
     let daemon = daemon(&["acme/api"]).await;
     let reply = daemon.command("C1", "subscribe acme/api reviews").await;
-    assert!(reply.contains("Subscribed this channel to `acme/api`"), "{reply}");
+    assert!(
+        reply.contains("Subscribed this channel to `acme/api`"),
+        "{reply}"
+    );
     assert!(reply.contains("pullrequests commits reviews"), "{reply}");
     let listed = daemon.command("C1", "subscriptions").await;
     assert!(listed.contains("acme/api"), "{listed}");
@@ -141,20 +150,33 @@ async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
     daemon
         .bitbucket
         .push("acme/api", "feature/retries", &["Retry with backoff"]);
-    let pr = daemon
-        .bitbucket
-        .open_pull_request("acme/api", "feature/retries", "Add <retries> & backoff", "ada");
+    let pr = daemon.bitbucket.open_pull_request(
+        "acme/api",
+        "feature/retries",
+        "Add <retries> & backoff",
+        "ada",
+    );
     let posts = daemon.posts_in("C1", 1).await;
     let parent = &posts[0];
     let text = blocks_text(parent);
-    assert!(text.contains(&format!("#{pr} Add &lt;retries&gt; &amp; backoff")), "{text}");
-    assert!(text.contains("https://bitbucket.org/acme/api/pull-requests/"), "{text}");
+    assert!(
+        text.contains(&format!("#{pr} Add &lt;retries&gt; &amp; backoff")),
+        "{text}"
+    );
+    assert!(
+        text.contains("https://bitbucket.org/acme/api/pull-requests/"),
+        "{text}"
+    );
     assert!(parent.get("thread_ts").is_none());
 
     daemon.bitbucket.approve("acme/api", pr, "grace");
     let posts = daemon.posts_in("C1", 2).await;
     assert!(blocks_text(&posts[1]).contains("approved"), "{}", posts[1]);
-    assert!(posts[1]["thread_ts"].is_string(), "a thread reply: {}", posts[1]);
+    assert!(
+        posts[1]["thread_ts"].is_string(),
+        "a thread reply: {}",
+        posts[1]
+    );
     let parent_ts = posts[1]["thread_ts"].as_str().expect("ts").to_string();
 
     daemon.bitbucket.merge("acme/api", pr, "ada");
@@ -176,19 +198,38 @@ async fn bad_subscribe_input_is_explained_and_nothing_is_stored() {
         ("subscribe", "name a repository"),
         ("subscribe acme/", "is not a repository such as `acme/api`"),
         ("subscribe acme/api bogus", "`bogus` is not a feature"),
-        ("subscribe acme/api commits:rel[ease", "patterns use only `*` and `?`"),
+        (
+            "subscribe acme/api commits:rel[ease",
+            "patterns use only `*` and `?`",
+        ),
         ("subscribe acme/missing", "was not found on Bitbucket"),
-        ("settings threading maybe", "say `threading on` or `threading off`"),
+        (
+            "settings threading maybe",
+            "say `threading on` or `threading off`",
+        ),
     ] {
         let reply = daemon.command("C1", text).await;
         assert!(reply.contains(expected), "{text}: {reply}");
     }
-    assert!(daemon.command("C1", "subscriptions").await.contains("no subscriptions"));
+    assert!(
+        daemon
+            .command("C1", "subscriptions")
+            .await
+            .contains("no subscriptions")
+    );
     daemon.slack.set_channel("C-PRIVATE", true, false);
     let reply = daemon.command("C-PRIVATE", "subscribe acme/api").await;
     assert!(reply.contains("/invite @bitbucket"), "{reply}");
-    assert!(daemon.command("C-PRIVATE", "subscriptions").await.contains("no subscriptions"));
+    assert!(
+        daemon
+            .command("C-PRIVATE", "subscriptions")
+            .await
+            .contains("no subscriptions")
+    );
     let features = daemon.command("C1", "subscriptions features").await;
-    assert!(features.contains("commits:<pattern>") && features.contains("-author:<name>"), "{features}");
+    assert!(
+        features.contains("commits:<pattern>") && features.contains("-author:<name>"),
+        "{features}"
+    );
     daemon.stop().await;
 }

@@ -229,3 +229,36 @@ async fn doctor_reports_each_check_and_fails_on_a_refused_token() {
     assert!(stdout.contains("check slack.app_token"), "{stdout}");
     assert!(!stdout.contains("ops-app-secret"));
 }
+
+#[tokio::test]
+async fn subscriptions_and_outbox_listings_from_the_running_daemon() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    let config = write_config(dir.path(), &config_text(&fake, &storage));
+    let (daemon, _socket) = started(&config, &fake).await;
+    let (code, stdout, stderr) =
+        cli(&config, &["subscriptions", "--json", "--team", "T0FAKE"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "[]");
+    assert!(
+        !stderr.contains("not running"),
+        "answered by the daemon: {stderr}"
+    );
+    let (code, stdout, _) = cli(&config, &["outbox", "--dead", "--json"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), "[]");
+    let (code, stdout, _) = cli(&config, &["outbox"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), "the outbox is empty");
+    let (code, _, stderr) = cli(&config, &["outbox", "retry", "42"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no dead letter has the id 42"), "{stderr}");
+    let (code, stdout, _) = cli(&config, &["status"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("outbox:        0 waiting, 0 dead letters"),
+        "{stdout}"
+    );
+    stop(daemon).await;
+}

@@ -28,6 +28,18 @@ use crate::upgrade;
 pub enum AdminRequest {
     Status,
     Installations,
+    Subscriptions {
+        team: Option<String>,
+        channel: Option<String>,
+    },
+    /// The Slack outbox, or its dead letters.
+    Outbox {
+        dead: bool,
+    },
+    /// Puts one dead letter (or, with `None`, all of them) back into the outbox.
+    OutboxRetry {
+        id: Option<u64>,
+    },
     /// Answered with the backup file's lines, then the connection closes.
     Backup,
 }
@@ -39,6 +51,15 @@ pub enum AdminResponse {
     Status(StatusReport),
     Installations {
         installations: Vec<InstallationRow>,
+    },
+    Subscriptions {
+        subscriptions: Vec<SubscriptionRow>,
+    },
+    Outbox {
+        deliveries: Vec<DeliveryRow>,
+    },
+    Retried {
+        count: usize,
     },
     /// A backup follows on the next lines.
     Backup,
@@ -59,6 +80,86 @@ pub struct StatusReport {
     pub sockets: Vec<SlotHealth>,
     pub installations: usize,
     pub active_installations: usize,
+    /// Repositories the poller watches, and those answering 404/403.
+    pub watched_repositories: usize,
+    pub broken_repositories: Vec<String>,
+    /// Bitbucket requests in the last hour and the hourly budget (daemon only).
+    pub bitbucket_requests_last_hour: Option<usize>,
+    pub bitbucket_budget_per_hour: Option<usize>,
+    /// Activities found but not yet routed to channels.
+    pub activity_backlog: usize,
+    pub outbox_depth: usize,
+    pub dead_letters: usize,
+}
+
+/// One subscription as the CLI shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRow {
+    pub team_id: String,
+    pub channel_id: String,
+    pub target: String,
+    pub features: Vec<String>,
+    pub filters: Vec<String>,
+    pub paused: Option<String>,
+    pub created_by: String,
+}
+
+/// One outbox entry as the CLI shows it: never the message body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRow {
+    pub id: u64,
+    pub team_id: String,
+    pub channel_id: String,
+    pub activity_id: String,
+    pub attempts: u32,
+    pub not_before: Timestamp,
+    pub last_error: Option<String>,
+}
+
+pub fn subscription_rows(
+    store: &Store,
+    team: Option<&str>,
+    channel: Option<&str>,
+) -> Result<Vec<SubscriptionRow>, crate::store::StoreError> {
+    Ok(store
+        .subscriptions
+        .list_all()?
+        .into_iter()
+        .filter(|s| team.is_none_or(|team| s.team_id == team))
+        .filter(|s| channel.is_none_or(|channel| s.channel_id == channel))
+        .map(|s| SubscriptionRow {
+            team_id: s.team_id.clone(),
+            channel_id: s.channel_id.clone(),
+            target: s.target.as_str().to_string(),
+            features: s.features.words(),
+            filters: s.filters.words(),
+            paused: s.paused.as_ref().map(|pause| pause.reason.clone()),
+            created_by: s.created_by.clone(),
+        })
+        .collect())
+}
+
+pub fn delivery_rows(
+    store: &Store,
+    dead: bool,
+) -> Result<Vec<DeliveryRow>, crate::store::StoreError> {
+    let deliveries = if dead {
+        store.deliveries.dead_letters()?
+    } else {
+        store.deliveries.pending()?
+    };
+    Ok(deliveries
+        .into_iter()
+        .map(|d| DeliveryRow {
+            id: d.id,
+            team_id: d.team_id,
+            channel_id: d.channel_id,
+            activity_id: d.activity_id,
+            attempts: d.attempts,
+            not_before: d.not_before,
+            last_error: d.last_error,
+        })
+        .collect())
 }
 
 /// One installation as the CLI shows it: never the token.
@@ -114,6 +215,7 @@ pub fn status_report(
     sockets: Vec<SlotHealth>,
 ) -> Result<StatusReport, crate::store::StoreError> {
     let installations = store.installations.list()?;
+    let watched = store.repositories.list()?;
     Ok(StatusReport {
         source: source.into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -122,6 +224,20 @@ pub fn status_report(
         sockets,
         active_installations: installations.iter().filter(|i| i.is_active()).count(),
         installations: installations.len(),
+        watched_repositories: watched.len(),
+        broken_repositories: watched
+            .iter()
+            .filter_map(|repo| {
+                repo.broken
+                    .as_ref()
+                    .map(|broken| format!("{} ({})", repo.name, broken.reason))
+            })
+            .collect(),
+        bitbucket_requests_last_hour: None,
+        bitbucket_budget_per_hour: None,
+        activity_backlog: store.activities.len(),
+        outbox_depth: store.deliveries.depth(),
+        dead_letters: store.deliveries.dead_letters()?.len(),
     })
 }
 
@@ -132,6 +248,8 @@ pub struct AdminState {
     pub sockets: SocketHealth,
     pub clock: Arc<dyn Clock>,
     pub started_at: Timestamp,
+    /// The poller's client, for its request budget; `None` without a credential.
+    pub bitbucket: Option<crate::bitbucket::BitbucketClient>,
 }
 
 /// Binds the admin socket (replacing a stale file), mode 0600.
@@ -219,8 +337,38 @@ async fn answer(stream: UnixStream, owner: Option<u32>, state: &AdminState) -> s
                 Some(state.started_at),
                 state.sockets.snapshot(),
             )
-            .map(AdminResponse::Status)
+            .map(|mut report| {
+                if let Some(client) = &state.bitbucket {
+                    report.bitbucket_requests_last_hour = Some(client.budget().used_in_last_hour());
+                    report.bitbucket_budget_per_hour = Some(client.budget().allowance());
+                }
+                AdminResponse::Status(report)
+            })
             .unwrap_or_else(store_error);
+            reply(&mut write, &response).await
+        }
+        AdminRequest::Subscriptions { team, channel } => {
+            let response = subscription_rows(&state.store, team.as_deref(), channel.as_deref())
+                .map(|subscriptions| AdminResponse::Subscriptions { subscriptions })
+                .unwrap_or_else(store_error);
+            reply(&mut write, &response).await
+        }
+        AdminRequest::Outbox { dead } => {
+            let response = delivery_rows(&state.store, dead)
+                .map(|deliveries| AdminResponse::Outbox { deliveries })
+                .unwrap_or_else(store_error);
+            reply(&mut write, &response).await
+        }
+        AdminRequest::OutboxRetry { id } => {
+            let response = match state
+                .store
+                .deliveries
+                .retry_dead(id, state.clock.now())
+                .await
+            {
+                Ok(count) => AdminResponse::Retried { count },
+                Err(error) => store_error(error),
+            };
             reply(&mut write, &response).await
         }
         AdminRequest::Installations => {

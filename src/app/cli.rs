@@ -16,7 +16,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::admin::{
-    AdminRequest, AdminResponse, InstallationRow, StatusReport, installation_rows, status_report,
+    AdminRequest, AdminResponse, DeliveryRow, InstallationRow, StatusReport, SubscriptionRow,
+    delivery_rows, installation_rows, status_report, subscription_rows,
 };
 use crate::clock::Clock;
 use crate::config::Config;
@@ -120,6 +121,27 @@ fn render_status(report: &StatusReport) -> String {
         "installations: {} ({} active)\n",
         report.installations, report.active_installations
     ));
+    let budget = match (
+        report.bitbucket_requests_last_hour,
+        report.bitbucket_budget_per_hour,
+    ) {
+        (Some(used), Some(budget)) => format!("{used} of {budget} requests in the last hour"),
+        _ => "budget not known (daemon not running, or no Bitbucket credential)".into(),
+    };
+    out.push_str(&format!(
+        "poller:        {} repositories watched, {budget}, {} activities waiting\n",
+        report.watched_repositories, report.activity_backlog
+    ));
+    if !report.broken_repositories.is_empty() {
+        out.push_str(&format!(
+            "broken:        {}\n",
+            report.broken_repositories.join(", ")
+        ));
+    }
+    out.push_str(&format!(
+        "outbox:        {} waiting, {} dead letters\n",
+        report.outbox_depth, report.dead_letters
+    ));
     if report.sockets.is_empty() {
         out.push_str("sockets:       none (the daemon is not running)\n");
     }
@@ -217,6 +239,140 @@ pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(row.clone()));
     }
     out
+}
+
+/// `bitbucket-slack subscriptions [--team T] [--channel C]`.
+pub async fn subscriptions(
+    config: &Config,
+    team: Option<String>,
+    channel: Option<String>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let rows = match reach(config).await? {
+        Channel::Daemon(stream) => {
+            match ask(stream, &AdminRequest::Subscriptions { team, channel })
+                .await?
+                .0
+            {
+                AdminResponse::Subscriptions { subscriptions } => subscriptions,
+                other => bail!("unexpected answer from the daemon: {other:?}"),
+            }
+        }
+        Channel::Store(store) => subscription_rows(&store, team.as_deref(), channel.as_deref())?,
+    };
+    if json {
+        print_json(&rows)?;
+    } else {
+        print!("{}", render_subscriptions(&rows));
+    }
+    Ok(0)
+}
+
+fn render_subscriptions(rows: &[SubscriptionRow]) -> String {
+    if rows.is_empty() {
+        return "no subscriptions\n".into();
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.team_id.clone(),
+                row.channel_id.clone(),
+                row.target.clone(),
+                row.features.join(" "),
+                if row.filters.is_empty() {
+                    "-".into()
+                } else {
+                    row.filters.join(" ")
+                },
+                row.paused
+                    .clone()
+                    .map(|reason| format!("paused: {reason}"))
+                    .unwrap_or_else(|| "active".into()),
+            ]
+        })
+        .collect();
+    render_table(
+        &["TEAM", "CHANNEL", "TARGET", "FEATURES", "FILTERS", "STATE"],
+        &table,
+    )
+}
+
+/// `bitbucket-slack outbox [--dead]`.
+pub async fn outbox(config: &Config, dead: bool, json: bool) -> anyhow::Result<u8> {
+    let rows = match reach(config).await? {
+        Channel::Daemon(stream) => match ask(stream, &AdminRequest::Outbox { dead }).await?.0 {
+            AdminResponse::Outbox { deliveries } => deliveries,
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        },
+        Channel::Store(store) => delivery_rows(&store, dead)?,
+    };
+    if json {
+        print_json(&rows)?;
+    } else {
+        print!("{}", render_deliveries(&rows, dead));
+    }
+    Ok(0)
+}
+
+fn render_deliveries(rows: &[DeliveryRow], dead: bool) -> String {
+    if rows.is_empty() {
+        return if dead {
+            "no dead letters\n".into()
+        } else {
+            "the outbox is empty\n".into()
+        };
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.id.to_string(),
+                row.team_id.clone(),
+                row.channel_id.clone(),
+                row.activity_id.clone(),
+                row.attempts.to_string(),
+                row.last_error.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    render_table(
+        &[
+            "ID",
+            "TEAM",
+            "CHANNEL",
+            "ACTIVITY",
+            "ATTEMPTS",
+            "LAST ERROR",
+        ],
+        &table,
+    )
+}
+
+/// `bitbucket-slack outbox retry ID|--all-dead`.
+pub async fn outbox_retry(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    id: Option<u64>,
+) -> anyhow::Result<u8> {
+    let count = match reach(config).await? {
+        Channel::Daemon(stream) => match ask(stream, &AdminRequest::OutboxRetry { id }).await?.0 {
+            AdminResponse::Retried { count } => count,
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        },
+        Channel::Store(store) => store.deliveries.retry_dead(id, clock.now()).await?,
+    };
+    if count == 0 {
+        match id {
+            Some(id) => {
+                bail!("no dead letter has the id {id} (see `bitbucket-slack outbox --dead`)")
+            }
+            None => println!("no dead letters to retry"),
+        }
+    } else {
+        println!("{count} dead letter(s) moved back into the outbox");
+    }
+    Ok(0)
 }
 
 /// `bitbucket-slack backup FILE`: a consistent snapshot, from the daemon if it runs.

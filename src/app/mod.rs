@@ -137,20 +137,7 @@ pub async fn start(
         )
     })?;
     let background = CancellationToken::new();
-    tokio::spawn(
-        admin::serve(
-            admin_listener,
-            config.admin.socket.clone(),
-            admin::AdminState {
-                store: store.clone(),
-                sockets: health.clone(),
-                clock: clock.clone(),
-                started_at: clock.now(),
-            },
-            background.clone(),
-        )
-        .instrument(info_span!("admin")),
-    );
+
     let slack_oauth = config.slack.oauth.clone().map(|oauth| SlackOAuth {
         config: oauth,
         authorize_url: config.slack.oauth_authorize_url.clone(),
@@ -205,6 +192,21 @@ pub async fn start(
         shutdown.clone(),
     )?
     .map(|(_task, client)| client);
+    tokio::spawn(
+        admin::serve(
+            admin_listener,
+            config.admin.socket.clone(),
+            admin::AdminState {
+                store: store.clone(),
+                sockets: health.clone(),
+                clock: clock.clone(),
+                started_at: clock.now(),
+                bitbucket: bitbucket.clone(),
+            },
+            background.clone(),
+        )
+        .instrument(info_span!("admin")),
+    );
     let subscriptions = subscriptions::Subscriptions {
         store: store.clone(),
         web: web.clone(),

@@ -64,7 +64,9 @@ fn target_and_words(args: &[&str]) -> Result<(Target, Vec<SubscribeWord>), Strin
     })?;
     let words = args[1..]
         .iter()
-        .map(|word| parse_word(word).map_err(|error| crate::notify::render::escape(&error.to_string())))
+        .map(|word| {
+            parse_word(word).map_err(|error| crate::notify::render::escape(&error.to_string()))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((target, words))
 }
