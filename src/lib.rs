@@ -9,16 +9,21 @@
 //! | `config`    | raw layered config → validated [`config::Config`]; `Secret<T>`  |
 //! | `clock`     | the only reader of the wall clock                               |
 //! | `shutdown`  | the only installer of signal handlers                           |
-//! | `app`       | wiring, supervision, dispatch; the only place combining services|
-//! | `slack`     | Socket Mode, Web API, Block Kit conversion (only slack-morphism / tungstenite user) |
-//! | `store`     | the only sled user: typed repositories, schema, migrations      |
-//! | `bitbucket` | REST client, budgeted poller, activities (only Bitbucket-JSON user) |
+//! | `app`       | wiring, supervision, dispatch, installs, accounts, subscriptions, the router, the admin socket and CLI; the only place combining services |
+//! | `slack`     | Socket Mode (`socket`, `envelope`), Web API (`web`), the outbox drain (`delivery`), Block Kit (`convert`); the only slack-morphism / tungstenite user |
+//! | `bitbucket` | REST client, budget, poller, pure diff and schedule, people's OAuth (`accounts`), target lookup; the only module that knows Bitbucket's JSON |
+//! | `store`     | the only sled user: typed repositories, schema, migrations, token encryption, backup/restore |
 //! | `commands`  | pure: `/bitbucket` text → `Command`, help from the same table   |
-//! | `http`      | axum routes: health and readiness                               |
+//! | `notify`    | pure: subscriptions and filters, routing, rendering             |
+//! | `upgrade`   | pure: the scope table, permission levels, the campaign state machine |
+//! | `http`      | axum routes: health, readiness, metrics, the OAuth pages        |
+//! | `metrics`   | the Prometheus registry handed to each component                |
 //!
 //! Invariants, checked by `tests/tidy.rs`:
-//! 1. `commands/` does no I/O, never reads the clock, never spawns.
-//! 2. Only `slack/` imports `slack_morphism` or `tokio_tungstenite`; only `store/` imports `sled`.
+//! 1. `commands/`, `notify/`, `upgrade/`, `bitbucket/diff.rs` (and `slack/envelope.rs`)
+//!    do no I/O, never read the clock, never spawn.
+//! 2. Only `slack/` imports `slack_morphism` or `tokio_tungstenite`; only `bitbucket/`
+//!    knows Bitbucket's JSON; only `store/` imports `sled`.
 //! 3. Only `clock.rs` reads the wall clock.
 //! 4. Only `shutdown.rs` installs signal handlers.
 //! 5. No global mutable state; each component gets its own part of the config.
