@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use jiff::SignedDuration;
-use rand::RngCore;
 use tracing::{info, warn};
 use url::Url;
 
@@ -70,12 +69,6 @@ impl std::fmt::Debug for Accounts {
     }
 }
 
-fn nonce() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 impl Accounts {
     fn client(&self) -> Result<&UserOAuthClient, LoginError> {
         self.client.as_ref().ok_or(LoginError::NotConfigured)
@@ -97,7 +90,7 @@ impl Accounts {
         let signed = state::issue(
             &self.store.oauth_state_key(),
             BITBUCKET_LOGIN,
-            nonce(),
+            state::random_nonce(),
             Some(team_id.into()),
             Some(user_id.into()),
             self.clock.now(),

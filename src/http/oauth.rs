@@ -9,7 +9,6 @@
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use rand::RngCore;
 use serde::Deserialize;
 use tracing::{info, warn};
 
@@ -57,13 +56,10 @@ pub fn authorize_location(
     oauth: &super::SlackOAuth,
     team: Option<String>,
 ) -> String {
-    let mut nonce = [0u8; 16];
-    rand::rng().fill_bytes(&mut nonce);
-    let nonce: String = nonce.iter().map(|byte| format!("{byte:02x}")).collect();
     let signed = state::issue(
         &http.state_key(),
         SLACK_INSTALL,
-        nonce,
+        state::random_nonce(),
         team.clone(),
         None,
         http.clock.now(),

@@ -1,7 +1,8 @@
 //! OAuth `state`: signed, expiring, single-use tokens that tie a callback to the
 //! redirect that started it.
 //!
-//! Pure: signing and checking take the key and `now`. A state is
+//! Signing and checking are pure: they take the key and `now` (only [`random_nonce`]
+//! reads randomness). A state is
 //! `base64url(claims JSON) "." base64url(HMAC-SHA256)`; the claims carry a random nonce
 //! that the callback consumes once (the store remembers used nonces), an expiry, and
 //! optionally the workspace and user it is bound to. Never accepts a state whose
@@ -56,6 +57,14 @@ impl StateError {
             StateError::Replayed => "This link was already used. Start again to get a fresh one.",
         }
     }
+}
+
+/// A fresh random nonce (128 bits, hex) for [`issue`]; the one impure helper here.
+pub fn random_nonce() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn mac(key: &[u8; 32]) -> Hmac<Sha256> {
