@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bitbucket_slack::app;
 use bitbucket_slack::clock::SystemClock;
@@ -111,9 +112,10 @@ impl Daemon {
     async fn posts_in(&self, channel: &str, count: usize) -> Vec<Value> {
         let mut total = count;
         loop {
+            // The poller polls a quiet repository every 16 intervals (16 s here).
             let posts: Vec<Value> = self
                 .slack
-                .wait_for_calls("chat.postMessage", total)
+                .wait_for_calls_within("chat.postMessage", total, Duration::from_secs(90))
                 .await
                 .iter()
                 .map(|call| call.json())
@@ -184,7 +186,10 @@ async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
     assert!(blocks_text(&posts[2]).contains("merged"), "{}", posts[2]);
     assert_eq!(posts[2]["thread_ts"], parent_ts.as_str());
     assert_eq!(posts[2]["reply_broadcast"], true);
-    let updates = daemon.slack.wait_for_calls("chat.update", 1).await;
+    let updates = daemon
+        .slack
+        .wait_for_calls_within("chat.update", 1, Duration::from_secs(90))
+        .await;
     assert_eq!(updates[0].json()["ts"], parent_ts.as_str());
 
     assert_eq!(daemon.posts_in("C1", 3).await.len(), 3, "exactly once each");

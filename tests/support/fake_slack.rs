@@ -267,8 +267,18 @@ impl FakeSlack {
     /// Waits until at least `count` requests whose path ends with `path_suffix`
     /// were received, then returns all of them. Panics after [`WAIT`].
     pub async fn wait_for_calls(&self, path_suffix: &str, count: usize) -> Vec<RecordedCall> {
+        self.wait_for_calls_within(path_suffix, count, WAIT).await
+    }
+
+    /// [`Self::wait_for_calls`] with its own deadline, for waits on a poller's schedule.
+    pub async fn wait_for_calls_within(
+        &self,
+        path_suffix: &str,
+        count: usize,
+        deadline: Duration,
+    ) -> Vec<RecordedCall> {
         let mut changed = self.inner.calls_changed.subscribe();
-        let waited = tokio::time::timeout(WAIT, async {
+        let waited = tokio::time::timeout(deadline, async {
             loop {
                 let calls = self.calls_to(path_suffix);
                 if calls.len() >= count {
@@ -291,7 +301,7 @@ impl FakeSlack {
                     .map(|c| format!("{} {}", c.method, c.path))
                     .collect();
                 panic!(
-                    "fake slack: timed out after {WAIT:?} waiting for {count} HTTP call(s) to a path \
+                    "fake slack: timed out after {deadline:?} waiting for {count} HTTP call(s) to a path \
                      ending with {path_suffix:?}; got {got}. All calls so far: {all:?}"
                 )
             }
