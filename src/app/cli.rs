@@ -448,6 +448,7 @@ pub async fn doctor(config: &Config) -> anyhow::Result<u8> {
     }];
     checks.extend(check_store(config).await);
     checks.extend(check_slack(config).await);
+    checks.push(check_bitbucket(config).await);
     let mut failed = 0;
     for check in &checks {
         let mark = if check.ok { "ok  " } else { "FAIL" };
@@ -494,6 +495,76 @@ async fn check_store(config: &Config) -> Vec<Check> {
             name: "store",
             detail: format!("{error} (check storage.path and its permissions)"),
         }],
+    }
+}
+
+async fn check_bitbucket(config: &Config) -> Check {
+    use crate::bitbucket::{BitbucketClient, ClientSettings, LookupError};
+    let name = "bitbucket";
+    let Some(settings) = ClientSettings::from_config(&config.bitbucket) else {
+        return Check {
+            ok: true,
+            name,
+            detail: "no credential configured: the daemon will not poll (set bitbucket.token or [bitbucket.oauth])".into(),
+        };
+    };
+    let client = match BitbucketClient::new(settings) {
+        Ok(client) => client,
+        Err(error) => {
+            return Check {
+                ok: false,
+                name,
+                detail: error.to_string(),
+            };
+        }
+    };
+    // A repository the daemon watches exercises the credential for real (the store can
+    // only be read while the daemon is stopped).
+    let watched = Store::open_with_key(
+        &config.storage.path,
+        config.storage.encryption_key_file.as_deref(),
+    )
+    .ok()
+    .and_then(|store| store.repositories.names().ok())
+    .and_then(|names| names.into_iter().next());
+    let Some(repository) = watched else {
+        return Check {
+            ok: true,
+            name,
+            detail: format!(
+                "credential configured; not exercised (no watched repository readable here); budget {} requests an hour",
+                client.budget().allowance()
+            ),
+        };
+    };
+    match client
+        .lookup_target(&crate::notify::Target::Repository(repository.clone()))
+        .await
+    {
+        Ok(_) => Check {
+            ok: true,
+            name,
+            detail: format!(
+                "the credential reads {repository}; budget {} requests an hour, {} used by this check",
+                client.budget().allowance(),
+                client.budget().used_in_last_hour()
+            ),
+        },
+        Err(LookupError::Forbidden | LookupError::NotFound) => Check {
+            ok: false,
+            name,
+            detail: format!(
+                "the credential cannot read {repository}: give it read access, or unsubscribe from it"
+            ),
+        },
+        Err(LookupError::Unavailable(reason)) => Check {
+            ok: false,
+            name,
+            detail: format!(
+                "{reason}: check bitbucket.token / [bitbucket.oauth] and that {} is reachable",
+                config.bitbucket.api_url
+            ),
+        },
     }
 }
 

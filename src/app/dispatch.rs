@@ -67,6 +67,21 @@ impl Dispatcher {
 
     async fn status(&self, installation: Installation) -> Reply {
         let installation = self.recheck_if_configured(installation).await;
+        let store = &self.context.store;
+        let team_subscriptions: Vec<_> = store
+            .subscriptions
+            .list_all()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.team_id == installation.team_id)
+            .collect();
+        let dead_letters = store
+            .deliveries
+            .dead_letters()
+            .unwrap_or_default()
+            .iter()
+            .filter(|d| d.team_id == installation.team_id)
+            .count();
         let view = StatusView {
             level: upgrade::permission_level(&installation.scopes),
             team_name: installation.team_name,
@@ -77,6 +92,12 @@ impl Dispatcher {
             },
             sockets_connected: self.context.sockets.connected_count(),
             sockets_total: self.context.sockets.snapshot().len(),
+            subscriptions: team_subscriptions.len(),
+            paused_subscriptions: team_subscriptions
+                .iter()
+                .filter(|s| s.paused.is_some())
+                .count(),
+            dead_letters,
         };
         status_reply(&view)
     }

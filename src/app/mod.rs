@@ -217,6 +217,10 @@ pub async fn start(
             .map(|client| Arc::new(client) as Arc<dyn crate::bitbucket::RepositoryLookup>),
         watchlist: Some(Arc::new(store.repositories.clone())),
     };
+    tokio::spawn(
+        discover_workspaces(subscriptions.clone(), background.clone())
+            .instrument(info_span!("workspace_discovery")),
+    );
     let dispatcher = Dispatcher::new(DispatchContext {
         store: store.clone(),
         clock: clock.clone(),
@@ -387,6 +391,19 @@ async fn recheck_scopes(
     }
 }
 
+/// How often workspace-wide subscriptions look for new repositories.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
+
+async fn discover_workspaces(subscriptions: subscriptions::Subscriptions, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(DISCOVERY_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => subscriptions.discover_workspace_repositories().await,
+        }
+    }
+}
+
 /// Prunes expired dedup ids and purges workspaces uninstalled longer than the retention.
 async fn housekeeping(
     store: Store,
@@ -412,7 +429,12 @@ async fn housekeeping(
             match store.installations.purge_uninstalled_before(cutoff).await {
                 Ok(purged) if purged.is_empty() => {}
                 Ok(purged) => {
-                    info!(teams = %purged.join(","), "purged workspaces uninstalled longer than the retention period")
+                    for team in &purged {
+                        if let Err(error) = store.subscriptions.purge_team(team).await {
+                            warn!(%error, team = %team, "could not purge the subscriptions of a purged workspace");
+                        }
+                    }
+                    info!(teams = %purged.join(","), "purged workspaces uninstalled longer than the retention period, with their subscriptions")
                 }
                 Err(error) => warn!(%error, "could not purge uninstalled workspaces; will retry"),
             }

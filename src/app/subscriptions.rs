@@ -178,16 +178,55 @@ impl Subscriptions {
         if let Err(error) = self.store.subscriptions.put(&subscription).await {
             return store_failed(error);
         }
-        if let (Target::Repository(name), Some(watchlist)) = (&target, &self.watchlist) {
-            if let Err(error) = watchlist.watch(name).await {
-                warn!(%error, repository = %name, "could not add the repository to the watch list");
-            }
-        }
+        self.watch_target(&target).await;
         info!(team = %installation.team_id, channel = %command.channel_id, target = %target.as_str(), "subscribed");
         Reply::text(format!(
             "Subscribed this channel to {}.",
             subscription.describe()
         ))
+    }
+
+    /// Puts the target's repositories on the poller's watch list: the repository, or
+    /// every repository of a workspace.
+    async fn watch_target(&self, target: &Target) {
+        let Some(watchlist) = &self.watchlist else {
+            return;
+        };
+        let repositories = match target {
+            Target::Repository(name) => vec![name.clone()],
+            Target::Workspace(workspace) => match &self.lookup {
+                Some(lookup) => match lookup.workspace_repositories(workspace).await {
+                    Ok(repositories) => repositories,
+                    Err(error) => {
+                        warn!(%error, %workspace, "could not list the workspace's repositories; will retry");
+                        Vec::new()
+                    }
+                },
+                None => Vec::new(),
+            },
+        };
+        for repository in repositories {
+            if let Err(error) = watchlist.watch(&repository).await {
+                warn!(%error, %repository, "could not add the repository to the watch list");
+            }
+        }
+    }
+
+    /// Watches repositories created since in workspaces that channels subscribed to whole.
+    pub async fn discover_workspace_repositories(&self) {
+        let Ok(subscriptions) = self.store.subscriptions.list_all() else {
+            return;
+        };
+        let mut workspaces: Vec<Target> = subscriptions
+            .into_iter()
+            .filter(|subscription| matches!(subscription.target, Target::Workspace(_)))
+            .map(|subscription| subscription.target)
+            .collect();
+        workspaces.sort();
+        workspaces.dedup();
+        for workspace in workspaces {
+            self.watch_target(&workspace).await;
+        }
     }
 
     async fn channel_problem(

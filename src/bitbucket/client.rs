@@ -242,6 +242,27 @@ impl BitbucketClient {
 
     // -- endpoints -----------------------------------------------------------
 
+    /// Every repository of `workspace` (full names), up to `max_pages` pages of 100.
+    pub async fn workspace_repositories(
+        &self,
+        workspace: &str,
+        max_pages: usize,
+    ) -> Result<Vec<String>, BitbucketError> {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            full_name: String,
+        }
+        let first = self.target(
+            &["repositories", workspace],
+            &[("fields", "values.full_name,next"), ("pagelen", "100")],
+        );
+        let (repositories, _) = self.pages::<Named>(first, max_pages, |_| false).await?;
+        Ok(repositories
+            .into_iter()
+            .map(|named| named.full_name)
+            .collect())
+    }
+
     /// GETs `segments` (under the API base) with `query`, through the budget and retries.
     pub(crate) async fn get_json<T: DeserializeOwned>(
         &self,

@@ -71,4 +71,18 @@ impl RepositoryLookup for BitbucketClient {
     > {
         Box::pin(self.lookup_target(target))
     }
+
+    fn workspace_repositories<'a>(
+        &'a self,
+        workspace: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<String>, LookupError>> + Send + 'a>,
+    > {
+        // Ten pages of 100: a thousand repositories, the most the budget can watch anyway.
+        Box::pin(async move {
+            BitbucketClient::workspace_repositories(self, workspace, 10)
+                .await
+                .map_err(lookup_error)
+        })
+    }
 }

@@ -46,4 +46,12 @@ pub trait RepositoryLookup: Send + Sync {
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<RepositorySummary, LookupError>> + Send + 'a>,
     >;
+
+    /// The full names of a workspace's repositories (for workspace-wide subscriptions).
+    fn workspace_repositories<'a>(
+        &'a self,
+        workspace: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Vec<String>, LookupError>> + Send + 'a>,
+    >;
 }

@@ -15,6 +15,10 @@ pub struct StatusView {
     pub installed_by: String,
     pub sockets_connected: usize,
     pub sockets_total: usize,
+    pub subscriptions: usize,
+    pub paused_subscriptions: usize,
+    /// Notifications for this workspace that failed for good.
+    pub dead_letters: usize,
 }
 
 pub fn status_reply(view: &StatusView) -> Reply {
@@ -29,6 +33,21 @@ pub fn status_reply(view: &StatusView) -> Reply {
         "*Connection:* {} of {} Slack sockets connected.",
         view.sockets_connected, view.sockets_total
     ));
+    let mut notifications = format!("*Subscriptions:* {}", view.subscriptions);
+    if view.paused_subscriptions > 0 {
+        notifications.push_str(&format!(
+            ", {} paused (see `/bitbucket subscriptions` in their channels)",
+            view.paused_subscriptions
+        ));
+    }
+    if view.dead_letters > 0 {
+        notifications.push_str(&format!(
+            "; {} notifications could not be delivered (an operator can retry them with `bitbucket-slack outbox retry --all-dead`)",
+            view.dead_letters
+        ));
+    }
+    notifications.push('.');
+    sections.push(notifications);
     Reply {
         text: format!(
             "Status: permissions {}, {} of {} sockets connected",
@@ -87,6 +106,9 @@ mod tests {
             installed_by: "installed through Slack".into(),
             sockets_connected: 1,
             sockets_total: 2,
+            subscriptions: 3,
+            paused_subscriptions: 1,
+            dead_letters: 0,
         }
     }
 
@@ -100,6 +122,8 @@ mod tests {
                     .to_string(),
                 "*Permissions:* current. Every feature of this version is available.".to_string(),
                 "*Connection:* 1 of 2 Slack sockets connected.".to_string(),
+                "*Subscriptions:* 3, 1 paused (see `/bitbucket subscriptions` in their channels)."
+                    .to_string(),
             ]
         );
     }
