@@ -145,6 +145,12 @@ async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
     assert!(reply.contains("pullrequests commits reviews"), "{reply}");
     let listed = daemon.command("C1", "subscriptions").await;
     assert!(listed.contains("acme/api"), "{listed}");
+    // A whole workspace, in another channel: its repositories are found and watched.
+    let reply = daemon.command("C2", "subscribe acme").await;
+    assert!(
+        reply.contains("Subscribed this channel to `acme`"),
+        "{reply}"
+    );
 
     // The first poll records a baseline; only what happens after it is news. A second
     // poll starts only once the first is committed.
@@ -170,6 +176,12 @@ async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
         "{text}"
     );
     assert!(parent.get("thread_ts").is_none());
+    let workspace_posts = daemon.posts_in("C2", 1).await;
+    assert!(
+        blocks_text(&workspace_posts[0]).contains(&format!("#{pr} Add")),
+        "{}",
+        workspace_posts[0]
+    );
 
     daemon.bitbucket.approve("acme/api", pr, "grace");
     let posts = daemon.posts_in("C1", 2).await;
