@@ -36,6 +36,12 @@ pub struct MethodOutcome {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointStatus {
+    pub endpoint: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
     pub state: String,
 }
@@ -60,6 +66,9 @@ pub struct Metrics {
     pub deliveries: Family<KindLabel, Counter>,
     pub outbox_depth: Gauge,
     pub dead_letters: Gauge,
+    pub bitbucket_requests: Family<EndpointStatus, Counter>,
+    pub bitbucket_budget_used: Gauge,
+    pub detection_latency: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -83,6 +92,10 @@ impl Default for Metrics {
             deliveries: Family::default(),
             outbox_depth: Gauge::default(),
             dead_letters: Gauge::default(),
+            bitbucket_requests: Family::default(),
+            bitbucket_budget_used: Gauge::default(),
+            // 1 s to about 9 hours.
+            detection_latency: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
         };
         metrics.register_all();
         metrics
@@ -143,6 +156,21 @@ impl Metrics {
             self.dead_letters.clone(),
         );
         registry.register(
+            "bitbucket_requests",
+            "Bitbucket REST requests, by endpoint kind and HTTP status",
+            self.bitbucket_requests.clone(),
+        );
+        registry.register(
+            "bitbucket_budget_used",
+            "Bitbucket requests made in the last rolling hour",
+            self.bitbucket_budget_used.clone(),
+        );
+        registry.register(
+            "detection_latency_seconds",
+            "From an activity happening on Bitbucket to it being routed to channels",
+            self.detection_latency.clone(),
+        );
+        registry.register(
             "installations",
             "Installations by state, as of the last scrape",
             self.installations.clone(),
@@ -155,6 +183,16 @@ impl Metrics {
             .get_or_create(&MethodOutcome {
                 method: method.into(),
                 outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Counts one Bitbucket request.
+    pub fn bitbucket_request(&self, endpoint: &str, status: u16) {
+        self.bitbucket_requests
+            .get_or_create(&EndpointStatus {
+                endpoint: endpoint.into(),
+                status: status.to_string(),
             })
             .inc();
     }

@@ -205,6 +205,31 @@ async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
     assert_eq!(updates[0].json()["ts"], parent_ts.as_str());
 
     assert_eq!(daemon.posts_in("C1", 3).await.len(), 3, "exactly once each");
+
+    let address = daemon.running.http_address.to_string();
+    let (status, metrics) = support::daemon::http_get(&address, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(
+            "bitbucket_slack_bitbucket_requests_total{endpoint=\"branches\",status=\"200\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("acme/api"),
+        "no repository names in labels"
+    );
+    let routed = metrics
+        .lines()
+        .find(|line| line.starts_with("bitbucket_slack_detection_latency_seconds_count"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|count| count.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(routed >= 3, "{metrics}");
+    assert!(
+        metrics.contains("bitbucket_slack_deliveries_total{kind=\"delivered\"}"),
+        "{metrics}"
+    );
     daemon.stop().await;
 }
 

@@ -189,6 +189,7 @@ pub async fn start(
         &config.bitbucket,
         store.clone(),
         clock.clone(),
+        metrics.clone(),
         shutdown.clone(),
     )?
     .map(|(_task, client)| client);
@@ -250,6 +251,7 @@ pub async fn start(
         router::Router {
             store: store.clone(),
             clock: clock.clone(),
+            metrics: metrics.clone(),
             delivery_wake: delivery_wake.clone(),
         }
         .run(background.clone())

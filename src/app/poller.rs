@@ -24,6 +24,7 @@ pub fn spawn(
     config: &BitbucketConfig,
     store: Store,
     clock: Arc<dyn Clock>,
+    metrics: crate::metrics::Metrics,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<(JoinHandle<()>, BitbucketClient)>> {
     let Some(settings) = ClientSettings::from_config(config) else {
@@ -33,7 +34,9 @@ pub fn spawn(
         );
         return Ok(None);
     };
-    let client = BitbucketClient::new(settings).context("cannot set up the Bitbucket client")?;
+    let client = BitbucketClient::new(settings)
+        .context("cannot set up the Bitbucket client")?
+        .with_metrics(metrics);
     let poller = Poller::new(
         client.clone(),
         store,

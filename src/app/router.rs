@@ -22,6 +22,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(500);
 pub struct Router {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
+    pub metrics: crate::metrics::Metrics,
     /// Rung after deliveries are queued.
     pub delivery_wake: Arc<Notify>,
 }
@@ -68,10 +69,10 @@ impl Router {
                     }
                 })
                 .collect();
-            let queued = self
-                .store
-                .commit_routing(*seq, deliveries, self.clock.now())
-                .await?;
+            let now = self.clock.now();
+            let queued = self.store.commit_routing(*seq, deliveries, now).await?;
+            let latency = now.duration_since(activity.occurred_at).as_secs_f64();
+            self.metrics.detection_latency.observe(latency.max(0.0));
             debug!(activity = %activity.id, repository = %activity.repository, channels = queued, "activity routed");
         }
         Ok(pending.len())

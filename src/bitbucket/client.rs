@@ -159,6 +159,7 @@ pub struct BitbucketClient {
     oauth_token: Arc<tokio::sync::Mutex<Option<CachedToken>>>,
     budget: Arc<BudgetGate>,
     timeout: Duration,
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for BitbucketClient {
@@ -214,7 +215,14 @@ impl BitbucketClient {
                 settings.budget_percent,
             )),
             timeout: settings.request_timeout,
+            metrics: crate::metrics::Metrics::default(),
         })
+    }
+
+    /// Records requests into `metrics` (the daemon's registry) instead of a private one.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The credential's budget (for logs and metrics).
@@ -526,6 +534,8 @@ impl BitbucketClient {
             .await
             .map_err(|error| transport_error(error, what()))?;
         let status = response.status();
+        self.metrics
+            .bitbucket_request(endpoint_label(&target.what), status.as_u16());
         self.observe_rate_headers(response.headers());
         if status == StatusCode::TOO_MANY_REQUESTS {
             let asked = retry_after(response.headers());
@@ -555,6 +565,9 @@ impl BitbucketClient {
     }
 
     fn observe_rate_headers(&self, headers: &HeaderMap) {
+        self.metrics
+            .bitbucket_budget_used
+            .set(self.budget.used_in_last_hour() as i64);
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let limit = header("x-ratelimit-limit").and_then(|v| v.trim().parse::<u32>().ok());
         let near = header("x-ratelimit-nearlimit").map(|v| v.trim().eq_ignore_ascii_case("true"));
@@ -737,5 +750,53 @@ mod tests {
     #[test]
     fn the_debug_form_shows_no_credential() {
         assert!(!format!("{:?}", client("https://api.bitbucket.org/2.0/")).contains("s3cret"));
+    }
+}
+
+/// A bounded metric label for a request path (`/2.0/repositories/acme/api/refs/branches`
+/// becomes `branches`): never a repository name.
+fn endpoint_label(path: &str) -> &'static str {
+    let parts: Vec<&str> = path
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|part| !part.is_empty())
+        .collect();
+    let tail: Vec<&str> = parts.iter().skip(4).copied().collect();
+    match (parts.len(), tail.as_slice()) {
+        (_, _) if parts.get(1) != Some(&"repositories") => "other",
+        (3, _) => "workspace_repositories",
+        (4, []) => "repository",
+        (_, ["pullrequests"]) => "pull_requests",
+        (_, ["pullrequests", "activity"]) => "pull_request_activity",
+        (_, ["pullrequests", ..]) => "pull_request",
+        (_, ["refs", "branches", ..]) => "branches",
+        (_, ["commits", ..]) => "commits",
+        (_, ["pipelines", ..]) => "pipelines",
+        (_, ["issues", _, "comments"]) => "issue_comments",
+        (_, ["issues", ..]) => "issues",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod endpoint_label_tests {
+    use super::endpoint_label;
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(
+            endpoint_label("/2.0/repositories/acme/api/refs/branches"),
+            "branches"
+        );
+        assert_eq!(
+            endpoint_label("/2.0/repositories/acme/api/pullrequests/activity"),
+            "pull_request_activity"
+        );
+        assert_eq!(
+            endpoint_label("/2.0/repositories/acme"),
+            "workspace_repositories"
+        );
+        assert_eq!(endpoint_label("/2.0/repositories/acme/api"), "repository");
+        assert_eq!(endpoint_label("/2.0/user"), "other");
     }
 }
