@@ -146,7 +146,14 @@ pub fn render(activity: &Activity, mention: &dyn Fn(&str) -> Option<String>) -> 
                 "{who} opened pull request {} in {repo}",
                 pr_title(pull_request)
             );
-            pr_notification(activity, pull_request, head, branches(pull_request), None)
+            pr_notification(
+                activity,
+                mention,
+                pull_request,
+                head,
+                branches(pull_request),
+                None,
+            )
         }
         ActivityKind::PullRequestUpdated {
             pull_request, head, ..
@@ -156,28 +163,28 @@ pub fn render(activity: &Activity, mention: &dyn Fn(&str) -> Option<String>) -> 
                 pr_title(pull_request),
                 code(&head.chars().take(7).collect::<String>())
             );
-            pr_notification(activity, pull_request, text, String::new(), None)
+            pr_notification(activity, mention, pull_request, text, String::new(), None)
         }
         ActivityKind::PullRequestApproved { pull_request } => {
             let text = format!(
                 ":white_check_mark: {who} approved {}",
                 pr_title(pull_request)
             );
-            pr_notification(activity, pull_request, text, String::new(), None)
+            pr_notification(activity, mention, pull_request, text, String::new(), None)
         }
         ActivityKind::PullRequestUnapproved { pull_request } => {
             let text = format!(
                 "{who} withdrew their approval of {}",
                 pr_title(pull_request)
             );
-            pr_notification(activity, pull_request, text, String::new(), None)
+            pr_notification(activity, mention, pull_request, text, String::new(), None)
         }
         ActivityKind::PullRequestChangesRequested { pull_request } => {
             let text = format!(
                 ":warning: {who} requested changes on {}",
                 pr_title(pull_request)
             );
-            pr_notification(activity, pull_request, text, String::new(), None)
+            pr_notification(activity, mention, pull_request, text, String::new(), None)
         }
         ActivityKind::PullRequestCommented {
             pull_request,
@@ -192,7 +199,7 @@ pub fn render(activity: &Activity, mention: &dyn Fn(&str) -> Option<String>) -> 
                 ":speech_balloon: {who} {}{place}",
                 link(comment.link.as_deref(), "commented")
             ) + &format!(" on {}", pr_title(pull_request));
-            pr_notification(activity, pull_request, text, quote(comment), None)
+            pr_notification(activity, mention, pull_request, text, quote(comment), None)
         }
         ActivityKind::PullRequestMerged { pull_request } => {
             let text = format!(
@@ -201,6 +208,7 @@ pub fn render(activity: &Activity, mention: &dyn Fn(&str) -> Option<String>) -> 
             );
             pr_notification(
                 activity,
+                mention,
                 pull_request,
                 text,
                 branches(pull_request),
@@ -216,7 +224,14 @@ pub fn render(activity: &Activity, mention: &dyn Fn(&str) -> Option<String>) -> 
                 .as_deref()
                 .map(|reason| format!("> {}", escape(&truncate(reason, 500))))
                 .unwrap_or_default();
-            pr_notification(activity, pull_request, text, detail, Some("declined"))
+            pr_notification(
+                activity,
+                mention,
+                pull_request,
+                text,
+                detail,
+                Some("declined"),
+            )
         }
         ActivityKind::Push {
             branch,
@@ -287,6 +302,7 @@ fn plain(text: String) -> Notification {
 
 fn pr_notification(
     activity: &Activity,
+    mention: &dyn Fn(&str) -> Option<String>,
     pull_request: &PullRequestRef,
     headline: String,
     detail: String,
@@ -296,7 +312,7 @@ fn pr_notification(
         let author = pull_request
             .author
             .as_ref()
-            .map(|author| format!(" by *{}*", escape(&author.display_name)))
+            .map(|author| format!(" by {}", person(Some(author), mention)))
             .unwrap_or_default();
         let summary = format!(
             "Pull request {}{author} in {}: *{state}*",
@@ -466,6 +482,26 @@ mod tests {
             &mention,
         );
         assert!(other.message.sections[0].contains("*Grace* approved"));
+    }
+
+    #[test]
+    fn the_parent_update_mentions_a_linked_author() {
+        let mention = |uuid: &str| (uuid == "{ada}").then(|| "U0ADA".to_string());
+        let rendered = render(
+            &activity(
+                ActivityKind::PullRequestMerged {
+                    pull_request: pull_request("main"),
+                },
+                "Grace",
+            ),
+            &mention,
+        );
+        let parent = rendered.parent_update.expect("a parent update");
+        assert!(
+            parent.sections[0].contains(" by <@U0ADA> in "),
+            "{}",
+            parent.sections[0]
+        );
     }
 
     #[test]
