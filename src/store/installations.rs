@@ -200,17 +200,6 @@ impl InstallationStore {
         Ok(fresh)
     }
 
-    /// Records new scopes (and the bot's identity) read back from Slack.
-    pub async fn update_scopes(
-        &self,
-        team_id: &str,
-        scopes: Vec<String>,
-        now: Timestamp,
-    ) -> Result<Option<Installation>, StoreError> {
-        self.change(team_id, now, |installation| installation.scopes = scopes)
-            .await
-    }
-
     /// `tokens_revoked` for the bot: the token is deleted. An uninstalled record stays
     /// uninstalled, whichever event came first.
     pub async fn revoke_tokens(
