@@ -273,6 +273,7 @@ async fn service() -> Service {
         web: web.clone(),
         store: store.clone(),
         clock: Arc::new(clock.clone()),
+        changed: Default::default(),
     };
     installer
         .install_configured_token(&Secret::new("xoxb-service-bot".into()))

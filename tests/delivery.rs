@@ -89,6 +89,7 @@ async fn start_on(slack: FakeSlack, dir: tempfile::TempDir) -> Outbox {
         web: web.clone(),
         store: store.clone(),
         clock: Arc::new(clock.clone()),
+        changed: Default::default(),
     }
     .install_configured_token(&Secret::new("xoxb-delivery-bot".into()))
     .await

@@ -130,10 +130,13 @@ impl Dispatcher {
             .mark_uninstalled(team_id, now)
             .await
         {
-            Ok(Some(_)) => info!(
-                team = team_id,
-                "app uninstalled: token deleted, data kept for the retention period"
-            ),
+            Ok(Some(_)) => {
+                info!(
+                    team = team_id,
+                    "app uninstalled: token deleted, data kept for the retention period"
+                );
+                self.context.installer.changed.notify_one();
+            }
             Ok(None) => debug!(team = team_id, "app_uninstalled for an unknown workspace"),
             Err(error) => error!(team = team_id, %error, "could not record app_uninstalled"),
         }
@@ -156,10 +159,13 @@ impl Dispatcher {
             .revoke_tokens(team_id, now)
             .await
         {
-            Ok(Some(_)) => info!(
-                team = team_id,
-                "bot token revoked: deleted, workspace paused"
-            ),
+            Ok(Some(_)) => {
+                info!(
+                    team = team_id,
+                    "bot token revoked: deleted, workspace paused"
+                );
+                self.context.installer.changed.notify_one();
+            }
             Ok(None) => debug!(team = team_id, "tokens_revoked for an unknown workspace"),
             Err(error) => error!(team = team_id, %error, "could not record tokens_revoked"),
         }

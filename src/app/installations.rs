@@ -59,6 +59,9 @@ pub struct Installer {
     pub web: SlackWeb,
     pub store: Store,
     pub clock: Arc<dyn Clock>,
+    /// Rung whenever an installation changes (installed, reinstalled, removed), so the
+    /// poller's watch list follows at once.
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Installer {
@@ -100,6 +103,7 @@ impl Installer {
             source: InstallSource::ConfiguredToken,
         };
         let stored = self.store.installations.upsert(installation).await?;
+        self.changed.notify_one();
         info!(
             team = %stored.team_id,
             permissions = upgrade::permission_level(&stored.scopes).name(),
@@ -161,6 +165,7 @@ impl Installer {
             source: InstallSource::OAuth,
         };
         let stored = self.store.installations.upsert(installation).await?;
+        self.changed.notify_one();
         info!(
             team = %stored.team_id,
             installer = stored.installer_user_id.as_deref().unwrap_or("-"),

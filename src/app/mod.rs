@@ -102,6 +102,7 @@ pub async fn start(
         web: web.clone(),
         store: store.clone(),
         clock: clock.clone(),
+        changed: Arc::new(tokio::sync::Notify::new()),
     };
     let accounts = accounts::Accounts {
         store: store.clone(),
@@ -216,11 +217,14 @@ pub async fn start(
         lookup: bitbucket
             .clone()
             .map(|client| Arc::new(client) as Arc<dyn crate::bitbucket::RepositoryLookup>),
-        watchlist: Some(Arc::new(store.repositories.clone())),
     };
     tokio::spawn(
-        discover_workspaces(subscriptions.clone(), background.clone())
-            .instrument(info_span!("workspace_discovery")),
+        discover_workspaces(
+            subscriptions.clone(),
+            installer.changed.clone(),
+            background.clone(),
+        )
+        .instrument(info_span!("workspace_discovery")),
     );
     let dispatcher = Dispatcher::new(DispatchContext {
         store: store.clone(),
@@ -393,16 +397,23 @@ async fn recheck_scopes(
     }
 }
 
-/// How often workspace-wide subscriptions look for new repositories.
+/// How often the watch list is reconciled with the subscriptions (new repositories of
+/// workspaces subscribed whole; workspaces uninstalled or reinstalled).
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
 
-async fn discover_workspaces(subscriptions: subscriptions::Subscriptions, stop: CancellationToken) {
+async fn discover_workspaces(
+    subscriptions: subscriptions::Subscriptions,
+    installations_changed: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(DISCOVERY_INTERVAL);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticks.tick() => subscriptions.discover_workspace_repositories().await,
+            _ = ticks.tick() => {}
+            _ = installations_changed.notified() => {}
         }
+        subscriptions.reconcile_watchlist().await;
     }
 }
 

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::accounts::Accounts;
-use crate::bitbucket::{LookupError, RepositoryLookup};
+use std::collections::BTreeSet;
+
+use crate::bitbucket::{LookupError, RepositoryLookup, RepositoryName};
 use crate::clock::Clock;
 use crate::commands::Reply;
 use crate::notify::subscription::{
@@ -21,34 +23,6 @@ use crate::slack::envelope::SlashCommand;
 use crate::slack::web::{ChannelAccess, SlackWeb};
 use crate::store::{Installation, Store, StoreError};
 
-/// Watches and unwatches repositories for the poller.
-pub trait Watchlist: Send + Sync {
-    fn watch<'a>(
-        &'a self,
-        repository: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>;
-}
-
-impl Watchlist for crate::store::RepositoryStore {
-    fn watch<'a>(
-        &'a self,
-        repository: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>
-    {
-        Box::pin(async move {
-            let name: crate::bitbucket::RepositoryName =
-                repository
-                    .parse()
-                    .map_err(|error: crate::bitbucket::InvalidRepositoryName| {
-                        StoreError::Corrupt(error.to_string())
-                    })?;
-            crate::store::RepositoryStore::watch(self, &name)
-                .await
-                .map(|_| ())
-        })
-    }
-}
-
 #[derive(Clone)]
 pub struct Subscriptions {
     pub store: Store,
@@ -57,7 +31,6 @@ pub struct Subscriptions {
     pub accounts: Accounts,
     /// `None` when no Bitbucket credential is configured.
     pub lookup: Option<Arc<dyn RepositoryLookup>>,
-    pub watchlist: Option<Arc<dyn Watchlist>>,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -186,13 +159,10 @@ impl Subscriptions {
         ))
     }
 
-    /// Puts the target's repositories on the poller's watch list: the repository, or
-    /// every repository of a workspace.
-    async fn watch_target(&self, target: &Target) {
-        let Some(watchlist) = &self.watchlist else {
-            return;
-        };
-        let repositories = match target {
+    /// The repositories a target covers: the repository, or every repository of a
+    /// workspace (as far as Bitbucket lists them now).
+    async fn repositories_of(&self, target: &Target) -> Vec<String> {
+        match target {
             Target::Repository(name) => vec![name.clone()],
             Target::Workspace(workspace) => match &self.lookup {
                 Some(lookup) => match lookup.workspace_repositories(workspace).await {
@@ -204,28 +174,64 @@ impl Subscriptions {
                 },
                 None => Vec::new(),
             },
-        };
-        for repository in repositories {
-            if let Err(error) = watchlist.watch(&repository).await {
-                warn!(%error, %repository, "could not add the repository to the watch list");
-            }
         }
     }
 
-    /// Watches repositories created since in workspaces that channels subscribed to whole.
-    pub async fn discover_workspace_repositories(&self) {
-        let Ok(subscriptions) = self.store.subscriptions.list_all() else {
+    /// Puts the target's repositories on the poller's watch list.
+    async fn watch_target(&self, target: &Target) {
+        for repository in self.repositories_of(target).await {
+            self.watch(&repository, true).await;
+        }
+    }
+
+    async fn watch(&self, repository: &str, on: bool) {
+        let Ok(name) = repository.parse::<RepositoryName>() else {
+            warn!(%repository, "not a repository name; not watched");
             return;
         };
-        let mut workspaces: Vec<Target> = subscriptions
+        let result = if on {
+            self.store.repositories.watch(&name).await
+        } else {
+            self.store.repositories.unwatch(&name).await
+        };
+        if let Err(error) = result {
+            warn!(%error, %repository, "could not change the watch list");
+        }
+    }
+
+    /// Makes the poller's watch list exactly the repositories that subscriptions of
+    /// active installations cover: a workspace that was uninstalled (or lost its token)
+    /// stops being polled, a reinstall resumes it, and new repositories of workspaces
+    /// subscribed whole are picked up.
+    pub async fn reconcile_watchlist(&self) {
+        let (Ok(installations), Ok(subscriptions), Ok(watched)) = (
+            self.store.installations.list(),
+            self.store.subscriptions.list_all(),
+            self.store.repositories.names(),
+        ) else {
+            warn!("could not read the store to reconcile the watch list; will retry");
+            return;
+        };
+        let active: BTreeSet<String> = installations
+            .iter()
+            .filter(|installation| installation.is_active())
+            .map(|installation| installation.team_id.clone())
+            .collect();
+        let targets: BTreeSet<Target> = subscriptions
             .into_iter()
-            .filter(|subscription| matches!(subscription.target, Target::Workspace(_)))
+            .filter(|subscription| active.contains(&subscription.team_id))
             .map(|subscription| subscription.target)
             .collect();
-        workspaces.sort();
-        workspaces.dedup();
-        for workspace in workspaces {
-            self.watch_target(&workspace).await;
+        let mut wanted = BTreeSet::new();
+        for target in &targets {
+            wanted.extend(self.repositories_of(target).await);
+        }
+        for repository in watched.iter().filter(|name| !wanted.contains(*name)) {
+            info!(%repository, "no active subscription covers it any more: not polled");
+            self.watch(repository, false).await;
+        }
+        for repository in wanted.iter().filter(|name| !watched.contains(*name)) {
+            self.watch(repository, true).await;
         }
     }
 
@@ -349,5 +355,114 @@ impl Subscriptions {
             Ok(()) => Reply::text("Threading is off: every notification is posted in the channel."),
             Err(error) => store_failed(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Secret;
+    use crate::notify::subscription::{Features, Filters};
+    use crate::store::{InstallSource, InstallationState};
+
+    fn installation(team: &str) -> Installation {
+        Installation {
+            team_id: team.into(),
+            team_name: team.into(),
+            enterprise_id: None,
+            bot_user_id: "UB".into(),
+            bot_id: None,
+            app_id: None,
+            bot_token: Some(Secret::new(format!("xoxb-{team}"))),
+            scopes: Vec::new(),
+            installer_user_id: None,
+            installed_at: jiff::Timestamp::UNIX_EPOCH,
+            updated_at: jiff::Timestamp::UNIX_EPOCH,
+            state: InstallationState::Active,
+            source: InstallSource::OAuth,
+        }
+    }
+
+    fn subscription(team: &str, repo: &str) -> Subscription {
+        Subscription {
+            team_id: team.into(),
+            channel_id: "C1".into(),
+            target: Target::Repository(repo.into()),
+            features: Features::defaults(),
+            filters: Filters::default(),
+            main_branch: None,
+            created_by: "U1".into(),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            paused: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_watch_list_follows_active_installations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let clock = Arc::new(ManualClock::new(jiff::Timestamp::UNIX_EPOCH));
+        let web =
+            SlackWeb::new(&url::Url::parse("http://127.0.0.1:9/api/").expect("url")).expect("web");
+        let service = Subscriptions {
+            store: store.clone(),
+            web: web.clone(),
+            clock: clock.clone(),
+            accounts: Accounts {
+                store: store.clone(),
+                web,
+                client: None,
+                clock,
+                public_url: url::Url::parse("http://localhost/").expect("url"),
+            },
+            lookup: None,
+        };
+        for team in ["T1", "T2"] {
+            store
+                .installations
+                .upsert(installation(team))
+                .await
+                .expect("install");
+        }
+        store
+            .subscriptions
+            .put(&subscription("T1", "acme/api"))
+            .await
+            .expect("subscribe");
+        store
+            .subscriptions
+            .put(&subscription("T2", "acme/web"))
+            .await
+            .expect("subscribe");
+        service.reconcile_watchlist().await;
+        assert_eq!(
+            store.repositories.names().expect("names"),
+            vec!["acme/api", "acme/web"]
+        );
+
+        store
+            .installations
+            .mark_uninstalled("T2", jiff::Timestamp::UNIX_EPOCH)
+            .await
+            .expect("uninstall");
+        service.reconcile_watchlist().await;
+        assert_eq!(
+            store.repositories.names().expect("names"),
+            vec!["acme/api"],
+            "T2 is not polled"
+        );
+
+        store
+            .installations
+            .upsert(installation("T2"))
+            .await
+            .expect("reinstall");
+        service.reconcile_watchlist().await;
+        assert_eq!(
+            store.repositories.names().expect("names"),
+            vec!["acme/api", "acme/web"],
+            "resumed"
+        );
     }
 }
