@@ -61,6 +61,15 @@ pub struct Config {
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     pub admin: AdminConfig,
+    pub upgrade: UpgradeConfig,
+}
+
+/// The permission-upgrade campaign's dates (`[upgrade]`).
+#[derive(Debug, Clone)]
+pub struct UpgradeConfig {
+    pub schedule: crate::upgrade::campaign::CampaignSchedule,
+    /// Slack user ids told about upgrades besides the workspace's admins and installer.
+    pub admins: Vec<String>,
 }
 
 /// The local admin channel.
@@ -348,6 +357,19 @@ impl RawConfig {
                 .optional_path("admin.socket")
                 .unwrap_or_else(|| storage.path.join("admin.sock")),
         };
+        let upgrade = UpgradeConfig {
+            schedule: crate::upgrade::campaign::CampaignSchedule {
+                announce_at: reader.optional_timestamp("upgrade.announce_at"),
+                available_at: reader.optional_timestamp("upgrade.available_at"),
+                deadline: reader.optional_timestamp("upgrade.deadline"),
+                reminder_interval: jiff::SignedDuration::from_secs(reader.integer(
+                    "upgrade.reminder_interval_secs",
+                    60,
+                    30 * 24 * 3600,
+                ) as i64),
+            },
+            admins: reader.user_ids("upgrade.admins"),
+        };
         let shutdown = ShutdownConfig {
             drain_timeout: Duration::from_secs(reader.integer(
                 "shutdown.drain_timeout_secs",
@@ -370,6 +392,7 @@ impl RawConfig {
             log,
             shutdown,
             admin,
+            upgrade,
         })
     }
 }
@@ -516,6 +539,52 @@ impl Reader {
             self.problem(key, format!("must not be empty (from {})", raw.origin));
         }
         PathBuf::from(text)
+    }
+
+    /// An RFC 3339 time such as `2026-12-01T09:00:00Z`, or unset.
+    fn optional_timestamp(&mut self, key: &str) -> Option<jiff::Timestamp> {
+        let raw = self.take(key)?;
+        match raw.text.trim().parse::<jiff::Timestamp>() {
+            Ok(at) => Some(at),
+            Err(error) => {
+                self.problem(
+                    key,
+                    format!(
+                        "`{}` is not an RFC 3339 time such as 2026-12-01T09:00:00Z: {error} (from {})",
+                        raw.text, raw.origin
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A comma-separated list of Slack user ids (`U123,W456`), possibly empty.
+    fn user_ids(&mut self, key: &str) -> Vec<String> {
+        let Some(raw) = self.take(key) else {
+            return Vec::new();
+        };
+        let ids: Vec<String> = raw
+            .text
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .collect();
+        if let Some(bad) = ids.iter().find(|id| {
+            !id.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        }) {
+            self.problem(
+                key,
+                format!(
+                    "`{bad}` is not a Slack user id such as U0123ABCD (from {})",
+                    raw.origin
+                ),
+            );
+            return Vec::new();
+        }
+        ids
     }
 
     fn optional_path(&mut self, key: &str) -> Option<PathBuf> {
@@ -1025,6 +1094,38 @@ mod tests {
             zero[0].starts_with("bitbucket.poll_interval_secs: 0 is out of range"),
             "{zero:?}"
         );
+    }
+
+    #[test]
+    fn upgrade_dates_and_admins() {
+        let config = Config::load(
+            None,
+            &env(&[
+                APP,
+                ("BITBUCKET_SLACK__UPGRADE__DEADLINE", "2026-12-11T00:00:00Z"),
+                ("BITBUCKET_SLACK__UPGRADE__ADMINS", "U1, U2"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.upgrade.admins, vec!["U1", "U2"]);
+        assert_eq!(
+            config.upgrade.schedule.deadline.map(|d| d.as_second()),
+            Some(1_796_947_200)
+        );
+        assert!(config.upgrade.schedule.available_at.is_none());
+        let lines = problems(Config::load(
+            None,
+            &env(&[
+                APP,
+                ("BITBUCKET_SLACK__UPGRADE__AVAILABLE_AT", "next tuesday"),
+                ("BITBUCKET_SLACK__UPGRADE__ADMINS", "u1"),
+            ]),
+        ));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("upgrade.available_at: `next tuesday` is not an RFC 3339 time")
+        );
+        assert!(lines[1].starts_with("upgrade.admins: `u1` is not a Slack user id"));
     }
 
     #[test]

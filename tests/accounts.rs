@@ -48,6 +48,15 @@ async fn daemon() -> Daemon {
     let slack = FakeSlack::start().await;
     let bitbucket = FakeBitbucketAccounts::start(KEY, SECRET).await;
     bitbucket.set_callback_url(&format!("{PUBLIC}/bitbucket/oauth/callback"));
+    // Every scope granted: an outdated install would refuse new logins (the upgrade gate).
+    slack.add_workspace(
+        "xoxb-accounts-bot",
+        support::fake_slack::FakeWorkspace::new(
+            "T0FAKE",
+            "Fake Team",
+            &bitbucket_slack::upgrade::required_scopes().join(","),
+        ),
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let env: HashMap<String, String> = [
         ("SLACK__APP_TOKEN", "xapp-1-accounts".to_string()),

@@ -543,3 +543,69 @@ fn the_manifest_requests_exactly_the_scope_table() {
     assert!(manifest.contains("socket_mode_enabled: true"));
     assert!(manifest.contains("command: /bitbucket"));
 }
+
+#[tokio::test]
+async fn an_outdated_workspace_is_gated_by_the_upgrade_dates_until_it_upgrades() {
+    // The harness clock starts at 2027-01-15.
+    let harness = start(&[
+        ("UPGRADE__AVAILABLE_AT", "2027-01-01T00:00:00Z"),
+        ("UPGRADE__DEADLINE", "2027-02-01T00:00:00Z"),
+        ("UPGRADE__ADMINS", "U0OPS"),
+    ])
+    .await;
+    harness
+        .install(approval("T1", "Acme", "xoxb-t1", "commands,chat:write"))
+        .await;
+    let login = harness.command("T1", "login").await;
+    assert!(
+        login.contains("needs to update this app's permissions before new users can log in"),
+        "{login}"
+    );
+    assert!(
+        login.contains("U0OPS") && login.contains("U0ADMIN"),
+        "names the admins: {login}"
+    );
+    let status = harness.command("T1", "status").await;
+    assert!(
+        status.contains("*Permission update:* available (deadline 2027-02-01 00:00 UTC)"),
+        "{status}"
+    );
+    assert!(
+        harness
+            .command("T1", "subscriptions")
+            .await
+            .contains("no subscriptions")
+    );
+
+    harness.clock.advance(SignedDuration::from_hours(24 * 20));
+    let refused = harness.command("T1", "subscriptions").await;
+    assert!(
+        refused.contains("a Slack admin of this workspace must update the app's permissions"),
+        "{refused}"
+    );
+    assert!(
+        harness
+            .command("T1", "help")
+            .await
+            .contains("/bitbucket help")
+    );
+    assert!(harness.command("T1", "status").await.contains("overdue"));
+
+    // The upgrade takes effect at once.
+    harness
+        .install(approval("T1", "Acme", "xoxb-t1-upgraded", &all_scopes()))
+        .await;
+    assert!(
+        harness
+            .command("T1", "subscriptions")
+            .await
+            .contains("no subscriptions")
+    );
+    assert!(
+        !harness
+            .command("T1", "status")
+            .await
+            .contains("Permission update")
+    );
+    harness.stop().await;
+}

@@ -37,6 +37,8 @@ pub struct DispatchContext {
     pub configured_bot_token: Option<Secret<String>>,
     /// Where admins install the app, when OAuth is configured.
     pub install_url: Option<String>,
+    /// The permission-upgrade dates and extra admins.
+    pub upgrade: crate::config::UpgradeConfig,
 }
 
 /// The daemon's envelope handler.
@@ -82,6 +84,7 @@ impl Dispatcher {
             .iter()
             .filter(|d| d.team_id == installation.team_id)
             .count();
+        let upgrade = self.upgrade_line(&installation);
         let view = StatusView {
             level: upgrade::permission_level(&installation.scopes),
             team_name: installation.team_name,
@@ -98,6 +101,7 @@ impl Dispatcher {
                 .filter(|s| s.paused.is_some())
                 .count(),
             dead_letters,
+            upgrade,
         };
         status_reply(&view)
     }
@@ -118,6 +122,71 @@ impl Dispatcher {
                 warn!(%error, "could not re-check the configured bot token's scopes");
                 installation
             }
+        }
+    }
+
+    /// Where the permission update stands, for `/bitbucket status`.
+    fn upgrade_line(&self, installation: &Installation) -> Option<String> {
+        if upgrade::permission_level(&installation.scopes) == upgrade::PermissionLevel::Current {
+            return None;
+        }
+        let schedule = &self.context.upgrade.schedule;
+        let phase = schedule.phase_at(self.context.clock.now());
+        let deadline = schedule
+            .deadline
+            .map(|deadline| format!("deadline {}", deadline.strftime("%Y-%m-%d %H:%M UTC")))
+            .unwrap_or_else(|| "no deadline".into());
+        let effect = match phase {
+            upgrade::campaign::Phase::Overdue => {
+                "only help and status answer until an admin updates the permissions"
+            }
+            upgrade::campaign::Phase::Available => {
+                "new users cannot link their Bitbucket accounts until an admin updates the permissions"
+            }
+            _ => "nothing is restricted yet",
+        };
+        Some(format!("{} ({deadline}): {effect}.", phase.name()))
+    }
+
+    /// The admins to name: configured ones, then the installer.
+    fn admins(&self, installation: &Installation) -> Vec<String> {
+        let mut admins = self.context.upgrade.admins.clone();
+        if let Some(installer) = &installation.installer_user_id {
+            if !admins.contains(installer) {
+                admins.push(installer.clone());
+            }
+        }
+        admins
+    }
+
+    /// The upgrade story's gating: until the permissions are updated, from the
+    /// availability date new users cannot log in, and from the deadline only `help` and
+    /// `status` answer.
+    fn upgrade_refusal(
+        &self,
+        installation: &Installation,
+        user_id: &str,
+        command: &Command,
+    ) -> Option<Reply> {
+        let gate = upgrade::gate(
+            &installation.scopes,
+            &self.context.upgrade.schedule,
+            self.context.clock.now(),
+        );
+        let admins = self.admins(installation);
+        match (gate, command) {
+            (upgrade::Gate::Open, _) | (_, Command::Help | Command::Status) => None,
+            (upgrade::Gate::CommandsRefused, _) => {
+                Some(upgrade::messages::commands_refused(&admins))
+            }
+            (upgrade::Gate::LoginRefused, Command::Login) => {
+                let linked = matches!(
+                    self.context.store.user_links.get(&installation.team_id, user_id),
+                    Ok(Some(link)) if !link.stale
+                );
+                (!linked).then(|| upgrade::messages::login_refused(&admins))
+            }
+            (upgrade::Gate::LoginRefused, _) => None,
         }
     }
 
@@ -192,7 +261,13 @@ impl EnvelopeHandler for Dispatcher {
                 );
             }
         };
-        match commands::parse(&command.text) {
+        let parsed = commands::parse(&command.text);
+        if let Ok(parsed) = &parsed {
+            if let Some(refusal) = self.upgrade_refusal(&installation, &command.user_id, parsed) {
+                return refusal;
+            }
+        }
+        match parsed {
             Ok(Command::Help) => commands::help(),
             Ok(Command::Status) => self.status(installation).await,
             Ok(Command::Login) => self

@@ -233,6 +233,7 @@ pub async fn start(
         installer,
         accounts,
         subscriptions,
+        upgrade: config.upgrade.clone(),
         configured_bot_token: config.slack.bot_token.clone(),
         install_url,
     });

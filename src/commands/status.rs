@@ -19,6 +19,8 @@ pub struct StatusView {
     pub paused_subscriptions: usize,
     /// Notifications for this workspace that failed for good.
     pub dead_letters: usize,
+    /// Where the permission update stands, for an installation that needs one.
+    pub upgrade: Option<String>,
 }
 
 pub fn status_reply(view: &StatusView) -> Reply {
@@ -29,6 +31,9 @@ pub fn status_reply(view: &StatusView) -> Reply {
         view.installed_by
     )];
     sections.push(permissions_section(&view.level));
+    if let Some(upgrade) = &view.upgrade {
+        sections.push(format!("*Permission update:* {upgrade}"));
+    }
     sections.push(format!(
         "*Connection:* {} of {} Slack sockets connected.",
         view.sockets_connected, view.sockets_total
@@ -109,6 +114,7 @@ mod tests {
             subscriptions: 3,
             paused_subscriptions: 1,
             dead_letters: 0,
+            upgrade: None,
         }
     }
 

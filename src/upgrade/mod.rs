@@ -75,6 +75,33 @@ pub fn is_available(feature: Feature, granted: &[String]) -> bool {
         .all(|scope| granted.iter().any(|g| g == scope.name))
 }
 
+/// What an installation may do now, by its scopes and the campaign's dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Everything this version has that the scopes allow.
+    Open,
+    /// The update is available: people not yet linked cannot log in.
+    LoginRefused,
+    /// The deadline passed: only `help` and `status` answer.
+    CommandsRefused,
+}
+
+/// The one answer to "may this workspace do that now?" for the upgrade story.
+pub fn gate(
+    granted: &[String],
+    schedule: &campaign::CampaignSchedule,
+    now: jiff::Timestamp,
+) -> Gate {
+    if permission_level(granted) == PermissionLevel::Current {
+        return Gate::Open;
+    }
+    match schedule.phase_at(now) {
+        campaign::Phase::Overdue => Gate::CommandsRefused,
+        campaign::Phase::Available => Gate::LoginRefused,
+        _ => Gate::Open,
+    }
+}
+
 /// Parses Slack's scope lists: the `x-oauth-scopes` header and oauth.v2.access's `scope`
 /// are comma-separated, sometimes with spaces.
 pub fn parse_scope_list(text: &str) -> Vec<String> {
@@ -132,6 +159,28 @@ mod tests {
             assert_eq!(computed.name(), level, "{scopes}");
             assert_eq!(computed.missing(), &missing[..], "{scopes}");
         }
+    }
+
+    #[test]
+    fn gates_follow_the_dates_for_outdated_installations_only() {
+        let at = |second: i64| jiff::Timestamp::from_second(second).expect("valid");
+        let schedule = campaign::CampaignSchedule {
+            announce_at: None,
+            available_at: Some(at(1000)),
+            deadline: Some(at(2000)),
+            reminder_interval: jiff::SignedDuration::from_hours(24),
+        };
+        let outdated = granted("commands,chat:write");
+        let current = granted(&required_scopes().join(","));
+        assert_eq!(gate(&outdated, &schedule, at(999)), Gate::Open);
+        assert_eq!(gate(&outdated, &schedule, at(1000)), Gate::LoginRefused);
+        assert_eq!(gate(&outdated, &schedule, at(2000)), Gate::CommandsRefused);
+        assert_eq!(gate(&current, &schedule, at(5000)), Gate::Open);
+        assert_eq!(
+            gate(&outdated, &campaign::CampaignSchedule::default(), at(0)),
+            Gate::LoginRefused,
+            "no dates: available at once, no deadline"
+        );
     }
 
     #[test]
