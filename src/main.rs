@@ -40,6 +40,8 @@ enum CliCommand {
     Status(ListArgs),
     /// Every installed workspace: state, permissions, missing scopes. Never tokens.
     Installations(ListArgs),
+    /// Each installation's permission-upgrade phase, missing scopes, last and next reminder.
+    UpgradeStatus(ListArgs),
     /// Channel subscriptions, optionally of one workspace or channel.
     Subscriptions(SubscriptionArgs),
     /// The Slack outbox (or its dead letters); `outbox retry` re-queues dead letters.
@@ -144,6 +146,9 @@ fn main() -> ExitCode {
         }),
         CliCommand::Installations(args) => operate(&args.config, &env, |config| async move {
             app::cli::installations(&config, args.json).await
+        }),
+        CliCommand::UpgradeStatus(args) => operate(&args.config, &env, |config| async move {
+            app::cli::upgrade_status(&config, args.json).await
         }),
         CliCommand::Subscriptions(args) => operate(&args.list.config, &env, |config| async move {
             app::cli::subscriptions(&config, args.team, args.channel, args.list.json).await

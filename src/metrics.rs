@@ -46,6 +46,11 @@ pub struct StateLabel {
     pub state: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: String,
+}
+
 fn ack_latency_histogram() -> Histogram {
     // 50 µs to about 1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -63,6 +68,7 @@ pub struct Metrics {
     pub handler_errors: Family<KindLabel, Counter>,
     pub slack_api_calls: Family<MethodOutcome, Counter>,
     pub installations: Family<StateLabel, Gauge>,
+    pub campaign_phase: Family<PhaseLabel, Gauge>,
     pub deliveries: Family<KindLabel, Counter>,
     pub outbox_depth: Gauge,
     pub dead_letters: Gauge,
@@ -89,6 +95,7 @@ impl Default for Metrics {
             handler_errors: Family::default(),
             slack_api_calls: Family::default(),
             installations: Family::default(),
+            campaign_phase: Family::default(),
             deliveries: Family::default(),
             outbox_depth: Gauge::default(),
             dead_letters: Gauge::default(),
@@ -174,6 +181,11 @@ impl Metrics {
             "installations",
             "Installations by state, as of the last scrape",
             self.installations.clone(),
+        );
+        registry.register(
+            "campaign_phase",
+            "Installations by permission-upgrade phase, as of the last scrape",
+            self.campaign_phase.clone(),
         );
     }
 

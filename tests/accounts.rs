@@ -283,6 +283,7 @@ async fn service() -> Service {
         store: store.clone(),
         clock: Arc::new(clock.clone()),
         changed: Default::default(),
+        upgrades: Default::default(),
     };
     installer
         .install_configured_token(&Secret::new("xoxb-service-bot".into()))

@@ -90,6 +90,7 @@ async fn start_on(slack: FakeSlack, dir: tempfile::TempDir) -> Outbox {
         store: store.clone(),
         clock: Arc::new(clock.clone()),
         changed: Default::default(),
+        upgrades: Default::default(),
     }
     .install_configured_token(&Secret::new("xoxb-delivery-bot".into()))
     .await

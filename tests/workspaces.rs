@@ -567,7 +567,8 @@ async fn an_outdated_workspace_is_gated_by_the_upgrade_dates_until_it_upgrades()
     );
     let status = harness.command("T1", "status").await;
     assert!(
-        status.contains("*Permission update:* available (deadline 2027-02-01 00:00 UTC)"),
+        status.contains("*Permission update:* available")
+            && status.contains("Deadline: 2027-02-01 00:00 UTC"),
         "{status}"
     );
     assert!(

@@ -28,6 +28,8 @@ use crate::upgrade;
 pub enum AdminRequest {
     Status,
     Installations,
+    /// Each installation's permission-upgrade campaign.
+    UpgradeStatus,
     Subscriptions {
         team: Option<String>,
         channel: Option<String>,
@@ -51,6 +53,9 @@ pub enum AdminResponse {
     Status(StatusReport),
     Installations {
         installations: Vec<InstallationRow>,
+    },
+    UpgradeStatus {
+        campaigns: Vec<super::upgrade_driver::UpgradeRow>,
     },
     Subscriptions {
         subscriptions: Vec<SubscriptionRow>,
@@ -250,6 +255,8 @@ pub struct AdminState {
     pub started_at: Timestamp,
     /// The poller's client, for its request budget; `None` without a credential.
     pub bitbucket: Option<crate::bitbucket::BitbucketClient>,
+    /// The campaign dates, for the next reminder in `upgrade-status`.
+    pub upgrade_schedule: crate::upgrade::campaign::CampaignSchedule,
 }
 
 /// Binds the admin socket (replacing a stale file), mode 0600.
@@ -369,6 +376,13 @@ async fn answer(stream: UnixStream, owner: Option<u32>, state: &AdminState) -> s
                 Ok(count) => AdminResponse::Retried { count },
                 Err(error) => store_error(error),
             };
+            reply(&mut write, &response).await
+        }
+        AdminRequest::UpgradeStatus => {
+            let response =
+                super::upgrade_driver::upgrade_rows(&state.store, &state.upgrade_schedule)
+                    .map(|campaigns| AdminResponse::UpgradeStatus { campaigns })
+                    .unwrap_or_else(store_error);
             reply(&mut write, &response).await
         }
         AdminRequest::Installations => {

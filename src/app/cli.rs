@@ -182,6 +182,55 @@ pub async fn installations(config: &Config, json: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `bitbucket-slack upgrade-status`: each installation's permission-upgrade phase,
+/// missing scopes, last and next reminder.
+pub async fn upgrade_status(config: &Config, json: bool) -> anyhow::Result<u8> {
+    let rows = match reach(config).await? {
+        Channel::Daemon(stream) => match ask(stream, &AdminRequest::UpgradeStatus).await?.0 {
+            AdminResponse::UpgradeStatus { campaigns } => campaigns,
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        },
+        Channel::Store(store) => {
+            super::upgrade_driver::upgrade_rows(&store, &config.upgrade.schedule)?
+        }
+    };
+    if json {
+        print_json(&rows)?;
+    } else {
+        print!("{}", render_upgrade_status(&rows));
+    }
+    Ok(0)
+}
+
+fn render_upgrade_status(rows: &[super::upgrade_driver::UpgradeRow]) -> String {
+    if rows.is_empty() {
+        return "no installations yet\n".into();
+    }
+    let when = |at: Option<jiff::Timestamp>| at.map_or_else(|| "-".into(), |at| at.to_string());
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.team_id.clone(),
+                row.team_name.clone(),
+                row.phase.clone(),
+                if row.missing_scopes.is_empty() {
+                    "-".into()
+                } else {
+                    row.missing_scopes.join(",")
+                },
+                when(row.last_reminder_at),
+                when(row.next_reminder_at),
+                if row.notifications_held { "yes" } else { "no" }.into(),
+            ]
+        })
+        .collect();
+    render_table(
+        &["TEAM", "NAME", "PHASE", "MISSING", "LAST", "NEXT", "HELD"],
+        &table,
+    )
+}
+
 fn render_installations(rows: &[InstallationRow]) -> String {
     if rows.is_empty() {
         return "no installations yet\n".into();

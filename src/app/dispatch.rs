@@ -23,6 +23,7 @@ use crate::upgrade;
 use super::accounts::Accounts;
 use super::installations::Installer;
 use super::subscriptions::Subscriptions;
+use super::upgrade_driver::{AnswerTo, Campaigns};
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -39,6 +40,8 @@ pub struct DispatchContext {
     pub install_url: Option<String>,
     /// The permission-upgrade dates and extra admins.
     pub upgrade: crate::config::UpgradeConfig,
+    /// The permission-upgrade campaigns (admins, phases, click answers).
+    pub campaigns: Campaigns,
 }
 
 /// The daemon's envelope handler.
@@ -125,38 +128,110 @@ impl Dispatcher {
         }
     }
 
-    /// Where the permission update stands, for `/bitbucket status`.
+    /// Where the permission update stands, for `/bitbucket status`: the campaign's phase
+    /// and dates (the status lists what is missing above it). Nothing once the scopes are
+    /// current, even before the driver has recorded the upgrade.
     fn upgrade_line(&self, installation: &Installation) -> Option<String> {
         if upgrade::permission_level(&installation.scopes) == upgrade::PermissionLevel::Current {
             return None;
         }
-        let schedule = &self.context.upgrade.schedule;
-        let phase = schedule.phase_at(self.context.clock.now());
-        let deadline = schedule
-            .deadline
-            .map(|deadline| format!("deadline {}", deadline.strftime("%Y-%m-%d %H:%M UTC")))
-            .unwrap_or_else(|| "no deadline".into());
-        let effect = match phase {
-            upgrade::campaign::Phase::Overdue => {
-                "only help and status answer until an admin updates the permissions"
-            }
-            upgrade::campaign::Phase::Available => {
-                "new users cannot link their Bitbucket accounts until an admin updates the permissions"
-            }
-            _ => "nothing is restricted yet",
-        };
-        Some(format!("{} ({deadline}): {effect}.", phase.name()))
+        let state = self.context.campaigns.current_state(installation);
+        let summary = upgrade::campaign::phase_summary(
+            &state,
+            &self.context.upgrade.schedule,
+            self.context.clock.now(),
+        );
+        Some(
+            summary
+                .strip_prefix("*Permission update:* ")
+                .unwrap_or(&summary)
+                .to_string(),
+        )
     }
 
-    /// The admins to name: configured ones, then the installer.
+    /// The admins to name: the campaign's (workspace admins and owners, the installer,
+    /// `upgrade.admins`), else the configured ones and the installer.
     fn admins(&self, installation: &Installation) -> Vec<String> {
-        let mut admins = self.context.upgrade.admins.clone();
-        if let Some(installer) = &installation.installer_user_id {
-            if !admins.contains(installer) {
-                admins.push(installer.clone());
+        self.context.campaigns.admins(installation)
+    }
+
+    /// The help, without the commands whose features the workspace's scopes do not allow.
+    fn help(&self, installation: &Installation) -> Reply {
+        let notifications =
+            upgrade::is_available(upgrade::Feature::ChannelNotifications, &installation.scopes);
+        let hidden: &[&str] = if notifications {
+            &[]
+        } else {
+            &["subscribe", "unsubscribe", "subscriptions", "settings"]
+        };
+        commands::help_without(hidden)
+    }
+
+    /// A click on one of the campaign's buttons.
+    async fn upgrade_click(&self, interaction: &Interaction, action_id: &str) {
+        let Some(team_id) = interaction.team_id.as_deref() else {
+            debug!("block_actions without a team id ignored");
+            return;
+        };
+        let Some(user_id) = interaction.user_id.as_deref() else {
+            debug!("block_actions without a user ignored");
+            return;
+        };
+        let installation = match self.context.store.installations.get(team_id) {
+            Ok(Some(installation)) if installation.is_active() => installation,
+            Ok(_) => {
+                info!(
+                    team = team_id,
+                    "a click from a workspace without an active installation"
+                );
+                return;
             }
+            Err(error) => {
+                error!(team = team_id, %error, "could not read the installation");
+                return;
+            }
+        };
+        let payload = &interaction.payload;
+        let answer_to = match payload["response_url"]
+            .as_str()
+            .filter(|url| !url.is_empty())
+        {
+            Some(url) => AnswerTo::ResponseUrl(url.to_string()),
+            None => AnswerTo::Channel(
+                payload["channel"]["id"]
+                    .as_str()
+                    .or_else(|| payload["container"]["channel_id"].as_str())
+                    .unwrap_or(user_id)
+                    .to_string(),
+            ),
+        };
+        if action_id == upgrade::messages::CHECK_AGAIN_ACTION_ID {
+            let checked = self.recheck_if_configured(installation).await;
+            let reply = upgrade::messages::check_again_result(
+                &super::upgrade_driver::missing_scopes(&checked),
+            );
+            let result = match &answer_to {
+                AnswerTo::ResponseUrl(url) => self.context.installer.web.respond(url, &reply).await,
+                AnswerTo::Channel(channel) => match &checked.bot_token {
+                    Some(token) => {
+                        self.context
+                            .installer
+                            .web
+                            .post_ephemeral(token, channel, user_id, &reply)
+                            .await
+                    }
+                    None => Ok(()),
+                },
+            };
+            if let Err(error) = result {
+                warn!(%error, "could not answer Check again");
+            }
+            return;
         }
-        admins
+        self.context
+            .campaigns
+            .clicked(&installation, user_id, answer_to)
+            .await;
     }
 
     /// The upgrade story's gating: until the permissions are updated, from the
@@ -175,7 +250,9 @@ impl Dispatcher {
         );
         let admins = self.admins(installation);
         match (gate, command) {
-            (upgrade::Gate::Open, _) | (_, Command::Help | Command::Status) => None,
+            (upgrade::Gate::Open, _) | (_, Command::Help | Command::Status | Command::Upgrade) => {
+                None
+            }
             (upgrade::Gate::CommandsRefused, _) => {
                 Some(upgrade::messages::commands_refused(&admins))
             }
@@ -268,7 +345,11 @@ impl EnvelopeHandler for Dispatcher {
             }
         }
         match parsed {
-            Ok(Command::Help) => commands::help(),
+            Ok(Command::Help) => self.help(&installation),
+            Ok(Command::Upgrade) => self
+                .context
+                .campaigns
+                .answer(&installation, &command.user_id),
             Ok(Command::Status) => self.status(installation).await,
             Ok(Command::Login) => self
                 .context
@@ -329,6 +410,22 @@ impl EnvelopeHandler for Dispatcher {
     }
 
     async fn interaction(&self, interaction: Interaction) {
-        debug!(interaction_type = %interaction.interaction_type, "interaction received; nothing handles it yet");
+        if interaction.interaction_type != "block_actions" {
+            debug!(interaction_type = %interaction.interaction_type, "interaction received; nothing handles it");
+            return;
+        }
+        let actions = interaction.payload["actions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for action in actions {
+            match action["action_id"].as_str() {
+                Some(
+                    action_id @ (upgrade::messages::UPDATE_PERMISSIONS_ACTION_ID
+                    | upgrade::messages::CHECK_AGAIN_ACTION_ID),
+                ) => self.upgrade_click(&interaction, action_id).await,
+                other => debug!(action_id = ?other, "button click nothing handles"),
+            }
+        }
     }
 }

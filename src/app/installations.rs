@@ -62,6 +62,9 @@ pub struct Installer {
     /// Rung whenever an installation changes (installed, reinstalled, removed), so the
     /// poller's watch list follows at once.
     pub changed: Arc<tokio::sync::Notify>,
+    /// Told which workspace's scopes were just read, so its permission-upgrade campaign
+    /// follows at once (an upgrade through OAuth, a reinstall seen by auth.test).
+    pub upgrades: super::upgrade_driver::UpgradeSignal,
 }
 
 impl std::fmt::Debug for Installer {
@@ -104,6 +107,7 @@ impl Installer {
         };
         let stored = self.store.installations.upsert(installation).await?;
         self.changed.notify_one();
+        self.upgrades.scopes_changed(&stored.team_id);
         info!(
             team = %stored.team_id,
             permissions = upgrade::permission_level(&stored.scopes).name(),
@@ -166,6 +170,7 @@ impl Installer {
         };
         let stored = self.store.installations.upsert(installation).await?;
         self.changed.notify_one();
+        self.upgrades.scopes_changed(&stored.team_id);
         info!(
             team = %stored.team_id,
             installer = stored.installer_user_id.as_deref().unwrap_or("-"),

@@ -14,6 +14,7 @@ pub mod installations;
 pub mod poller;
 pub mod router;
 pub mod subscriptions;
+pub mod upgrade_driver;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,9 +66,16 @@ pub struct Running {
     /// Where `http.listen` actually bound (useful when the port was 0).
     pub http_address: std::net::SocketAddr,
     main: tokio::task::JoinHandle<anyhow::Result<()>>,
+    upgrades: upgrade_driver::UpgradeSignal,
 }
 
 impl Running {
+    /// Makes the permission-upgrade driver look at its campaigns' wake times now (after
+    /// a test moved its manual clock; the system clock needs no help).
+    pub fn wake_upgrades(&self) {
+        self.upgrades.wake();
+    }
+
     /// Waits until the daemon has stopped and drained.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.main.await.context("the daemon's main task failed")?
@@ -103,6 +111,7 @@ pub async fn start(
         store: store.clone(),
         clock: clock.clone(),
         changed: Arc::new(tokio::sync::Notify::new()),
+        upgrades: upgrade_driver::UpgradeSignal::default(),
     };
     let accounts = accounts::Accounts {
         store: store.clone(),
@@ -204,6 +213,7 @@ pub async fn start(
                 clock: clock.clone(),
                 started_at: clock.now(),
                 bitbucket: bitbucket.clone(),
+                upgrade_schedule: config.upgrade.schedule.clone(),
             },
             background.clone(),
         )
@@ -226,6 +236,22 @@ pub async fn start(
         )
         .instrument(info_span!("workspace_discovery")),
     );
+    let delivery_wake = Arc::new(tokio::sync::Notify::new());
+    let campaigns = upgrade_driver::Campaigns::new(
+        store.clone(),
+        web.clone(),
+        clock.clone(),
+        config.upgrade.clone(),
+        &config.http.public_url,
+        delivery_wake.clone(),
+    );
+    let upgrades = installer.upgrades.clone();
+    tokio::spawn(
+        campaigns
+            .clone()
+            .run(upgrades.clone(), background.clone())
+            .instrument(info_span!("upgrade_driver")),
+    );
     let dispatcher = Dispatcher::new(DispatchContext {
         store: store.clone(),
         clock: clock.clone(),
@@ -236,9 +262,9 @@ pub async fn start(
         upgrade: config.upgrade.clone(),
         configured_bot_token: config.slack.bot_token.clone(),
         install_url,
+        campaigns,
     });
 
-    let delivery_wake = Arc::new(tokio::sync::Notify::new());
     let delivery_task = tokio::spawn(
         crate::slack::delivery::Deliverer {
             web: web.clone(),
@@ -310,7 +336,11 @@ pub async fn start(
         info!("stopped cleanly");
         Ok(())
     });
-    Ok(Running { http_address, main })
+    Ok(Running {
+        http_address,
+        main,
+        upgrades,
+    })
 }
 
 /// Tells systemd READY once the first socket has had hello, and pings its watchdog.

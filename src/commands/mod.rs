@@ -39,6 +39,8 @@ pub enum Command {
     Threading {
         on: bool,
     },
+    /// Admins: show how to update the app's Slack permissions.
+    Upgrade,
 }
 
 fn no_arguments(args: &[&str], command: Command) -> Result<Command, String> {
@@ -130,6 +132,12 @@ pub const COMMANDS: &[CommandSpec] = &[
             ["features"] => Ok(Command::SubscriptionFeatures),
             _ => Err("the only option is `features`".into()),
         },
+    },
+    CommandSpec {
+        name: "upgrade",
+        usage: "/bitbucket upgrade",
+        summary: "Admins: update the app's Slack permissions when this version needs new ones.",
+        parse: |args| no_arguments(args, Command::Upgrade),
     },
     CommandSpec {
         name: "settings",
@@ -240,8 +248,15 @@ impl Reply {
 
 /// The help: one line per command, from [`COMMANDS`].
 pub fn help() -> Reply {
+    help_without(&[])
+}
+
+/// The help without the commands named in `hidden` (those whose features the
+/// workspace's permissions do not allow yet).
+pub fn help_without(hidden: &[&str]) -> Reply {
     let lines: Vec<String> = COMMANDS
         .iter()
+        .filter(|spec| !hidden.contains(&spec.name))
         .map(|spec| format!("`{}` {}", spec.usage, spec.summary))
         .collect();
     Reply {

@@ -25,7 +25,7 @@ use crate::app::accounts::Accounts;
 use crate::app::installations::Installer;
 use crate::clock::Clock;
 use crate::config::SlackOAuthConfig;
-use crate::metrics::{Metrics, StateLabel};
+use crate::metrics::{Metrics, PhaseLabel, StateLabel};
 use crate::slack::socket::SocketHealth;
 use crate::store::Store;
 
@@ -139,6 +139,25 @@ async fn metrics(State(state): State<HttpState>) -> impl axum::response::IntoRes
                 .metrics
                 .installations
                 .get_or_create(&StateLabel { state: name.into() })
+                .set(count as i64);
+        }
+    }
+    if let Ok(campaigns) = state.store.campaigns.list() {
+        use crate::upgrade::campaign::Phase;
+        for phase in [
+            Phase::NotNeeded,
+            Phase::Announced,
+            Phase::Available,
+            Phase::Overdue,
+            Phase::Upgraded,
+        ] {
+            let count = campaigns.iter().filter(|(_, c)| c.phase == phase).count();
+            state
+                .metrics
+                .campaign_phase
+                .get_or_create(&PhaseLabel {
+                    phase: phase.name().into(),
+                })
                 .set(count as i64);
         }
     }

@@ -34,6 +34,9 @@ pub const PERMANENT_CHANNEL_ERRORS: &[&str] = &[
     "restricted_action",
 ];
 
+/// How often a held delivery is looked at again (the release enqueues digests anyway).
+const HELD_RECHECK: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
     /// Attempts before a message becomes a dead letter.
@@ -104,6 +107,9 @@ impl Deliverer {
                 if stop.is_cancelled() {
                     return;
                 }
+                if self.hold_if_held(&delivery).await {
+                    continue;
+                }
                 let channel = (delivery.team_id.clone(), delivery.channel_id.clone());
                 let pace = paces.entry(channel).or_insert(Pace {
                     tokens: f64::from(self.settings.channel_burst),
@@ -132,6 +138,33 @@ impl Deliverer {
                 _ = stop.cancelled() => return,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// A workspace whose permission upgrade is overdue has its notifications held: the
+    /// delivery stays in the outbox (looked at again in a minute, not an attempt) until
+    /// the upgrade replaces the held ones with a digest. Returns whether it was held.
+    async fn hold_if_held(&self, delivery: &PendingDelivery) -> bool {
+        match self.store.campaigns.is_held(&delivery.team_id) {
+            Ok(false) => false,
+            Ok(true) => {
+                let mut held = delivery.clone();
+                held.not_before = later(self.clock.now(), HELD_RECHECK);
+                held.last_error = Some("held until the workspace's permissions are updated".into());
+                if let Err(error) = self
+                    .store
+                    .deliveries
+                    .reschedule_if_unchanged(delivery, &held)
+                    .await
+                {
+                    warn!(%error, "could not reschedule a held delivery");
+                }
+                true
+            }
+            Err(error) => {
+                warn!(%error, "cannot read whether the workspace's notifications are held");
+                true
             }
         }
     }

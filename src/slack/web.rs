@@ -415,6 +415,92 @@ impl SlackWeb {
             .await
     }
 
+    /// `chat.postMessage` to a user id (a DM): returns where Slack put it (the DM's
+    /// channel id and the message's `ts`), so it can be edited later.
+    pub async fn post_direct_message(
+        &self,
+        bot_token: &Secret<String>,
+        user_id: &str,
+        reply: &Reply,
+    ) -> Result<(String, String), SlackError> {
+        let method = "chat.postMessage";
+        let token = SlackApiToken::new(bot_token.expose().clone().into())
+            .with_token_type(SlackApiTokenType::Bot);
+        let request = SlackApiChatPostMessageRequest::new(
+            user_id.to_string().into(),
+            convert::message_content(reply),
+        );
+        let result = self
+            .client
+            .open_session(&token)
+            .chat_post_message(&request)
+            .await
+            .map_err(|error| SlackError::from_client(method, error));
+        let response = self.count(method, result)?;
+        Ok((response.channel.0, response.ts.0))
+    }
+
+    /// `chat.postEphemeral`: `reply` in `channel`, visible only to `user_id`.
+    pub async fn post_ephemeral(
+        &self,
+        bot_token: &Secret<String>,
+        channel: &str,
+        user_id: &str,
+        reply: &Reply,
+    ) -> Result<(), SlackError> {
+        let method = "chat.postEphemeral";
+        let token = SlackApiToken::new(bot_token.expose().clone().into())
+            .with_token_type(SlackApiTokenType::Bot);
+        let request = SlackApiChatPostEphemeralRequest::new(
+            channel.to_string().into(),
+            user_id.to_string().into(),
+            convert::message_content(reply),
+        );
+        let result = self
+            .client
+            .open_session(&token)
+            .chat_post_ephemeral(&request)
+            .await
+            .map_err(|error| SlackError::from_client(method, error));
+        self.count(method, result).map(|_| ())
+    }
+
+    /// The workspace's admins and owners (users.list `is_admin` / `is_owner`, people
+    /// only, not deactivated), following the cursor. Needs `users:read`.
+    pub async fn workspace_admins(
+        &self,
+        bot_token: &Secret<String>,
+    ) -> Result<Vec<String>, SlackError> {
+        let method = "users.list";
+        let mut admins = Vec::new();
+        let mut cursor = String::new();
+        for _page in 0..100 {
+            let mut form = vec![("limit", "200")];
+            if !cursor.is_empty() {
+                form.push(("cursor", cursor.as_str()));
+            }
+            let (_, json) = self
+                .raw_call(method, RawAuth::Bearer(bot_token), &form)
+                .await?;
+            for member in json["members"].as_array().into_iter().flatten() {
+                let flag = |key: &str| member[key].as_bool().unwrap_or(false);
+                if (flag("is_admin") || flag("is_owner")) && !flag("deleted") && !flag("is_bot") {
+                    if let Some(id) = member["id"].as_str() {
+                        admins.push(id.to_string());
+                    }
+                }
+            }
+            cursor = json["response_metadata"]["next_cursor"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        Ok(admins)
+    }
+
     /// `chat.postMessage`, as a reply in the thread of `thread_ts` when given, also shown
     /// in the channel when `broadcast`.
     pub async fn post_in_thread(

@@ -235,6 +235,27 @@ impl DeliveryStore {
         Ok(())
     }
 
+    /// Like [`Self::reschedule`], but only while `current` is still in the outbox as
+    /// read: a delivery removed meanwhile (a held one replaced by a digest) stays gone.
+    pub async fn reschedule_if_unchanged(
+        &self,
+        current: &PendingDelivery,
+        next: &PendingDelivery,
+    ) -> Result<bool, StoreError> {
+        let swapped = {
+            let _writing = self.gate.writing();
+            self.outbox
+                .compare_and_swap(
+                    current.id.to_be_bytes(),
+                    Some(encode(current)),
+                    Some(encode(next)),
+                )?
+                .is_ok()
+        };
+        self.db.flush_async().await?;
+        Ok(swapped)
+    }
+
     /// Gives up: the delivery moves to the dead letters, where `outbox retry` finds it.
     pub async fn dead_letter(&self, delivery: &PendingDelivery) -> Result<(), StoreError> {
         self.move_between(&self.outbox, &self.dead, delivery).await

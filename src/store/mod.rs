@@ -7,6 +7,7 @@
 
 mod activities;
 pub mod backup;
+mod campaigns;
 pub mod crypto;
 mod dedup;
 mod deliveries;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use activities::{ActivityStore, PollCommit};
+pub use campaigns::CampaignStore;
 pub use crypto::{KeySource, TokenCipher};
 pub use dedup::{DedupKind, DedupStore};
 pub use deliveries::{DeliveryStore, NewDelivery, PendingDelivery};
@@ -113,6 +115,7 @@ pub struct Store {
     pub deliveries: DeliveryStore,
     pub repositories: RepositoryStore,
     pub activities: ActivityStore,
+    pub campaigns: CampaignStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -170,6 +173,13 @@ impl Store {
             installations: InstallationStore::new(
                 db.open_tree("installations")?,
                 cipher.clone(),
+                gate.clone(),
+            ),
+            campaigns: CampaignStore::new(
+                db.clone(),
+                db.open_tree("campaigns")?,
+                db.open_tree("held_notifications")?,
+                db.open_tree("deliveries")?,
                 gate.clone(),
             ),
             deliveries: DeliveryStore::new(

@@ -455,20 +455,20 @@ pub fn next_reminder_at(state: &CampaignState, schedule: &CampaignSchedule) -> O
         .min()
 }
 
-/// One paragraph for `/bitbucket status`: the phase, the dates, what is missing.
+/// One paragraph for `/bitbucket status`: the phase and its dates (the status lists what
+/// is missing, with reasons, above it).
 pub fn phase_summary(state: &CampaignState, schedule: &CampaignSchedule, now: Timestamp) -> String {
-    let missing = missing_line(&state.missing_scopes);
     match state.phase {
         Phase::NotNeeded if state.is_outdated() => match schedule.announce_at() {
             Some(at) => format!(
-                "*Permission update:* needed; admins will be told on {}.{missing}",
+                "*Permission update:* needed; admins will be told on {}.",
                 dated(at, now)
             ),
-            None => format!("*Permission update:* needed.{missing}"),
+            None => "*Permission update:* needed.".into(),
         },
         Phase::NotNeeded => "*Permission update:* none needed.".into(),
         Phase::Announced => format!(
-            "*Permission update:* announced; admins can update from {}.{}{missing}",
+            "*Permission update:* announced; admins can update from {}.{}",
             schedule
                 .available_at
                 .map_or_else(|| "now".into(), |at| dated(at, now)),
@@ -476,12 +476,12 @@ pub fn phase_summary(state: &CampaignState, schedule: &CampaignSchedule, now: Ti
         ),
         Phase::Available => format!(
             "*Permission update:* available; an admin needs to click *Update permissions*. \
-             Until then new users cannot log in.{}{missing}",
+             Until then new users cannot log in.{}",
             deadline_sentence(schedule, now)
         ),
         Phase::Overdue => format!(
             "*Permission update:* overdue{}; commands are refused and channel notifications are \
-             held until an admin updates.{missing}",
+             held until an admin updates.",
             schedule
                 .deadline
                 .map_or_else(String::new, |at| format!(" since {}", dated(at, now)))
@@ -491,14 +491,6 @@ pub fn phase_summary(state: &CampaignState, schedule: &CampaignSchedule, now: Ti
             None => "*Permission update:* done.".into(),
         },
     }
-}
-
-fn missing_line(missing: &[String]) -> String {
-    if missing.is_empty() {
-        return String::new();
-    }
-    let scopes: Vec<String> = missing.iter().map(|scope| format!("`{scope}`")).collect();
-    format!(" Missing: {}.", scopes.join(", "))
 }
 
 fn deadline_sentence(schedule: &CampaignSchedule, now: Timestamp) -> String {

@@ -225,6 +225,56 @@ pub fn login_refused(admins: &[String]) -> Reply {
     ))
 }
 
+/// The one message per channel that replaces the notifications held while the upgrade
+/// was overdue: how many, then each one's plain-text fallback, within Block Kit's limits
+/// (sections under 3,000 characters, at most [`DIGEST_MAX_SECTIONS`] of them).
+pub fn held_digest(fallbacks: &[String]) -> Reply {
+    const SECTION_LIMIT: usize = 2_900;
+    const LINE_LIMIT: usize = 300;
+    let count = fallbacks.len();
+    let noun = if count == 1 {
+        "notification was"
+    } else {
+        "notifications were"
+    };
+    let header = format!("While this app waited for updated permissions, {count} {noun} held:");
+    let mut sections = vec![header.clone()];
+    let mut current = String::new();
+    let mut shown = 0;
+    for fallback in fallbacks {
+        let mut line: String = fallback.chars().take(LINE_LIMIT).collect();
+        if line.len() < fallback.len() {
+            line.push('…');
+        }
+        let line = format!("• {line}");
+        if current.len() + line.len() + 1 > SECTION_LIMIT {
+            if sections.len() + 1 >= DIGEST_MAX_SECTIONS {
+                break;
+            }
+            sections.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(&line);
+        shown += 1;
+    }
+    if !current.is_empty() {
+        sections.push(current);
+    }
+    if shown < count {
+        sections.push(format!("…and {} more.", count - shown));
+    }
+    Reply {
+        text: header,
+        sections,
+        buttons: Vec::new(),
+    }
+}
+
+/// Block Kit allows 50 blocks in a message; a digest stays well under.
+pub const DIGEST_MAX_SECTIONS: usize = 40;
+
 /// Sets the url of the **Allow** button to the workspace's install link.
 pub fn with_install_url(mut reply: Reply, install_url: &str) -> Reply {
     for button in &mut reply.buttons {
@@ -327,6 +377,30 @@ mod tests {
 
     fn missing() -> Vec<String> {
         vec!["links:read".into(), "links:write".into()]
+    }
+
+    #[test]
+    fn digests_count_list_and_stay_within_block_kit_limits() {
+        let small = held_digest(&["PR #1 opened".into(), "PR #2 merged".into()]);
+        assert_eq!(
+            small.sections,
+            vec![
+                "While this app waited for updated permissions, 2 notifications were held:",
+                "• PR #1 opened\n• PR #2 merged"
+            ]
+        );
+        let many: Vec<String> = (0..5_000)
+            .map(|n| format!("{n} {}", "x".repeat(400)))
+            .collect();
+        let big = held_digest(&many);
+        assert!(big.sections.len() <= DIGEST_MAX_SECTIONS + 1);
+        assert!(big.sections.iter().all(|section| section.len() < 3_000));
+        assert!(
+            big.sections
+                .last()
+                .is_some_and(|last| last.ends_with("more."))
+        );
+        assert!(big.sections[0].contains("5000 notifications"));
     }
 
     const DEADLINE_TOKEN: &str = "<!date^1774861200^{date_long} at {time}|2026-03-30 09:00 UTC>";

@@ -111,6 +111,8 @@ struct SharedState {
     retry_after_secs: u64,
     /// conversations.info answers: channel -> (is_private, is_member).
     channels: std::collections::HashMap<String, (bool, bool)>,
+    /// users.list answers: team id -> (user id, is_admin).
+    members: std::collections::HashMap<String, Vec<(String, bool)>>,
 }
 
 impl Inner {
@@ -181,6 +183,7 @@ impl FakeSlack {
                 rate_limited_posts: 0,
                 retry_after_secs: 1,
                 channels: std::collections::HashMap::new(),
+                members: std::collections::HashMap::new(),
             }),
             calls_changed,
             accept_tx,
@@ -483,6 +486,10 @@ async fn handle_http(
             "chat.update" => chat_update(&call),
             "conversations.info" => conversations_info(&inner, &call),
             "chat.postMessage" => chat_post_message(&inner, &call, &method),
+            "chat.postEphemeral" => {
+                slack_json(json!({"ok": true, "message_ts": "1700000000.999999"}))
+            }
+            "users.list" => users_list(&inner, &call),
             _ => slack_json(json!({"ok": false, "error": "unknown_method"})),
         };
     }
@@ -1184,6 +1191,40 @@ impl FakeSlack {
             .channels
             .insert(channel.to_owned(), (is_private, is_member));
     }
+}
+
+impl FakeSlack {
+    /// The people users.list returns for workspace `team_id`: (user id, is_admin).
+    pub fn set_members(&self, team_id: &str, members: &[(&str, bool)]) {
+        self.inner.lock().members.insert(
+            team_id.to_owned(),
+            members
+                .iter()
+                .map(|(id, admin)| ((*id).to_owned(), *admin))
+                .collect(),
+        );
+    }
+}
+
+/// `users.list`: the members of the token's workspace, in one page.
+fn users_list(inner: &Inner, call: &RecordedCall) -> Response {
+    let token = call.bearer().unwrap_or_default().to_string();
+    let state = inner.lock();
+    let Some(workspace) = state.workspaces.get(&token) else {
+        return slack_json(json!({"ok": false, "error": "invalid_auth"}));
+    };
+    let scopes: Vec<&str> = workspace.scopes.split(',').map(str::trim).collect();
+    if !scopes.contains(&"users:read") {
+        return slack_json(json!({"ok": false, "error": "missing_scope"}));
+    }
+    let members: Vec<Value> = state
+        .members
+        .get(&workspace.team_id)
+        .into_iter()
+        .flatten()
+        .map(|(id, admin)| json!({"id": id, "is_admin": admin, "is_owner": false, "deleted": false, "is_bot": false}))
+        .collect();
+    slack_json(json!({"ok": true, "members": members, "response_metadata": {"next_cursor": ""}}))
 }
 
 fn chat_update(call: &RecordedCall) -> Response {

@@ -1,0 +1,221 @@
+//! Permission-upgrade campaigns: each installation's [`CampaignState`] (as JSON, keyed by
+//! team id) and the set of workspaces whose channel notifications are held.
+//!
+//! Owns persisting the campaign and the hold: the delivery loop asks [`is_held`] before
+//! posting, and [`release_with_digests`] replaces a workspace's held deliveries with one
+//! digest per channel and lifts the hold in a single transaction, so a crash leaves
+//! either the held notifications or the digests, never both and never neither. Every
+//! write is flushed before it returns. Never decides *when* to hold or release: that is
+//! `upgrade::campaign`, executed by `app::upgrade_driver`.
+//!
+//! [`is_held`]: CampaignStore::is_held
+//! [`release_with_digests`]: CampaignStore::release_with_digests
+
+use jiff::Timestamp;
+
+use super::deliveries::{DeliveryStore, NewDelivery, PendingDelivery};
+use super::{StoreError, WriteGate};
+use crate::upgrade::campaign::CampaignState;
+
+#[derive(Clone)]
+pub struct CampaignStore {
+    db: sled::Db,
+    campaigns: sled::Tree,
+    held: sled::Tree,
+    outbox: sled::Tree,
+    gate: WriteGate,
+}
+
+impl CampaignStore {
+    pub(super) fn new(
+        db: sled::Db,
+        campaigns: sled::Tree,
+        held: sled::Tree,
+        outbox: sled::Tree,
+        gate: WriteGate,
+    ) -> Self {
+        Self {
+            db,
+            campaigns,
+            held,
+            outbox,
+            gate,
+        }
+    }
+
+    pub fn get(&self, team_id: &str) -> Result<Option<CampaignState>, StoreError> {
+        self.campaigns
+            .get(team_id.as_bytes())?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    /// Every stored campaign, by team id.
+    pub fn list(&self) -> Result<Vec<(String, CampaignState)>, StoreError> {
+        self.campaigns
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((String::from_utf8_lossy(&key).into_owned(), decode(&value)?))
+            })
+            .collect()
+    }
+
+    /// Saves the campaign (before its effects are executed, so nothing is sent twice).
+    pub async fn put(&self, team_id: &str, state: &CampaignState) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(state).expect("a campaign state always serializes");
+        {
+            let _writing = self.gate.writing();
+            self.campaigns.insert(team_id.as_bytes(), bytes)?;
+        }
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Whether the workspace's channel notifications are held (kept in the outbox).
+    pub fn is_held(&self, team_id: &str) -> Result<bool, StoreError> {
+        Ok(self.held.contains_key(team_id.as_bytes())?)
+    }
+
+    /// Starts holding the workspace's channel notifications.
+    pub async fn hold(&self, team_id: &str) -> Result<(), StoreError> {
+        {
+            let _writing = self.gate.writing();
+            self.held.insert(team_id.as_bytes(), &[])?;
+        }
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The held deliveries of a workspace, oldest first.
+    pub fn held_deliveries(&self, team_id: &str) -> Result<Vec<PendingDelivery>, StoreError> {
+        let mut held = Vec::new();
+        for item in self.outbox.iter().values() {
+            let delivery: PendingDelivery = serde_json::from_slice(&item?)
+                .map_err(|error| StoreError::Corrupt(format!("delivery record: {error}")))?;
+            if delivery.team_id == team_id {
+                held.push(delivery);
+            }
+        }
+        Ok(held)
+    }
+
+    /// Lifts the hold: removes the `replaced` deliveries and enqueues `digests` (due at
+    /// `now`), in one transaction. Returns how many digests were enqueued.
+    pub async fn release_with_digests(
+        &self,
+        team_id: &str,
+        replaced: &[u64],
+        digests: Vec<NewDelivery>,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        use sled::Transactional;
+        let prepared = digests
+            .into_iter()
+            .map(|new| {
+                Ok(PendingDelivery {
+                    id: self.db.generate_id()?,
+                    team_id: new.team_id,
+                    channel_id: new.channel_id,
+                    activity_id: new.activity_id,
+                    notification: new.notification,
+                    attempts: 0,
+                    not_before: now,
+                    last_error: None,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        {
+            let _writing = self.gate.writing();
+            (&self.outbox, &self.held)
+                .transaction(|(outbox, held)| {
+                    for id in replaced {
+                        outbox.remove(&id.to_be_bytes())?;
+                    }
+                    for delivery in &prepared {
+                        DeliveryStore::insert_in(outbox, delivery)?;
+                    }
+                    held.remove(team_id.as_bytes())?;
+                    Ok(())
+                })
+                .map_err(|error: sled::transaction::TransactionError<()>| {
+                    StoreError::Io(format!("release transaction: {error:?}"))
+                })?;
+        }
+        self.db.flush_async().await?;
+        Ok(prepared.len())
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<CampaignState, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| StoreError::Corrupt(format!("campaign record: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::Reply;
+    use crate::notify::Notification;
+    use crate::upgrade::campaign::InstallMode;
+
+    fn delivery(team: &str, channel: &str, text: &str) -> NewDelivery {
+        NewDelivery {
+            team_id: team.into(),
+            channel_id: channel.into(),
+            activity_id: format!("a-{text}"),
+            notification: Notification {
+                message: Reply::text(text),
+                thread_key: None,
+                parent_update: None,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn states_round_trip_and_release_swaps_held_for_digests() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(dir.path()).expect("open");
+        let now = Timestamp::from_second(1_800_000_000).expect("valid");
+        let state = CampaignState::new(InstallMode::OAuth);
+        store.campaigns.put("T1", &state).await.expect("put");
+        assert_eq!(store.campaigns.get("T1").expect("get"), Some(state));
+        assert_eq!(store.campaigns.list().expect("list").len(), 1);
+
+        store.campaigns.hold("T1").await.expect("hold");
+        assert!(store.campaigns.is_held("T1").expect("read"));
+        assert!(!store.campaigns.is_held("T2").expect("read"));
+        store
+            .deliveries
+            .enqueue(
+                vec![
+                    delivery("T1", "C1", "one"),
+                    delivery("T1", "C1", "two"),
+                    delivery("T2", "C9", "other"),
+                ],
+                now,
+            )
+            .await
+            .expect("enqueue");
+        let held = store.campaigns.held_deliveries("T1").expect("held");
+        assert_eq!(held.len(), 2);
+        let ids: Vec<u64> = held.iter().map(|d| d.id).collect();
+        let enqueued = store
+            .campaigns
+            .release_with_digests("T1", &ids, vec![delivery("T1", "C1", "digest")], now)
+            .await
+            .expect("release");
+        assert_eq!(enqueued, 1);
+        assert!(!store.campaigns.is_held("T1").expect("read"));
+        let texts: Vec<String> = store
+            .deliveries
+            .pending()
+            .expect("pending")
+            .into_iter()
+            .map(|d| d.notification.message.text)
+            .collect();
+        assert_eq!(texts.len(), 2);
+        assert!(texts.contains(&"digest".to_string()));
+        assert!(texts.contains(&"other".to_string()));
+    }
+}

@@ -1,0 +1,512 @@
+//! The permission-upgrade campaign end to end: the daemon runs in-process against the
+//! fake Slack with a manual clock. Each step moves the clock, wakes the driver
+//! (`Running::wake_upgrades`) and waits for the calls it must make; nothing sleeps.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bitbucket_slack::app;
+use bitbucket_slack::clock::{Clock, ManualClock};
+use bitbucket_slack::commands::Reply;
+use bitbucket_slack::config::Config;
+use bitbucket_slack::notify::Notification;
+use bitbucket_slack::store::{NewDelivery, Store};
+use bitbucket_slack::upgrade::required_scopes;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use support::daemon::browse;
+use support::fake_slack::{FakeSlack, FakeSocket, FakeWorkspace, OAuthApproval, RecordedCall};
+use tokio_util::sync::CancellationToken;
+
+const APP_TOKEN: &str = "xapp-1-A0FAKE-upgrade-app-secret";
+const CLIENT_ID: &str = "4242424242.5151515151515";
+const CLIENT_SECRET: &str = "client-secret-do-not-log";
+const PUBLIC_URL: &str = "http://bitbucket-slack.intranet.example";
+const T0: i64 = 1_800_000_000;
+
+fn at(days: i64) -> Timestamp {
+    Timestamp::from_second(T0 + days * 86_400).expect("valid")
+}
+
+struct Harness {
+    fake: Arc<FakeSlack>,
+    clock: ManualClock,
+    http: String,
+    socket: FakeSocket,
+    shutdown: CancellationToken,
+    running: app::Running,
+    data: PathBuf,
+}
+
+fn config(fake: &FakeSlack, data: &Path, extra: &[(&str, String)]) -> Config {
+    let mut env: HashMap<String, String> = [
+        ("SLACK__APP_TOKEN", APP_TOKEN.to_string()),
+        ("SLACK__API_URL", fake.api_url()),
+        ("SLACK__SOCKET_CONNECTIONS", "1".into()),
+        ("SLACK__CLIENT_ID", CLIENT_ID.into()),
+        ("SLACK__CLIENT_SECRET", CLIENT_SECRET.into()),
+        ("SLACK__OAUTH_AUTHORIZE_URL", fake.oauth_authorize_url()),
+        ("STORAGE__PATH", data.display().to_string()),
+        ("HTTP__LISTEN", "127.0.0.1:0".into()),
+        ("HTTP__PUBLIC_URL", format!("{PUBLIC_URL}/")),
+    ]
+    .into_iter()
+    .map(|(key, value)| (format!("BITBUCKET_SLACK__{key}"), value))
+    .collect();
+    for (key, value) in extra {
+        env.insert(format!("BITBUCKET_SLACK__{key}"), value.clone());
+    }
+    Config::load(None, &env).expect("valid config")
+}
+
+/// Starts the daemon on `data`; a previous daemon's tasks may still be letting go of the
+/// store, so a locked store is tried again after they ran.
+async fn start_on(
+    fake: Arc<FakeSlack>,
+    clock: ManualClock,
+    data: PathBuf,
+    extra: &[(&str, String)],
+) -> Harness {
+    let shutdown = CancellationToken::new();
+    let mut attempts = 0;
+    let running = loop {
+        let config = config(&fake, &data, extra);
+        match app::start(config, Arc::new(clock.clone()), shutdown.clone()).await {
+            Ok(running) => break running,
+            Err(error) if attempts < 1000 && error.to_string().contains("in use") => {
+                attempts += 1;
+                tokio::task::yield_now().await;
+            }
+            Err(error) => panic!("the daemon does not start: {error:#}"),
+        }
+    };
+    let http = format!("http://{}", running.http_address);
+    let socket = fake.accept().await;
+    Harness {
+        fake,
+        clock,
+        http,
+        socket,
+        shutdown,
+        running,
+        data,
+    }
+}
+
+fn campaign_dates() -> Vec<(&'static str, String)> {
+    vec![
+        ("UPGRADE__AVAILABLE_AT", at(14).to_string()),
+        ("UPGRADE__DEADLINE", at(21).to_string()),
+    ]
+}
+
+impl Harness {
+    /// Stops the daemon; returns what a restart needs.
+    async fn stop(self) -> (Arc<FakeSlack>, ManualClock, PathBuf) {
+        self.shutdown.cancel();
+        self.running.wait().await.expect("clean stop");
+        (self.fake, self.clock, self.data)
+    }
+
+    async fn advance_days(&self, days: i64) {
+        self.clock.advance(SignedDuration::from_hours(24 * days));
+        self.running.wake_upgrades();
+    }
+
+    /// Goes through `/slack/install` (bound to `team` when given) and Slack's consent.
+    async fn oauth(&self, approval: OAuthApproval, start: &str) -> u16 {
+        let install = browse(&start.replace(PUBLIC_URL, &self.http)).await;
+        assert_eq!(install.status, 302, "{}", install.body);
+        self.fake.approve_next(approval);
+        let slack = browse(&install.location.expect("a redirect to Slack")).await;
+        let callback = slack
+            .location
+            .expect("Slack redirects back")
+            .replace(PUBLIC_URL, &self.http);
+        let page = browse(&callback).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        page.status
+    }
+
+    async fn command(&self, team: &str, user: &str, text: &str) -> String {
+        let id = format!("env-{team}-{user}-{text}-{}", next_id());
+        self.socket
+            .send_json(&json!({
+                "envelope_id": id,
+                "type": "slash_commands",
+                "accepts_response_payload": true,
+                "payload": {
+                    "team_id": team, "channel_id": "C1", "user_id": user,
+                    "command": "/bitbucket", "text": text,
+                    "response_url": self.fake.response_url("cmd"), "trigger_id": "t"
+                }
+            }))
+            .await;
+        let ack = self.socket.next_ack().await;
+        assert_eq!(ack["envelope_id"], id.as_str());
+        blocks_text(&ack["payload"])
+    }
+
+    /// Clicks a button of a DM, shaped like Slack's block_actions payload.
+    async fn click(&self, team: &str, user: &str, action_id: &str, response: &str) {
+        let id = format!("env-click-{}", next_id());
+        self.socket
+            .send_json(&json!({
+                "envelope_id": id,
+                "type": "interactive",
+                "accepts_response_payload": false,
+                "payload": {
+                    "type": "block_actions",
+                    "user": {"id": user, "username": "someone", "team_id": team},
+                    "api_app_id": "A0FAKE",
+                    "container": {"type": "message", "message_ts": "1700000000.000100",
+                                  "channel_id": "D1", "is_ephemeral": false},
+                    "trigger_id": "111.222.xxx",
+                    "team": {"id": team, "domain": "acme"},
+                    "channel": {"id": "D1", "name": "directmessage"},
+                    "response_url": self.fake.response_url(response),
+                    "actions": [{
+                        "action_id": action_id, "block_id": "b",
+                        "text": {"type": "plain_text", "text": "Update permissions"},
+                        "type": "button", "action_ts": "1605853645.582706"
+                    }]
+                }
+            }))
+            .await;
+        assert_eq!(self.socket.next_ack().await["envelope_id"], id.as_str());
+    }
+
+    /// The campaign DMs so far (chat.postMessage to a user id), in order.
+    fn dms(&self) -> Vec<Value> {
+        dms(&self.fake.calls_to("chat.postMessage"))
+    }
+
+    async fn wait_for_dms(&self, count: usize) -> Vec<Value> {
+        let all = self.fake.calls_to("chat.postMessage").len();
+        let missing = count.saturating_sub(self.dms().len());
+        self.fake
+            .wait_for_calls("chat.postMessage", all + missing)
+            .await;
+        let dms = self.dms();
+        assert_eq!(dms.len(), count, "{dms:#?}");
+        dms
+    }
+}
+
+fn dms(calls: &[RecordedCall]) -> Vec<Value> {
+    calls
+        .iter()
+        .map(RecordedCall::json)
+        .filter(|call| call["channel"].as_str().is_some_and(|c| c.starts_with('U')))
+        .collect()
+}
+
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn blocks_text(payload: &Value) -> String {
+    let blocks = match &payload["blocks"] {
+        Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        other => other.clone(),
+    };
+    let text = blocks
+        .as_array()
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter_map(|block| block["text"]["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    format!("{}\n{text}", payload["text"].as_str().unwrap_or(""))
+}
+
+fn outdated_scopes() -> String {
+    required_scopes()
+        .into_iter()
+        .filter(|scope| !scope.starts_with("links:"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn approval(team: &str, token: &str, scopes: &str, installer: &str) -> OAuthApproval {
+    OAuthApproval {
+        workspace: FakeWorkspace::new(team, "Acme", scopes),
+        bot_token: token.into(),
+        installer_user_id: installer.into(),
+        error: None,
+    }
+}
+
+fn held(team: &str, channel: &str, text: &str) -> NewDelivery {
+    NewDelivery {
+        team_id: team.into(),
+        channel_id: channel.into(),
+        activity_id: format!("held-{text}"),
+        notification: Notification {
+            message: Reply::text(text),
+            thread_key: None,
+            parent_update: None,
+        },
+    }
+}
+
+/// Opens the store of a stopped daemon (whose last tasks may still be letting go).
+async fn open_store(data: &Path) -> Store {
+    for _ in 0..1000 {
+        match Store::open(data) {
+            Ok(store) => return store,
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
+    Store::open(data).expect("the stopped daemon's store opens")
+}
+
+#[tokio::test]
+async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
+    let fake = Arc::new(FakeSlack::start().await);
+    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    fake.set_members("T1", &[("UADMIN2", true), ("UPLAIN", false)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(at(0));
+    let harness = start_on(
+        fake.clone(),
+        clock,
+        dir.path().join("data"),
+        &campaign_dates(),
+    )
+    .await;
+
+    // Installed with the old scopes 14 days before availability: both admins (the
+    // workspace admin from users.list and the installer) get the announcement.
+    harness
+        .oauth(
+            approval("T1", "xoxb-t1-old", &outdated_scopes(), "U0INSTALLER"),
+            &format!("{PUBLIC_URL}/slack/install"),
+        )
+        .await;
+    let dms = harness.wait_for_dms(2).await;
+    let recipients: Vec<&str> = dms.iter().filter_map(|d| d["channel"].as_str()).collect();
+    assert_eq!(recipients, vec!["UADMIN2", "U0INSTALLER"]);
+    assert!(blocks_text(&dms[0]).contains("will need updated permissions soon"));
+    assert!(!blocks_text(&dms[0]).contains("upgrade_update_permissions"));
+    let login = harness.command("T1", "UNEW", "login").await;
+    assert!(!login.contains("needs to update"), "{login}");
+
+    // Availability day: the Update permissions button.
+    harness.advance_days(14).await;
+    let dms = harness.wait_for_dms(4).await;
+    for dm in &dms[2..] {
+        assert!(
+            dm["blocks"]
+                .to_string()
+                .contains("upgrade_update_permissions"),
+            "{dm}"
+        );
+    }
+    let login = harness.command("T1", "UNEW", "login").await;
+    assert!(
+        login.contains("Your Slack admin needs to update this app's permissions"),
+        "{login}"
+    );
+    let status = harness.command("T1", "UNEW", "status").await;
+    assert!(status.contains("available"), "{status}");
+
+    // A day later: a reminder to each admin.
+    harness.advance_days(1).await;
+    harness.wait_for_dms(6).await;
+
+    // The deadline: every command refused, notifications held.
+    harness.advance_days(6).await;
+    let dms = harness.wait_for_dms(8).await;
+    for dm in &dms[6..] {
+        assert!(blocks_text(dm).contains("is paused until its permissions are updated"));
+    }
+    let refused = harness.command("T1", "UNEW", "subscriptions").await;
+    assert!(refused.contains("is paused"), "{refused}");
+    assert!(refused.contains("<@UADMIN2>"), "{refused}");
+    let help = harness.command("T1", "UNEW", "help").await;
+    assert!(help.contains("/bitbucket help"), "{help}");
+
+    // Notifications arrive for the held workspace (written while it is stopped), and the
+    // restart in the Overdue phase sends nothing again.
+    let (fake, clock, data) = harness.stop().await;
+    {
+        let store = open_store(&data).await;
+        store
+            .deliveries
+            .enqueue(
+                vec![
+                    held("T1", "C1", "PR #1 opened"),
+                    held("T1", "C1", "PR #2 merged"),
+                    held("T1", "C2", "Pipeline failed"),
+                ],
+                clock.now(),
+            )
+            .await
+            .expect("enqueue");
+    }
+    let harness = start_on(fake, clock, data, &campaign_dates()).await;
+
+    // A non-admin's click: only admins can, naming one.
+    harness
+        .click("T1", "UPLAIN", "upgrade_update_permissions", "plain")
+        .await;
+    let answer = harness.fake.wait_for_calls("/response/plain", 1).await;
+    let text = blocks_text(&answer[0].json());
+    assert!(text.contains("Only workspace admins"), "{text}");
+    assert!(text.contains("<@UADMIN2>"), "{text}");
+
+    // An admin's click: the permissions with reasons and Allow, bound to the workspace.
+    harness
+        .click("T1", "UADMIN2", "upgrade_update_permissions", "admin")
+        .await;
+    let answer = harness.fake.wait_for_calls("/response/admin", 1).await;
+    let body = answer[0].json();
+    let text = blocks_text(&body);
+    assert!(text.contains("`links:write`"), "{text}");
+    let allow = format!("{PUBLIC_URL}/slack/install?team=T1");
+    assert!(body.to_string().contains(&allow), "{body}");
+    assert!(
+        harness.fake.calls_to("chat.postMessage").len() == 8,
+        "nothing posted while held, nothing resent by the restart"
+    );
+
+    // Allow: Slack's consent with every scope.
+    harness
+        .oauth(
+            approval("T1", "xoxb-t1-new", &required_scopes().join(","), "UADMIN2"),
+            &allow,
+        )
+        .await;
+    // Every campaign message is edited to say the app is up to date.
+    let updates = harness.fake.wait_for_calls("chat.update", 8).await;
+    assert!(
+        updates
+            .iter()
+            .all(|u| blocks_text(&u.json()).contains("up to date"))
+    );
+    // One digest per channel.
+    let posts = harness.fake.wait_for_calls("chat.postMessage", 10).await;
+    let mut digests: Vec<(String, String)> = posts
+        .iter()
+        .map(RecordedCall::json)
+        .filter(|p| p["channel"].as_str().is_some_and(|c| c.starts_with('C')))
+        .map(|p| {
+            (
+                p["channel"].as_str().unwrap_or("").to_string(),
+                blocks_text(&p),
+            )
+        })
+        .collect();
+    digests.sort();
+    assert_eq!(digests.len(), 2, "{digests:#?}");
+    assert!(
+        digests[0].1.contains("2 notifications were held"),
+        "{}",
+        digests[0].1
+    );
+    assert!(digests[0].1.contains("PR #2 merged"));
+    assert!(digests[1].1.contains("1 notification was held"));
+
+    // Login works at once; commands answer; no reminder follows.
+    let login = harness.command("T1", "UNEW", "login").await;
+    assert!(!login.contains("needs to update"), "{login}");
+    let status = harness.command("T1", "UNEW", "status").await;
+    assert!(!status.contains("Permission update"), "{status}");
+    harness.advance_days(3).await;
+    let _ = harness.command("T1", "UNEW", "help").await;
+    assert_eq!(harness.dms().len(), 8, "no reminder after the upgrade");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn two_workspaces_in_different_phases_at_once() {
+    let fake = Arc::new(FakeSlack::start().await);
+    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The deadline has passed already.
+    let clock = ManualClock::new(at(22));
+    let harness = start_on(
+        fake.clone(),
+        clock,
+        dir.path().join("data"),
+        &campaign_dates(),
+    )
+    .await;
+    harness
+        .oauth(
+            approval("T1", "xoxb-t1", &outdated_scopes(), "U1ADMIN"),
+            &format!("{PUBLIC_URL}/slack/install"),
+        )
+        .await;
+    harness
+        .oauth(
+            approval("T2", "xoxb-t2", &required_scopes().join(","), "U2ADMIN"),
+            &format!("{PUBLIC_URL}/slack/install"),
+        )
+        .await;
+    let dms = harness.wait_for_dms(1).await;
+    assert_eq!(dms[0]["channel"], "U1ADMIN");
+    let refused = harness.command("T1", "UX", "subscriptions").await;
+    assert!(refused.contains("is paused"), "{refused}");
+    let served = harness.command("T2", "UX", "subscriptions").await;
+    assert!(!served.contains("is paused"), "{served}");
+    let upgrade = harness.command("T2", "U2ADMIN", "upgrade").await;
+    assert!(upgrade.contains("up to date"), "{upgrade}");
+    let upgrade = harness.command("T1", "U1ADMIN", "upgrade").await;
+    assert!(upgrade.contains("`links:read`"), "{upgrade}");
+
+    // A day later T1 is reminded; T2 never hears of it.
+    harness.advance_days(1).await;
+    let dms = harness.wait_for_dms(2).await;
+    assert!(dms.iter().all(|dm| dm["channel"] == "U1ADMIN"));
+
+    // `upgrade-status` through the running daemon's admin socket.
+    let answer = admin_request(
+        &harness.data.join("admin.sock"),
+        r#"{"command":"upgrade_status"}"#,
+    )
+    .await;
+    let campaigns = answer["campaigns"].as_array().expect("campaigns").clone();
+    let phase = |team: &str| {
+        campaigns
+            .iter()
+            .find(|row| row["team_id"] == team)
+            .map(|row| row["phase"].clone())
+    };
+    assert_eq!(phase("T1"), Some(json!("overdue")), "{answer}");
+    assert_eq!(phase("T2"), Some(json!("not_needed")), "{answer}");
+    let t1 = campaigns
+        .iter()
+        .find(|row| row["team_id"] == "T1")
+        .expect("T1");
+    assert_eq!(t1["notifications_held"], true);
+    assert_eq!(t1["missing_scopes"], json!(["links:read", "links:write"]));
+    assert!(t1["next_reminder_at"].is_string(), "{t1}");
+    harness.stop().await;
+}
+
+async fn admin_request(socket: &Path, request: &str) -> Value {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("the admin socket answers");
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .await
+        .expect("send");
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .await
+        .expect("an answer");
+    serde_json::from_str(&line).expect("JSON")
+}
