@@ -12,9 +12,10 @@ use std::time::Duration;
 use bitbucket_slack::app;
 use bitbucket_slack::clock::SystemClock;
 use bitbucket_slack::config::Config;
+use bitbucket_slack::upgrade::required_scopes;
 use serde_json::{Value, json};
 use support::fake_bitbucket::{Endpoint, FakeBitbucket, TOKEN};
-use support::fake_slack::{FakeSlack, FakeSocket};
+use support::fake_slack::{FakeSlack, FakeSocket, FakeWorkspace};
 use tokio_util::sync::CancellationToken;
 
 struct Daemon {
@@ -30,6 +31,11 @@ struct Daemon {
 async fn daemon(repos: &[&str]) -> Daemon {
     let _ = tracing_subscriber::fmt().with_env_filter("debug,hyper=info,sled=info,reqwest=info,h2=info,tungstenite=info,tokio_tungstenite=info").with_test_writer().try_init();
     let slack = FakeSlack::start().await;
+    // A current install: subscribing channels needs every channel-notification scope.
+    slack.add_workspace(
+        "xoxb-notify-bot",
+        FakeWorkspace::new("T0FAKE", "Fake Team", &required_scopes().join(",")),
+    );
     let bitbucket = FakeBitbucket::start().await;
     for repo in repos {
         bitbucket.add_repository(repo);

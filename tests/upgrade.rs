@@ -116,6 +116,17 @@ impl Harness {
         self.running.wake_upgrades();
     }
 
+    /// Waits until the driver has done everything due now, so that "nothing else was
+    /// sent" can be asserted.
+    async fn settle(&self) {
+        self.running.settle_upgrades().await;
+    }
+
+    /// What every DM so far says, in order (kind words only).
+    fn dm_texts(&self) -> Vec<String> {
+        self.dms().iter().map(blocks_text).collect()
+    }
+
     /// Goes through `/slack/install` (bound to `team` when given) and Slack's consent.
     async fn oauth(&self, approval: OAuthApproval, start: &str) -> u16 {
         let install = browse(&start.replace(PUBLIC_URL, &self.http)).await;
@@ -422,8 +433,9 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     let status = harness.command("T1", "UNEW", "status").await;
     assert!(!status.contains("Permission update"), "{status}");
     harness.advance_days(3).await;
-    let _ = harness.command("T1", "UNEW", "help").await;
+    harness.settle().await;
     assert_eq!(harness.dms().len(), 8, "no reminder after the upgrade");
+    assert_eq!(harness.fake.calls_to("chat.update").len(), 8);
     harness.stop().await;
 }
 
@@ -509,4 +521,215 @@ async fn admin_request(socket: &Path, request: &str) -> Value {
         .await
         .expect("an answer");
     serde_json::from_str(&line).expect("JSON")
+}
+
+/// Stops and starts the daemon on the same store and clock, then waits for the driver's
+/// first pass: whatever a restart would resend has been sent by then.
+async fn restart(harness: Harness) -> Harness {
+    let (fake, clock, data) = harness.stop().await;
+    let harness = start_on(fake, clock, data, &campaign_dates()).await;
+    harness.settle().await;
+    harness
+}
+
+#[tokio::test]
+async fn a_restart_in_every_phase_sends_nothing_twice() {
+    let fake = Arc::new(FakeSlack::start().await);
+    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(at(0));
+    let mut harness = start_on(fake, clock, dir.path().join("data"), &campaign_dates()).await;
+    harness
+        .oauth(
+            approval("T1", "xoxb-t1-old", &outdated_scopes(), "U0INSTALLER"),
+            &format!("{PUBLIC_URL}/slack/install"),
+        )
+        .await;
+    harness.settle().await;
+    let mut told = vec!["will need updated permissions soon"];
+    // Announced, Available (after its message and after a reminder), Overdue.
+    for (days, said) in [
+        (14, "upgrade_update_permissions"),
+        (1, "Reminder"),
+        (6, "is paused until its permissions are updated"),
+        (0, "is paused until its permissions are updated"),
+    ] {
+        assert_eq!(harness.dms().len(), told.len(), "{:#?}", harness.dm_texts());
+        harness = restart(harness).await;
+        assert_eq!(
+            harness.dms().len(),
+            told.len(),
+            "the restart resent: {:#?}",
+            harness.dm_texts()
+        );
+        if days == 0 {
+            break;
+        }
+        harness.advance_days(days).await;
+        harness.settle().await;
+        told.push(said);
+        let dms = harness.dms();
+        assert_eq!(dms.len(), told.len(), "{:#?}", harness.dm_texts());
+        let last = dms.last().expect("a DM").to_string();
+        assert!(last.contains(said), "{last}");
+    }
+
+    // Upgraded: every DM edited once, and a restart edits and sends nothing more.
+    harness
+        .oauth(
+            approval(
+                "T1",
+                "xoxb-t1-new",
+                &required_scopes().join(","),
+                "U0INSTALLER",
+            ),
+            &format!("{PUBLIC_URL}/slack/install?team=T1"),
+        )
+        .await;
+    harness.settle().await;
+    assert_eq!(harness.fake.calls_to("chat.update").len(), told.len());
+    harness = restart(harness).await;
+    harness.advance_days(5).await;
+    harness.settle().await;
+    assert_eq!(harness.dms().len(), told.len());
+    assert_eq!(harness.fake.calls_to("chat.update").len(), told.len());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_login_nudges_the_admins_at_most_once_per_interval() {
+    let fake = Arc::new(FakeSlack::start().await);
+    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No dates: available at once, no deadline. This install also lacks
+    // chat:write.public, which subscribing channels needs.
+    let scopes: Vec<&str> = required_scopes()
+        .into_iter()
+        .filter(|scope| *scope != "chat:write.public")
+        .collect();
+    let harness = start_on(fake, ManualClock::new(at(0)), dir.path().join("data"), &[]).await;
+    harness
+        .oauth(
+            approval("T1", "xoxb-t1", &scopes.join(","), "U0INSTALLER"),
+            &format!("{PUBLIC_URL}/slack/install"),
+        )
+        .await;
+    harness.settle().await;
+    let dms = harness.dms();
+    assert_eq!(dms.len(), 1, "{:#?}", harness.dm_texts());
+    assert!(dms[0].to_string().contains("upgrade_update_permissions"));
+
+    // Refused at once, but the admin was just told: no nudge.
+    let login = harness.command("T1", "UNEW", "login").await;
+    assert!(
+        login.contains("needs to update this app's permissions"),
+        "{login}"
+    );
+    assert_eq!(harness.dms().len(), 1);
+
+    // A day later the refusal nudges the admin, in place of the reminder.
+    harness.clock.advance(SignedDuration::from_hours(24));
+    let _ = harness.command("T1", "UNEW", "login").await;
+    let dms = harness.dms();
+    assert_eq!(dms.len(), 2, "{:#?}", harness.dm_texts());
+    let nudge = blocks_text(&dms[1]);
+    assert!(nudge.contains("<@UNEW> tried to connect"), "{nudge}");
+    assert!(dms[1].to_string().contains("upgrade_update_permissions"));
+    let _ = harness.command("T1", "USECOND", "login").await;
+    harness.settle().await;
+    assert_eq!(harness.dms().len(), 2, "never two inside the interval");
+    harness.advance_days(1).await;
+    harness.settle().await;
+    let dms = harness.dms();
+    assert_eq!(dms.len(), 3);
+    assert!(blocks_text(&dms[2]).contains("Reminder"));
+
+    // A feature whose scopes are missing is left out of the help and refused.
+    let help = harness.command("T1", "UNEW", "help").await;
+    assert!(!help.contains("/bitbucket subscribe"), "{help}");
+    assert!(help.contains("/bitbucket unsubscribe"), "{help}");
+    let refused = harness
+        .command("T1", "UNEW", "subscribe acme/widgets")
+        .await;
+    assert!(refused.contains("`chat:write.public`"), "{refused}");
+    assert!(refused.contains("/bitbucket upgrade"), "{refused}");
+    assert!(refused.contains("<@U0INSTALLER>"), "{refused}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_configured_token_is_updated_by_reinstalling_and_check_again() {
+    const BOT_TOKEN: &str = "xoxb-configured-upgrade-secret";
+    let fake = Arc::new(FakeSlack::start().await);
+    fake.add_workspace(
+        BOT_TOKEN,
+        FakeWorkspace::new("T1", "Acme", &outdated_scopes()),
+    );
+    fake.set_members("T1", &[("UOWNER", true), ("UPLAIN", false)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = [
+        ("SLACK__BOT_TOKEN", BOT_TOKEN.to_string()),
+        ("UPGRADE__ADMINS", "U0OPS".to_string()),
+    ];
+    let harness = start_on(
+        fake.clone(),
+        ManualClock::new(at(0)),
+        dir.path().join("data"),
+        &extra,
+    )
+    .await;
+    harness.settle().await;
+    let dms = harness.dms();
+    let recipients: Vec<&str> = dms.iter().filter_map(|d| d["channel"].as_str()).collect();
+    assert_eq!(
+        recipients,
+        vec!["UOWNER", "U0OPS"],
+        "{:#?}",
+        harness.dm_texts()
+    );
+
+    // The button explains the reinstall and offers Check again, not Allow.
+    harness
+        .click("T1", "UOWNER", "upgrade_update_permissions", "update")
+        .await;
+    let answer = harness.fake.wait_for_calls("/response/update", 1).await;
+    let body = answer[0].json();
+    assert!(
+        blocks_text(&body).contains("Reinstall to Workspace"),
+        "{body}"
+    );
+    assert!(body.to_string().contains("upgrade_check_again"), "{body}");
+    assert!(!body.to_string().contains("/slack/install"), "{body}");
+
+    // Check again before the reinstall: still missing.
+    harness
+        .click("T1", "UOWNER", "upgrade_check_again", "early")
+        .await;
+    let answer = harness.fake.wait_for_calls("/response/early", 1).await;
+    let text = blocks_text(&answer[0].json());
+    assert!(
+        text.contains("Still missing: `links:read`, `links:write`"),
+        "{text}"
+    );
+
+    // The admin reinstalls from the manifest (same token, new scopes), then checks again.
+    fake.add_workspace(
+        BOT_TOKEN,
+        FakeWorkspace::new("T1", "Acme", &required_scopes().join(",")),
+    );
+    harness
+        .click("T1", "UOWNER", "upgrade_check_again", "done")
+        .await;
+    let answer = harness.fake.wait_for_calls("/response/done", 1).await;
+    let text = blocks_text(&answer[0].json());
+    assert!(text.contains("up to date"), "{text}");
+    harness.settle().await;
+    let updates = harness.fake.calls_to("chat.update");
+    assert_eq!(updates.len(), 2, "both DMs marked done");
+    let login = harness.command("T1", "UNEW", "login").await;
+    assert!(!login.contains("needs to update"), "{login}");
+    harness.advance_days(3).await;
+    harness.settle().await;
+    assert_eq!(harness.dms().len(), 2, "nothing after the upgrade");
+    harness.stop().await;
 }

@@ -157,14 +157,7 @@ impl Dispatcher {
 
     /// The help, without the commands whose features the workspace's scopes do not allow.
     fn help(&self, installation: &Installation) -> Reply {
-        let notifications =
-            upgrade::is_available(upgrade::Feature::ChannelNotifications, &installation.scopes);
-        let hidden: &[&str] = if notifications {
-            &[]
-        } else {
-            &["subscribe", "unsubscribe", "subscriptions", "settings"]
-        };
-        commands::help_without(hidden)
+        commands::help_without(&upgrade::unavailable_commands(&installation.scopes))
     }
 
     /// A click on one of the campaign's buttons.
@@ -235,9 +228,10 @@ impl Dispatcher {
     }
 
     /// The upgrade story's gating: until the permissions are updated, from the
-    /// availability date new users cannot log in, and from the deadline only `help` and
-    /// `status` answer.
-    fn upgrade_refusal(
+    /// availability date new users cannot log in (and the admins are nudged), from the
+    /// deadline only `help`, `status` and `upgrade` answer, and a command whose feature
+    /// needs missing scopes is refused.
+    async fn upgrade_refusal(
         &self,
         installation: &Installation,
         user_id: &str,
@@ -248,23 +242,48 @@ impl Dispatcher {
             &self.context.upgrade.schedule,
             self.context.clock.now(),
         );
+        if matches!(command, Command::Help | Command::Status | Command::Upgrade) {
+            return None;
+        }
         let admins = self.admins(installation);
-        match (gate, command) {
-            (upgrade::Gate::Open, _) | (_, Command::Help | Command::Status | Command::Upgrade) => {
-                None
+        match gate {
+            upgrade::Gate::CommandsRefused => {
+                if *command == Command::Login {
+                    self.nudge_admins(installation, user_id).await;
+                }
+                return Some(upgrade::messages::commands_refused(&admins));
             }
-            (upgrade::Gate::CommandsRefused, _) => {
-                Some(upgrade::messages::commands_refused(&admins))
-            }
-            (upgrade::Gate::LoginRefused, Command::Login) => {
+            upgrade::Gate::LoginRefused if *command == Command::Login => {
                 let linked = matches!(
                     self.context.store.user_links.get(&installation.team_id, user_id),
                     Ok(Some(link)) if !link.stale
                 );
-                (!linked).then(|| upgrade::messages::login_refused(&admins))
+                if !linked {
+                    self.nudge_admins(installation, user_id).await;
+                    return Some(upgrade::messages::login_refused(&admins));
+                }
             }
-            (upgrade::Gate::LoginRefused, _) => None,
+            upgrade::Gate::LoginRefused | upgrade::Gate::Open => {}
         }
+        let feature = upgrade::command_feature(command.name())?;
+        if upgrade::is_available(feature, &installation.scopes) {
+            return None;
+        }
+        Some(upgrade::messages::feature_unavailable(
+            feature.spec().name,
+            &upgrade::missing_for(feature, &installation.scopes),
+            &admins,
+        ))
+    }
+
+    /// Tells the admins that someone could not log in; the campaign decides who is due a
+    /// DM (at most one per reminder interval each). A slow Slack only moves the refusal
+    /// from the ack to the response_url.
+    async fn nudge_admins(&self, installation: &Installation, user_id: &str) {
+        self.context
+            .campaigns
+            .login_refused(installation, user_id)
+            .await;
     }
 
     async fn uninstalled(&self, team_id: &str) {
@@ -340,7 +359,10 @@ impl EnvelopeHandler for Dispatcher {
         };
         let parsed = commands::parse(&command.text);
         if let Ok(parsed) = &parsed {
-            if let Some(refusal) = self.upgrade_refusal(&installation, &command.user_id, parsed) {
+            if let Some(refusal) = self
+                .upgrade_refusal(&installation, &command.user_id, parsed)
+                .await
+            {
                 return refusal;
             }
         }

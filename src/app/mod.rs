@@ -76,6 +76,13 @@ impl Running {
         self.upgrades.wake();
     }
 
+    /// Wakes the permission-upgrade driver and waits until it has acted on everything
+    /// due now (what a test needs before saying "nothing else was sent").
+    pub async fn settle_upgrades(&self) {
+        let ring = self.upgrades.wake();
+        self.upgrades.settled(ring).await;
+    }
+
     /// Waits until the daemon has stopped and drained.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.main.await.context("the daemon's main task failed")?

@@ -11,6 +11,7 @@
 //! that moved its manual clock).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,16 +36,34 @@ use crate::upgrade::{self, messages};
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
 /// Rings the driver: "these workspaces' scopes were just read" (install, reinstall,
-/// re-check), or simply "look again now". Cheap to clone; no ring is lost.
-#[derive(Clone, Default)]
+/// re-check), or simply "look again now". Cheap to clone; no ring is lost. Each ring is
+/// numbered, and the driver publishes the number of the last ring it has fully handled,
+/// so a caller can wait until the driver has acted on its ring ([`Self::settled`]).
+#[derive(Clone)]
 pub struct UpgradeSignal {
     inner: Arc<SignalInner>,
 }
 
-#[derive(Default)]
 struct SignalInner {
     teams: Mutex<BTreeSet<String>>,
     notify: Notify,
+    /// The number of the latest ring.
+    rung: AtomicU64,
+    /// The number of the latest ring whose pass has finished.
+    handled: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for UpgradeSignal {
+    fn default() -> Self {
+        UpgradeSignal {
+            inner: Arc::new(SignalInner {
+                teams: Mutex::new(BTreeSet::new()),
+                notify: Notify::new(),
+                rung: AtomicU64::new(0),
+                handled: tokio::sync::watch::Sender::new(0),
+            }),
+        }
+    }
 }
 
 impl std::fmt::Debug for UpgradeSignal {
@@ -55,18 +74,43 @@ impl std::fmt::Debug for UpgradeSignal {
 
 impl UpgradeSignal {
     /// The installation of `team_id` was written with freshly read scopes.
-    pub fn scopes_changed(&self, team_id: &str) {
+    pub fn scopes_changed(&self, team_id: &str) -> u64 {
         self.teams().insert(team_id.to_string());
-        self.inner.notify.notify_one();
+        self.ring()
     }
 
-    /// Look at every campaign's wake time again (the clock may have moved).
-    pub fn wake(&self) {
-        self.inner.notify.notify_one();
+    /// Look at every campaign's wake time again (the clock may have moved). Returns the
+    /// ring's number, for [`Self::settled`].
+    pub fn wake(&self) -> u64 {
+        self.ring()
     }
 
-    fn take(&self) -> BTreeSet<String> {
-        std::mem::take(&mut *self.teams())
+    /// Waits until the driver has finished a pass that began after ring `number` (it
+    /// never returns if the driver has stopped).
+    pub async fn settled(&self, number: u64) {
+        let mut handled = self.inner.handled.subscribe();
+        // An error means the sender is gone, which cannot happen while `self` holds it.
+        let _ = handled.wait_for(|handled| *handled >= number).await;
+    }
+
+    fn ring(&self) -> u64 {
+        let number = self.inner.rung.fetch_add(1, Ordering::SeqCst) + 1;
+        self.inner.notify.notify_one();
+        number
+    }
+
+    /// Starts a pass: the rings it will have handled, and the teams to refresh.
+    fn begin_pass(&self) -> (u64, BTreeSet<String>) {
+        let number = self.inner.rung.load(Ordering::SeqCst);
+        (number, std::mem::take(&mut *self.teams()))
+    }
+
+    fn end_pass(&self, number: u64) {
+        self.inner.handled.send_if_modified(|handled| {
+            let moved = number > *handled;
+            *handled = (*handled).max(number);
+            moved
+        });
     }
 
     fn teams(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -137,7 +181,8 @@ impl Campaigns {
             Err(error) => warn!(%error, "cannot list installations for the upgrade campaigns"),
         }
         loop {
-            for team in signal.take() {
+            let (pass, teams) = signal.begin_pass();
+            for team in teams {
                 match self.store.installations.get(&team) {
                     Ok(Some(installation)) if installation.is_active() => {
                         self.refresh(&installation).await
@@ -147,6 +192,7 @@ impl Campaigns {
                 }
             }
             let next = self.tick_due().await;
+            signal.end_pass(pass);
             let wait = next.map_or(MAX_SLEEP, |at| {
                 let until = at.duration_since(self.clock.now());
                 Duration::try_from(until).unwrap_or(Duration::ZERO)
@@ -221,6 +267,14 @@ impl Campaigns {
             is_admin,
         };
         self.feed(installation, vec![event], Some(&answer_to)).await;
+    }
+
+    /// `user_id` was refused `/bitbucket login`: admins whose reminder is due are nudged.
+    pub async fn login_refused(&self, installation: &Installation, user_id: &str) {
+        let event = CampaignEvent::LoginRefused {
+            user_id: user_id.to_string(),
+        };
+        self.feed(installation, vec![event], None).await;
     }
 
     /// What `/bitbucket upgrade` shows `user_id`: the same answer as a click.

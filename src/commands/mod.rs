@@ -43,6 +43,24 @@ pub enum Command {
     Upgrade,
 }
 
+impl Command {
+    /// The name of the subcommand, as in [`COMMANDS`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Help => "help",
+            Command::Status => "status",
+            Command::Login => "login",
+            Command::Logout => "logout",
+            Command::Whoami => "whoami",
+            Command::Subscribe { .. } => "subscribe",
+            Command::Unsubscribe { .. } => "unsubscribe",
+            Command::Subscriptions | Command::SubscriptionFeatures => "subscriptions",
+            Command::Threading { .. } => "settings",
+            Command::Upgrade => "upgrade",
+        }
+    }
+}
+
 fn no_arguments(args: &[&str], command: Command) -> Result<Command, String> {
     match args.first() {
         None => Ok(command),

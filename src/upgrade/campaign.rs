@@ -31,6 +31,9 @@
 //! - Scope checks and admin lists are observations: one older than the last applied (an
 //!   event delivered again after a restart) is ignored, so a replay cannot reopen a
 //!   finished campaign or DM a former admin.
+//! - A refused login nudges the admins (a DM naming the user, with the button), but only
+//!   those whose next reminder is due: the nudge takes that reminder's place, so campaign
+//!   DMs are never closer than the interval, however many people try.
 //! - New logins are refused from Available on, not while merely Announced: admins cannot
 //!   act yet then. Clicks are answered in every phase; admins see the flow whenever
 //!   scopes are missing, which is what `/bitbucket upgrade` shows.
@@ -183,6 +186,8 @@ pub enum MessageKind {
     UpdateAvailable,
     Reminder,
     DeadlinePassed,
+    /// Someone could not log in: sent instead of the next reminder, never closer.
+    LoginNudge,
 }
 
 /// Where Slack put a message, so it can be edited with chat.update.
@@ -277,6 +282,9 @@ pub enum CampaignEvent {
     OAuthCompleted { granted: Vec<String> },
     /// Someone clicked **Update permissions** (or ran `/bitbucket upgrade`).
     ButtonClicked { user_id: String, is_admin: bool },
+    /// `user_id` was refused `/bitbucket login` because the permissions are outdated:
+    /// admins are nudged, each at most once per reminder interval.
+    LoginRefused { user_id: String },
     /// The admins as resolved now: admins and owners, the installer, `upgrade.admins`.
     AdminsKnown { admins: Vec<String> },
     /// The driver posted the DM of an earlier [`Effect::SendDm`].
@@ -355,6 +363,7 @@ pub fn step(
             });
         }
         CampaignEvent::AdminsKnown { admins } => apply_admins(&mut next, admins, now),
+        CampaignEvent::LoginRefused { .. } => {}
         CampaignEvent::MessageSent {
             admin,
             message_id,
@@ -368,10 +377,42 @@ pub fn step(
             record_message_ref(&mut next, admin, message_id, message_ref, &mut effects);
         }
     }
+    if let CampaignEvent::LoginRefused { user_id } = event {
+        nudge_admins(&mut next, user_id, schedule, now, &mut effects);
+    }
     if next.phase != Phase::Upgraded {
         advance(&mut next, schedule, now, &mut effects);
     }
     (next, effects)
+}
+
+/// Tells each admin whose reminder is due that `user_id` could not log in, in place of
+/// that reminder (so the spacing between campaign DMs holds; [`advance`], which runs
+/// next, then finds nothing due). Not when the dates are about to move the phase: the
+/// phase's own message goes out instead.
+fn nudge_admins(
+    state: &mut CampaignState,
+    user_id: &str,
+    schedule: &CampaignSchedule,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) {
+    if !state.is_outdated() || !state.phase.has_reminders() || schedule.phase_at(now) > state.phase
+    {
+        return;
+    }
+    for admin in state.admins.clone() {
+        if reminder_due_at(state, &admin, schedule).is_some_and(|due| now >= due) {
+            let nudge = messages::login_nudge(user_id, schedule.deadline);
+            effects.push(record_send(
+                state,
+                &admin,
+                MessageKind::LoginNudge,
+                nudge,
+                now,
+            ));
+        }
+    }
 }
 
 /// What to answer `user_id` about updating the permissions.
@@ -700,6 +741,17 @@ fn send(
     now: Timestamp,
 ) -> Effect {
     let message = render(state, kind, schedule);
+    record_send(state, admin, kind, message, now)
+}
+
+/// Records `message` as sent to `admin` now and returns the effect that sends it.
+fn record_send(
+    state: &mut CampaignState,
+    admin: &str,
+    kind: MessageKind,
+    message: Reply,
+    now: Timestamp,
+) -> Effect {
     let campaign = state.campaign;
     let record = state.sent.entry(admin.to_string()).or_default();
     let sequence = record
@@ -736,7 +788,7 @@ fn render(state: &CampaignState, kind: MessageKind, schedule: &CampaignSchedule)
         MessageKind::Reminder if state.phase == Phase::Overdue => {
             messages::overdue_reminder(schedule.deadline)
         }
-        MessageKind::Reminder => messages::reminder(schedule.deadline),
+        MessageKind::Reminder | MessageKind::LoginNudge => messages::reminder(schedule.deadline),
     }
 }
 

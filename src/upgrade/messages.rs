@@ -85,6 +85,24 @@ pub fn reminder(deadline: Option<Timestamp>) -> Reply {
 }
 
 /// On the deadline: the app is paused.
+/// The nudge an admin gets when someone could not log in because the permissions are
+/// outdated (at most one campaign DM per reminder interval, so never a flood).
+pub fn login_nudge(user_id: &str, deadline: Option<Timestamp>) -> Reply {
+    let mut sections = vec![format!(
+        "*<@{user_id}> tried to connect their Bitbucket account, but new users cannot log in \
+         until a workspace admin updates this app's permissions.* Click *Update permissions* \
+         to review them; it takes a minute."
+    )];
+    if let Some(deadline) = deadline {
+        sections.push(deadline_warning(deadline));
+    }
+    with_update_button(Reply {
+        text: "Someone is waiting for Bitbucket for Slack's updated permissions".into(),
+        sections,
+        buttons: Vec::new(),
+    })
+}
+
 pub fn deadline_passed() -> Reply {
     with_update_button(Reply {
         text: "Bitbucket for Slack is paused until its permissions are updated".into(),
@@ -208,6 +226,16 @@ pub fn check_again_result(missing: &[String]) -> Reply {
 }
 
 /// From the deadline, every command gets this answer.
+/// The answer to a command whose feature needs scopes the workspace has not granted.
+pub fn feature_unavailable(feature: &str, missing: &[String], admins: &[String]) -> Reply {
+    Reply::text(format!(
+        "That needs {feature}, which needs permissions this workspace has not granted yet: {}. \
+         A Slack admin can update them with `/bitbucket upgrade`. {}",
+        inline_list(missing),
+        admins_line(admins)
+    ))
+}
+
 pub fn commands_refused(admins: &[String]) -> Reply {
     Reply::text(format!(
         "Bitbucket for Slack is paused: a Slack admin of this workspace must update the app's \

@@ -75,6 +75,37 @@ pub fn is_available(feature: Feature, granted: &[String]) -> bool {
         .all(|scope| granted.iter().any(|g| g == scope.name))
 }
 
+/// The feature a `/bitbucket` subcommand needs besides the command itself. Without it the
+/// subcommand is left out of the help and refused. Only what adds something new is
+/// gated: subscribing a channel needs every channel-notification scope, while listing,
+/// unsubscribing and settings manage what already works and keep working.
+pub fn command_feature(command: &str) -> Option<Feature> {
+    match command {
+        "subscribe" => Some(Feature::ChannelNotifications),
+        _ => None,
+    }
+}
+
+/// The subcommands [`command_feature`] makes unavailable with these scopes.
+pub fn unavailable_commands(granted: &[String]) -> Vec<&'static str> {
+    crate::commands::COMMANDS
+        .iter()
+        .map(|spec| spec.name)
+        .filter(|name| command_feature(name).is_some_and(|feature| !is_available(feature, granted)))
+        .collect()
+}
+
+/// The scopes of `feature` that `granted` lacks, in the table's order.
+pub fn missing_for(feature: Feature, granted: &[String]) -> Vec<String> {
+    feature
+        .spec()
+        .scopes
+        .iter()
+        .filter(|scope| !granted.iter().any(|g| g == scope.name))
+        .map(|scope| scope.name.to_string())
+        .collect()
+}
+
 /// What an installation may do now, by its scopes and the campaign's dates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
@@ -159,6 +190,18 @@ mod tests {
             assert_eq!(computed.name(), level, "{scopes}");
             assert_eq!(computed.missing(), &missing[..], "{scopes}");
         }
+    }
+
+    #[test]
+    fn commands_needing_missing_scopes_are_unavailable() {
+        let old = granted("commands,chat:write,im:write,users:read,team:read");
+        assert_eq!(unavailable_commands(&old), vec!["subscribe"]);
+        assert_eq!(
+            missing_for(Feature::ChannelNotifications, &old),
+            vec!["chat:write.public", "channels:read", "groups:read"]
+        );
+        assert!(unavailable_commands(&granted(&required_scopes().join(","))).is_empty());
+        assert_eq!(command_feature("unsubscribe"), None);
     }
 
     #[test]

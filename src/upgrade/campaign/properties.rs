@@ -67,6 +67,9 @@ fn random_event(
     };
     let roll = rng.random_range(0..100);
     let event = match roll {
+        30..35 => Some(CampaignEvent::LoginRefused {
+            user_id: "UMEMBER".into(),
+        }),
         35..55 => pick(rng, pending),
         55..60 => pick(rng, confirmed),
         60..70 => Some(CampaignEvent::ScopesChecked {
@@ -235,7 +238,10 @@ fn never_two_reminders_to_one_admin_inside_the_interval() {
                     continue;
                 };
                 assert!(told_now.insert(admin), "seed {}: two DMs at once", run.seed);
-                if sent_kind(step, admin, message_id) == MessageKind::Reminder {
+                if matches!(
+                    sent_kind(step, admin, message_id),
+                    MessageKind::Reminder | MessageKind::LoginNudge
+                ) {
                     assert!(step.after.phase.has_reminders(), "seed {}", run.seed);
                     let previous = last_dm.get(admin).copied();
                     assert!(
@@ -266,7 +272,7 @@ fn every_dm_is_sent_once_and_each_phase_message_once_per_campaign() {
                 };
                 assert!(ids.insert(message_id.clone()), "seed {}", run.seed);
                 let kind = sent_kind(step, admin, message_id);
-                if kind != MessageKind::Reminder {
+                if !matches!(kind, MessageKind::Reminder | MessageKind::LoginNudge) {
                     let key = (step.after.campaign, admin.clone(), format!("{kind:?}"));
                     assert!(phase_messages.insert(key), "seed {}", run.seed);
                 }

@@ -942,3 +942,54 @@ fn a_stale_admin_list_delivered_again_sends_nothing() {
     assert_eq!(state.admins, [ADMIN_A]);
     assert_eq!(summary(&effects), ["wake 2026-03-17T09:00:00Z"]);
 }
+
+#[test]
+fn a_refused_login_nudges_only_admins_whose_reminder_is_due() {
+    let refused = CampaignEvent::LoginRefused {
+        user_id: "UNEW".into(),
+    };
+    const NUDGE: &str = "Someone is waiting for Bitbucket for Slack's updated permissions";
+    let available = outdated_at(at(14, 0), &schedule());
+    check(Case {
+        name: "inside the interval",
+        state: available.clone(),
+        now: at(14, 5),
+        event: refused.clone(),
+        phase: Phase::Available,
+        effects: &["wake 2026-03-17T09:00:00Z"],
+    });
+    let (next, effects) = step(&available, &refused, &schedule(), at(15, 1));
+    assert_eq!(
+        summary(&effects),
+        vec![
+            format!("dm {ADMIN_A} c1-{ADMIN_A}-1: {NUDGE}"),
+            format!("dm {ADMIN_B} c1-{ADMIN_B}-1: {NUDGE}"),
+            "wake 2026-03-18T10:00:00Z".to_string(),
+        ],
+        "in place of the reminder, which moves a whole interval on"
+    );
+    assert!(matches!(
+        &effects[0],
+        Effect::SendDm { message, .. } if message.sections[0].contains("<@UNEW> tried to connect")
+    ));
+    let (_, effects) = step(&next, &refused, &schedule(), at(15, 2));
+    assert!(
+        summary(&effects)
+            .iter()
+            .all(|line| line.starts_with("wake"))
+    );
+    check(Case {
+        name: "announced: admins cannot act yet",
+        state: outdated_at(at(0, 0), &schedule()),
+        now: at(3, 0),
+        event: refused.clone(),
+        phase: Phase::Announced,
+        effects: &["wake 2026-03-16T09:00:00Z"],
+    });
+    let (_, effects) = step(&available, &refused, &schedule(), at(28, 0));
+    let kinds = summary(&effects);
+    assert!(
+        !kinds.iter().any(|line| line.contains(NUDGE)),
+        "the deadline's own message, not a nudge: {kinds:#?}"
+    );
+}
