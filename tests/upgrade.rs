@@ -733,3 +733,60 @@ async fn a_configured_token_is_updated_by_reinstalling_and_check_again() {
     assert_eq!(harness.dms().len(), 2, "nothing after the upgrade");
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn admins_are_looked_up_again_before_each_reminder() {
+    let fake = Arc::new(FakeSlack::start().await);
+    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    fake.set_members("T1", &[("UADMIN2", true)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let harness = start_on(
+        fake.clone(),
+        ManualClock::new(at(0)),
+        dir.path().join("data"),
+        &[],
+    )
+    .await;
+    harness
+        .oauth(
+            approval("T1", "xoxb-t1", &outdated_scopes(), "U0INSTALLER"),
+            &format!("{PUBLIC_URL}/slack/install"),
+        )
+        .await;
+    harness.settle().await;
+    assert_eq!(harness.dms().len(), 2, "{:#?}", harness.dm_texts());
+
+    // A new admin gets the message with the button, not a reminder.
+    fake.set_members("T1", &[("UADMIN2", true), ("UADMIN3", true)]);
+    harness.advance_days(1).await;
+    harness.settle().await;
+    let dms = harness.dms();
+    let told: Vec<(String, bool)> = dms[2..]
+        .iter()
+        .map(|dm| {
+            (
+                dm["channel"].as_str().unwrap_or("").to_string(),
+                blocks_text(dm).contains("Reminder"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        told,
+        vec![
+            ("UADMIN2".to_string(), true),
+            ("UADMIN3".to_string(), false),
+            ("U0INSTALLER".to_string(), true),
+        ]
+    );
+
+    // A former admin hears no more.
+    fake.set_members("T1", &[("UADMIN3", true)]);
+    harness.advance_days(1).await;
+    harness.settle().await;
+    let recipients: Vec<String> = harness.dms()[5..]
+        .iter()
+        .map(|dm| dm["channel"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(recipients, vec!["UADMIN3", "U0INSTALLER"]);
+    harness.stop().await;
+}

@@ -202,6 +202,15 @@ pub async fn upgrade_status(config: &Config, json: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// A list of scopes in one table cell, `-` when there are none.
+fn scopes_cell(scopes: &[String]) -> String {
+    if scopes.is_empty() {
+        "-".into()
+    } else {
+        scopes.join(",")
+    }
+}
+
 fn render_upgrade_status(rows: &[super::upgrade_driver::UpgradeRow]) -> String {
     if rows.is_empty() {
         return "no installations yet\n".into();
@@ -214,11 +223,7 @@ fn render_upgrade_status(rows: &[super::upgrade_driver::UpgradeRow]) -> String {
                 row.team_id.clone(),
                 row.team_name.clone(),
                 row.phase.clone(),
-                if row.missing_scopes.is_empty() {
-                    "-".into()
-                } else {
-                    row.missing_scopes.join(",")
-                },
+                scopes_cell(&row.missing_scopes),
                 when(row.last_reminder_at),
                 when(row.next_reminder_at),
                 if row.notifications_held { "yes" } else { "no" }.into(),
@@ -243,11 +248,7 @@ fn render_installations(rows: &[InstallationRow]) -> String {
                 row.team_name.clone(),
                 row.state.clone(),
                 row.permissions.clone(),
-                if row.missing_scopes.is_empty() {
-                    "-".into()
-                } else {
-                    row.missing_scopes.join(",")
-                },
+                scopes_cell(&row.missing_scopes),
                 row.source.clone(),
                 row.updated_at.to_string(),
             ]

@@ -222,7 +222,8 @@ impl Campaigns {
         .await;
     }
 
-    /// Ticks every campaign that is due; returns the earliest wake time after that.
+    /// Ticks every campaign that is due (with its admins looked up again); returns the
+    /// earliest wake time after that.
     async fn tick_due(&self) -> Option<Timestamp> {
         let campaigns = match self.store.campaigns.list() {
             Ok(campaigns) => campaigns,
@@ -242,10 +243,11 @@ impl Campaigns {
                 _ => continue,
             };
             let wake = if wake <= now {
-                match self
-                    .feed(&installation, vec![CampaignEvent::Tick], None)
-                    .await
-                {
+                // The admins are looked up again before anything due is sent, so that
+                // a new admin is told and a former one is not.
+                let admins = self.resolve_admins(&installation).await;
+                let events = vec![CampaignEvent::AdminsKnown { admins }, CampaignEvent::Tick];
+                match self.feed(&installation, events, None).await {
                     Some(state) => state.next_wake,
                     None => None,
                 }

@@ -34,8 +34,10 @@ pub const PERMANENT_CHANNEL_ERRORS: &[&str] = &[
     "restricted_action",
 ];
 
-/// How often a held delivery is looked at again (the release enqueues digests anyway).
-const HELD_RECHECK: Duration = Duration::from_secs(60);
+/// How often a held delivery is looked at again. The release replaces held deliveries
+/// with digests and wakes the loop, so this only bounds how long a failed read of the
+/// hold delays a delivery.
+const HELD_RECHECK: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
@@ -143,30 +145,30 @@ impl Deliverer {
     }
 
     /// A workspace whose permission upgrade is overdue has its notifications held: the
-    /// delivery stays in the outbox (looked at again in a minute, not an attempt) until
-    /// the upgrade replaces the held ones with a digest. Returns whether it was held.
+    /// delivery stays in the outbox (not an attempt) until the upgrade replaces the held
+    /// ones with a digest, which wakes this loop. Returns whether it was held. When the
+    /// hold cannot be read, the delivery waits too: better late than posted while held.
     async fn hold_if_held(&self, delivery: &PendingDelivery) -> bool {
-        match self.store.campaigns.is_held(&delivery.team_id) {
-            Ok(false) => false,
-            Ok(true) => {
-                let mut held = delivery.clone();
-                held.not_before = later(self.clock.now(), HELD_RECHECK);
-                held.last_error = Some("held until the workspace's permissions are updated".into());
-                if let Err(error) = self
-                    .store
-                    .deliveries
-                    .reschedule_if_unchanged(delivery, &held)
-                    .await
-                {
-                    warn!(%error, "could not reschedule a held delivery");
-                }
-                true
-            }
+        let reason = match self.store.campaigns.is_held(&delivery.team_id) {
+            Ok(false) => return false,
+            Ok(true) => "held until the workspace's permissions are updated".to_string(),
             Err(error) => {
                 warn!(%error, "cannot read whether the workspace's notifications are held");
-                true
+                format!("could not read whether notifications are held: {error}")
             }
+        };
+        let mut held = delivery.clone();
+        held.not_before = later(self.clock.now(), HELD_RECHECK);
+        held.last_error = Some(reason);
+        if let Err(error) = self
+            .store
+            .deliveries
+            .reschedule_if_unchanged(delivery, &held)
+            .await
+        {
+            warn!(%error, "could not reschedule a held delivery");
         }
+        true
     }
 
     /// How long to wait for the next paced channel or the next scheduled retry.

@@ -423,21 +423,28 @@ impl SlackWeb {
         user_id: &str,
         reply: &Reply,
     ) -> Result<(String, String), SlackError> {
-        let method = "chat.postMessage";
-        let token = SlackApiToken::new(bot_token.expose().clone().into())
-            .with_token_type(SlackApiTokenType::Bot);
         let request = SlackApiChatPostMessageRequest::new(
             user_id.to_string().into(),
             convert::message_content(reply),
         );
+        let response = self.send_post_message(bot_token, &request).await?;
+        Ok((response.channel.0, response.ts.0))
+    }
+
+    /// `chat.postMessage`, counted.
+    async fn send_post_message(
+        &self,
+        bot_token: &Secret<String>,
+        request: &SlackApiChatPostMessageRequest,
+    ) -> Result<SlackApiChatPostMessageResponse, SlackError> {
+        let method = "chat.postMessage";
         let result = self
             .client
-            .open_session(&token)
-            .chat_post_message(&request)
+            .open_session(&bot(bot_token))
+            .chat_post_message(request)
             .await
             .map_err(|error| SlackError::from_client(method, error));
-        let response = self.count(method, result)?;
-        Ok((response.channel.0, response.ts.0))
+        self.count(method, result)
     }
 
     /// `chat.postEphemeral`: `reply` in `channel`, visible only to `user_id`.
@@ -449,8 +456,7 @@ impl SlackWeb {
         reply: &Reply,
     ) -> Result<(), SlackError> {
         let method = "chat.postEphemeral";
-        let token = SlackApiToken::new(bot_token.expose().clone().into())
-            .with_token_type(SlackApiTokenType::Bot);
+        let token = bot(bot_token);
         let request = SlackApiChatPostEphemeralRequest::new(
             channel.to_string().into(),
             user_id.to_string().into(),
@@ -511,9 +517,6 @@ impl SlackWeb {
         thread_ts: Option<&str>,
         broadcast: bool,
     ) -> Result<String, SlackError> {
-        let method = "chat.postMessage";
-        let token = SlackApiToken::new(bot_token.expose().clone().into())
-            .with_token_type(SlackApiTokenType::Bot);
         let mut request = SlackApiChatPostMessageRequest::new(
             channel.to_string().into(),
             convert::message_content(reply),
@@ -524,13 +527,7 @@ impl SlackWeb {
                 request = request.with_reply_broadcast(true);
             }
         }
-        let result = self
-            .client
-            .open_session(&token)
-            .chat_post_message(&request)
-            .await
-            .map_err(|error| SlackError::from_client(method, error));
-        Ok(self.count(method, result)?.ts.0)
+        Ok(self.send_post_message(bot_token, &request).await?.ts.0)
     }
 
     /// `chat.update`: replaces the message `ts` in `channel`.
@@ -542,8 +539,7 @@ impl SlackWeb {
         reply: &Reply,
     ) -> Result<(), SlackError> {
         let method = "chat.update";
-        let token = SlackApiToken::new(bot_token.expose().clone().into())
-            .with_token_type(SlackApiTokenType::Bot);
+        let token = bot(bot_token);
         let request = SlackApiChatUpdateRequest::new(
             channel.to_string().into(),
             convert::message_content(reply),
@@ -573,6 +569,11 @@ impl SlackWeb {
             .map_err(|error| SlackError::from_client(method, error));
         self.count(method, result).map(|_| ())
     }
+}
+
+/// The Web API token of a bot token.
+fn bot(bot_token: &Secret<String>) -> SlackApiToken {
+    SlackApiToken::new(bot_token.expose().clone().into()).with_token_type(SlackApiTokenType::Bot)
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub struct CampaignStore {
     campaigns: sled::Tree,
     held: sled::Tree,
     outbox: sled::Tree,
+    deliveries: DeliveryStore,
     gate: WriteGate,
 }
 
@@ -32,6 +33,7 @@ impl CampaignStore {
         campaigns: sled::Tree,
         held: sled::Tree,
         outbox: sled::Tree,
+        deliveries: DeliveryStore,
         gate: WriteGate,
     ) -> Self {
         Self {
@@ -39,6 +41,7 @@ impl CampaignStore {
             campaigns,
             held,
             outbox,
+            deliveries,
             gate,
         }
     }
@@ -110,21 +113,7 @@ impl CampaignStore {
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         use sled::Transactional;
-        let prepared = digests
-            .into_iter()
-            .map(|new| {
-                Ok(PendingDelivery {
-                    id: self.db.generate_id()?,
-                    team_id: new.team_id,
-                    channel_id: new.channel_id,
-                    activity_id: new.activity_id,
-                    notification: new.notification,
-                    attempts: 0,
-                    not_before: now,
-                    last_error: None,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let prepared = self.deliveries.prepare(digests, now)?;
         {
             let _writing = self.gate.writing();
             (&self.outbox, &self.held)

@@ -160,6 +160,13 @@ impl Store {
         let gate = WriteGate::default();
         let watched = db.open_tree("bitbucket_repositories")?;
         let cursors = db.open_tree("bitbucket_cursors")?;
+        let deliveries = DeliveryStore::new(
+            db.clone(),
+            db.open_tree("deliveries")?,
+            db.open_tree("dead_letters")?,
+            db.open_tree("threads")?,
+            gate.clone(),
+        );
         Ok(Store {
             repositories: RepositoryStore::new(watched.clone(), cursors.clone(), gate.clone()),
             activities: ActivityStore::new(
@@ -180,15 +187,10 @@ impl Store {
                 db.open_tree("campaigns")?,
                 db.open_tree("held_notifications")?,
                 db.open_tree("deliveries")?,
+                deliveries.clone(),
                 gate.clone(),
             ),
-            deliveries: DeliveryStore::new(
-                db.clone(),
-                db.open_tree("deliveries")?,
-                db.open_tree("dead_letters")?,
-                db.open_tree("threads")?,
-                gate.clone(),
-            ),
+            deliveries,
             subscriptions: SubscriptionStore::new(
                 db.open_tree("subscriptions")?,
                 db.open_tree("channel_settings")?,
