@@ -84,7 +84,30 @@ async fn status_and_installations_from_the_running_daemon_and_from_the_store() {
         "{stdout}"
     );
     assert!(!stdout.contains("ops-bot-secret"));
+
+    // The configured token lacks scopes and no dates are set: the update is available.
+    let mut daemon = daemon;
+    daemon
+        .wait_for_log("permission-upgrade phase changed")
+        .await;
+    let (code, stdout, stderr) = cli(&config, &["upgrade-status"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("TEAM"), "{stdout}");
+    assert!(
+        stdout.contains("T0FAKE") && stdout.contains("available") && stdout.contains("links:read"),
+        "{stdout}"
+    );
     stop(daemon).await;
+    let (code, stdout, stderr) = cli(&config, &["upgrade-status", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("the daemon is not running"), "{stderr}");
+    let rows: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(rows[0]["phase"], "available", "{rows}");
+    assert_eq!(rows[0]["notifications_held"], false);
+    assert!(
+        rows[0]["next_reminder_at"].is_null(),
+        "no admins known: {rows}"
+    );
 
     let (code, stdout, stderr) = cli(&config, &["status", "--json"]).await;
     assert_eq!(code, 0, "{stderr}");

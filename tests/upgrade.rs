@@ -365,6 +365,29 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
             .expect("enqueue");
     }
     let harness = start_on(fake, clock, data, &campaign_dates()).await;
+    // The delivery loop keeps them in the outbox: held, not attempted, not posted.
+    let socket = harness.data.join("admin.sock");
+    let mut rows = Vec::new();
+    for _ in 0..10_000 {
+        let answer = admin_request(&socket, r#"{"command":"outbox","dead":false}"#).await;
+        rows = answer["deliveries"].as_array().cloned().unwrap_or_default();
+        let held = |row: &Value| {
+            row["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("held"))
+        };
+        if rows.len() == 3 && rows.iter().all(held) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        rows.iter().all(|row| row["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("held until the workspace's permissions are updated"))
+            && row["attempts"] == 0),
+        "{rows:#?}"
+    );
 
     // A non-admin's click: only admins can, naming one.
     harness
@@ -789,4 +812,50 @@ async fn admins_are_looked_up_again_before_each_reminder() {
         .collect();
     assert_eq!(recipients, vec!["UADMIN3", "U0INSTALLER"]);
     harness.stop().await;
+}
+
+/// The real binary, killed with SIGKILL right after its first campaign DM reached Slack:
+/// the restarted daemon sends nothing again (the DM was recorded before it was posted).
+#[tokio::test]
+async fn a_kill_9_after_a_campaign_dm_sends_nothing_twice() {
+    use support::daemon::{Daemon, write_config};
+    const BOT_TOKEN: &str = "xoxb-kill9-upgrade-secret";
+    let fake = FakeSlack::start().await;
+    fake.add_workspace(
+        BOT_TOKEN,
+        FakeWorkspace::new("T1", "Acme", &outdated_scopes()),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[slack]\napp_token = \"{APP_TOKEN}\"\nbot_token = \"{BOT_TOKEN}\"\n\
+             api_url = \"{}\"\nsocket_connections = 1\n[storage]\npath = \"{}\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[upgrade]\nadmins = \"U0OPS\"\n",
+            fake.api_url(),
+            dir.path().join("data").display()
+        ),
+    );
+    let mut daemon = Daemon::spawn(&["run", "--config", &config], &[]);
+    let _socket = fake.accept().await;
+    let dms = fake.wait_for_calls("chat.postMessage", 1).await;
+    assert_eq!(dms[0].json()["channel"], "U0OPS");
+    daemon.signal("KILL");
+    daemon.wait_exit().await;
+
+    let mut daemon = Daemon::spawn(&["run", "--config", &config], &[]);
+    let _socket = fake.accept().await;
+    daemon
+        .wait_for_log("permission-upgrade campaigns checked at startup")
+        .await;
+    let line = daemon.wait_for_log("running=1").await;
+    assert!(line.contains("permission-upgrade"), "{line}");
+    assert_eq!(
+        fake.calls_to("chat.postMessage").len(),
+        1,
+        "{:#?}",
+        daemon.log()
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit().await, 0);
 }

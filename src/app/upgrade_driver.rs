@@ -180,6 +180,16 @@ impl Campaigns {
             }
             Err(error) => warn!(%error, "cannot list installations for the upgrade campaigns"),
         }
+        match self.store.campaigns.list() {
+            Ok(campaigns) => {
+                let running = campaigns
+                    .iter()
+                    .filter(|(_, state)| state.phase.is_running())
+                    .count();
+                info!(running, "permission-upgrade campaigns checked at startup");
+            }
+            Err(error) => warn!(%error, "cannot read the upgrade campaigns"),
+        }
         loop {
             let (pass, teams) = signal.begin_pass();
             for team in teams {

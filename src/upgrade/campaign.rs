@@ -162,7 +162,8 @@ impl Phase {
         matches!(self, Phase::Available | Phase::Overdue)
     }
 
-    fn is_running(self) -> bool {
+    /// Whether a campaign is under way (announced, available or overdue).
+    pub fn is_running(self) -> bool {
         matches!(self, Phase::Announced | Phase::Available | Phase::Overdue)
     }
 }
