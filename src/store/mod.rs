@@ -124,6 +124,11 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How long a locked store is tried again before it is reported as in use.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+/// The pause between those tries.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Store {
     /// Opens the store in `path` with the key generated in it (see [`Self::open_with_key`]).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -143,17 +148,29 @@ impl Store {
         if !path.is_dir() {
             return Err(open_error("not a directory".into()));
         }
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(8 * 1024 * 1024)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(|error| match &error {
-                sled::Error::Io(io) if is_lock_error(io) => StoreError::Locked {
-                    path: path.to_path_buf(),
-                },
-                other => open_error(other.to_string()),
-            })?;
+        // A handle closed a moment ago (by this process: a CLI command, a restart in
+        // tests) can keep the lock while sled's background writes finish, so a locked
+        // store is tried again for a short while before it is reported as in use.
+        let give_up_at = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(path)
+                .cache_capacity(8 * 1024 * 1024)
+                .flush_every_ms(Some(500))
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if is_lock_error(&io) => {
+                    if std::time::Instant::now() >= give_up_at {
+                        return Err(StoreError::Locked {
+                            path: path.to_path_buf(),
+                        });
+                    }
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(other) => return Err(open_error(other.to_string())),
+            }
+        };
         migrate(&db, path)?;
         let (cipher, key_source) = TokenCipher::load_or_generate(key_file, path)?;
         check_key(&db, &cipher)?;
