@@ -484,8 +484,11 @@ async fn housekeeping(
                         if let Err(error) = store.subscriptions.purge_team(team).await {
                             warn!(%error, team = %team, "could not purge the subscriptions of a purged workspace");
                         }
+                        if let Err(error) = store.campaigns.purge_team(team).await {
+                            warn!(%error, team = %team, "could not purge the upgrade campaign of a purged workspace");
+                        }
                     }
-                    info!(teams = %purged.join(","), "purged workspaces uninstalled longer than the retention period, with their subscriptions")
+                    info!(teams = %purged.join(","), "purged workspaces uninstalled longer than the retention period, with their subscriptions and upgrade campaigns")
                 }
                 Err(error) => warn!(%error, "could not purge uninstalled workspaces; will retry"),
             }

@@ -49,7 +49,7 @@ pub fn update_available(deadline: Option<Timestamp>) -> Reply {
     let mut sections = vec![
         "*Bitbucket for Slack needs updated permissions.* A new version of the app needs \
          permissions that this workspace has not granted yet. As a workspace admin, you can \
-         update them now: click *Update permissions*, review the list and click *Allow*."
+         update them now: click *Update permissions*, review the list and approve it."
             .to_string(),
         "Until then, people who have not connected their Bitbucket account yet cannot log in, \
          and features that need the new permissions are unavailable. Everything that already \
@@ -84,7 +84,6 @@ pub fn reminder(deadline: Option<Timestamp>) -> Reply {
     })
 }
 
-/// On the deadline: the app is paused.
 /// The nudge an admin gets when someone could not log in because the permissions are
 /// outdated (at most one campaign DM per reminder interval, so never a flood).
 pub fn login_nudge(user_id: &str, deadline: Option<Timestamp>) -> Reply {
@@ -103,6 +102,7 @@ pub fn login_nudge(user_id: &str, deadline: Option<Timestamp>) -> Reply {
     })
 }
 
+/// On the deadline: the app is paused.
 pub fn deadline_passed() -> Reply {
     with_update_button(Reply {
         text: "Bitbucket for Slack is paused until its permissions are updated".into(),
@@ -134,8 +134,9 @@ pub fn overdue_reminder(deadline: Option<Timestamp>) -> Reply {
     })
 }
 
-const HOW_TO_RESUME: &str = "Click *Update permissions* and then *Allow*: everything works \
-    again at once, and the held notifications are delivered as one digest per channel.";
+const HOW_TO_RESUME: &str = "Click *Update permissions* and approve the new permissions: \
+    everything works again at once, and the held notifications are delivered as one digest per \
+    channel.";
 
 /// What every earlier campaign message is edited into once the upgrade is done.
 pub fn up_to_date() -> Reply {
@@ -496,8 +497,8 @@ mod tests {
             [
                 "*Bitbucket for Slack needs updated permissions.* A new version of the app needs \
                  permissions that this workspace has not granted yet. As a workspace admin, you \
-                 can update them now: click *Update permissions*, review the list and click \
-                 *Allow*.",
+                 can update them now: click *Update permissions*, review the list and approve \
+                 it.",
                 "Until then, people who have not connected their Bitbucket account yet cannot \
                  log in, and features that need the new permissions are unavailable. Everything \
                  that already works keeps working.",
@@ -538,8 +539,9 @@ mod tests {
                      updated.* Since {DEADLINE_TOKEN}, `/bitbucket` commands are refused and \
                      channel notifications are held."
                 ),
-                "Click *Update permissions* and then *Allow*: everything works again at once, \
-                 and the held notifications are delivered as one digest per channel.",
+                "Click *Update permissions* and approve the new permissions: everything works \
+                 again at once, and the held notifications are delivered as one digest per \
+                 channel.",
             ]
         );
         assert_eq!(after.buttons, [update_button()]);
