@@ -377,6 +377,26 @@ impl RawConfig {
                 300,
             )),
         };
+        let dates = &upgrade.schedule;
+        match (dates.announce_at, dates.available_at) {
+            (Some(_), None) => reader.problem(
+                "upgrade.announce_at",
+                "needs upgrade.available_at: the announcement says when the update becomes available",
+            ),
+            (Some(announce), Some(available)) if announce > available => reader.problem(
+                "upgrade.announce_at",
+                "must not be later than upgrade.available_at",
+            ),
+            _ => {}
+        }
+        if let (Some(available), Some(deadline)) = (dates.available_at, dates.deadline) {
+            if deadline <= available {
+                reader.problem(
+                    "upgrade.deadline",
+                    "must be later than upgrade.available_at, or admins could never update in time",
+                );
+            }
+        }
         if slack.ping_interval >= slack.socket_idle_timeout {
             reader.problem(
                 "slack.ping_interval_secs",
@@ -1126,6 +1146,39 @@ mod tests {
             lines[0].starts_with("upgrade.available_at: `next tuesday` is not an RFC 3339 time")
         );
         assert!(lines[1].starts_with("upgrade.admins: `u1` is not a Slack user id"));
+        let lines = problems(Config::load(
+            None,
+            &env(&[
+                APP,
+                (
+                    "BITBUCKET_SLACK__UPGRADE__ANNOUNCE_AT",
+                    "2026-12-20T00:00:00Z",
+                ),
+                (
+                    "BITBUCKET_SLACK__UPGRADE__AVAILABLE_AT",
+                    "2026-12-10T00:00:00Z",
+                ),
+                ("BITBUCKET_SLACK__UPGRADE__DEADLINE", "2026-12-01T00:00:00Z"),
+            ]),
+        ));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0]
+                .starts_with("upgrade.announce_at: must not be later than upgrade.available_at")
+        );
+        assert!(lines[1].starts_with("upgrade.deadline: must be later than upgrade.available_at"));
+        let lines = problems(Config::load(
+            None,
+            &env(&[
+                APP,
+                (
+                    "BITBUCKET_SLACK__UPGRADE__ANNOUNCE_AT",
+                    "2026-12-20T00:00:00Z",
+                ),
+            ]),
+        ));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("upgrade.announce_at: needs upgrade.available_at"));
     }
 
     #[test]
