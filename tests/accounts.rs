@@ -17,6 +17,7 @@ use bitbucket_slack::slack::web::SlackWeb;
 use bitbucket_slack::store::Store;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
+use support::blocks::section_text;
 use support::daemon::browse;
 use support::fake_bitbucket_accounts::{FakeAccount, FakeBitbucketAccounts};
 use support::fake_slack::{FakeSlack, FakeSocket};
@@ -155,24 +156,12 @@ impl Daemon {
     }
 }
 
-fn text_of(payload: &Value) -> String {
-    payload["blocks"]
-        .as_array()
-        .map(|blocks| {
-            blocks
-                .iter()
-                .filter_map(|block| block["text"]["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn login_whoami_logout_end_to_end() {
     let daemon = daemon().await;
     assert!(
-        text_of(&daemon.command("U1", "whoami").await).contains("no Bitbucket account connected")
+        section_text(&daemon.command("U1", "whoami").await)
+            .contains("no Bitbucket account connected")
     );
 
     let callback = daemon.login_callback("U1", Ok(ada())).await;
@@ -193,20 +182,22 @@ async fn login_whoami_logout_end_to_end() {
         Some("Bearer xoxb-accounts-bot")
     );
 
-    let whoami = text_of(&daemon.command("U1", "whoami").await);
+    let whoami = section_text(&daemon.command("U1", "whoami").await);
     assert!(whoami.contains("*Ada Lovelace* (`ada`)"), "{whoami}");
-    assert!(text_of(&daemon.command("U1", "login").await).contains("already connected"));
+    assert!(section_text(&daemon.command("U1", "login").await).contains("already connected"));
     assert!(
-        text_of(&daemon.command("U2", "whoami").await).contains("no Bitbucket account"),
+        section_text(&daemon.command("U2", "whoami").await).contains("no Bitbucket account"),
         "per user"
     );
 
-    assert!(text_of(&daemon.command("U1", "logout").await).contains("disconnected"));
+    assert!(section_text(&daemon.command("U1", "logout").await).contains("disconnected"));
     assert!(
-        text_of(&daemon.command("U1", "whoami").await).contains("no Bitbucket account connected")
+        section_text(&daemon.command("U1", "whoami").await)
+            .contains("no Bitbucket account connected")
     );
     assert!(
-        text_of(&daemon.command("U1", "logout").await).contains("no Bitbucket account connected")
+        section_text(&daemon.command("U1", "logout").await)
+            .contains("no Bitbucket account connected")
     );
     daemon.stop().await;
 }
@@ -219,7 +210,7 @@ async fn bad_expired_replayed_state_and_denied_consent_change_nothing() {
     let replay = browse(&callback).await;
     assert_eq!(replay.status, 400);
     assert!(replay.body.contains("already used"), "{}", replay.body);
-    assert!(text_of(&daemon.command("U1", "logout").await).contains("disconnected"));
+    assert!(section_text(&daemon.command("U1", "logout").await).contains("disconnected"));
 
     let tampered = browse(&format!("{}/bitbucket/login?state=abc.def", daemon.http)).await;
     assert_eq!(tampered.status, 400);
@@ -237,7 +228,8 @@ async fn bad_expired_replayed_state_and_denied_consent_change_nothing() {
     assert!(page.body.contains("You cancelled"), "{}", page.body);
 
     assert!(
-        text_of(&daemon.command("U1", "whoami").await).contains("no Bitbucket account connected")
+        section_text(&daemon.command("U1", "whoami").await)
+            .contains("no Bitbucket account connected")
     );
     let exchanges = daemon
         .bitbucket

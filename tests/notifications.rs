@@ -14,6 +14,7 @@ use bitbucket_slack::clock::SystemClock;
 use bitbucket_slack::config::Config;
 use bitbucket_slack::upgrade::required_scopes;
 use serde_json::{Value, json};
+use support::blocks::section_text;
 use support::fake_bitbucket::{Endpoint, FakeBitbucket, TOKEN};
 use support::fake_slack::{FakeSlack, FakeSocket, FakeWorkspace};
 use tokio_util::sync::CancellationToken;
@@ -76,19 +77,6 @@ async fn daemon(repos: &[&str]) -> Daemon {
     }
 }
 
-fn blocks_text(payload: &Value) -> String {
-    payload["blocks"]
-        .as_array()
-        .map(|blocks| {
-            blocks
-                .iter()
-                .filter_map(|block| block["text"]["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
-}
-
 impl Daemon {
     async fn command(&self, channel: &str, text: &str) -> String {
         let id = format!(
@@ -107,7 +95,7 @@ impl Daemon {
             .await;
         let ack = self.socket.next_ack().await;
         if ack.get("payload").is_some() {
-            return blocks_text(&ack["payload"]);
+            return section_text(&ack["payload"]);
         }
         // Over the reply budget: the reply went to response_url.
         let calls = self.slack.wait_for_calls("/response/r", 1).await;
@@ -172,7 +160,7 @@ async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
     );
     let posts = daemon.posts_in("C1", 1).await;
     let parent = &posts[0];
-    let text = blocks_text(parent);
+    let text = section_text(parent);
     assert!(
         text.contains(&format!("#{pr} Add &lt;retries&gt; &amp; backoff")),
         "{text}"
@@ -184,14 +172,14 @@ async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
     assert!(parent.get("thread_ts").is_none());
     let workspace_posts = daemon.posts_in("C2", 1).await;
     assert!(
-        blocks_text(&workspace_posts[0]).contains(&format!("#{pr} Add")),
+        section_text(&workspace_posts[0]).contains(&format!("#{pr} Add")),
         "{}",
         workspace_posts[0]
     );
 
     daemon.bitbucket.approve("acme/api", pr, "grace");
     let posts = daemon.posts_in("C1", 2).await;
-    assert!(blocks_text(&posts[1]).contains("approved"), "{}", posts[1]);
+    assert!(section_text(&posts[1]).contains("approved"), "{}", posts[1]);
     assert!(
         posts[1]["thread_ts"].is_string(),
         "a thread reply: {}",
@@ -201,7 +189,7 @@ async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
 
     daemon.bitbucket.merge("acme/api", pr, "ada");
     let posts = daemon.posts_in("C1", 3).await;
-    assert!(blocks_text(&posts[2]).contains("merged"), "{}", posts[2]);
+    assert!(section_text(&posts[2]).contains("merged"), "{}", posts[2]);
     assert_eq!(posts[2]["thread_ts"], parent_ts.as_str());
     assert_eq!(posts[2]["reply_broadcast"], true);
     let updates = daemon

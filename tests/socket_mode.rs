@@ -19,6 +19,7 @@ use bitbucket_slack::slack::socket::{
 use bitbucket_slack::slack::web::SlackWeb;
 use bitbucket_slack::store::Store;
 use serde_json::{Value, json};
+use support::blocks::section_text;
 use support::fake_slack::{FakeSlack, Frame};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -180,19 +181,6 @@ fn event(envelope_id: &str, event_id: &str, retry_attempt: u32) -> Value {
     })
 }
 
-fn section_texts(ack: &Value) -> String {
-    ack["payload"]["blocks"]
-        .as_array()
-        .map(|blocks| {
-            blocks
-                .iter()
-                .filter_map(|block| block["text"]["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn opens_a_socket_with_the_app_token_and_becomes_healthy_on_hello() {
     let harness = start(settings(1)).await;
@@ -238,7 +226,7 @@ async fn help_comes_back_in_the_ack_payload() {
         let ack = socket.next_ack().await;
         assert_eq!(ack["envelope_id"], id);
         assert_eq!(ack["payload"]["response_type"], "ephemeral");
-        let text = section_texts(&ack);
+        let text = section_text(&ack["payload"]);
         assert!(text.contains("/bitbucket help"), "{ack}");
     }
     assert!(harness.fake.calls_to("/response/r1").is_empty());
@@ -253,7 +241,7 @@ async fn an_unknown_command_is_named_and_followed_by_help() {
         .send_json(&slash("e-foo", "foo bar", "r1", &harness.fake))
         .await;
     let ack = socket.next_ack().await;
-    let text = section_texts(&ack);
+    let text = section_text(&ack["payload"]);
     assert!(text.starts_with("Unknown command `foo`."), "{text}");
     assert!(text.contains("/bitbucket help"), "{text}");
     harness.stop().await.expect("clean stop");
@@ -392,7 +380,7 @@ async fn every_fixture_envelope_is_acked_on_its_socket() {
         {
             // The fixtures' text is empty, which is a request for help.
             assert!(
-                section_texts(&ack).contains("/bitbucket help"),
+                section_text(&ack["payload"]).contains("/bitbucket help"),
                 "{name}: {ack}"
             );
         }

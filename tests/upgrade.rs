@@ -17,6 +17,7 @@ use bitbucket_slack::store::{NewDelivery, Store};
 use bitbucket_slack::upgrade::required_scopes;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
+use support::blocks::message_text;
 use support::daemon::browse;
 use support::fake_slack::{FakeSlack, FakeSocket, FakeWorkspace, OAuthApproval, RecordedCall};
 use tokio_util::sync::CancellationToken;
@@ -124,7 +125,7 @@ impl Harness {
 
     /// What every DM so far says, in order (kind words only).
     fn dm_texts(&self) -> Vec<String> {
-        self.dms().iter().map(blocks_text).collect()
+        self.dms().iter().map(message_text).collect()
     }
 
     /// Goes through `/slack/install` (bound to `team` when given) and Slack's consent.
@@ -158,7 +159,7 @@ impl Harness {
             .await;
         let ack = self.socket.next_ack().await;
         assert_eq!(ack["envelope_id"], id.as_str());
-        blocks_text(&ack["payload"])
+        message_text(&ack["payload"])
     }
 
     /// Clicks a button of a DM, shaped like Slack's block_actions payload.
@@ -219,24 +220,6 @@ fn next_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-fn blocks_text(payload: &Value) -> String {
-    let blocks = match &payload["blocks"] {
-        Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
-        other => other.clone(),
-    };
-    let text = blocks
-        .as_array()
-        .map(|blocks| {
-            blocks
-                .iter()
-                .filter_map(|block| block["text"]["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default();
-    format!("{}\n{text}", payload["text"].as_str().unwrap_or(""))
 }
 
 fn outdated_scopes() -> String {
@@ -306,8 +289,8 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     let dms = harness.wait_for_dms(2).await;
     let recipients: Vec<&str> = dms.iter().filter_map(|d| d["channel"].as_str()).collect();
     assert_eq!(recipients, vec!["UADMIN2", "U0INSTALLER"]);
-    assert!(blocks_text(&dms[0]).contains("will need updated permissions soon"));
-    assert!(!blocks_text(&dms[0]).contains("upgrade_update_permissions"));
+    assert!(message_text(&dms[0]).contains("will need updated permissions soon"));
+    assert!(!message_text(&dms[0]).contains("upgrade_update_permissions"));
     let login = harness.command("T1", "UNEW", "login").await;
     assert!(!login.contains("needs to update"), "{login}");
 
@@ -338,7 +321,7 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     harness.advance_days(6).await;
     let dms = harness.wait_for_dms(8).await;
     for dm in &dms[6..] {
-        assert!(blocks_text(dm).contains("is paused until its permissions are updated"));
+        assert!(message_text(dm).contains("is paused until its permissions are updated"));
     }
     let refused = harness.command("T1", "UNEW", "subscriptions").await;
     assert!(refused.contains("is paused"), "{refused}");
@@ -394,7 +377,7 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
         .click("T1", "UPLAIN", "upgrade_update_permissions", "plain")
         .await;
     let answer = harness.fake.wait_for_calls("/response/plain", 1).await;
-    let text = blocks_text(&answer[0].json());
+    let text = message_text(&answer[0].json());
     assert!(text.contains("Only workspace admins"), "{text}");
     assert!(text.contains("<@UADMIN2>"), "{text}");
 
@@ -404,7 +387,7 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
         .await;
     let answer = harness.fake.wait_for_calls("/response/admin", 1).await;
     let body = answer[0].json();
-    let text = blocks_text(&body);
+    let text = message_text(&body);
     assert!(text.contains("`links:write`"), "{text}");
     let allow = format!("{PUBLIC_URL}/slack/install?team=T1");
     assert!(body.to_string().contains(&allow), "{body}");
@@ -425,7 +408,7 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     assert!(
         updates
             .iter()
-            .all(|u| blocks_text(&u.json()).contains("up to date"))
+            .all(|u| message_text(&u.json()).contains("up to date"))
     );
     // One digest per channel.
     let posts = harness.fake.wait_for_calls("chat.postMessage", 10).await;
@@ -436,7 +419,7 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
         .map(|p| {
             (
                 p["channel"].as_str().unwrap_or("").to_string(),
-                blocks_text(&p),
+                message_text(&p),
             )
         })
         .collect();
@@ -655,7 +638,7 @@ async fn a_refused_login_nudges_the_admins_at_most_once_per_interval() {
     let _ = harness.command("T1", "UNEW", "login").await;
     let dms = harness.dms();
     assert_eq!(dms.len(), 2, "{:#?}", harness.dm_texts());
-    let nudge = blocks_text(&dms[1]);
+    let nudge = message_text(&dms[1]);
     assert!(nudge.contains("<@UNEW> tried to connect"), "{nudge}");
     assert!(dms[1].to_string().contains("upgrade_update_permissions"));
     let _ = harness.command("T1", "USECOND", "login").await;
@@ -665,7 +648,7 @@ async fn a_refused_login_nudges_the_admins_at_most_once_per_interval() {
     harness.settle().await;
     let dms = harness.dms();
     assert_eq!(dms.len(), 3);
-    assert!(blocks_text(&dms[2]).contains("Reminder"));
+    assert!(message_text(&dms[2]).contains("Reminder"));
 
     // A feature whose scopes are missing is left out of the help and refused.
     let help = harness.command("T1", "UNEW", "help").await;
@@ -718,7 +701,7 @@ async fn a_configured_token_is_updated_by_reinstalling_and_check_again() {
     let answer = harness.fake.wait_for_calls("/response/update", 1).await;
     let body = answer[0].json();
     assert!(
-        blocks_text(&body).contains("Reinstall to Workspace"),
+        message_text(&body).contains("Reinstall to Workspace"),
         "{body}"
     );
     assert!(body.to_string().contains("upgrade_check_again"), "{body}");
@@ -729,7 +712,7 @@ async fn a_configured_token_is_updated_by_reinstalling_and_check_again() {
         .click("T1", "UOWNER", "upgrade_check_again", "early")
         .await;
     let answer = harness.fake.wait_for_calls("/response/early", 1).await;
-    let text = blocks_text(&answer[0].json());
+    let text = message_text(&answer[0].json());
     assert!(
         text.contains("Still missing: `links:read`, `links:write`"),
         "{text}"
@@ -744,7 +727,7 @@ async fn a_configured_token_is_updated_by_reinstalling_and_check_again() {
         .click("T1", "UOWNER", "upgrade_check_again", "done")
         .await;
     let answer = harness.fake.wait_for_calls("/response/done", 1).await;
-    let text = blocks_text(&answer[0].json());
+    let text = message_text(&answer[0].json());
     assert!(text.contains("up to date"), "{text}");
     harness.settle().await;
     let updates = harness.fake.calls_to("chat.update");
@@ -789,7 +772,7 @@ async fn admins_are_looked_up_again_before_each_reminder() {
         .map(|dm| {
             (
                 dm["channel"].as_str().unwrap_or("").to_string(),
-                blocks_text(dm).contains("Reminder"),
+                message_text(dm).contains("Reminder"),
             )
         })
         .collect();

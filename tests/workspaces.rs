@@ -13,6 +13,7 @@ use bitbucket_slack::config::Config;
 use bitbucket_slack::upgrade::required_scopes;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
+use support::blocks::section_text;
 use support::daemon::{Page, browse};
 use support::fake_slack::{FakeSlack, FakeSocket, FakeWorkspace, OAuthApproval};
 use tokio_util::sync::CancellationToken;
@@ -127,7 +128,7 @@ impl Harness {
             .await;
         let ack = self.socket.next_ack().await;
         assert_eq!(ack["envelope_id"], id.as_str());
-        blocks_text(&ack["payload"])
+        section_text(&ack["payload"])
     }
 
     async fn event(&self, team: &str, event: Value) {
@@ -152,19 +153,6 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-fn blocks_text(payload: &Value) -> String {
-    payload["blocks"]
-        .as_array()
-        .map(|blocks| {
-            blocks
-                .iter()
-                .filter_map(|block| block["text"]["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_else(|| payload["text"].as_str().unwrap_or("").to_string())
 }
 
 fn all_scopes() -> String {

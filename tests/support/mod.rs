@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+pub mod blocks;
 pub mod daemon;
 pub mod fake_bitbucket;
 pub mod fake_bitbucket_accounts;
