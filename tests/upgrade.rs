@@ -842,3 +842,44 @@ async fn a_kill_9_after_a_campaign_dm_sends_nothing_twice() {
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit().await, 0);
 }
+
+#[tokio::test]
+async fn a_rate_limited_campaign_dm_is_sent_after_retry_after() {
+    let fake = Arc::new(FakeSlack::start().await);
+    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let harness = start_on(
+        fake.clone(),
+        ManualClock::new(at(0)),
+        dir.path().join("data"),
+        &[],
+    )
+    .await;
+    fake.rate_limit_posts(1, 0);
+    harness
+        .oauth(
+            approval("T1", "xoxb-t1", &outdated_scopes(), "U0INSTALLER"),
+            &format!("{PUBLIC_URL}/slack/install"),
+        )
+        .await;
+    harness.settle().await;
+    // The 429 and its retry: the same message to the same admin, posted once.
+    let dms = harness.dms();
+    assert_eq!(dms.len(), 2, "{:#?}", harness.dm_texts());
+    assert_eq!(dms[0], dms[1]);
+    // The retry's ts was recorded: the upgrade edits the message.
+    harness
+        .oauth(
+            approval(
+                "T1",
+                "xoxb-t1-new",
+                &required_scopes().join(","),
+                "U0INSTALLER",
+            ),
+            &format!("{PUBLIC_URL}/slack/install?team=T1"),
+        )
+        .await;
+    harness.settle().await;
+    assert_eq!(harness.fake.calls_to("chat.update").len(), 1);
+    harness.stop().await;
+}

@@ -5,10 +5,10 @@
 //!
 //! The only code that executes campaign effects. The new state is saved *before* the
 //! effects run, so a restart (or a crash) resends nothing; a failed DM is logged, not
-//! retried (the next reminder follows at the interval). Steps are serialized by one lock,
-//! so a click and a tick never interleave. The task sleeps until the earliest `next_wake`
-//! across installations, or until [`UpgradeSignal`] rings (a scope change, or a test
-//! that moved its manual clock).
+//! retried (the next reminder follows at the interval), except after a 429, which is
+//! waited out once. Steps are serialized by one lock, so a click and a tick never
+//! interleave. The task sleeps until the earliest `next_wake` across installations, or
+//! until [`UpgradeSignal`] rings (a scope change, or a test that moved its manual clock).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::commands::Reply;
 use crate::config::{Secret, UpgradeConfig};
 use crate::notify::Notification;
-use crate::slack::web::SlackWeb;
+use crate::slack::web::{SlackError, SlackWeb};
 use crate::store::{InstallSource, Installation, NewDelivery, Store};
 use crate::upgrade::campaign::{
     self, CampaignEvent, CampaignState, Effect, InstallMode, PermissionsAnswer,
@@ -446,7 +446,11 @@ impl Campaigns {
                 admin,
                 message_id,
                 message,
-            } => match self.web.post_direct_message(token, &admin, &message).await {
+            } => match once_more_if_rate_limited(|| {
+                self.web.post_direct_message(token, &admin, &message)
+            })
+            .await
+            {
                 Ok((channel, ts)) => {
                     info!(team, admin = %admin, kind = %message.text, "permission-upgrade message sent");
                     return Some(CampaignEvent::MessageSent {
@@ -466,11 +470,12 @@ impl Campaigns {
                 message,
                 ..
             } => {
-                if let Err(error) = self
-                    .web
-                    .update_message(token, &message_ref.channel, &message_ref.ts, &message)
-                    .await
-                {
+                let edited = once_more_if_rate_limited(|| {
+                    self.web
+                        .update_message(token, &message_ref.channel, &message_ref.ts, &message)
+                })
+                .await;
+                if let Err(error) = edited {
                     warn!(%error, team, admin = %admin, "could not mark an earlier permission-upgrade message as done");
                 }
             }
@@ -596,6 +601,33 @@ impl Campaigns {
             Ok(_) => {}
             Err(error) => warn!(%error, team, "cannot read whether notifications are held"),
         }
+    }
+}
+
+/// The longest a campaign call waits out Slack's `Retry-After` before its one retry.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs `call`, and once more after Slack's `Retry-After` when it was rate limited (a 429
+/// means nothing was posted, so the retry cannot double a message). Other failures are
+/// not retried: after a timeout the message may have been posted.
+async fn once_more_if_rate_limited<T, F, Fut>(call: F) -> Result<T, SlackError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SlackError>>,
+{
+    match call().await {
+        Err(SlackError::RateLimited { retry_after, .. }) => {
+            let wait = retry_after
+                .unwrap_or(Duration::from_secs(1))
+                .min(MAX_RATE_LIMIT_WAIT);
+            debug!(
+                ?wait,
+                "Slack rate-limited a campaign message; trying once more"
+            );
+            tokio::time::sleep(wait).await;
+            call().await
+        }
+        other => other,
     }
 }
 
