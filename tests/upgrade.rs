@@ -410,6 +410,12 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
             .iter()
             .all(|u| message_text(&u.json()).contains("up to date"))
     );
+    assert!(
+        updates.iter().all(|u| u.json()["channel"]
+            .as_str()
+            .is_some_and(|c| c.starts_with('D'))),
+        "edited in the DM channels Slack answered, not at the user ids"
+    );
     // One digest per channel.
     let posts = harness.fake.wait_for_calls("chat.postMessage", 10).await;
     let mut digests: Vec<(String, String)> = posts
@@ -881,5 +887,97 @@ async fn a_rate_limited_campaign_dm_is_sent_after_retry_after() {
         .await;
     harness.settle().await;
     assert_eq!(harness.fake.calls_to("chat.update").len(), 1);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn one_workspace_upgrading_releases_only_its_own_held_notifications() {
+    let fake = Arc::new(FakeSlack::start().await);
+    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let harness = start_on(
+        fake,
+        ManualClock::new(at(22)),
+        dir.path().join("data"),
+        &campaign_dates(),
+    )
+    .await;
+    for (team, admin) in [("T1", "U1ADMIN"), ("T2", "U2ADMIN")] {
+        harness
+            .oauth(
+                approval(team, &format!("xoxb-{team}"), &outdated_scopes(), admin),
+                &format!("{PUBLIC_URL}/slack/install"),
+            )
+            .await;
+    }
+    harness.settle().await;
+    assert_eq!(harness.dms().len(), 2, "{:#?}", harness.dm_texts());
+
+    let (fake, clock, data) = harness.stop().await;
+    {
+        let store = open_store(&data).await;
+        store
+            .deliveries
+            .enqueue(
+                vec![
+                    held("T1", "C1", "T1 pull request"),
+                    held("T2", "C2", "T2 pull request"),
+                    held("T2", "C2", "T2 pipeline"),
+                ],
+                clock.now(),
+            )
+            .await
+            .expect("enqueue");
+    }
+    let harness = start_on(fake, clock, data, &campaign_dates()).await;
+    harness.settle().await;
+
+    // T2 upgrades: its two notifications arrive as one digest, its admin's DM is edited.
+    harness
+        .oauth(
+            approval("T2", "xoxb-T2-new", &required_scopes().join(","), "U2ADMIN"),
+            &format!("{PUBLIC_URL}/slack/install?team=T2"),
+        )
+        .await;
+    harness.settle().await;
+    let posts = harness.fake.wait_for_calls("chat.postMessage", 3).await;
+    let channel_posts: Vec<Value> = posts
+        .iter()
+        .map(RecordedCall::json)
+        .filter(|post| post["channel"].as_str().is_some_and(|c| c.starts_with('C')))
+        .collect();
+    assert_eq!(channel_posts.len(), 1, "{channel_posts:#?}");
+    assert_eq!(channel_posts[0]["channel"], "C2");
+    assert!(message_text(&channel_posts[0]).contains("2 notifications were held"));
+    let updates = harness.fake.calls_to("chat.update");
+    assert_eq!(updates.len(), 1);
+    assert_eq!(
+        updates[0].json()["channel"],
+        "DU2ADMIN",
+        "edited in the DM channel"
+    );
+
+    // T1 is still paused and its notification still held.
+    let refused = harness.command("T1", "UX", "subscriptions").await;
+    assert!(refused.contains("is paused"), "{refused}");
+    let served = harness.command("T2", "UX", "subscriptions").await;
+    assert!(!served.contains("is paused"), "{served}");
+    let answer = admin_request(
+        &harness.data.join("admin.sock"),
+        r#"{"command":"upgrade_status"}"#,
+    )
+    .await;
+    let rows = answer["campaigns"].as_array().cloned().unwrap_or_default();
+    let row = |team: &str| rows.iter().find(|row| row["team_id"] == team).cloned();
+    let t1 = row("T1").expect("T1");
+    let t2 = row("T2").expect("T2");
+    assert_eq!(
+        (t1["phase"].clone(), t1["notifications_held"].clone()),
+        (json!("overdue"), json!(true))
+    );
+    assert_eq!(
+        (t2["phase"].clone(), t2["notifications_held"].clone()),
+        (json!("upgraded"), json!(false))
+    );
     harness.stop().await;
 }

@@ -648,7 +648,14 @@ fn chat_post_message(inner: &Inner, call: &RecordedCall, method: &Method) -> Res
             message[key] = v;
         }
     }
+    // Like Slack, a message to a user id lands in the DM channel, whose id is answered.
+    let channel = dm_channel_of(&channel).unwrap_or(channel);
     slack_json(json!({"ok": true, "channel": channel, "ts": ts, "message": message}))
+}
+
+/// The DM channel id Slack answers for a message posted to user `id` (`U…` or `W…`).
+pub fn dm_channel_of(id: &str) -> Option<String> {
+    (id.starts_with('U') || id.starts_with('W')).then(|| format!("D{id}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -1230,6 +1237,14 @@ fn users_list(inner: &Inner, call: &RecordedCall) -> Response {
 fn chat_update(call: &RecordedCall) -> Response {
     let args = call.try_json().unwrap_or(Value::Null);
     match (args.get("channel"), args.get("ts")) {
+        // A message is edited in its channel: a user id is not one.
+        (Some(channel), Some(_))
+            if channel
+                .as_str()
+                .is_some_and(|id| dm_channel_of(id).is_some()) =>
+        {
+            slack_json(json!({"ok": false, "error": "channel_not_found"}))
+        }
         (Some(channel), Some(ts)) => slack_json(json!({"ok": true, "channel": channel, "ts": ts})),
         _ => slack_json(json!({"ok": false, "error": "message_not_found"})),
     }
