@@ -80,9 +80,23 @@ async fn ask(
     Ok((response, rest))
 }
 
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// Prints `value` as JSON with `--json`, else as `render` makes it for people; exit 0.
+fn print_as<T: Serialize + ?Sized>(
+    value: &T,
+    json: bool,
+    render: impl FnOnce(&T) -> String,
+) -> anyhow::Result<u8> {
+    if json {
+        print_json(value)?;
+    } else {
+        print!("{}", render(value));
+    }
+    Ok(0)
 }
 
 /// `bitbucket-slack status`.
@@ -94,12 +108,7 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
         },
         Channel::Store(store) => status_report(&store, "store", None, Vec::new())?,
     };
-    if json {
-        print_json(&report)?;
-    } else {
-        print!("{}", render_status(&report));
-    }
-    Ok(0)
+    print_as(&report, json, render_status)
 }
 
 fn render_status(report: &StatusReport) -> String {
@@ -174,12 +183,7 @@ pub async fn installations(config: &Config, json: bool) -> anyhow::Result<u8> {
         },
         Channel::Store(store) => installation_rows(&store)?,
     };
-    if json {
-        print_json(&rows)?;
-    } else {
-        print!("{}", render_installations(&rows));
-    }
-    Ok(0)
+    print_as(rows.as_slice(), json, render_installations)
 }
 
 /// `bitbucket-slack upgrade-status`: each installation's permission-upgrade phase,
@@ -194,12 +198,7 @@ pub async fn upgrade_status(config: &Config, json: bool) -> anyhow::Result<u8> {
             super::upgrade_driver::upgrade_rows(&store, &config.upgrade.schedule)?
         }
     };
-    if json {
-        print_json(&rows)?;
-    } else {
-        print!("{}", render_upgrade_status(&rows));
-    }
-    Ok(0)
+    print_as(rows.as_slice(), json, render_upgrade_status)
 }
 
 /// A list of scopes in one table cell, `-` when there are none.
@@ -310,12 +309,7 @@ pub async fn subscriptions(
         }
         Channel::Store(store) => subscription_rows(&store, team.as_deref(), channel.as_deref())?,
     };
-    if json {
-        print_json(&rows)?;
-    } else {
-        print!("{}", render_subscriptions(&rows));
-    }
-    Ok(0)
+    print_as(rows.as_slice(), json, render_subscriptions)
 }
 
 fn render_subscriptions(rows: &[SubscriptionRow]) -> String {
@@ -357,12 +351,7 @@ pub async fn outbox(config: &Config, dead: bool, json: bool) -> anyhow::Result<u
         },
         Channel::Store(store) => delivery_rows(&store, dead)?,
     };
-    if json {
-        print_json(&rows)?;
-    } else {
-        print!("{}", render_deliveries(&rows, dead));
-    }
-    Ok(0)
+    print_as(&rows, json, |rows| render_deliveries(rows, dead))
 }
 
 fn render_deliveries(rows: &[DeliveryRow], dead: bool) -> String {
