@@ -148,7 +148,7 @@ fn main() -> ExitCode {
             app::cli::installations(&config, args.json).await
         }),
         CliCommand::UpgradeStatus(args) => operate(&args.config, &env, |config| async move {
-            app::cli::upgrade_status(&config, args.json).await
+            app::cli::upgrade_status(&config, Arc::new(clock::SystemClock), args.json).await
         }),
         CliCommand::Subscriptions(args) => operate(&args.list.config, &env, |config| async move {
             app::cli::subscriptions(&config, args.team, args.channel, args.list.json).await

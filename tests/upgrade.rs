@@ -348,6 +348,7 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
             .expect("enqueue");
     }
     let harness = start_on(fake, clock, data, &campaign_dates()).await;
+    harness.settle().await;
     // The delivery loop keeps them in the outbox: held, not attempted, not posted.
     let socket = harness.data.join("admin.sock");
     let mut rows = Vec::new();
@@ -494,6 +495,7 @@ async fn two_workspaces_in_different_phases_at_once() {
     assert!(dms.iter().all(|dm| dm["channel"] == "U1ADMIN"));
 
     // `upgrade-status` through the running daemon's admin socket.
+    harness.settle().await;
     let answer = admin_request(
         &harness.data.join("admin.sock"),
         r#"{"command":"upgrade_status"}"#,

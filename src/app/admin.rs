@@ -379,10 +379,13 @@ async fn answer(stream: UnixStream, owner: Option<u32>, state: &AdminState) -> s
             reply(&mut write, &response).await
         }
         AdminRequest::UpgradeStatus => {
-            let response =
-                super::upgrade_driver::upgrade_rows(&state.store, &state.upgrade_schedule)
-                    .map(|campaigns| AdminResponse::UpgradeStatus { campaigns })
-                    .unwrap_or_else(store_error);
+            let response = super::upgrade_driver::upgrade_rows(
+                &state.store,
+                &state.upgrade_schedule,
+                state.clock.now(),
+            )
+            .map(|campaigns| AdminResponse::UpgradeStatus { campaigns })
+            .unwrap_or_else(store_error);
             reply(&mut write, &response).await
         }
         AdminRequest::Installations => {

@@ -188,14 +188,18 @@ pub async fn installations(config: &Config, json: bool) -> anyhow::Result<u8> {
 
 /// `bitbucket-slack upgrade-status`: each installation's permission-upgrade phase,
 /// missing scopes, last and next reminder.
-pub async fn upgrade_status(config: &Config, json: bool) -> anyhow::Result<u8> {
+pub async fn upgrade_status(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    json: bool,
+) -> anyhow::Result<u8> {
     let rows = match reach(config).await? {
         Channel::Daemon(stream) => match ask(stream, &AdminRequest::UpgradeStatus).await?.0 {
             AdminResponse::UpgradeStatus { campaigns } => campaigns,
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
         Channel::Store(store) => {
-            super::upgrade_driver::upgrade_rows(&store, &config.upgrade.schedule)?
+            super::upgrade_driver::upgrade_rows(&store, &config.upgrade.schedule, clock.now())?
         }
     };
     print_as(rows.as_slice(), json, render_upgrade_status)

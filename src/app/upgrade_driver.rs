@@ -652,7 +652,8 @@ pub fn missing_scopes(installation: &Installation) -> Vec<String> {
 pub struct UpgradeRow {
     pub team_id: String,
     pub team_name: String,
-    /// The campaign phase, or "not_started" before the driver saw the installation.
+    /// The campaign phase (before the driver saw the installation: by its scopes and the
+    /// dates).
     pub phase: String,
     pub missing_scopes: Vec<String>,
     pub admins: Vec<String>,
@@ -662,9 +663,12 @@ pub struct UpgradeRow {
 }
 
 /// Every installation's campaign, from the store (the daemon's and the stopped CLI's).
+/// An installation the driver has not seen yet shows the phase its scopes and the dates
+/// give at `now`.
 pub fn upgrade_rows(
     store: &Store,
     schedule: &campaign::CampaignSchedule,
+    now: Timestamp,
 ) -> Result<Vec<UpgradeRow>, crate::store::StoreError> {
     let mut rows = Vec::new();
     for installation in store.installations.list()? {
@@ -680,16 +684,24 @@ pub fn upgrade_rows(
                 next_reminder_at: campaign::next_reminder_at(&state, schedule),
                 notifications_held: store.campaigns.is_held(&installation.team_id)?,
             },
-            None => UpgradeRow {
-                team_id: installation.team_id.clone(),
-                team_name: installation.team_name.clone(),
-                phase: "not_started".into(),
-                missing_scopes: missing_scopes(&installation),
-                admins: Vec::new(),
-                last_reminder_at: None,
-                next_reminder_at: None,
-                notifications_held: false,
-            },
+            None => {
+                let missing = missing_scopes(&installation);
+                let phase = if missing.is_empty() {
+                    campaign::Phase::NotNeeded
+                } else {
+                    schedule.phase_at(now)
+                };
+                UpgradeRow {
+                    team_id: installation.team_id.clone(),
+                    team_name: installation.team_name.clone(),
+                    phase: phase.name().into(),
+                    missing_scopes: missing,
+                    admins: Vec::new(),
+                    last_reminder_at: None,
+                    next_reminder_at: None,
+                    notifications_held: store.campaigns.is_held(&installation.team_id)?,
+                }
+            }
         };
         rows.push(row);
     }
