@@ -23,6 +23,8 @@ pub struct Daemon {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
     log_changed: watch::Receiver<usize>,
+    /// The tasks reading stdout and stderr: done once the process closed both.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -46,13 +48,14 @@ impl Daemon {
         let changed_tx = Arc::new(changed_tx);
         let stderr = child.stderr.take().expect("stderr piped");
         let stdout = child.stdout.take().expect("stdout piped");
+        let mut readers = Vec::new();
         for stream in [
             Box::new(stderr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
             Box::new(stdout),
         ] {
             let log = log.clone();
             let changed_tx = changed_tx.clone();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let count = {
@@ -62,12 +65,13 @@ impl Daemon {
                     };
                     changed_tx.send_replace(count);
                 }
-            });
+            }));
         }
         Daemon {
             child,
             log,
             log_changed,
+            readers,
         }
     }
 
@@ -122,12 +126,17 @@ impl Daemon {
         assert!(status.success(), "kill -{signal} failed");
     }
 
-    /// Waits for the process to exit and returns its exit code.
+    /// Waits for the process to exit and returns its exit code. By then everything it
+    /// wrote is in [`Self::log`].
     pub async fn wait_exit(&mut self) -> i32 {
         let status = tokio::time::timeout(WAIT, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("the daemon did not exit:\n{}", self.log().join("\n")))
             .expect("wait for the daemon");
+        for reader in self.readers.drain(..) {
+            // The pipes close with the process (unless it left a child holding them).
+            let _ = tokio::time::timeout(WAIT, reader).await;
+        }
         status.code().unwrap_or(-1)
     }
 }
