@@ -981,5 +981,15 @@ async fn one_workspace_upgrading_releases_only_its_own_held_notifications() {
         (t2["phase"].clone(), t2["notifications_held"].clone()),
         (json!("upgraded"), json!(false))
     );
+    let address = harness.running.http_address.to_string();
+    let (status, metrics) = support::daemon::http_get(&address, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "bitbucket_slack_campaign_phase{phase=\"overdue\"} 1",
+        "bitbucket_slack_campaign_phase{phase=\"upgraded\"} 1",
+        "bitbucket_slack_campaign_phase{phase=\"available\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     harness.stop().await;
 }
