@@ -9,6 +9,10 @@
 //! waited out once. Steps are serialized by one lock, so a click and a tick never
 //! interleave. The task sleeps until the earliest `next_wake` across installations, or
 //! until [`UpgradeSignal`] rings (a scope change, or a test that moved its manual clock).
+//!
+//! Never decides what to send or when (that is `upgrade::campaign`), never posts a
+//! channel notification itself (it holds and releases them in the store, and the
+//! delivery loop posts), and never logs a token.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
