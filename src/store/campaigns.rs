@@ -104,14 +104,8 @@ impl CampaignStore {
 
     /// The held deliveries of a workspace, oldest first.
     pub fn held_deliveries(&self, team_id: &str) -> Result<Vec<PendingDelivery>, StoreError> {
-        let mut held = Vec::new();
-        for item in self.outbox.iter().values() {
-            let delivery: PendingDelivery = serde_json::from_slice(&item?)
-                .map_err(|error| StoreError::Corrupt(format!("delivery record: {error}")))?;
-            if delivery.team_id == team_id {
-                held.push(delivery);
-            }
-        }
+        let mut held = self.deliveries.pending()?;
+        held.retain(|delivery| delivery.team_id == team_id);
         Ok(held)
     }
 
