@@ -136,17 +136,11 @@ impl Dispatcher {
             return None;
         }
         let state = self.context.campaigns.current_state(installation);
-        let summary = upgrade::campaign::phase_summary(
+        Some(upgrade::campaign::phase_summary(
             &state,
             &self.context.upgrade.schedule,
             self.context.clock.now(),
-        );
-        Some(
-            summary
-                .strip_prefix("*Permission update:* ")
-                .unwrap_or(&summary)
-                .to_string(),
-        )
+        ))
     }
 
     /// The admins to name: the campaign's (workspace admins and owners, the installer,

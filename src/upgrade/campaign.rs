@@ -497,40 +497,37 @@ pub fn next_reminder_at(state: &CampaignState, schedule: &CampaignSchedule) -> O
         .min()
 }
 
-/// One paragraph for `/bitbucket status`: the phase and its dates (the status lists what
-/// is missing, with reasons, above it).
+/// One paragraph for `/bitbucket status`, after its "Permission update:" label: the phase
+/// and its dates (the status lists what is missing, with reasons, above it).
 pub fn phase_summary(state: &CampaignState, schedule: &CampaignSchedule, now: Timestamp) -> String {
     match state.phase {
         Phase::NotNeeded if state.is_outdated() => match schedule.announce_at() {
-            Some(at) => format!(
-                "*Permission update:* needed; admins will be told on {}.",
-                dated(at, now)
-            ),
-            None => "*Permission update:* needed.".into(),
+            Some(at) => format!("needed; admins will be told on {}.", dated(at, now)),
+            None => "needed.".into(),
         },
-        Phase::NotNeeded => "*Permission update:* none needed.".into(),
+        Phase::NotNeeded => "none needed.".into(),
         Phase::Announced => format!(
-            "*Permission update:* announced; admins can update from {}.{}",
+            "announced; admins can update from {}.{}",
             schedule
                 .available_at
                 .map_or_else(|| "now".into(), |at| dated(at, now)),
             deadline_sentence(schedule, now)
         ),
         Phase::Available => format!(
-            "*Permission update:* available; an admin needs to click *Update permissions*. \
+            "available; an admin needs to click *Update permissions*. \
              Until then new users cannot log in.{}",
             deadline_sentence(schedule, now)
         ),
         Phase::Overdue => format!(
-            "*Permission update:* overdue{}; commands are refused and channel notifications are \
+            "overdue{}; commands are refused and channel notifications are \
              held until an admin updates.",
             schedule
                 .deadline
                 .map_or_else(String::new, |at| format!(" since {}", dated(at, now)))
         ),
         Phase::Upgraded => match state.upgraded_at {
-            Some(at) => format!("*Permission update:* done on {}.", dated(at, now)),
-            None => "*Permission update:* done.".into(),
+            Some(at) => format!("done on {}.", dated(at, now)),
+            None => "done.".into(),
         },
     }
 }

@@ -726,34 +726,34 @@ fn phase_summaries() {
     )
     .0;
     let cases = [
-        (fresh, at(0, 0), "*Permission update:* none needed."),
+        (fresh, at(0, 0), "none needed."),
         (
             early,
             at(-3, 0),
-            "*Permission update:* needed; admins will be told on 2026-03-02 09:00 UTC (in 3 days).",
+            "needed; admins will be told on 2026-03-02 09:00 UTC (in 3 days).",
         ),
         (
             outdated_at(at(0, 0), &schedule()),
             at(0, 0),
-            "*Permission update:* announced; admins can update from 2026-03-16 09:00 UTC (in 14 \
+            "announced; admins can update from 2026-03-16 09:00 UTC (in 14 \
              days). Deadline: 2026-03-30 09:00 UTC (in 28 days).",
         ),
         (
             outdated_at(at(14, 0), &schedule()),
             at(20, 0),
-            "*Permission update:* available; an admin needs to click *Update permissions*. \
+            "available; an admin needs to click *Update permissions*. \
              Until then new users cannot log in. Deadline: 2026-03-30 09:00 UTC (in 8 days).",
         ),
         (
             outdated_at(at(28, 0), &schedule()),
             at(29, 0),
-            "*Permission update:* overdue since 2026-03-30 09:00 UTC (1 day ago); commands are \
+            "overdue since 2026-03-30 09:00 UTC (1 day ago); commands are \
              refused and channel notifications are held until an admin updates.",
         ),
         (
             upgraded(),
             at(30, 0),
-            "*Permission update:* done on 2026-04-01 09:00 UTC (today).",
+            "done on 2026-04-01 09:00 UTC (today).",
         ),
     ];
     for (state, now, expected) in cases {
