@@ -197,22 +197,15 @@ impl Dispatcher {
             let reply = upgrade::messages::check_again_result(
                 &super::upgrade_driver::missing_scopes(&checked),
             );
-            let result = match &answer_to {
-                AnswerTo::ResponseUrl(url) => self.context.installer.web.respond(url, &reply).await,
-                AnswerTo::Channel(channel) => match &checked.bot_token {
-                    Some(token) => {
-                        self.context
-                            .installer
-                            .web
-                            .post_ephemeral(token, channel, user_id, &reply)
-                            .await
-                    }
-                    None => Ok(()),
-                },
-            };
-            if let Err(error) = result {
-                warn!(%error, "could not answer Check again");
-            }
+            self.context
+                .campaigns
+                .answer_ephemerally(
+                    checked.bot_token.as_ref(),
+                    user_id,
+                    &reply,
+                    Some(&answer_to),
+                )
+                .await;
             return;
         }
         self.context

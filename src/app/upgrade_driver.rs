@@ -495,7 +495,7 @@ impl Campaigns {
                 needs_install_url,
             } => {
                 let reply = self.finish_answer(installation, message, needs_install_url);
-                self.answer_ephemerally(token, &user_id, &reply, answer_to)
+                self.answer_ephemerally(Some(token), &user_id, &reply, answer_to)
                     .await;
             }
         }
@@ -514,21 +514,23 @@ impl Campaigns {
         format!("{}/slack/install?team={team_id}", self.public_url)
     }
 
-    async fn answer_ephemerally(
+    /// Answers a click, visible only to `user_id`: through the interaction's response_url,
+    /// else with chat.postEphemeral (which needs the bot token).
+    pub async fn answer_ephemerally(
         &self,
-        token: &Secret<String>,
+        token: Option<&Secret<String>>,
         user_id: &str,
         reply: &Reply,
         answer_to: Option<&AnswerTo>,
     ) {
-        let result = match answer_to {
-            Some(AnswerTo::ResponseUrl(url)) => self.web.respond(url, reply).await,
-            Some(AnswerTo::Channel(channel)) => {
+        let result = match (answer_to, token) {
+            (Some(AnswerTo::ResponseUrl(url)), _) => self.web.respond(url, reply).await,
+            (Some(AnswerTo::Channel(channel)), Some(token)) => {
                 self.web
                     .post_ephemeral(token, channel, user_id, reply)
                     .await
             }
-            None => return,
+            (Some(AnswerTo::Channel(_)), None) | (None, _) => return,
         };
         if let Err(error) = result {
             warn!(%error, user = user_id, "could not answer a permission-upgrade click");
