@@ -315,11 +315,13 @@ impl Campaigns {
         let stored = match self.store.campaigns.get(&installation.team_id) {
             Ok(Some(state)) => state,
             _ => {
-                let fresh = CampaignState::new(mode_of(installation));
-                let admins = CampaignEvent::AdminsKnown {
-                    admins: self.known_admins(installation, Vec::new()),
-                };
-                campaign::step(&fresh, &admins, &self.config.schedule, now).0
+                return campaign::unrecorded(
+                    mode_of(installation),
+                    self.known_admins(installation, Vec::new()),
+                    &installation.scopes,
+                    &self.config.schedule,
+                    now,
+                );
             }
         };
         let event = if stored.missing_scopes == missing_scopes(installation) {
@@ -678,38 +680,26 @@ pub fn upgrade_rows(
 ) -> Result<Vec<UpgradeRow>, crate::store::StoreError> {
     let mut rows = Vec::new();
     for installation in store.installations.list()? {
-        let state = store.campaigns.get(&installation.team_id)?;
-        let row = match state {
-            Some(state) => UpgradeRow {
-                team_id: installation.team_id.clone(),
-                team_name: installation.team_name.clone(),
-                phase: state.phase.name().into(),
-                missing_scopes: state.missing_scopes.clone(),
-                admins: state.admins.clone(),
-                last_reminder_at: campaign::last_reminder_at(&state),
-                next_reminder_at: campaign::next_reminder_at(&state, schedule),
-                notifications_held: store.campaigns.is_held(&installation.team_id)?,
-            },
-            None => {
-                let missing = missing_scopes(&installation);
-                let phase = if missing.is_empty() {
-                    campaign::Phase::NotNeeded
-                } else {
-                    schedule.phase_at(now)
-                };
-                UpgradeRow {
-                    team_id: installation.team_id.clone(),
-                    team_name: installation.team_name.clone(),
-                    phase: phase.name().into(),
-                    missing_scopes: missing,
-                    admins: Vec::new(),
-                    last_reminder_at: None,
-                    next_reminder_at: None,
-                    notifications_held: store.campaigns.is_held(&installation.team_id)?,
-                }
-            }
+        let state = match store.campaigns.get(&installation.team_id)? {
+            Some(state) => state,
+            None => campaign::unrecorded(
+                mode_of(&installation),
+                Vec::new(),
+                &installation.scopes,
+                schedule,
+                now,
+            ),
         };
-        rows.push(row);
+        rows.push(UpgradeRow {
+            team_id: installation.team_id.clone(),
+            team_name: installation.team_name.clone(),
+            phase: state.phase.name().into(),
+            missing_scopes: state.missing_scopes.clone(),
+            admins: state.admins.clone(),
+            last_reminder_at: campaign::last_reminder_at(&state),
+            next_reminder_at: campaign::next_reminder_at(&state, schedule),
+            notifications_held: store.campaigns.is_held(&installation.team_id)?,
+        });
     }
     Ok(rows)
 }

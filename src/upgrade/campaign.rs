@@ -416,6 +416,28 @@ fn nudge_admins(
     }
 }
 
+/// The campaign of an installation the driver has not recorded yet, as it would stand at
+/// `now` with these admins and scopes. Nothing is sent for it: the driver does that when
+/// it records the installation.
+pub fn unrecorded(
+    mode: InstallMode,
+    admins: Vec<String>,
+    granted: &[String],
+    schedule: &CampaignSchedule,
+    now: Timestamp,
+) -> CampaignState {
+    let (state, _) = step(
+        &CampaignState::new(mode),
+        &CampaignEvent::AdminsKnown { admins },
+        schedule,
+        now,
+    );
+    let scopes = CampaignEvent::ScopesChecked {
+        granted: granted.to_vec(),
+    };
+    step(&state, &scopes, schedule, now).0
+}
+
 /// What to answer `user_id` about updating the permissions.
 pub fn permissions_answer(
     state: &CampaignState,
