@@ -46,6 +46,18 @@ fn pull_request() -> PullRequestRef {
     }
 }
 
+/// Pull request #7's `created`, `approved` or `merged` activity.
+fn pull_request_activity(name: &str) -> Activity {
+    let pull_request = pull_request();
+    let kind = match name {
+        "created" => ActivityKind::PullRequestCreated { pull_request },
+        "approved" => ActivityKind::PullRequestApproved { pull_request },
+        "merged" => ActivityKind::PullRequestMerged { pull_request },
+        other => panic!("no pull request activity named {other}"),
+    };
+    activity(name, kind)
+}
+
 fn activity(name: &str, kind: ActivityKind) -> Activity {
     Activity {
         id: format!("acme/api:pr:7:{name}"),
@@ -200,15 +212,7 @@ async fn a_pull_request_threads_and_merge_updates_the_parent() {
     let outbox = start().await;
     let subs = vec![subscription("C1", all_pr_features())];
     outbox
-        .enqueue(
-            &activity(
-                "created",
-                ActivityKind::PullRequestCreated {
-                    pull_request: pull_request(),
-                },
-            ),
-            &subs,
-        )
+        .enqueue(&pull_request_activity("created"), &subs)
         .await;
     let parent = outbox.posts(1).await[0].json();
     assert_eq!(parent["channel"], "C1");
@@ -232,30 +236,14 @@ async fn a_pull_request_threads_and_merge_updates_the_parent() {
     let parent_ts = parent(&outbox.store).expect("recorded");
 
     outbox
-        .enqueue(
-            &activity(
-                "approved",
-                ActivityKind::PullRequestApproved {
-                    pull_request: pull_request(),
-                },
-            ),
-            &subs,
-        )
+        .enqueue(&pull_request_activity("approved"), &subs)
         .await;
     let reply = outbox.posts(2).await[1].json();
     assert_eq!(reply["thread_ts"], parent_ts.as_str());
     assert!(reply.get("reply_broadcast").is_none_or(|b| b == false));
 
     outbox
-        .enqueue(
-            &activity(
-                "merged",
-                ActivityKind::PullRequestMerged {
-                    pull_request: pull_request(),
-                },
-            ),
-            &subs,
-        )
+        .enqueue(&pull_request_activity("merged"), &subs)
         .await;
     let merged = outbox.posts(3).await[2].json();
     assert_eq!(merged["thread_ts"], parent_ts.as_str());
@@ -284,26 +272,10 @@ async fn threading_off_posts_everything_in_the_channel() {
         .expect("set");
     let subs = vec![subscription("C1", all_pr_features())];
     outbox
-        .enqueue(
-            &activity(
-                "created",
-                ActivityKind::PullRequestCreated {
-                    pull_request: pull_request(),
-                },
-            ),
-            &subs,
-        )
+        .enqueue(&pull_request_activity("created"), &subs)
         .await;
     outbox
-        .enqueue(
-            &activity(
-                "approved",
-                ActivityKind::PullRequestApproved {
-                    pull_request: pull_request(),
-                },
-            ),
-            &subs,
-        )
+        .enqueue(&pull_request_activity("approved"), &subs)
         .await;
     let posts = outbox.posts(2).await;
     assert!(
@@ -327,15 +299,7 @@ async fn a_refused_channel_pauses_its_subscriptions_and_tells_the_subscriber_onc
         .expect("subscribe");
     let subs = vec![subscription];
     outbox
-        .enqueue(
-            &activity(
-                "created",
-                ActivityKind::PullRequestCreated {
-                    pull_request: pull_request(),
-                },
-            ),
-            &subs,
-        )
+        .enqueue(&pull_request_activity("created"), &subs)
         .await;
     let posts = outbox.posts(2).await;
     let dm = posts[1].json();
@@ -367,15 +331,7 @@ async fn a_429_is_waited_out_and_the_message_still_goes_once() {
     outbox.slack.rate_limit_posts(1, 1);
     let subs = vec![subscription("C1", Features::defaults())];
     outbox
-        .enqueue(
-            &activity(
-                "created",
-                ActivityKind::PullRequestCreated {
-                    pull_request: pull_request(),
-                },
-            ),
-            &subs,
-        )
+        .enqueue(&pull_request_activity("created"), &subs)
         .await;
     outbox.posts(1).await;
     outbox.rescheduled("rate limited").await;
@@ -408,26 +364,10 @@ async fn a_restart_resumes_the_queue_with_nothing_twice() {
         .expect("uninstall");
     let subs = vec![subscription("C1", all_pr_features())];
     outbox
-        .enqueue(
-            &activity(
-                "created",
-                ActivityKind::PullRequestCreated {
-                    pull_request: pull_request(),
-                },
-            ),
-            &subs,
-        )
+        .enqueue(&pull_request_activity("created"), &subs)
         .await;
     outbox
-        .enqueue(
-            &activity(
-                "approved",
-                ActivityKind::PullRequestApproved {
-                    pull_request: pull_request(),
-                },
-            ),
-            &subs,
-        )
+        .enqueue(&pull_request_activity("approved"), &subs)
         .await;
     let stopped = outbox.stop().await;
     assert!(stopped.slack.calls_to("chat.postMessage").is_empty());
