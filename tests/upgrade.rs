@@ -128,6 +128,13 @@ impl Harness {
         self.dms().iter().map(message_text).collect()
     }
 
+    /// Installs through `/slack/install` and Slack's consent, which grants `scopes`.
+    async fn install(&self, team: &str, token: &str, scopes: &str, installer: &str) {
+        let approval = approval(team, token, scopes, installer);
+        self.oauth(approval, &format!("{PUBLIC_URL}/slack/install"))
+            .await;
+    }
+
     /// Goes through `/slack/install` (bound to `team` when given) and Slack's consent.
     async fn oauth(&self, approval: OAuthApproval, start: &str) -> u16 {
         let install = browse(&start.replace(PUBLIC_URL, &self.http)).await;
@@ -230,6 +237,13 @@ fn outdated_scopes() -> String {
         .join(",")
 }
 
+/// A fake Slack that knows the app's OAuth client.
+async fn oauth_fake() -> Arc<FakeSlack> {
+    let fake = Arc::new(FakeSlack::start().await);
+    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    fake
+}
+
 fn approval(team: &str, token: &str, scopes: &str, installer: &str) -> OAuthApproval {
     OAuthApproval {
         workspace: FakeWorkspace::new(team, "Acme", scopes),
@@ -265,8 +279,7 @@ async fn open_store(data: &Path) -> Store {
 
 #[tokio::test]
 async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
-    let fake = Arc::new(FakeSlack::start().await);
-    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let fake = oauth_fake().await;
     fake.set_members("T1", &[("UADMIN2", true), ("UPLAIN", false)]);
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(at(0));
@@ -281,10 +294,7 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     // Installed with the old scopes 14 days before availability: both admins (the
     // workspace admin from users.list and the installer) get the announcement.
     harness
-        .oauth(
-            approval("T1", "xoxb-t1-old", &outdated_scopes(), "U0INSTALLER"),
-            &format!("{PUBLIC_URL}/slack/install"),
-        )
+        .install("T1", "xoxb-t1-old", &outdated_scopes(), "U0INSTALLER")
         .await;
     let dms = harness.wait_for_dms(2).await;
     let recipients: Vec<&str> = dms.iter().filter_map(|d| d["channel"].as_str()).collect();
@@ -454,8 +464,7 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
 
 #[tokio::test]
 async fn two_workspaces_in_different_phases_at_once() {
-    let fake = Arc::new(FakeSlack::start().await);
-    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let fake = oauth_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     // The deadline has passed already.
     let clock = ManualClock::new(at(22));
@@ -467,16 +476,10 @@ async fn two_workspaces_in_different_phases_at_once() {
     )
     .await;
     harness
-        .oauth(
-            approval("T1", "xoxb-t1", &outdated_scopes(), "U1ADMIN"),
-            &format!("{PUBLIC_URL}/slack/install"),
-        )
+        .install("T1", "xoxb-t1", &outdated_scopes(), "U1ADMIN")
         .await;
     harness
-        .oauth(
-            approval("T2", "xoxb-t2", &required_scopes().join(","), "U2ADMIN"),
-            &format!("{PUBLIC_URL}/slack/install"),
-        )
+        .install("T2", "xoxb-t2", &required_scopes().join(","), "U2ADMIN")
         .await;
     let dms = harness.wait_for_dms(1).await;
     assert_eq!(dms[0]["channel"], "U1ADMIN");
@@ -548,16 +551,12 @@ async fn restart(harness: Harness) -> Harness {
 
 #[tokio::test]
 async fn a_restart_in_every_phase_sends_nothing_twice() {
-    let fake = Arc::new(FakeSlack::start().await);
-    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let fake = oauth_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(at(0));
     let mut harness = start_on(fake, clock, dir.path().join("data"), &campaign_dates()).await;
     harness
-        .oauth(
-            approval("T1", "xoxb-t1-old", &outdated_scopes(), "U0INSTALLER"),
-            &format!("{PUBLIC_URL}/slack/install"),
-        )
+        .install("T1", "xoxb-t1-old", &outdated_scopes(), "U0INSTALLER")
         .await;
     harness.settle().await;
     let mut told = vec!["will need updated permissions soon"];
@@ -612,8 +611,7 @@ async fn a_restart_in_every_phase_sends_nothing_twice() {
 
 #[tokio::test]
 async fn a_refused_login_nudges_the_admins_at_most_once_per_interval() {
-    let fake = Arc::new(FakeSlack::start().await);
-    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let fake = oauth_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     // No dates: available at once, no deadline. This install also lacks
     // chat:write.public, which subscribing channels needs.
@@ -623,10 +621,7 @@ async fn a_refused_login_nudges_the_admins_at_most_once_per_interval() {
         .collect();
     let harness = start_on(fake, ManualClock::new(at(0)), dir.path().join("data"), &[]).await;
     harness
-        .oauth(
-            approval("T1", "xoxb-t1", &scopes.join(","), "U0INSTALLER"),
-            &format!("{PUBLIC_URL}/slack/install"),
-        )
+        .install("T1", "xoxb-t1", &scopes.join(","), "U0INSTALLER")
         .await;
     harness.settle().await;
     let dms = harness.dms();
@@ -750,8 +745,7 @@ async fn a_configured_token_is_updated_by_reinstalling_and_check_again() {
 
 #[tokio::test]
 async fn admins_are_looked_up_again_before_each_reminder() {
-    let fake = Arc::new(FakeSlack::start().await);
-    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let fake = oauth_fake().await;
     fake.set_members("T1", &[("UADMIN2", true)]);
     let dir = tempfile::tempdir().expect("tempdir");
     let harness = start_on(
@@ -762,10 +756,7 @@ async fn admins_are_looked_up_again_before_each_reminder() {
     )
     .await;
     harness
-        .oauth(
-            approval("T1", "xoxb-t1", &outdated_scopes(), "U0INSTALLER"),
-            &format!("{PUBLIC_URL}/slack/install"),
-        )
+        .install("T1", "xoxb-t1", &outdated_scopes(), "U0INSTALLER")
         .await;
     harness.settle().await;
     assert_eq!(harness.dms().len(), 2, "{:#?}", harness.dm_texts());
@@ -853,8 +844,7 @@ async fn a_kill_9_after_a_campaign_dm_sends_nothing_twice() {
 
 #[tokio::test]
 async fn a_rate_limited_campaign_dm_is_sent_after_retry_after() {
-    let fake = Arc::new(FakeSlack::start().await);
-    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let fake = oauth_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let harness = start_on(
         fake.clone(),
@@ -865,10 +855,7 @@ async fn a_rate_limited_campaign_dm_is_sent_after_retry_after() {
     .await;
     fake.rate_limit_posts(1, 0);
     harness
-        .oauth(
-            approval("T1", "xoxb-t1", &outdated_scopes(), "U0INSTALLER"),
-            &format!("{PUBLIC_URL}/slack/install"),
-        )
+        .install("T1", "xoxb-t1", &outdated_scopes(), "U0INSTALLER")
         .await;
     harness.settle().await;
     // The 429 and its retry: the same message to the same admin, posted once.
@@ -894,8 +881,7 @@ async fn a_rate_limited_campaign_dm_is_sent_after_retry_after() {
 
 #[tokio::test]
 async fn one_workspace_upgrading_releases_only_its_own_held_notifications() {
-    let fake = Arc::new(FakeSlack::start().await);
-    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
+    let fake = oauth_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let harness = start_on(
         fake,
@@ -906,10 +892,7 @@ async fn one_workspace_upgrading_releases_only_its_own_held_notifications() {
     .await;
     for (team, admin) in [("T1", "U1ADMIN"), ("T2", "U2ADMIN")] {
         harness
-            .oauth(
-                approval(team, &format!("xoxb-{team}"), &outdated_scopes(), admin),
-                &format!("{PUBLIC_URL}/slack/install"),
-            )
+            .install(team, &format!("xoxb-{team}"), &outdated_scopes(), admin)
             .await;
     }
     harness.settle().await;
