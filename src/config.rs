@@ -94,6 +94,9 @@ pub struct SlackConfig {
     pub oauth_authorize_url: Url,
     /// How often a configured `bot_token`'s scopes are re-read with auth.test.
     pub scope_recheck_interval: Duration,
+    /// Slack team or enterprise ids that may install the app through `/slack/install`;
+    /// empty means any.
+    pub allowed_teams: Vec<String>,
 }
 
 /// The Slack app's OAuth credentials (Basic Information page).
@@ -118,6 +121,39 @@ pub struct BitbucketConfig {
     pub rate_limit_per_hour: u32,
     /// The share of `rate_limit_per_hour` the poller spends, in percent.
     pub budget_percent: u32,
+    /// Who decides whether a channel may follow a private repository.
+    pub private_repositories: PrivateRepositories,
+    /// The workspaces that may be subscribed and polled (lower case); empty means any the
+    /// credential can read.
+    pub workspaces: Vec<String>,
+}
+
+/// `bitbucket.private_repositories`: who may bring a private repository into a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivateRepositories {
+    /// The subscriber's own linked Bitbucket account must be able to read it (default).
+    Linked,
+    /// Private repositories can never be subscribed.
+    Deny,
+    /// The daemon's credential decides: anything it can read (a one-team install).
+    Credential,
+}
+
+impl PrivateRepositories {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrivateRepositories::Linked => "linked",
+            PrivateRepositories::Deny => "deny",
+            PrivateRepositories::Credential => "credential",
+        }
+    }
+}
+
+impl BitbucketConfig {
+    /// Whether `workspace` may be subscribed and polled.
+    pub fn workspace_allowed(&self, workspace: &str) -> bool {
+        self.workspaces.is_empty() || self.workspaces.iter().any(|allowed| allowed == workspace)
+    }
 }
 
 /// How the poller authenticates to Bitbucket Cloud.
@@ -225,6 +261,68 @@ impl Config {
     }
 }
 
+/// Parses the file once before the config library does, so that a syntax error is
+/// reported by file, line and key only: the library's message quotes the offending line,
+/// which may hold a secret.
+fn check_toml_syntax(path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::Source(format!(
+            "cannot read config file {}: {error}",
+            path.display()
+        ))
+    })?;
+    let Err(error) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let offset = error
+        .span()
+        .map(|span| span.start)
+        .unwrap_or(0)
+        .min(text.len());
+    let line_index = text[..offset].matches('\n').count();
+    let key = key_at_line(&text, line_index);
+    Err(ConfigError::Source(format!(
+        "config file {} is not valid TOML: syntax error at line {}{} (the line is not shown, since it may hold a secret)",
+        path.display(),
+        line_index + 1,
+        key.map(|key| format!(", key {key}")).unwrap_or_default()
+    )))
+}
+
+/// The dotted key written on line `index` (0-based), from its `[table]` header and the
+/// text before `=`, when both look like plain TOML keys. Never returns the value.
+fn key_at_line(text: &str, index: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let line = lines.get(index)?;
+    let (name, _) = line.split_once('=')?;
+    let name = name.trim();
+    let plain = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    if !plain(name) {
+        return None;
+    }
+    let table = lines[..index]
+        .iter()
+        .rev()
+        .map(|line| line.trim())
+        .find(|line| line.starts_with('[') && line.ends_with(']'))
+        .map(|header| {
+            header
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string()
+        })
+        .filter(|table| plain(table));
+    Some(match table {
+        Some(table) => format!("{table}.{name}"),
+        None => name.to_string(),
+    })
+}
+
 /// One raw value: its text and where it came from.
 #[derive(Debug, Clone)]
 struct RawValue {
@@ -251,6 +349,7 @@ impl RawConfig {
                     path.display()
                 )));
             }
+            check_toml_syntax(path)?;
             builder = builder.add_source(
                 config::File::from(path)
                     .format(config::FileFormat::Toml)
@@ -312,6 +411,7 @@ impl RawConfig {
             )),
             oauth: reader.slack_oauth(),
             oauth_authorize_url: reader.url("slack.oauth_authorize_url"),
+            allowed_teams: reader.team_ids("slack.allowed_teams"),
             scope_recheck_interval: Duration::from_secs(reader.integer(
                 "slack.scope_recheck_interval_secs",
                 60,
@@ -331,6 +431,8 @@ impl RawConfig {
             rate_limit_per_hour: reader.integer("bitbucket.rate_limit_per_hour", 60, 100_000)
                 as u32,
             budget_percent: reader.integer("bitbucket.budget_percent", 1, 100) as u32,
+            private_repositories: reader.private_repositories("bitbucket.private_repositories"),
+            workspaces: reader.workspace_ids("bitbucket.workspaces"),
         };
         let storage = StorageConfig {
             path: reader.path("storage.path"),
@@ -724,6 +826,90 @@ impl Reader {
                 "info".into()
             }
         }
+    }
+
+    fn private_repositories(&mut self, key: &str) -> PrivateRepositories {
+        let Some(raw) = self.take_defaulted(key) else {
+            return PrivateRepositories::Linked;
+        };
+        match raw.text.trim() {
+            "linked" => PrivateRepositories::Linked,
+            "deny" => PrivateRepositories::Deny,
+            "credential" => PrivateRepositories::Credential,
+            other => {
+                self.problem(
+                    key,
+                    format!(
+                        "`{}` must be \"linked\", \"deny\" or \"credential\" (from {})",
+                        other.escape_debug(),
+                        raw.origin
+                    ),
+                );
+                PrivateRepositories::Linked
+            }
+        }
+    }
+
+    /// A comma-separated list, trimmed, without empty items.
+    fn list(&mut self, key: &str) -> Option<(Vec<String>, String)> {
+        let raw = self.take(key)?;
+        let items = raw
+            .text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_string)
+            .collect();
+        Some((items, raw.origin))
+    }
+
+    /// Comma-separated Bitbucket workspace ids (`acme,globex`), lower-cased; possibly empty.
+    fn workspace_ids(&mut self, key: &str) -> Vec<String> {
+        let Some((items, origin)) = self.list(key) else {
+            return Vec::new();
+        };
+        let mut ids = Vec::new();
+        for item in items {
+            match item.parse::<crate::bitbucket::name::WorkspaceId>() {
+                Ok(id) => ids.push(id.as_str().to_string()),
+                Err(error) => {
+                    self.problem(
+                        key,
+                        format!(
+                            "`{}` is not a Bitbucket workspace id such as `acme`: {} (from {origin})",
+                            item.escape_debug(),
+                            error.reason
+                        ),
+                    );
+                    return Vec::new();
+                }
+            }
+        }
+        ids
+    }
+
+    /// Comma-separated Slack team or Enterprise Grid ids (`T0123ABCD,E0456EFGH`).
+    fn team_ids(&mut self, key: &str) -> Vec<String> {
+        let Some((items, origin)) = self.list(key) else {
+            return Vec::new();
+        };
+        if let Some(bad) = items.iter().find(|id| {
+            !(id.starts_with('T') || id.starts_with('E'))
+                || id.len() < 2
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        }) {
+            self.problem(
+                key,
+                format!(
+                    "`{}` is not a Slack team id (T…) or enterprise id (E…) (from {origin})",
+                    bad.escape_debug()
+                ),
+            );
+            return Vec::new();
+        }
+        items
     }
 
     fn log_format(&mut self, key: &str) -> LogFormat {
@@ -1179,6 +1365,23 @@ mod tests {
         ));
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(lines[0].starts_with("upgrade.announce_at: needs upgrade.available_at"));
+    }
+
+    #[test]
+    fn a_toml_syntax_error_names_file_and_line_but_never_echoes_the_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[slack]\nsocket_connections = 2\nbot_token = \"xoxb-very-secret-value\n",
+        )
+        .expect("write");
+        let error = Config::load(Some(&path), &env(&[APP])).expect_err("broken TOML");
+        let text = error.lines().join("\n");
+        assert!(!text.contains("very-secret"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+        assert!(text.contains("slack.bot_token"), "{text}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Linking Bitbucket accounts: the browser flow end to end through the daemon, and the
-//! accounts service against the fake Bitbucket for refresh rotation, revocation and the
-//! private-repository check. Manual clock; no sleeps.
+//! Linking Bitbucket accounts and who may see what: the browser flow end to end through
+//! the daemon (confirmation page, browser-bound cookie, one Slack user per Bitbucket
+//! account), the private-repository policy and allowed workspaces against a fake
+//! Bitbucket, and the accounts service on its own for refresh rotation and revocation.
+//! Manual clock; no sleeps.
 
 mod support;
 
@@ -8,29 +10,37 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bitbucket_slack::app;
+use bitbucket_slack::app::access::AccessControl;
 use bitbucket_slack::app::accounts::{Accounts, BITBUCKET_LOGIN, LoginError};
 use bitbucket_slack::bitbucket::accounts::{AccountError, UserOAuthClient};
 use bitbucket_slack::clock::{Clock, ManualClock};
-use bitbucket_slack::config::{Config, Secret};
+use bitbucket_slack::config::{Config, PrivateRepositories, Secret};
 use bitbucket_slack::http::state::StateClaims;
+use bitbucket_slack::notify::Target;
+use bitbucket_slack::notify::access::Coverage;
 use bitbucket_slack::slack::web::SlackWeb;
 use bitbucket_slack::store::Store;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use support::blocks::section_text;
-use support::daemon::browse;
+use support::daemon::{Page, browse, browse_with_cookie};
 use support::fake_bitbucket_accounts::{FakeAccount, FakeBitbucketAccounts};
 use support::fake_slack::{FakeSlack, FakeSocket};
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "bb-consumer-key";
 const SECRET: &str = "bb-consumer-secret-never-logged";
+const DAEMON_TOKEN: &str = "bb-daemon-credential";
 const PUBLIC: &str = "http://bitbucket-slack.intranet.example";
 
 fn ada() -> FakeAccount {
     let mut account = FakeAccount::new("{ada-uuid}", "Ada Lovelace", "ada");
     account.readable.insert("acme/engine".into());
     account
+}
+
+fn grace() -> FakeAccount {
+    FakeAccount::new("{grace-uuid}", "Grace Hopper", "grace")
 }
 
 struct Daemon {
@@ -45,10 +55,34 @@ struct Daemon {
     _dir: tempfile::TempDir,
 }
 
+/// Where Bitbucket's consent page sends the browser back, and the cookie the browser
+/// got on the confirmation page.
+struct Callback {
+    url: String,
+    cookie: Option<String>,
+}
+
+impl Callback {
+    /// The browser that confirmed opens the callback.
+    async fn open(&self) -> Page {
+        browse_with_cookie(&self.url, self.cookie.as_deref()).await
+    }
+}
+
 async fn daemon() -> Daemon {
+    daemon_with(&[]).await
+}
+
+/// A daemon with a Bitbucket credential and account linking, both against one fake
+/// Bitbucket holding acme/site (public), acme/engine and acme/secret-plans (private).
+async fn daemon_with(extra: &[(&str, &str)]) -> Daemon {
     let slack = FakeSlack::start().await;
     let bitbucket = FakeBitbucketAccounts::start(KEY, SECRET).await;
     bitbucket.set_callback_url(&format!("{PUBLIC}/bitbucket/oauth/callback"));
+    bitbucket.accept_daemon_token(DAEMON_TOKEN);
+    bitbucket.add_repository("acme/site", false);
+    bitbucket.add_repository("acme/engine", true);
+    bitbucket.add_repository("acme/secret-plans", true);
     // Every scope granted: an outdated install would refuse new logins (the upgrade gate).
     slack.add_workspace(
         "xoxb-accounts-bot",
@@ -59,13 +93,16 @@ async fn daemon() -> Daemon {
         ),
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let env: HashMap<String, String> = [
+    let mut env: HashMap<String, String> = [
         ("SLACK__APP_TOKEN", "xapp-1-accounts".to_string()),
         ("SLACK__BOT_TOKEN", "xoxb-accounts-bot".into()),
         ("SLACK__API_URL", slack.api_url()),
         ("SLACK__SOCKET_CONNECTIONS", "1".into()),
         ("BITBUCKET__API_URL", bitbucket.api_url()),
         ("BITBUCKET__OAUTH_URL", bitbucket.oauth_url()),
+        ("BITBUCKET__TOKEN", DAEMON_TOKEN.into()),
+        // Quiet repositories: the poller's own requests stay out of the way.
+        ("BITBUCKET__POLL_INTERVAL_SECS", "3600".into()),
         ("BITBUCKET__USER_OAUTH__KEY", KEY.into()),
         ("BITBUCKET__USER_OAUTH__SECRET", SECRET.into()),
         (
@@ -78,6 +115,9 @@ async fn daemon() -> Daemon {
     .into_iter()
     .map(|(key, value)| (format!("BITBUCKET_SLACK__{key}"), value))
     .collect();
+    for (key, value) in extra {
+        env.insert(format!("BITBUCKET_SLACK__{key}"), value.to_string());
+    }
     let config = Config::load(None, &env).expect("valid config");
     let clock = ManualClock::new(Timestamp::from_second(1_800_000_000).expect("valid"));
     let shutdown = CancellationToken::new();
@@ -101,8 +141,12 @@ async fn daemon() -> Daemon {
 
 impl Daemon {
     async fn command(&self, user: &str, text: &str) -> Value {
+        self.command_in(user, "C1", text).await
+    }
+
+    async fn command_in(&self, user: &str, channel: &str, text: &str) -> Value {
         let id = format!(
-            "env-{user}-{text}-{}",
+            "env-{user}-{}",
             self.next_id
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
@@ -110,7 +154,7 @@ impl Daemon {
             .send_json(&json!({
                 "envelope_id": id, "type": "slash_commands", "accepts_response_payload": true,
                 "payload": {
-                    "team_id": "T0FAKE", "channel_id": "C1", "user_id": user,
+                    "team_id": "T0FAKE", "channel_id": channel, "user_id": user,
                     "command": "/bitbucket", "text": text,
                     "response_url": self.slack.response_url("r"), "trigger_id": "t"
                 }
@@ -125,8 +169,8 @@ impl Daemon {
         url.replace(PUBLIC, &self.http)
     }
 
-    /// Clicks the button of `/bitbucket login` and follows the redirects to the callback.
-    async fn login_callback(&self, user: &str, outcome: Result<FakeAccount, &str>) -> String {
+    /// The URL of `/bitbucket login`'s Connect button.
+    async fn login_button(&self, user: &str) -> String {
         let payload = self.command(user, "login").await;
         let button = payload["blocks"][1]["elements"][0]["url"]
             .as_str()
@@ -136,9 +180,30 @@ impl Daemon {
             button.starts_with(&format!("{PUBLIC}/bitbucket/login?state=")),
             "{button}"
         );
-        let to_bitbucket = browse(&self.local(&button)).await;
-        assert_eq!(to_bitbucket.status, 302, "{}", to_bitbucket.body);
-        let consent = to_bitbucket.location.expect("to Bitbucket");
+        button
+    }
+
+    /// Opens the Connect button's page in a browser, clicks Continue and lets Bitbucket
+    /// answer with `outcome`: the callback the browser is sent back to.
+    async fn login_callback(&self, user: &str, outcome: Result<FakeAccount, &str>) -> Callback {
+        let button = self.login_button(user).await;
+        let confirm = browse(&self.local(&button)).await;
+        assert_eq!(confirm.status, 200, "{}", confirm.body);
+        assert!(
+            confirm
+                .body
+                .contains("You are connecting your Bitbucket account to"),
+            "{}",
+            confirm.body
+        );
+        let set_cookie = confirm
+            .set_cookie
+            .clone()
+            .expect("a cookie binds the browser");
+        assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+        assert!(set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+        assert!(set_cookie.contains("Max-Age=600"), "{set_cookie}");
+        let consent = continue_link(&confirm.body);
         assert!(
             consent.starts_with(&self.bitbucket.oauth_url()),
             "{consent}"
@@ -147,7 +212,20 @@ impl Daemon {
         self.bitbucket.next_login(outcome);
         let back = browse(&consent).await;
         assert_eq!(back.status, 302);
-        self.local(&back.location.expect("back to the daemon"))
+        Callback {
+            url: self.local(&back.location.expect("back to the daemon")),
+            cookie: confirm.cookie(),
+        }
+    }
+
+    /// Links `user` to `account` through the whole browser flow.
+    async fn link(&self, user: &str, account: FakeAccount) {
+        let page = self.login_callback(user, Ok(account)).await.open().await;
+        assert_eq!(page.status, 200, "{}", page.body);
+    }
+
+    fn store(&self) -> Store {
+        self.running.store().clone()
     }
 
     async fn stop(self) {
@@ -156,27 +234,53 @@ impl Daemon {
     }
 }
 
+/// The href of the confirmation page's Continue link, unescaped.
+fn continue_link(body: &str) -> String {
+    let start = body.find("<a href=\"").expect("a Continue link") + "<a href=\"".len();
+    let end = start + body[start..].find('"').expect("end of href");
+    body[start..end].replace("&amp;", "&")
+}
+
 #[tokio::test]
 async fn login_whoami_logout_end_to_end() {
     let daemon = daemon().await;
+    daemon.slack.set_user_name("U1", "ana");
     assert!(
         section_text(&daemon.command("U1", "whoami").await)
             .contains("no Bitbucket account connected")
     );
 
+    let button = daemon.login_button("U1").await;
+    let confirm = browse(&daemon.local(&button)).await;
+    assert!(
+        confirm
+            .body
+            .contains("connecting your Bitbucket account to <strong>@ana</strong> in <strong>Fake Team</strong>"),
+        "{}",
+        confirm.body
+    );
+
     let callback = daemon.login_callback("U1", Ok(ada())).await;
-    let page = browse(&callback).await;
+    let page = callback.open().await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Ada Lovelace"), "{}", page.body);
+    assert!(
+        page.set_cookie
+            .as_deref()
+            .is_some_and(|c| c.contains("Max-Age=0")),
+        "the binding is cleared: {:?}",
+        page.set_cookie
+    );
 
     let dms = daemon.slack.wait_for_calls("chat.postMessage", 1).await;
     let dm = dms[0].json();
     assert_eq!(dm["channel"], "U1");
+    let text = dm.to_string();
     assert!(
-        dm.to_string()
-            .contains("You're connected to Bitbucket as *Ada Lovelace*"),
+        text.contains("You're connected to Bitbucket as *Ada Lovelace* (`ada`)"),
         "{dm}"
     );
+    assert!(text.contains("Not you? Run `/bitbucket logout`"), "{dm}");
     assert_eq!(
         dms[0].authorization.as_deref(),
         Some("Bearer xoxb-accounts-bot")
@@ -206,8 +310,8 @@ async fn login_whoami_logout_end_to_end() {
 async fn bad_expired_replayed_state_and_denied_consent_change_nothing() {
     let daemon = daemon().await;
     let callback = daemon.login_callback("U1", Ok(ada())).await;
-    assert_eq!(browse(&callback).await.status, 200);
-    let replay = browse(&callback).await;
+    assert_eq!(callback.open().await.status, 200);
+    let replay = callback.open().await;
     assert_eq!(replay.status, 400);
     assert!(replay.body.contains("already used"), "{}", replay.body);
     assert!(section_text(&daemon.command("U1", "logout").await).contains("disconnected"));
@@ -218,12 +322,12 @@ async fn bad_expired_replayed_state_and_denied_consent_change_nothing() {
 
     let late = daemon.login_callback("U1", Ok(ada())).await;
     daemon.clock.advance(SignedDuration::from_mins(11));
-    let page = browse(&late).await;
+    let page = late.open().await;
     assert_eq!(page.status, 400);
     assert!(page.body.contains("expired"), "{}", page.body);
 
     let denied = daemon.login_callback("U1", Err("access_denied")).await;
-    let page = browse(&denied).await;
+    let page = denied.open().await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("You cancelled"), "{}", page.body);
 
@@ -240,6 +344,376 @@ async fn bad_expired_replayed_state_and_denied_consent_change_nothing() {
     assert_eq!(
         exchanges, 1,
         "only the first, good callback exchanged a code"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_callback_in_a_browser_that_did_not_confirm_is_refused_and_stores_nothing() {
+    let daemon = daemon().await;
+    // User A starts a login and sends the link to B; B consents on Bitbucket, and the
+    // callback arrives in a browser without A's confirmation cookie.
+    let callback = daemon.login_callback("U1", Ok(grace())).await;
+    for cookie in [None, Some("bitbucket_slack_login=forged"), Some("other=1")] {
+        let page = browse_with_cookie(&callback.url, cookie).await;
+        assert_eq!(page.status, 403, "{cookie:?}: {}", page.body);
+        assert!(
+            page.body.contains("did not start this connection"),
+            "{}",
+            page.body
+        );
+    }
+    // A cookie from another flow of the same person does not fit either.
+    let other = daemon.login_callback("U1", Ok(grace())).await;
+    let crossed = browse_with_cookie(&callback.url, other.cookie.as_deref()).await;
+    assert_eq!(crossed.status, 403, "{}", crossed.body);
+    assert!(
+        section_text(&daemon.command("U1", "whoami").await)
+            .contains("no Bitbucket account connected"),
+        "nothing stored"
+    );
+    assert!(
+        !daemon
+            .bitbucket
+            .calls()
+            .iter()
+            .any(|call| call.ends_with(":authorization_code")),
+        "no code was exchanged"
+    );
+    // The person's own browser can still finish: the refusals did not use the state up.
+    assert_eq!(callback.open().await.status, 200);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_bitbucket_account_linked_to_another_slack_user_is_refused() {
+    let daemon = daemon().await;
+    daemon.link("U1", ada()).await;
+    let page = daemon.login_callback("U2", Ok(ada())).await.open().await;
+    assert_eq!(page.status, 409, "{}", page.body);
+    assert!(
+        page.body
+            .contains("already connected to another Slack user in this workspace"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("/bitbucket logout"), "{}", page.body);
+    assert!(
+        section_text(&daemon.command("U2", "whoami").await).contains("no Bitbucket account"),
+        "nothing stored for U2"
+    );
+    let store = daemon.store();
+    assert_eq!(
+        store
+            .user_links
+            .slack_user_for("T0FAKE", "{ada-uuid}")
+            .expect("read")
+            .as_deref(),
+        Some("U1"),
+        "the mention index still points at U1"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_oauth_consumer_is_named_as_the_operators_problem() {
+    let daemon = daemon().await;
+    daemon.bitbucket.set_consumer_secret("rotated-on-bitbucket");
+    let page = daemon.login_callback("U1", Ok(ada())).await.open().await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(page.body.contains("configuration problem"), "{}", page.body);
+    assert!(
+        page.body.contains("bitbucket.user_oauth.secret"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("expired"), "{}", page.body);
+    assert!(!page.body.contains(SECRET), "{}", page.body);
+    daemon.stop().await;
+}
+
+// -- who may see what -----------------------------------------------------------------
+
+#[tokio::test]
+async fn an_unlinked_person_cannot_bring_a_private_repository_into_a_channel() {
+    let daemon = daemon().await;
+    let answer = daemon.command("U1", "subscribe acme/secret-plans").await;
+    let text = section_text(&answer);
+    assert!(text.contains("`acme/secret-plans` is private"), "{text}");
+    assert!(
+        text.contains("connect your own Bitbucket account first"),
+        "{text}"
+    );
+    assert!(text.contains("Nothing was changed"), "{text}");
+    assert!(
+        answer.to_string().contains("/bitbucket/login?state="),
+        "the answer carries the login button: {answer}"
+    );
+    assert!(
+        section_text(&daemon.command("U1", "subscriptions").await).contains("no subscriptions")
+    );
+    // A public repository needs no link.
+    let public = section_text(&daemon.command("U1", "subscribe acme/site").await);
+    assert!(public.contains("Subscribed"), "{public}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_linked_person_who_cannot_read_it_is_refused_and_a_reader_is_accepted() {
+    let daemon = daemon().await;
+    daemon.link("U1", ada()).await;
+    let refused = section_text(&daemon.command("U1", "subscribe acme/secret-plans").await);
+    assert!(
+        refused.contains("your Bitbucket account cannot read it"),
+        "{refused}"
+    );
+    let accepted = section_text(&daemon.command("U1", "subscribe acme/engine").await);
+    assert!(
+        accepted.contains("Subscribed this channel to `acme/engine`"),
+        "{accepted}"
+    );
+    let store = daemon.store();
+    let stored = store
+        .subscriptions
+        .get("T0FAKE", "C1", &Target::Repository("acme/engine".into()))
+        .expect("read")
+        .expect("stored");
+    assert_eq!(stored.private, Some(true));
+    assert!(stored.paused.is_none());
+    assert!(
+        store
+            .subscriptions
+            .get(
+                "T0FAKE",
+                "C1",
+                &Target::Repository("acme/secret-plans".into())
+            )
+            .expect("read")
+            .is_none()
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn losing_access_pauses_and_tells_once_and_regaining_it_resumes() {
+    let daemon = daemon().await;
+    daemon.link("U1", ada()).await;
+    let accepted = section_text(&daemon.command("U1", "subscribe acme/engine").await);
+    assert!(accepted.contains("Subscribed"), "{accepted}");
+    let dms_before = daemon.slack.calls_to("chat.postMessage").len();
+
+    daemon.bitbucket.set_readable("{ada-uuid}", &[]);
+    // The hourly check asks Bitbucket again (answers are reused for half an hour).
+    daemon.clock.advance(SignedDuration::from_hours(1));
+    daemon.running.recheck_access().await;
+    let listing = section_text(&daemon.command("U1", "subscriptions").await);
+    assert!(listing.contains("*paused*"), "{listing}");
+    assert!(listing.contains("cannot read it"), "{listing}");
+    let dms = daemon.slack.calls_to("chat.postMessage");
+    assert_eq!(dms.len(), dms_before + 1, "told once");
+    let dm = dms.last().expect("a DM");
+    assert!(dm.body.contains("acme/engine"), "{}", dm.body);
+    assert!(dm.body.contains("paused"), "{}", dm.body);
+    assert!(dm.json()["channel"] == "U1", "{}", dm.body);
+
+    daemon.running.recheck_access().await;
+    assert_eq!(
+        daemon.slack.calls_to("chat.postMessage").len(),
+        dms_before + 1,
+        "not told twice"
+    );
+
+    daemon
+        .bitbucket
+        .set_readable("{ada-uuid}", &["acme/engine"]);
+    daemon.clock.advance(SignedDuration::from_hours(1));
+    daemon.running.recheck_access().await;
+    let listing = section_text(&daemon.command("U1", "subscriptions").await);
+    assert!(!listing.contains("paused"), "resumed by itself: {listing}");
+    let resumed = daemon.slack.calls_to("chat.postMessage");
+    assert!(
+        resumed.last().expect("a DM").body.contains("resumed"),
+        "{}",
+        resumed.last().expect("a DM").body
+    );
+
+    // Logging out (the old way around the check) pauses it too.
+    assert!(section_text(&daemon.command("U1", "logout").await).contains("disconnected"));
+    daemon.running.recheck_access().await;
+    let listing = section_text(&daemon.command("U1", "subscriptions").await);
+    assert!(listing.contains("*paused*"), "{listing}");
+    assert!(
+        listing.contains("has no Bitbucket account linked"),
+        "{listing}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_workspace_subscription_leaves_out_private_repositories_the_subscriber_cannot_read() {
+    let daemon = daemon().await;
+    daemon.link("U1", ada()).await;
+    let answer = section_text(&daemon.command("U1", "subscribe acme").await);
+    assert!(
+        answer.contains("Subscribed this channel to `acme`"),
+        "{answer}"
+    );
+    assert!(answer.contains("1 private repository left out"), "{answer}");
+    let listing = section_text(&daemon.command("U1", "subscriptions").await);
+    assert!(
+        listing.contains("1 private repository left out"),
+        "{listing}"
+    );
+    assert!(listing.contains("cannot read it"), "{listing}");
+    assert!(
+        !listing.contains("secret-plans"),
+        "names stay private: {listing}"
+    );
+    let store = daemon.store();
+    let stored = store
+        .subscriptions
+        .get("T0FAKE", "C1", &Target::Workspace("acme".into()))
+        .expect("read")
+        .expect("stored");
+    let Coverage::Only { repositories, .. } = &stored.coverage else {
+        panic!(
+            "a workspace under the linked policy covers a list: {:?}",
+            stored.coverage
+        );
+    };
+    let covered: Vec<&str> = repositories.iter().map(String::as_str).collect();
+    assert_eq!(covered, ["acme/engine", "acme/site"]);
+
+    // Someone without a link gets the public ones only, and the login button.
+    let unlinked = daemon.command_in("U2", "C2", "subscribe acme").await;
+    let text = section_text(&unlinked);
+    assert!(text.contains("2 private repositories left out"), "{text}");
+    assert!(
+        unlinked.to_string().contains("/bitbucket/login?state="),
+        "{unlinked}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn deny_refuses_every_private_repository() {
+    let daemon = daemon_with(&[("BITBUCKET__PRIVATE_REPOSITORIES", "deny")]).await;
+    daemon.link("U1", ada()).await;
+    let refused = section_text(&daemon.command("U1", "subscribe acme/engine").await);
+    assert!(
+        refused.contains("private repositories cannot be subscribed here"),
+        "{refused}"
+    );
+    let workspace = section_text(&daemon.command("U1", "subscribe acme").await);
+    assert!(
+        workspace.contains("2 private repositories left out"),
+        "{workspace}"
+    );
+    let status = section_text(&daemon.command("U1", "status").await);
+    assert!(
+        status.contains("private repositories cannot be subscribed"),
+        "{status}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn credential_lets_the_daemons_credential_decide_and_status_says_so() {
+    let daemon = daemon_with(&[("BITBUCKET__PRIVATE_REPOSITORIES", "credential")]).await;
+    let accepted = section_text(&daemon.command("U1", "subscribe acme/secret-plans").await);
+    assert!(accepted.contains("Subscribed"), "{accepted}");
+    let status = section_text(&daemon.command("U1", "status").await);
+    assert!(
+        status.contains("the daemon's Bitbucket credential decides"),
+        "{status}"
+    );
+    assert!(
+        status.contains("private_repositories = \"credential\""),
+        "{status}"
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_workspace_outside_the_allowed_ones_is_refused_before_any_request() {
+    let daemon = daemon_with(&[("BITBUCKET__WORKSPACES", "acme, acme-labs")]).await;
+    let before = daemon.bitbucket.calls().len();
+    for target in ["globex/api", "globex"] {
+        let refused = section_text(&daemon.command("U1", &format!("subscribe {target}")).await);
+        assert!(
+            refused.contains("not in a Bitbucket workspace this daemon may use"),
+            "{refused}"
+        );
+        assert!(refused.contains("`acme`, `acme-labs`"), "{refused}");
+    }
+    assert_eq!(
+        daemon.bitbucket.calls().len(),
+        before,
+        "no request was made"
+    );
+    let allowed = section_text(&daemon.command("U1", "subscribe acme/site").await);
+    assert!(allowed.contains("Subscribed"), "{allowed}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn bad_targets_are_refused_with_the_expected_form_and_no_request() {
+    let daemon = daemon().await;
+    let before = daemon.bitbucket.calls().len();
+    let long = format!("acme/{}", "a".repeat(63));
+    let bad: Vec<String> = [
+        "..",
+        ".",
+        "...",
+        "acme/..",
+        "acme/.",
+        "../api",
+        "../../user",
+        "acme/../globex",
+        "acme//api",
+        "acme/",
+        "/api",
+        "/",
+        "acme/api/pullrequests",
+        "acme/api/",
+        "%2e%2e",
+        "acme/%2e%2e",
+        "acme/%2E",
+        "acme%2fapi",
+        "acme/api?fields=*",
+        "acme/api#x",
+        "acme\\api",
+        "ac.me/api",
+        "acme:api",
+        "acme/@api",
+        "~acme",
+        "acme/ap\u{e9}",
+        "acme/\u{ff0e}\u{ff0e}",
+        "acme\u{7}/api",
+        "acme/api\u{7f}",
+        "\u{2024}\u{2024}",
+        "acme/<api>",
+        "acme/api|x",
+    ]
+    .iter()
+    .map(|target| target.to_string())
+    .chain([long])
+    .collect();
+    assert!(bad.len() >= 30);
+    for target in &bad {
+        for command in ["subscribe", "unsubscribe"] {
+            let answer = section_text(&daemon.command("U1", &format!("{command} {target}")).await);
+            assert!(
+                answer.contains("Expected `workspace/repository`"),
+                "{command} {target:?}: {answer}"
+            );
+            assert!(!answer.contains("Subscribed"), "{target:?}: {answer}");
+        }
+    }
+    assert_eq!(
+        daemon.bitbucket.calls()[before..],
+        [] as [String; 0],
+        "no bad target reached Bitbucket"
     );
     daemon.stop().await;
 }
@@ -276,6 +750,7 @@ async fn service() -> Service {
         clock: Arc::new(clock.clone()),
         changed: Default::default(),
         upgrades: Default::default(),
+        allowed_teams: Vec::new(),
     };
     installer
         .install_configured_token(&Secret::new("xoxb-service-bot".into()))
@@ -287,6 +762,7 @@ async fn service() -> Service {
         client: Some(client.clone()),
         clock: Arc::new(clock.clone()),
         public_url: url::Url::parse("http://cb.example/").expect("url"),
+        link_changes: Default::default(),
     };
     Service {
         accounts,
@@ -300,6 +776,23 @@ async fn service() -> Service {
 }
 
 impl Service {
+    /// Whether the linked-account policy lets U1 subscribe a channel to the private
+    /// repository `name`.
+    async fn admits(&self, name: &str) -> bool {
+        let access = AccessControl::new(
+            self.store.clone(),
+            self.accounts.clone(),
+            None,
+            PrivateRepositories::Linked,
+            Vec::new(),
+            Arc::new(self.clock.clone()),
+        );
+        access
+            .admit("T0FAKE", "U1", &Target::Repository(name.into()), true)
+            .await
+            .is_ok()
+    }
+
     /// Links U1 as `account` the way the callback does.
     async fn link(&self, account: FakeAccount) {
         self.bitbucket.next_login(Ok(account));
@@ -383,44 +876,26 @@ async fn refresh_rotates_and_the_old_refresh_token_is_dead() {
             .expect("token")
             .is_some()
     );
-    assert_eq!(
-        service
-            .accounts
-            .user_can_read("T0FAKE", "U1", "acme/engine")
-            .await
-            .expect("check"),
-        Some(true)
+    assert!(
+        service.admits("acme/engine").await,
+        "the stored token still works"
     );
 }
 
 #[tokio::test]
-async fn the_private_repository_check_uses_the_users_own_access() {
+async fn the_private_repository_check_uses_the_persons_own_access() {
     let service = service().await;
-    assert_eq!(
-        service
-            .accounts
-            .user_can_read("T0FAKE", "U1", "acme/engine")
-            .await
-            .expect("check"),
-        None,
-        "no link: cannot verify"
+    assert!(
+        !service.admits("acme/engine").await,
+        "no link: refused, never allowed"
     );
     service.link(ada()).await;
-    assert_eq!(
-        service
-            .accounts
-            .user_can_read("T0FAKE", "U1", "acme/engine")
-            .await
-            .expect("check"),
-        Some(true)
-    );
-    assert_eq!(
-        service
-            .accounts
-            .user_can_read("T0FAKE", "U1", "acme/secret-plans")
-            .await
-            .expect("check"),
-        Some(false)
+    assert!(service.admits("acme/engine").await);
+    assert!(!service.admits("acme/secret-plans").await);
+    let requests = service.bitbucket.calls();
+    assert!(
+        requests.contains(&"/2.0/repositories/acme/secret-plans".to_string()),
+        "asked with the person's token: {requests:?}"
     );
 }
 

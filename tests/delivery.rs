@@ -83,6 +83,8 @@ fn subscription(channel: &str, words: Features) -> Subscription {
         created_by: "U0SUBSCRIBER".into(),
         created_at: Timestamp::UNIX_EPOCH,
         paused: None,
+        private: Some(false),
+        coverage: Default::default(),
     }
 }
 
@@ -103,6 +105,7 @@ async fn start_on(slack: FakeSlack, dir: tempfile::TempDir) -> Outbox {
         clock: Arc::new(clock.clone()),
         changed: Default::default(),
         upgrades: Default::default(),
+        allowed_teams: Vec::new(),
     }
     .install_configured_token(&Secret::new("xoxb-delivery-bot".into()))
     .await

@@ -232,7 +232,8 @@ async fn bad_subscribe_input_is_explained_and_nothing_is_stored() {
     let daemon = daemon(&["acme/api"]).await;
     for (text, expected) in [
         ("subscribe", "name a repository"),
-        ("subscribe acme/", "is not a repository such as `acme/api`"),
+        ("subscribe acme/", "Expected `workspace/repository`"),
+        ("subscribe ..", "`.` and `..` are not names"),
         ("subscribe acme/api bogus", "`bogus` is not a feature"),
         (
             "subscribe acme/api commits:rel[ease",

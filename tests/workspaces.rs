@@ -253,6 +253,45 @@ async fn oauth_install_then_reinstall_updates_in_place() {
 }
 
 #[tokio::test]
+async fn a_team_outside_allowed_teams_cannot_install_and_nothing_is_stored() {
+    let harness = start(&[("SLACK__ALLOWED_TEAMS", "T1, E0GRID")]).await;
+    let page = harness
+        .install(approval("T9", "Elsewhere", "xoxb-t9", &all_scopes()))
+        .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(
+        page.body
+            .contains("not open to the workspace Elsewhere (T9)"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Nothing was stored"), "{}", page.body);
+    assert!(
+        harness
+            .command("T9", "help")
+            .await
+            .contains("not installed")
+    );
+    let revoked = harness.fake.calls_to("auth.revoke");
+    assert_eq!(revoked.len(), 1, "the issued token is given back");
+    assert_eq!(revoked[0].authorization.as_deref(), Some("Bearer xoxb-t9"));
+    // A flow bound to a team outside the list is refused before Slack's page.
+    let bound = browse(&format!("{}/slack/install?team=T9", harness.http)).await;
+    assert_eq!(bound.status, 403, "{}", bound.body);
+
+    // A listed team, and a workspace of a listed Enterprise Grid org, may install.
+    let page = harness
+        .install(approval("T1", "Acme", "xoxb-t1", &all_scopes()))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let mut grid = approval("T5", "Grid Team", "xoxb-t5", &all_scopes());
+    grid.workspace.enterprise_id = Some("E0GRID".into());
+    let page = harness.install(grid).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn replayed_tampered_and_expired_states_are_refused_and_change_nothing() {
     let harness = start(&[]).await;
     let callback = harness

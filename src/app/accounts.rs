@@ -35,12 +35,22 @@ pub enum LoginError {
     Store(#[from] StoreError),
     #[error("the link is stale: Bitbucket no longer accepts its tokens")]
     Stale,
+    #[error(
+        "Bitbucket account {bitbucket} is already linked to another Slack user of the workspace"
+    )]
+    AlreadyLinked { bitbucket: String },
 }
 
 impl LoginError {
     pub fn user_message(&self) -> String {
         match self {
             LoginError::NotConfigured => "Linking Bitbucket accounts is not set up here: ask the person who runs bitbucket-slack to configure bitbucket.user_oauth.".into(),
+            LoginError::Bitbucket(AccountError::ConsumerRejected { code }) => format!(
+                "Bitbucket refused this bitbucket-slack's OAuth consumer (`{code}`). This is a configuration problem for the person who runs bitbucket-slack, not something you can fix: they should check bitbucket.user_oauth.key and bitbucket.user_oauth.secret (and that the consumer still exists with the callback URL {{http.public_url}}bitbucket/oauth/callback). Trying again will not help until then."
+            ),
+            LoginError::AlreadyLinked { bitbucket } => format!(
+                "The Bitbucket account {bitbucket} is already connected to another Slack user in this workspace. Nothing was changed. To move it here, that person runs /bitbucket logout first; then try again."
+            ),
             LoginError::Bitbucket(AccountError::Rejected { .. }) => {
                 "Bitbucket did not accept the approval (it may have expired). Run /bitbucket login again. Nothing was changed.".into()
             }
@@ -61,6 +71,8 @@ pub struct Accounts {
     pub client: Option<UserOAuthClient>,
     pub clock: Arc<dyn Clock>,
     pub public_url: Url,
+    /// Rung when a link is removed or goes stale, so access is checked again at once.
+    pub link_changes: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -87,6 +99,19 @@ impl Accounts {
                 ));
             }
         }
+        let Some(button) = self.login_button(team_id, user_id) else {
+            return Reply::text(LoginError::NotConfigured.user_message());
+        };
+        Reply::text(
+            "Connect your Bitbucket account so notifications can mention you and private repositories you can read can be followed. The link works once, for 10 minutes.",
+        )
+        .with_button(button)
+    }
+
+    /// The "Connect Bitbucket account" button: a signed, single-use link bound to this
+    /// person. `None` when linking is not configured.
+    pub fn login_button(&self, team_id: &str, user_id: &str) -> Option<Button> {
+        self.client.as_ref()?;
         let signed = state::issue(
             &self.store.oauth_state_key(),
             BITBUCKET_LOGIN,
@@ -99,10 +124,35 @@ impl Accounts {
         let mut url = Url::parse(&format!("{base}/bitbucket/login"))
             .unwrap_or_else(|_| self.public_url.clone());
         url.query_pairs_mut().append_pair("state", &signed);
-        Reply::text(
-            "Connect your Bitbucket account so notifications can mention you. The link works once, for 10 minutes.",
-        )
-        .with_button(Button::link("Connect Bitbucket account", "bitbucket_login", url.as_str()))
+        Some(Button::link(
+            "Connect Bitbucket account",
+            "bitbucket_login",
+            url.as_str(),
+        ))
+    }
+
+    /// The Slack user's name and the workspace's name, for the login page (ids when
+    /// Slack cannot say).
+    pub async fn names_for_page(&self, team_id: &str, user_id: &str) -> (String, String) {
+        let installation = self.store.installations.get(team_id).ok().flatten();
+        let workspace = installation
+            .as_ref()
+            .map(|installation| installation.team_name.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| team_id.to_string());
+        let token = installation.and_then(|installation| installation.bot_token);
+        let person = match &token {
+            Some(token) => match self.web.user_name(token, user_id).await {
+                Ok(Some(name)) => name,
+                Ok(None) => user_id.to_string(),
+                Err(error) => {
+                    warn!(%error, "could not read the user's name for the login page");
+                    user_id.to_string()
+                }
+            },
+            None => user_id.to_string(),
+        };
+        (person, workspace)
     }
 
     /// Where `/bitbucket/login` sends the browser.
@@ -123,6 +173,20 @@ impl Accounts {
         let now = self.clock.now();
         let tokens = client.exchange_code(code, now).await?;
         let account = client.current_user(&tokens.access_token).await?;
+        // One Bitbucket account, one Slack user per workspace: a second person cannot take
+        // over someone's mentions and access silently.
+        if let Some(other) = self
+            .store
+            .user_links
+            .slack_user_for(team_id, &account.uuid)?
+        {
+            if &other != user_id {
+                warn!(team = %team_id, user = %user_id, "refused to link a Bitbucket account already linked to another Slack user");
+                return Err(LoginError::AlreadyLinked {
+                    bitbucket: account.display_name,
+                });
+            }
+        }
         let link = UserLink {
             team_id: team_id.clone(),
             slack_user_id: user_id.clone(),
@@ -138,13 +202,18 @@ impl Accounts {
             stale_notified: false,
         };
         self.store.user_links.put(&link).await?;
+        self.link_changes.notify_one();
         info!(team = %team_id, user = %user_id, "Bitbucket account linked");
         self.direct_message(
             team_id,
             user_id,
             &Reply::text(format!(
-                "You're connected to Bitbucket as *{}*. Notifications will mention you.",
-                crate::commands::escape_inline_code(&link.display_name, 80)
+                "You're connected to Bitbucket as *{}*{}. Notifications will mention you. Not you? Run `/bitbucket logout` at once.",
+                crate::commands::escape_inline_code(&link.display_name, 80),
+                link.nickname
+                    .as_deref()
+                    .map(|nick| format!(" (`{}`)", crate::commands::escape_inline_code(nick, 60)))
+                    .unwrap_or_default()
             )),
         )
         .await;
@@ -155,6 +224,7 @@ impl Accounts {
     pub async fn logout(&self, team_id: &str, user_id: &str) -> Reply {
         match self.store.user_links.remove(team_id, user_id).await {
             Ok(true) => {
+                self.link_changes.notify_one();
                 Reply::text("Your Bitbucket account is disconnected, and its tokens are deleted.")
             }
             Ok(false) => Reply::text("You have no Bitbucket account connected."),
@@ -226,11 +296,25 @@ impl Accounts {
         }
     }
 
+    /// Bitbucket refused the person's access token outright: the link is stale.
+    pub async fn link_rejected(&self, team_id: &str, user_id: &str) {
+        match self.store.user_links.get(team_id, user_id) {
+            Ok(Some(link)) if !link.stale => {
+                if let Err(error) = self.mark_stale(link).await {
+                    warn!(%error, "could not mark a link stale");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "could not read a user link"),
+        }
+    }
+
     async fn mark_stale(&self, mut link: UserLink) -> Result<(), LoginError> {
         let tell = !link.stale_notified;
         link.stale = true;
         link.stale_notified = true;
         self.store.user_links.put(&link).await?;
+        self.link_changes.notify_one();
         if tell {
             self.direct_message(
                 &link.team_id,
@@ -242,30 +326,9 @@ impl Accounts {
         Ok(())
     }
 
-    /// Whether the user can read `workspace/repo` with their own account: `None` when
-    /// that cannot be checked (no link, or linking not configured).
-    pub async fn user_can_read(
-        &self,
-        team_id: &str,
-        user_id: &str,
-        full_name: &str,
-    ) -> Result<Option<bool>, LoginError> {
-        if self.client.is_none() {
-            return Ok(None);
-        }
-        let Some(token) = self.access_token(team_id, user_id).await? else {
-            return Ok(None);
-        };
-        match self.client()?.can_read_repository(&token, full_name).await {
-            Ok(readable) => Ok(Some(readable)),
-            Err(AccountError::Unauthorized) => {
-                if let Some(link) = self.store.user_links.get(team_id, user_id)? {
-                    self.mark_stale(link).await?;
-                }
-                Err(LoginError::Stale)
-            }
-            Err(error) => Err(error.into()),
-        }
+    /// A DM to the person, best effort (a failure is logged).
+    pub async fn tell(&self, team_id: &str, user_id: &str, reply: &Reply) {
+        self.direct_message(team_id, user_id, reply).await;
     }
 
     /// Best effort: a DM that fails is logged, never an error for the flow.

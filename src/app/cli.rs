@@ -600,6 +600,11 @@ async fn check_bitbucket(config: &Config) -> Check {
                 "the credential cannot read {repository}: give it read access, or unsubscribe from it"
             ),
         },
+        Err(LookupError::Invalid(reason)) => Check {
+            ok: false,
+            name,
+            detail: format!("{reason}: not a repository name; unsubscribe from it"),
+        },
         Err(LookupError::Unavailable(reason)) => Check {
             ok: false,
             name,

@@ -105,6 +105,7 @@ impl Dispatcher {
                 .count(),
             dead_letters,
             upgrade,
+            access: self.context.subscriptions.access.describe_policy(),
         };
         status_reply(&view)
     }
@@ -164,7 +165,13 @@ impl Dispatcher {
             debug!("block_actions without a user ignored");
             return;
         };
-        let installation = match self.context.store.installations.get(team_id) {
+        // The same resolution as slash commands: the team, else the Grid org.
+        let installation = match self
+            .context
+            .store
+            .installations
+            .for_team(Some(team_id), interaction.enterprise_id.as_deref())
+        {
             Ok(Some(installation)) if installation.is_active() => installation,
             Ok(_) => {
                 info!(

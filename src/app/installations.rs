@@ -26,6 +26,8 @@ pub enum InstallError {
     WrongWorkspace { expected: String, got: String },
     #[error("Slack's answer names no workspace")]
     NoWorkspace,
+    #[error("workspace {team} is not in slack.allowed_teams")]
+    TeamNotAllowed { team: String, name: String },
 }
 
 impl InstallError {
@@ -49,6 +51,9 @@ impl InstallError {
             InstallError::NoWorkspace => {
                 "Slack's answer named no workspace. Nothing was changed.".into()
             }
+            InstallError::TeamNotAllowed { team, name } => format!(
+                "This bitbucket-slack is not open to the workspace {name} ({team}): its operator allows only some workspaces (slack.allowed_teams). Nothing was stored. Ask the person who runs it to add {team} if it should be allowed."
+            ),
         }
     }
 }
@@ -65,6 +70,9 @@ pub struct Installer {
     /// Told which workspace's scopes were just read, so its permission-upgrade campaign
     /// follows at once (an upgrade through OAuth, a reinstall seen by auth.test).
     pub upgrades: super::upgrade_driver::UpgradeSignal,
+    /// `slack.allowed_teams`: the team or Grid ids that may install through OAuth (empty:
+    /// any).
+    pub allowed_teams: Vec<String>,
 }
 
 impl std::fmt::Debug for Installer {
@@ -136,6 +144,26 @@ impl Installer {
             .clone()
             .or_else(|| grant.enterprise_id.clone())
             .ok_or(InstallError::NoWorkspace)?;
+        let allowed = self.allowed_teams.is_empty()
+            || [grant.team_id.as_deref(), grant.enterprise_id.as_deref()]
+                .into_iter()
+                .flatten()
+                .any(|id| self.allowed_teams.iter().any(|allowed| allowed == id));
+        if !allowed {
+            warn!(team = %team_id, enterprise = grant.enterprise_id.as_deref().unwrap_or("-"), "install refused: not in slack.allowed_teams");
+            // Nothing is stored, and the token Slack just issued is given back.
+            if let Err(error) = self.web.auth_revoke(&grant.bot_token).await {
+                warn!(%error, "could not revoke the refused install's token");
+            }
+            return Err(InstallError::TeamNotAllowed {
+                name: grant
+                    .team_name
+                    .clone()
+                    .or(grant.enterprise_name.clone())
+                    .unwrap_or_else(|| team_id.clone()),
+                team: team_id,
+            });
+        }
         if let Some(expected) = bound_team {
             if expected != team_id {
                 return Err(InstallError::WrongWorkspace {

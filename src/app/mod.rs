@@ -6,6 +6,7 @@
 //! own loop. Shutdown: stop taking envelopes, let in-flight handlers finish (with a
 //! deadline), flush the store, return.
 
+pub mod access;
 pub mod accounts;
 pub mod admin;
 pub mod cli;
@@ -67,6 +68,8 @@ pub struct Running {
     pub http_address: std::net::SocketAddr,
     main: tokio::task::JoinHandle<anyhow::Result<()>>,
     upgrades: upgrade_driver::UpgradeSignal,
+    access: access::AccessControl,
+    store: Store,
 }
 
 impl Running {
@@ -81,6 +84,17 @@ impl Running {
     pub async fn settle_upgrades(&self) {
         let ring = self.upgrades.wake();
         self.upgrades.settled(ring).await;
+    }
+
+    /// Checks every subscription's access now, as the hourly check does, and returns when
+    /// it is done (what a test needs after changing who can read what).
+    pub async fn recheck_access(&self) {
+        self.access.recheck().await;
+    }
+
+    /// The daemon's store (the process holds it open, so a test reads it through here).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Waits until the daemon has stopped and drained.
@@ -119,6 +133,7 @@ pub async fn start(
         clock: clock.clone(),
         changed: Arc::new(tokio::sync::Notify::new()),
         upgrades: upgrade_driver::UpgradeSignal::default(),
+        allowed_teams: config.slack.allowed_teams.clone(),
     };
     let accounts = accounts::Accounts {
         store: store.clone(),
@@ -134,6 +149,7 @@ pub async fn start(
         },
         clock: clock.clone(),
         public_url: config.http.public_url.clone(),
+        link_changes: Arc::new(tokio::sync::Notify::new()),
     };
     let configured_token_ok = match &config.slack.bot_token {
         Some(token) => install_configured_token(&installer, token).await?,
@@ -226,15 +242,42 @@ pub async fn start(
         )
         .instrument(info_span!("admin")),
     );
+    if config.slack.oauth.is_some() && config.bitbucket.workspaces.is_empty() {
+        warn!(
+            "bitbucket.workspaces is empty: any Slack workspace that installs the app can subscribe to any Bitbucket workspace the credential reads; list the allowed ones there (and slack.allowed_teams) to narrow it"
+        );
+    }
+    let lookup = bitbucket
+        .clone()
+        .map(|client| Arc::new(client) as Arc<dyn crate::bitbucket::RepositoryLookup>);
+    let access = access::AccessControl::new(
+        store.clone(),
+        accounts.clone(),
+        lookup.clone(),
+        config.bitbucket.private_repositories,
+        config.bitbucket.workspaces.clone(),
+        clock.clone(),
+    );
     let subscriptions = subscriptions::Subscriptions {
         store: store.clone(),
         web: web.clone(),
         clock: clock.clone(),
         accounts: accounts.clone(),
-        lookup: bitbucket
-            .clone()
-            .map(|client| Arc::new(client) as Arc<dyn crate::bitbucket::RepositoryLookup>),
+        lookup,
+        access: access.clone(),
     };
+    let access_control = access.clone();
+    let running_store = store.clone();
+    tokio::spawn(
+        access
+            .clone()
+            .run(
+                accounts.link_changes.clone(),
+                subscriptions.clone(),
+                background.clone(),
+            )
+            .instrument(info_span!("access")),
+    );
     tokio::spawn(
         discover_workspaces(
             subscriptions.clone(),
@@ -347,6 +390,8 @@ pub async fn start(
         http_address,
         main,
         upgrades,
+        access: access_control,
+        store: running_store,
     })
 }
 

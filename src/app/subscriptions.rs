@@ -10,14 +10,17 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::accounts::Accounts;
 use std::collections::BTreeSet;
+
+use super::access::AccessControl;
+use super::accounts::Accounts;
 
 use crate::bitbucket::{LookupError, RepositoryLookup, RepositoryName};
 use crate::clock::Clock;
 use crate::commands::Reply;
+use crate::notify::access::{self, Coverage, Refusal};
 use crate::notify::subscription::{
-    FEATURE_HELP, Features, Filters, SubscribeWord, Subscription, Target,
+    FEATURE_HELP, Features, Filters, PauseKind, SubscribeWord, Subscription, Target,
 };
 use crate::slack::envelope::SlashCommand;
 use crate::slack::web::{ChannelAccess, SlackWeb};
@@ -31,6 +34,8 @@ pub struct Subscriptions {
     pub accounts: Accounts,
     /// `None` when no Bitbucket credential is configured.
     pub lookup: Option<Arc<dyn RepositoryLookup>>,
+    /// The private-repository policy and allowed workspaces.
+    pub access: AccessControl,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -70,6 +75,10 @@ impl Subscriptions {
         target: Target,
         words: Vec<SubscribeWord>,
     ) -> Reply {
+        // Outside the allowed workspaces: refused before any request is made.
+        if let Some(reply) = self.access.refuse_workspace(&target) {
+            return reply;
+        }
         let Some(lookup) = &self.lookup else {
             return Reply::text(
                 "Bitbucket is not configured for this daemon yet: ask the person who runs bitbucket-slack to set bitbucket.token or bitbucket.oauth.",
@@ -89,6 +98,13 @@ impl Subscriptions {
                     target.as_str()
                 ));
             }
+            Err(LookupError::Invalid(reason)) => {
+                warn!(%reason, "refused a target before asking Bitbucket");
+                return Reply::text(format!(
+                    "That is not a repository or workspace name. Expected {}.",
+                    crate::bitbucket::name::EXPECTED_FORM
+                ));
+            }
             Err(LookupError::Unavailable(reason)) => {
                 warn!(%reason, "repository lookup failed");
                 return Reply::text(
@@ -96,22 +112,19 @@ impl Subscriptions {
                 );
             }
         };
-        if summary.is_private {
-            match self
-                .accounts
-                .user_can_read(&installation.team_id, &command.user_id, &summary.full_name)
-                .await
-            {
-                Ok(Some(false)) => {
-                    return Reply::text(format!(
-                        "`{}` is private and your Bitbucket account cannot read it, so you cannot subscribe a channel to it.",
-                        summary.full_name
-                    ));
-                }
-                Ok(_) => {}
-                Err(error) => return Reply::text(error.user_message()),
-            }
-        }
+        let admission = match self
+            .access
+            .admit(
+                &installation.team_id,
+                &command.user_id,
+                &target,
+                summary.is_private,
+            )
+            .await
+        {
+            Ok(admission) => admission,
+            Err(refusal) => return refusal,
+        };
         if let Some(reply) = self
             .channel_problem(installation, &command.channel_id)
             .await
@@ -138,6 +151,8 @@ impl Subscriptions {
             created_by: command.user_id.clone(),
             created_at: now,
             paused: None,
+            private: None,
+            coverage: Coverage::Whole,
         });
         apply_words(
             &mut subscription.features,
@@ -146,27 +161,66 @@ impl Subscriptions {
             true,
         );
         subscription.main_branch = summary.main_branch.clone();
-        // Subscribing again is how a paused subscription is resumed.
+        // Subscribing again is how a paused subscription is resumed; whoever subscribes
+        // (again) is the person whose access it now rests on.
         subscription.paused = None;
+        subscription.created_by = command.user_id.clone();
+        subscription.private = admission.private;
+        access::apply(&mut subscription, admission.verdict, now);
         if let Err(error) = self.store.subscriptions.put(&subscription).await {
             return store_failed(error);
         }
-        self.watch_target(&target).await;
+        self.watch_target(&subscription).await;
         info!(team = %installation.team_id, channel = %command.channel_id, target = %target.as_str(), "subscribed");
-        Reply::text(format!(
+        let mut reply = Reply::text(format!(
             "Subscribed this channel to {}.",
             subscription.describe()
-        ))
+        ));
+        if let Coverage::Only {
+            reason: Some(Refusal::NotLinked | Refusal::LinkStale),
+            left_out,
+            ..
+        } = &subscription.coverage
+        {
+            if !left_out.is_empty() {
+                if let Some(button) = self
+                    .access
+                    .accounts
+                    .login_button(&installation.team_id, &command.user_id)
+                {
+                    reply = reply.with_button(button);
+                }
+            }
+        }
+        reply
     }
 
-    /// The repositories a target covers: the repository, or every repository of a
-    /// workspace (as far as Bitbucket lists them now).
-    async fn repositories_of(&self, target: &Target) -> Vec<String> {
-        match target {
-            Target::Repository(name) => vec![name.clone()],
-            Target::Workspace(workspace) => match &self.lookup {
+    /// The repositories a subscription delivers from, to poll: the repository, the
+    /// covered repositories of a workspace, or (the `credential` policy) every repository
+    /// of the workspace as far as Bitbucket lists them now. Nothing while paused for
+    /// access or outside the allowed workspaces.
+    async fn repositories_of(&self, subscription: &Subscription) -> Vec<String> {
+        if !access::workspace_allowed(&subscription.target, &self.access.workspaces) {
+            return Vec::new();
+        }
+        if subscription
+            .paused
+            .as_ref()
+            .is_some_and(|pause| pause.kind == PauseKind::Access)
+        {
+            return Vec::new();
+        }
+        match (&subscription.target, &subscription.coverage) {
+            (Target::Repository(name), _) => vec![name.clone()],
+            (Target::Workspace(_), Coverage::Only { repositories, .. }) => {
+                repositories.iter().cloned().collect()
+            }
+            (Target::Workspace(workspace), Coverage::Whole) => match &self.lookup {
                 Some(lookup) => match lookup.workspace_repositories(workspace).await {
-                    Ok(repositories) => repositories,
+                    Ok(repositories) => repositories
+                        .into_iter()
+                        .map(|repository| repository.full_name)
+                        .collect(),
                     Err(error) => {
                         warn!(%error, %workspace, "could not list the workspace's repositories; will retry");
                         Vec::new()
@@ -178,8 +232,8 @@ impl Subscriptions {
     }
 
     /// Puts the target's repositories on the poller's watch list.
-    async fn watch_target(&self, target: &Target) {
-        for repository in self.repositories_of(target).await {
+    async fn watch_target(&self, subscription: &Subscription) {
+        for repository in self.repositories_of(subscription).await {
             self.watch(&repository, true).await;
         }
     }
@@ -217,14 +271,21 @@ impl Subscriptions {
             .filter(|installation| installation.is_active())
             .map(|installation| installation.team_id.clone())
             .collect();
-        let targets: BTreeSet<Target> = subscriptions
-            .into_iter()
-            .filter(|subscription| active.contains(&subscription.team_id))
-            .map(|subscription| subscription.target)
-            .collect();
         let mut wanted = BTreeSet::new();
-        for target in &targets {
-            wanted.extend(self.repositories_of(target).await);
+        let mut listed = BTreeSet::new();
+        for subscription in subscriptions
+            .iter()
+            .filter(|subscription| active.contains(&subscription.team_id))
+        {
+            // A workspace covered whole is listed once, however many channels follow it.
+            let whole_workspace = matches!(
+                (&subscription.target, &subscription.coverage),
+                (Target::Workspace(_), Coverage::Whole)
+            );
+            if whole_workspace && !listed.insert(subscription.target.clone()) {
+                continue;
+            }
+            wanted.extend(self.repositories_of(subscription).await);
         }
         for repository in watched.iter().filter(|name| !wanted.contains(*name)) {
             info!(%repository, "no active subscription covers it any more: not polled");
@@ -395,6 +456,8 @@ mod tests {
             created_by: "U1".into(),
             created_at: jiff::Timestamp::UNIX_EPOCH,
             paused: None,
+            private: None,
+            coverage: Default::default(),
         }
     }
 
@@ -405,18 +468,28 @@ mod tests {
         let clock = Arc::new(ManualClock::new(jiff::Timestamp::UNIX_EPOCH));
         let web =
             SlackWeb::new(&url::Url::parse("http://127.0.0.1:9/api/").expect("url")).expect("web");
-        let service = Subscriptions {
+        let accounts = Accounts {
             store: store.clone(),
             web: web.clone(),
+            client: None,
             clock: clock.clone(),
-            accounts: Accounts {
-                store: store.clone(),
-                web,
-                client: None,
-                clock,
-                public_url: url::Url::parse("http://localhost/").expect("url"),
-            },
+            public_url: url::Url::parse("http://localhost/").expect("url"),
+            link_changes: Default::default(),
+        };
+        let service = Subscriptions {
+            store: store.clone(),
+            web,
+            clock: clock.clone(),
+            accounts: accounts.clone(),
             lookup: None,
+            access: AccessControl::new(
+                store.clone(),
+                accounts,
+                None,
+                crate::config::PrivateRepositories::Linked,
+                Vec::new(),
+                clock,
+            ),
         };
         for team in ["T1", "T2"] {
             store

@@ -11,6 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use url::Url;
 
+use super::name::{RepositoryName, push_segments};
 use crate::config::Secret;
 
 /// A person's tokens, as Bitbucket issued them.
@@ -36,6 +37,10 @@ pub enum AccountError {
     /// refresh token). The person must log in again.
     #[error("Bitbucket refused the grant (`{code}`)")]
     Rejected { code: String },
+    /// Bitbucket refused the daemon's own OAuth consumer (`invalid_client`: a wrong key
+    /// or secret, or a consumer that was deleted). The operator must fix the config.
+    #[error("Bitbucket refused the OAuth consumer (`{code}`)")]
+    ConsumerRejected { code: String },
     #[error("Bitbucket refused the access token (HTTP 401)")]
     Unauthorized,
     #[error("Bitbucket answered HTTP {status}")]
@@ -44,6 +49,9 @@ pub enum AccountError {
     Transport(String),
     #[error("Bitbucket's answer was not understood: {0}")]
     Decode(String),
+    /// A name that would change the request's path; nothing was sent.
+    #[error("{0}")]
+    InvalidPath(String),
 }
 
 /// The OAuth consumer that people log in through (`bitbucket.user_oauth.*`).
@@ -102,16 +110,19 @@ impl UserOAuthClient {
         })
     }
 
-    fn endpoint(base: &Url, path: &str) -> Url {
-        let mut text = base.as_str().trim_end_matches('/').to_string();
-        text.push('/');
-        text.push_str(path);
-        Url::parse(&text).unwrap_or_else(|_| base.clone())
+    /// `base` with `segments` appended (see [`push_segments`]: nothing can climb out).
+    fn endpoint(base: &Url, segments: &[&str]) -> Result<Url, AccountError> {
+        let mut url = base.clone();
+        push_segments(&mut url, segments)
+            .map_err(|error| AccountError::InvalidPath(error.to_string()))?;
+        Ok(url)
     }
 
     /// Where the person's browser goes to consent.
     pub fn authorize_url(&self, state: &str) -> Url {
-        let mut url = Self::endpoint(&self.oauth_url, "authorize");
+        let mut url = self.oauth_url.clone();
+        // A fixed segment: cannot fail.
+        let _ = push_segments(&mut url, &["authorize"]);
         url.query_pairs_mut()
             .append_pair("client_id", &self.key)
             .append_pair("response_type", "code")
@@ -151,7 +162,7 @@ impl UserOAuthClient {
     ) -> Result<UserTokens, AccountError> {
         let response = self
             .http
-            .post(Self::endpoint(&self.oauth_url, "access_token"))
+            .post(Self::endpoint(&self.oauth_url, &["access_token"])?)
             .basic_auth(&self.key, Some(self.secret.expose()))
             .form(form)
             .send()
@@ -167,6 +178,11 @@ impl UserOAuthClient {
                 .ok()
                 .and_then(|answer| answer.error)
                 .unwrap_or_else(|| format!("http_{}", status.as_u16()));
+            if matches!(code.as_str(), "invalid_client" | "unauthorized_client")
+                || status.as_u16() == 401
+            {
+                return Err(AccountError::ConsumerRejected { code });
+            }
             return Err(AccountError::Rejected { code });
         }
         if !status.is_success() {
@@ -190,7 +206,7 @@ impl UserOAuthClient {
         &self,
         access_token: &Secret<String>,
     ) -> Result<BitbucketAccount, AccountError> {
-        let mut url = Self::endpoint(&self.api_url, "user");
+        let mut url = Self::endpoint(&self.api_url, &["user"])?;
         url.query_pairs_mut()
             .append_pair("fields", "uuid,account_id,display_name,nickname");
         let body = self.get(url, access_token).await?;
@@ -213,13 +229,70 @@ impl UserOAuthClient {
         access_token: &Secret<String>,
         full_name: &str,
     ) -> Result<bool, AccountError> {
-        let mut url = Self::endpoint(&self.api_url, &format!("repositories/{full_name}"));
+        let name: RepositoryName =
+            full_name
+                .parse()
+                .map_err(|error: super::name::InvalidRepositoryName| {
+                    AccountError::InvalidPath(error.to_string())
+                })?;
+        let mut url = Self::endpoint(&self.api_url, &["repositories", name.as_str()])?;
         url.query_pairs_mut().append_pair("fields", "full_name");
         match self.get(url, access_token).await {
             Ok(_) => Ok(true),
             Err(AccountError::Http { status: 403 | 404 }) => Ok(false),
             Err(error) => Err(error),
         }
+    }
+
+    /// The repositories of `workspace` the token's owner can read (public ones included),
+    /// up to ten pages of 100. Follows `next` only while it stays under the API's URL.
+    pub async fn readable_in_workspace(
+        &self,
+        access_token: &Secret<String>,
+        workspace: &str,
+    ) -> Result<std::collections::BTreeSet<String>, AccountError> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            values: Vec<Named>,
+            next: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Named {
+            full_name: String,
+        }
+        let workspace: super::name::WorkspaceId =
+            workspace
+                .parse()
+                .map_err(|error: super::name::InvalidRepositoryName| {
+                    AccountError::InvalidPath(error.to_string())
+                })?;
+        let mut url = Self::endpoint(&self.api_url, &["repositories", workspace.as_str()])?;
+        url.query_pairs_mut()
+            .append_pair("fields", "next,values.full_name")
+            .append_pair("pagelen", "100");
+        let mut names = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            let body = match self.get(url.clone(), access_token).await {
+                Ok(body) => body,
+                Err(AccountError::Http { status: 403 | 404 }) => return Ok(names),
+                Err(error) => return Err(error),
+            };
+            let page: Page = serde_json::from_slice(&body)
+                .map_err(|error| AccountError::Decode(error.to_string()))?;
+            names.extend(page.values.into_iter().map(|n| n.full_name.to_lowercase()));
+            let Some(next) = page.next else { break };
+            match Url::parse(&next) {
+                Ok(next)
+                    if next.origin() == self.api_url.origin()
+                        && next.path().starts_with(self.api_url.path()) =>
+                {
+                    url = next;
+                }
+                _ => return Err(AccountError::Decode("a next link outside the API".into())),
+            }
+        }
+        Ok(names)
     }
 
     async fn get(&self, url: Url, access_token: &Secret<String>) -> Result<Vec<u8>, AccountError> {

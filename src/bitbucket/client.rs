@@ -23,6 +23,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use url::Url;
 
+use super::name::push_segments;
+
 use crate::config::{BitbucketConfig, BitbucketCredential, Secret};
 
 use super::budget::BudgetGate;
@@ -76,6 +78,11 @@ values.updated_on,values.links.html.href";
 const FIELDS_ISSUE_COMMENTS: &str = "values.id,values.content.raw,values.user.display_name,\
 values.user.uuid,values.created_on,values.links.html.href";
 
+/// A repository whose privacy Bitbucket did not state is treated as private.
+fn private_unless_said() -> bool {
+    true
+}
+
 /// What went wrong talking to Bitbucket. `what` is the request path (no query, no secret).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BitbucketError {
@@ -95,6 +102,9 @@ pub enum BitbucketError {
     Decode { what: String, cause: String },
     #[error("cannot reach Bitbucket for {what}: {cause}")]
     Transport { what: String, cause: String },
+    /// A name that would change the request's path; nothing was sent.
+    #[error("{cause}")]
+    InvalidPath { cause: String },
 }
 
 impl BitbucketError {
@@ -230,44 +240,49 @@ impl BitbucketClient {
         &self.budget
     }
 
-    fn target(&self, segments: &[&str], query: &[(&str, &str)]) -> Target {
+    /// The request for `segments` under the API base. A segment that would leave that
+    /// path (`..`, `.`, an empty part) is refused before anything is sent.
+    fn target(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Target, BitbucketError> {
         let mut url = self.api.clone();
-        {
-            let mut path = url
-                .path_segments_mut()
-                .expect("an http(s) base URL has path segments");
-            path.pop_if_empty();
-            for segment in segments {
-                for part in segment.split('/') {
-                    path.push(part);
-                }
-            }
-        }
+        push_segments(&mut url, segments).map_err(|error| BitbucketError::InvalidPath {
+            cause: error.to_string(),
+        })?;
         let what = url.path().to_string();
-        url.query_pairs_mut().extend_pairs(query);
-        Target { url, what }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(Target { url, what })
     }
 
     // -- endpoints -----------------------------------------------------------
 
-    /// Every repository of `workspace` (full names), up to `max_pages` pages of 100.
+    /// Every repository of `workspace` (full name and privacy), up to `max_pages` pages
+    /// of 100.
     pub async fn workspace_repositories(
         &self,
         workspace: &str,
         max_pages: usize,
-    ) -> Result<Vec<String>, BitbucketError> {
+    ) -> Result<Vec<super::WorkspaceRepository>, BitbucketError> {
         #[derive(serde::Deserialize)]
         struct Named {
             full_name: String,
+            #[serde(default = "private_unless_said")]
+            is_private: bool,
         }
         let first = self.target(
             &["repositories", workspace],
-            &[("fields", "values.full_name,next"), ("pagelen", "100")],
-        );
+            &[
+                ("fields", "values.full_name,values.is_private,next"),
+                ("pagelen", "100"),
+            ],
+        )?;
         let (repositories, _) = self.pages::<Named>(first, max_pages, |_| false).await?;
         Ok(repositories
             .into_iter()
-            .map(|named| named.full_name)
+            .map(|named| super::WorkspaceRepository {
+                full_name: named.full_name.to_lowercase(),
+                is_private: named.is_private,
+            })
             .collect())
     }
 
@@ -277,11 +292,11 @@ impl BitbucketClient {
         segments: &[&str],
         query: &[(&str, &str)],
     ) -> Result<T, BitbucketError> {
-        self.get(&self.target(segments, query)).await
+        self.get(&self.target(segments, query)?).await
     }
 
     pub(crate) async fn repository(&self, repo: &str) -> Result<RepositoryInfo, BitbucketError> {
-        let target = self.target(&["repositories", repo], &[("fields", FIELDS_REPOSITORY)]);
+        let target = self.target(&["repositories", repo], &[("fields", FIELDS_REPOSITORY)])?;
         self.get(&target).await
     }
 
@@ -301,7 +316,7 @@ impl BitbucketClient {
         if let Some(q) = &q {
             query.push(("q", q));
         }
-        let target = self.target(&["repositories", workspace], &query);
+        let target = self.target(&["repositories", workspace], &query)?;
         let max_pages = if since.is_some() { MAX_PAGES } else { 1 };
         Ok(self.pages(target, max_pages, |_| false).await?.0)
     }
@@ -322,7 +337,7 @@ impl BitbucketClient {
                 ("pagelen", FEED_PAGELEN),
                 ("fields", FIELDS_PULL_REQUESTS),
             ],
-        );
+        )?;
         Ok(self.pages(target, 1, |_| false).await?.0)
     }
 
@@ -337,7 +352,7 @@ impl BitbucketClient {
         let target = self.target(
             &["repositories", repo, "pullrequests/activity"],
             &[("pagelen", FEED_PAGELEN), ("fields", FIELDS_FEED)],
-        );
+        )?;
         self.pages(target, max_pages, enough).await
     }
 
@@ -349,7 +364,7 @@ impl BitbucketClient {
         let target = self.target(
             &["repositories", repo, "pullrequests", &id.to_string()],
             &[("fields", FIELDS_PULL_REQUEST)],
-        );
+        )?;
         self.get(&target).await
     }
 
@@ -362,7 +377,7 @@ impl BitbucketClient {
                 ("sort", "-target.date"),
                 ("fields", FIELDS_BRANCHES),
             ],
-        );
+        )?;
         self.pages(target, MAX_PAGES, |_| false).await
     }
 
@@ -383,7 +398,7 @@ impl BitbucketClient {
                 ("pagelen", &pagelen),
                 ("fields", FIELDS_COMMITS),
             ],
-        );
+        )?;
         let page: Page<Commit> = self.get(&target).await?;
         Ok((page.values, page.next.is_some()))
     }
@@ -397,7 +412,7 @@ impl BitbucketClient {
                 ("pagelen", "10"),
                 ("fields", FIELDS_PIPELINES),
             ],
-        );
+        )?;
         let page: Page<Pipeline> = self.get(&target).await?;
         Ok(page.values)
     }
@@ -417,7 +432,7 @@ impl BitbucketClient {
                 ("pagelen", FEED_PAGELEN),
                 ("fields", FIELDS_ISSUES),
             ],
-        );
+        )?;
         Ok(self.pages(target, MAX_PAGES, |_| false).await?.0)
     }
 
@@ -437,7 +452,7 @@ impl BitbucketClient {
                 ("pagelen", FEED_PAGELEN),
                 ("fields", FIELDS_ISSUE_COMMENTS),
             ],
-        );
+        )?;
         let page: Page<IssueComment> = self.get(&target).await?;
         Ok(page.values)
     }
@@ -708,13 +723,15 @@ mod tests {
     #[test]
     fn targets_encode_queries_and_keep_the_query_out_of_what() {
         let client = client("https://api.bitbucket.org/2.0");
-        let target = client.target(
-            &["repositories", "acme/api", "issues"],
-            &[
-                ("q", "updated_on>\"2026-01-01T00:00:00+00:00\""),
-                ("fields", "+x"),
-            ],
-        );
+        let target = client
+            .target(
+                &["repositories", "acme/api", "issues"],
+                &[
+                    ("q", "updated_on>\"2026-01-01T00:00:00+00:00\""),
+                    ("fields", "+x"),
+                ],
+            )
+            .expect("a fine path");
         assert_eq!(target.what, "/2.0/repositories/acme/api/issues");
         assert_eq!(
             target.url.as_str(),
@@ -724,6 +741,50 @@ mod tests {
             client.token_url.as_str(),
             "https://bitbucket.org/site/oauth2/access_token"
         );
+    }
+
+    /// Whatever a person types, a request goes to `/2.0/repositories/` plus exactly the
+    /// segments the name has, or to nowhere at all.
+    #[test]
+    fn no_input_changes_the_request_path() {
+        let client = client("https://api.bitbucket.org/2.0");
+        let inputs = [
+            "..",
+            ".",
+            "acme/..",
+            "../..",
+            "acme/../../user",
+            "%2e%2e",
+            "acme/%2e%2e",
+            "acme/%2f",
+            "a?b=c",
+            "a#frag",
+            "a b",
+            "acme\\..",
+            "acme/;x",
+            "",
+            "acme//api",
+            "acme/api\r\nHost: evil",
+            "\u{0}",
+            "acme/\u{ff0e}\u{ff0e}",
+        ];
+        for input in inputs {
+            let parts = input.split('/').count();
+            match client.target(&["repositories", input, "pullrequests"], &[]) {
+                Err(BitbucketError::InvalidPath { .. }) => {}
+                Err(other) => panic!("{input:?}: {other}"),
+                Ok(target) => {
+                    let segments: Vec<&str> =
+                        target.url.path_segments().expect("segments").collect();
+                    assert_eq!(segments.len(), 2 + parts + 1, "{input:?}: {}", target.url);
+                    assert_eq!(&segments[..2], ["2.0", "repositories"], "{input:?}");
+                    assert_eq!(segments.last(), Some(&"pullrequests"), "{input:?}");
+                    assert!(target.url.query().is_none(), "{input:?}: {}", target.url);
+                    assert!(target.url.fragment().is_none(), "{input:?}: {}", target.url);
+                    assert_eq!(target.url.host_str(), Some("api.bitbucket.org"));
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,15 +7,20 @@
 use serde::Deserialize;
 
 use super::client::{BitbucketClient, BitbucketError};
-use super::{LookupError, RepositoryLookup, RepositorySummary};
+use super::{LookupError, RepositoryLookup, RepositorySummary, WorkspaceRepository};
 use crate::notify::Target;
 
 #[derive(Deserialize)]
 struct Repository {
     full_name: String,
-    #[serde(default)]
+    /// Missing means private: nothing is shown more widely than Bitbucket said.
+    #[serde(default = "private")]
     is_private: bool,
     mainbranch: Option<Branch>,
+}
+
+fn private() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -27,6 +32,7 @@ fn lookup_error(error: BitbucketError) -> LookupError {
     match error {
         BitbucketError::NotFound { .. } => LookupError::NotFound,
         BitbucketError::Forbidden { .. } => LookupError::Forbidden,
+        BitbucketError::InvalidPath { cause } => LookupError::Invalid(cause),
         other => LookupError::Unavailable(other.to_string()),
     }
 }
@@ -76,7 +82,11 @@ impl RepositoryLookup for BitbucketClient {
         &'a self,
         workspace: &'a str,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Vec<String>, LookupError>> + Send + 'a>,
+        Box<
+            dyn std::future::Future<Output = Result<Vec<WorkspaceRepository>, LookupError>>
+                + Send
+                + 'a,
+        >,
     > {
         // Ten pages of 100: a thousand repositories, the most the budget can watch anyway.
         Box::pin(async move {

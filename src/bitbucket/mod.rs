@@ -27,6 +27,13 @@ pub struct RepositorySummary {
     pub main_branch: Option<String>,
 }
 
+/// One repository of a workspace listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceRepository {
+    pub full_name: String,
+    pub is_private: bool,
+}
+
 /// Why a target cannot be subscribed to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
@@ -36,6 +43,9 @@ pub enum LookupError {
     Forbidden,
     #[error("Bitbucket could not be asked: {0}")]
     Unavailable(String),
+    /// The name would have changed the request's path; nothing was sent.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Looks up a subscription target with the daemon's own credential.
@@ -47,11 +57,15 @@ pub trait RepositoryLookup: Send + Sync {
         Box<dyn std::future::Future<Output = Result<RepositorySummary, LookupError>> + Send + 'a>,
     >;
 
-    /// The full names of a workspace's repositories (for workspace-wide subscriptions).
+    /// A workspace's repositories with their privacy (for workspace-wide subscriptions).
     fn workspace_repositories<'a>(
         &'a self,
         workspace: &'a str,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Vec<String>, LookupError>> + Send + 'a>,
+        Box<
+            dyn std::future::Future<Output = Result<Vec<WorkspaceRepository>, LookupError>>
+                + Send
+                + 'a,
+        >,
     >;
 }

@@ -76,10 +76,12 @@ fn target_and_words(args: &[&str]) -> Result<(Target, Vec<SubscribeWord>), Strin
     let Some(first) = args.first() else {
         return Err("name a repository (`workspace/repository`) or a workspace".into());
     };
-    let target = parse_target(first).ok_or_else(|| {
+    let target = parse_target(first).map_err(|error| {
         format!(
-            "`{}` is not a repository such as `acme/api` or a workspace such as `acme`",
-            escape_inline_code(first, 80)
+            "`{}` is not a repository or workspace: {}. Expected {}",
+            escape_inline_code(first, 80),
+            error.reason,
+            crate::bitbucket::name::EXPECTED_FORM
         )
     })?;
     let words = args[1..]

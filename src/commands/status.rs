@@ -21,6 +21,8 @@ pub struct StatusView {
     pub dead_letters: usize,
     /// Where the permission update stands, for an installation that needs one.
     pub upgrade: Option<String>,
+    /// Who may bring private repositories into channels, and which workspaces.
+    pub access: String,
 }
 
 pub fn status_reply(view: &StatusView) -> Reply {
@@ -53,6 +55,7 @@ pub fn status_reply(view: &StatusView) -> Reply {
     }
     notifications.push('.');
     sections.push(notifications);
+    sections.push(view.access.clone());
     Reply {
         text: format!(
             "Status: permissions {}, {} of {} sockets connected",
@@ -115,6 +118,7 @@ mod tests {
             paused_subscriptions: 1,
             dead_letters: 0,
             upgrade: None,
+            access: "*Access:* private repositories need the subscriber's own account.".into(),
         }
     }
 
@@ -130,6 +134,7 @@ mod tests {
                 "*Connection:* 1 of 2 Slack sockets connected.".to_string(),
                 "*Subscriptions:* 3, 1 paused (see `/bitbucket subscriptions` in their channels)."
                     .to_string(),
+                "*Access:* private repositories need the subscriber's own account.".to_string(),
             ]
         );
     }

@@ -1,21 +1,23 @@
 //! Linking a Bitbucket account in the browser: `/bitbucket/login` checks the signed state
-//! from the Slack button and sends the browser to Bitbucket's consent page;
-//! `/bitbucket/oauth/callback` uses the state up and hands the code to the accounts
-//! service, then says which account was linked.
+//! from the Slack button, shows whom the account will be connected to (the Slack user and
+//! workspace) and binds the flow to this browser with a short-lived cookie; Continue goes
+//! to Bitbucket's consent page. `/bitbucket/oauth/callback` refuses a browser without
+//! that cookie, uses the state up, hands the code to the accounts service, and says
+//! which account was linked.
 //!
 //! Every refusal (bad, expired or replayed state, denied consent, a Bitbucket error) is
 //! a clear page that changes nothing. Never shows a token.
 
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
 use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::HttpState;
 use super::oauth::{escape, page, paragraph};
 use super::state;
-use crate::app::accounts::BITBUCKET_LOGIN;
+use crate::app::accounts::{BITBUCKET_LOGIN, LoginError};
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
@@ -31,42 +33,138 @@ pub struct CallbackQuery {
 
 const TITLE_FAILED: &str = "Bitbucket account not connected";
 
-/// `GET /bitbucket/login?state=...`: on to Bitbucket's consent page.
+/// The cookie that binds a login state to the browser that opened the confirmation page.
+pub const LOGIN_COOKIE: &str = "bitbucket_slack_login";
+
+/// The cookie's value for a state: an HMAC of its nonce, so it cannot be made without the
+/// daemon's key and belongs to one flow.
+fn browser_binding(key: &[u8; 32], nonce: &str) -> String {
+    state::bind(key, "browser", nonce)
+}
+
+/// The `Set-Cookie` value: short-lived, HttpOnly, SameSite=Lax (sent on Bitbucket's
+/// redirect back, never on a cross-site request), Secure behind https.
+fn set_cookie(http: &HttpState, value: &str, max_age: i64) -> String {
+    let secure = if http.accounts.public_url.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{LOGIN_COOKIE}={value}; Max-Age={max_age}; Path=/bitbucket; HttpOnly; SameSite=Lax{secure}"
+    )
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+fn refused(status: StatusCode, text: &str) -> Response {
+    page(status, TITLE_FAILED, &paragraph(text))
+}
+
+/// `GET /bitbucket/login?state=...`: a page naming the Slack user and workspace the
+/// account will be connected to, with Continue to Bitbucket's consent page. Sets the
+/// cookie that the callback checks.
 pub async fn login(State(http): State<HttpState>, Query(query): Query<LoginQuery>) -> Response {
     let Some(signed) = query.state else {
-        return page(
+        return refused(
             StatusCode::BAD_REQUEST,
-            TITLE_FAILED,
-            &paragraph(state::StateError::Malformed.message()),
+            state::StateError::Malformed.message(),
         );
     };
-    if let Err(error) = state::verify(
+    let claims = match state::verify(
         &http.state_key(),
         BITBUCKET_LOGIN,
         &signed,
         http.clock.now(),
     ) {
-        return page(
+        Ok(claims) => claims,
+        Err(error) => return refused(StatusCode::BAD_REQUEST, error.message()),
+    };
+    let consent = match http.accounts.authorize_url(&signed) {
+        Ok(url) => url,
+        Err(error) => return refused(StatusCode::NOT_FOUND, &error.user_message()),
+    };
+    let (Some(team_id), Some(user_id)) = (&claims.team_id, &claims.user_id) else {
+        return refused(
             StatusCode::BAD_REQUEST,
-            TITLE_FAILED,
-            &paragraph(error.message()),
+            state::StateError::Malformed.message(),
         );
+    };
+    let (person, workspace) = http.accounts.names_for_page(team_id, user_id).await;
+    let body = format!(
+        "<p>You are connecting your Bitbucket account to <strong>@{person}</strong> in <strong>{workspace}</strong>.</p>\
+         <p>Continue only if you are @{person} and you started this from Slack yourself. If someone sent you this link, close this page: continuing would give them your Bitbucket access.</p>\
+         <p><a href=\"{consent}\" style=\"display:inline-block;padding:.6em 1.2em;background:#0052cc;color:#fff;border-radius:4px;text-decoration:none\">Continue to Bitbucket</a></p>",
+        person = escape(&person),
+        workspace = escape(&workspace),
+        consent = escape(consent.as_str()),
+    );
+    let cookie = set_cookie(
+        &http,
+        &browser_binding(&http.state_key(), &claims.nonce),
+        state::STATE_LIFETIME.as_secs(),
+    );
+    let mut response = page(StatusCode::OK, "Connect your Bitbucket account", &body);
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
     }
-    match http.accounts.authorize_url(&signed) {
-        Ok(url) => (StatusCode::FOUND, [(header::LOCATION, url.to_string())]).into_response(),
-        Err(error) => page(
-            StatusCode::NOT_FOUND,
-            TITLE_FAILED,
-            &paragraph(&error.user_message()),
-        ),
-    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
-/// `GET /bitbucket/oauth/callback`: link the account.
+/// `GET /bitbucket/oauth/callback`: link the account, if this browser is the one that
+/// confirmed on the login page.
 pub async fn callback(
     State(http): State<HttpState>,
+    headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
+    let mut response = finish(&http, &headers, query).await;
+    // The binding is single-use, like the state.
+    if let Ok(value) = HeaderValue::from_str(&set_cookie(&http, "", 0)) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn finish(http: &HttpState, headers: &HeaderMap, query: CallbackQuery) -> Response {
+    // The browser check comes before the state is used up, so a forged callback cannot
+    // burn the person's own flow.
+    let claims = match state::verify(
+        &http.state_key(),
+        BITBUCKET_LOGIN,
+        query.state.as_deref().unwrap_or(""),
+        http.clock.now(),
+    ) {
+        Ok(claims) => claims,
+        Err(error) => {
+            warn!(%error, "Bitbucket login callback refused");
+            return refused(StatusCode::BAD_REQUEST, error.message());
+        }
+    };
+    let expected = browser_binding(&http.state_key(), &claims.nonce);
+    let bound = cookie_value(headers, LOGIN_COOKIE)
+        .is_some_and(|value| state::constant_time_eq(value.as_bytes(), expected.as_bytes()));
+    if !bound {
+        warn!(
+            "Bitbucket login callback from a browser that did not confirm on the login page; refused"
+        );
+        return refused(
+            StatusCode::FORBIDDEN,
+            "This browser did not start this connection. For your safety nothing was changed: open the link from /bitbucket login in Slack yourself, in this browser, and continue from there.",
+        );
+    }
     let claims = match http
         .consume_state(BITBUCKET_LOGIN, query.state.as_deref())
         .await
@@ -74,11 +172,7 @@ pub async fn callback(
         Ok(claims) => claims,
         Err(error) => {
             warn!(%error, "Bitbucket login callback refused");
-            return page(
-                StatusCode::BAD_REQUEST,
-                TITLE_FAILED,
-                &paragraph(error.message()),
-            );
+            return refused(StatusCode::BAD_REQUEST, error.message());
         }
     };
     if let Some(error) = query.error {
@@ -88,17 +182,12 @@ pub async fn callback(
         } else {
             format!("Bitbucket reported `{error}`. Nothing was changed.")
         };
-        return page(
-            StatusCode::OK,
-            "Bitbucket account not connected",
-            &paragraph(&text),
-        );
+        return page(StatusCode::OK, TITLE_FAILED, &paragraph(&text));
     }
     let Some(code) = query.code.filter(|code| !code.is_empty()) else {
-        return page(
+        return refused(
             StatusCode::BAD_REQUEST,
-            TITLE_FAILED,
-            &paragraph("Bitbucket sent no approval code. Run /bitbucket login again."),
+            "Bitbucket sent no approval code. Run /bitbucket login again.",
         );
     };
     match http.accounts.complete_login(&claims, &code).await {
@@ -110,13 +199,12 @@ pub async fn callback(
                 escape(&link.display_name)
             ),
         ),
+        Err(error @ LoginError::AlreadyLinked { .. }) => {
+            refused(StatusCode::CONFLICT, &error.user_message())
+        }
         Err(error) => {
             warn!(%error, "Bitbucket login failed");
-            page(
-                StatusCode::BAD_GATEWAY,
-                TITLE_FAILED,
-                &paragraph(&error.user_message()),
-            )
+            refused(StatusCode::BAD_GATEWAY, &error.user_message())
         }
     }
 }

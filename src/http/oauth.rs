@@ -46,6 +46,18 @@ pub async fn install(State(http): State<HttpState>, Query(query): Query<InstallQ
             ),
         );
     };
+    if let Some(team) = &query.team {
+        let allowed = &http.installer.allowed_teams;
+        if !allowed.is_empty() && !allowed.contains(team) {
+            return page(
+                StatusCode::FORBIDDEN,
+                "Installation not allowed",
+                &paragraph(
+                    "This bitbucket-slack is not open to that workspace: its operator allows only some workspaces (slack.allowed_teams). Nothing was stored.",
+                ),
+            );
+        }
+    }
     let location = authorize_location(&http, oauth, query.team);
     (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
 }
@@ -136,6 +148,11 @@ pub async fn callback(
                 &installed_body(&installation.team_name, &installation.scopes, &level),
             )
         }
+        Err(error @ crate::app::installations::InstallError::TeamNotAllowed { .. }) => page(
+            StatusCode::FORBIDDEN,
+            "Installation not allowed",
+            &paragraph(&error.user_message()),
+        ),
         Err(error) => {
             warn!(%error, "install failed");
             page(

@@ -120,6 +120,24 @@ pub fn verify(
     Ok(claims)
 }
 
+/// A value bound to one flow's nonce for `purpose` (such as a browser cookie), which only
+/// the key's holder can make.
+pub fn bind(key: &[u8; 32], purpose: &str, nonce: &str) -> String {
+    let mut signer = mac(key);
+    signer.update(purpose.as_bytes());
+    signer.update(b":");
+    signer.update(nonce.as_bytes());
+    B64.encode(signer.finalize().into_bytes())
+}
+
+/// Compares two byte strings in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +162,17 @@ mod tests {
         assert_eq!(claims.nonce, "n1");
         assert_eq!(claims.team_id.as_deref(), Some("T1"));
         assert_eq!(claims.expires_at, 1600);
+    }
+
+    #[test]
+    fn bindings_belong_to_one_nonce_and_one_key() {
+        let one = bind(&KEY, "browser", "n1");
+        assert_eq!(one, bind(&KEY, "browser", "n1"));
+        assert_ne!(one, bind(&KEY, "browser", "n2"));
+        assert_ne!(one, bind(&[8; 32], "browser", "n1"));
+        assert!(constant_time_eq(one.as_bytes(), one.as_bytes()));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! Pure: no I/O, no clock, no Slack types. `slack::delivery` posts what this decides.
 
+pub mod access;
 pub mod glob;
 pub mod render;
 pub mod subscription;
@@ -47,6 +48,8 @@ mod tests {
             created_by: "U1".into(),
             created_at: jiff::Timestamp::UNIX_EPOCH,
             paused: None,
+            private: None,
+            coverage: Default::default(),
         }
     }
 

@@ -45,7 +45,8 @@ fn link(url: Option<&str>, text: &str) -> String {
     }
 }
 
-fn code(text: &str) -> String {
+/// Text shown as inline code: escaped, and no backtick can end the code span early.
+pub fn code(text: &str) -> String {
     format!("`{}`", escape(&text.replace('`', "'")))
 }
 

@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::access::{Coverage, Refusal};
 use super::glob::{Glob, GlobError};
+use crate::bitbucket::name::{InvalidRepositoryName, WorkspaceId};
 use crate::bitbucket::{Activity, ActivityKind, RepositoryName};
 
 /// What a subscription covers.
@@ -183,11 +185,26 @@ impl Ord for Glob {
 /// Why a subscription is not delivering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pause {
-    /// Slack's error, such as `channel_not_found`.
+    /// Slack's error, such as `channel_not_found`, or an access refusal's code
+    /// ([`super::access::Refusal::code`]).
     pub reason: String,
     pub since: Timestamp,
     /// The person who subscribed was told.
     pub notified: bool,
+    #[serde(default)]
+    pub kind: PauseKind,
+}
+
+/// What paused a subscription, and so what ends the pause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseKind {
+    /// Slack refused to post in the channel; subscribing again resumes it.
+    #[default]
+    Channel,
+    /// The subscriber may not (or no longer) bring this private repository into the
+    /// channel; the hourly access check resumes it when access is back.
+    Access,
 }
 
 /// A channel's subscription.
@@ -203,6 +220,12 @@ pub struct Subscription {
     pub created_by: String,
     pub created_at: Timestamp,
     pub paused: Option<Pause>,
+    /// Whether a repository target is private (`None`: not checked yet).
+    #[serde(default)]
+    pub private: Option<bool>,
+    /// Which repositories of a workspace target deliver.
+    #[serde(default)]
+    pub coverage: Coverage,
 }
 
 /// One word of `/bitbucket subscribe ...` after the target.
@@ -303,20 +326,15 @@ pub fn parse_word(word: &str) -> Result<SubscribeWord, WordError> {
     Ok(SubscribeWord::Feature(feature))
 }
 
-/// Parses `workspace/repo` or `workspace`.
-pub fn parse_target(text: &str) -> Option<Target> {
+/// Parses `workspace/repo` or `workspace` with Bitbucket's naming rules.
+pub fn parse_target(text: &str) -> Result<Target, InvalidRepositoryName> {
     if text.contains('/') {
         return text
             .parse::<RepositoryName>()
-            .ok()
             .map(|name| Target::Repository(name.as_str().to_string()));
     }
-    let workspace = text.trim().to_ascii_lowercase();
-    let valid = !workspace.is_empty()
-        && workspace
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    valid.then_some(Target::Workspace(workspace))
+    text.parse::<WorkspaceId>()
+        .map(|workspace| Target::Workspace(workspace.as_str().to_string()))
 }
 
 impl Subscription {
@@ -351,7 +369,10 @@ impl Subscription {
 
     /// Whether this subscription wants `activity`. Paused subscriptions want nothing.
     pub fn matches(&self, activity: &Activity) -> bool {
-        if self.paused.is_some() || !self.target.covers(&activity.repository) {
+        if self.paused.is_some()
+            || !self.target.covers(&activity.repository)
+            || !self.coverage.covers(&activity.repository)
+        {
             return false;
         }
         if self.author_excluded(activity) {
@@ -421,14 +442,41 @@ impl Subscription {
         words.extend(self.filters.words());
         let state = match &self.paused {
             None => String::new(),
-            Some(pause) => format!(" — *paused* (`{}`)", pause.reason),
+            Some(pause) => match (pause.kind, Refusal::from_code(&pause.reason)) {
+                (PauseKind::Access, Some(refusal)) => format!(
+                    " — *paused*: {}. {}",
+                    refusal.explain(&self.created_by),
+                    refusal.what_to_do()
+                ),
+                _ => format!(" — *paused* (`{}`)", pause.reason),
+            },
+        };
+        let left_out = match &self.coverage {
+            Coverage::Only {
+                left_out, reason, ..
+            } if !left_out.is_empty() => format!(
+                " — {} private {} left out{}",
+                left_out.len(),
+                if left_out.len() == 1 {
+                    "repository"
+                } else {
+                    "repositories"
+                },
+                reason
+                    .map(|refusal| format!(": {}", refusal.explain(&self.created_by)))
+                    .unwrap_or_default()
+            ),
+            _ => String::new(),
         };
         let main = match (&self.target, &self.main_branch) {
-            (Target::Repository(_), Some(_)) => format!(" (main branch `{}`)", self.main_branch()),
+            (Target::Repository(_), Some(_)) => format!(
+                " (main branch {})",
+                super::render::code(&super::render::truncate(self.main_branch(), 80))
+            ),
             _ => String::new(),
         };
         format!(
-            "`{}`{main}: {}{state}",
+            "`{}`{main}: {}{state}{left_out}",
             self.target.as_str(),
             words.join(" ")
         )
@@ -517,6 +565,8 @@ pub(crate) mod tests {
             created_by: "U1".into(),
             created_at: Timestamp::UNIX_EPOCH,
             paused: None,
+            private: None,
+            coverage: Default::default(),
         }
     }
 
@@ -632,6 +682,7 @@ pub(crate) mod tests {
             reason: "channel_not_found".into(),
             since: Timestamp::UNIX_EPOCH,
             notified: true,
+            kind: PauseKind::Channel,
         });
         assert!(!sub.matches(&activity(push("main"), "Ada")));
     }
@@ -653,10 +704,11 @@ pub(crate) mod tests {
         );
         assert_eq!(
             parse_target("Acme/API"),
-            Some(Target::Repository("acme/api".into()))
+            Ok(Target::Repository("acme/api".into()))
         );
-        assert_eq!(parse_target("acme"), Some(Target::Workspace("acme".into())));
-        assert_eq!(parse_target("acme/"), None);
-        assert_eq!(parse_target("a b"), None);
+        assert_eq!(parse_target("acme"), Ok(Target::Workspace("acme".into())));
+        assert!(parse_target("acme/").is_err());
+        assert!(parse_target("a b").is_err());
+        assert!(parse_target("..").is_err());
     }
 }

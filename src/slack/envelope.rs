@@ -131,6 +131,8 @@ pub struct EventCallback {
 pub struct Interaction {
     pub interaction_type: String,
     pub team_id: Option<String>,
+    /// The Enterprise Grid org, for an org-wide install (`enterprise.id`).
+    pub enterprise_id: Option<String>,
     pub user_id: Option<String>,
     pub payload: Value,
 }
@@ -219,6 +221,10 @@ fn parse_kind(frame_type: &str, payload: Value) -> EnvelopeKind {
                     .as_str()
                     .or_else(|| payload["user"]["team_id"].as_str())
                     .map(str::to_string),
+                enterprise_id: payload["enterprise"]["id"]
+                    .as_str()
+                    .or_else(|| payload["team"]["enterprise_id"].as_str())
+                    .map(str::to_string),
                 user_id: payload["user"]["id"].as_str().map(str::to_string),
                 payload,
             })
@@ -300,5 +306,20 @@ mod tests {
         };
         assert_eq!(command.text, "help");
         assert_eq!(command.team_id, "T1");
+    }
+
+    #[test]
+    fn a_click_from_an_enterprise_install_carries_the_org() {
+        let frame = r#"{"type":"interactive","envelope_id":"e1","payload":{"type":"block_actions",
+            "team":{"id":"T1","domain":"acme","enterprise_id":"E1"},"enterprise":{"id":"E1","name":"Acme Org"},
+            "user":{"id":"U1","team_id":"T1"},"actions":[]}}"#;
+        let Ok(Inbound::Envelope(envelope)) = parse_frame(frame) else {
+            panic!("an envelope");
+        };
+        let EnvelopeKind::Interaction(interaction) = envelope.kind else {
+            panic!("an interaction");
+        };
+        assert_eq!(interaction.team_id.as_deref(), Some("T1"));
+        assert_eq!(interaction.enterprise_id.as_deref(), Some("E1"));
     }
 }

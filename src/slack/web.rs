@@ -319,6 +319,35 @@ impl SlackWeb {
         })
     }
 
+    /// `auth.revoke`: gives a token back (an install that is refused must not leave a
+    /// live token behind).
+    pub async fn auth_revoke(&self, token: &Secret<String>) -> Result<(), SlackError> {
+        self.raw_call("auth.revoke", RawAuth::Bearer(token), &[])
+            .await
+            .map(|_| ())
+    }
+
+    /// `users.info`: a person's display name (for pages that name them), if Slack says.
+    pub async fn user_name(
+        &self,
+        bot_token: &Secret<String>,
+        user: &str,
+    ) -> Result<Option<String>, SlackError> {
+        let (_, json) = self
+            .raw_call("users.info", RawAuth::Bearer(bot_token), &[("user", user)])
+            .await?;
+        let profile = &json["user"]["profile"];
+        Ok([
+            profile["display_name"].as_str(),
+            profile["real_name"].as_str(),
+            json["user"]["name"].as_str(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|name| !name.trim().is_empty())
+        .map(str::to_string))
+    }
+
     /// `conversations.info`: whether the bot can post in `channel`.
     pub async fn channel_access(
         &self,

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{StoreError, WriteGate};
-use crate::notify::subscription::{Pause, Subscription, Target};
+use crate::notify::subscription::{Pause, PauseKind, Subscription, Target};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct ChannelSettings {
@@ -160,6 +160,7 @@ impl SubscriptionStore {
                 reason: reason.to_string(),
                 since: now,
                 notified: true,
+                kind: PauseKind::Channel,
             });
             self.put(&subscription).await?;
             newly_paused.push(subscription);
@@ -216,6 +217,8 @@ mod tests {
             created_by: "U1".into(),
             created_at: Timestamp::UNIX_EPOCH,
             paused: None,
+            private: None,
+            coverage: Default::default(),
         }
     }
 

@@ -198,12 +198,27 @@ pub fn write_config(dir: &Path, text: &str) -> String {
 pub struct Page {
     pub status: u16,
     pub location: Option<String>,
+    /// The `Set-Cookie` header, if any.
+    pub set_cookie: Option<String>,
     pub body: String,
+}
+
+impl Page {
+    /// `name=value` of the cookie this page set, as a browser would send it back.
+    pub fn cookie(&self) -> Option<String> {
+        let set = self.set_cookie.as_deref()?;
+        Some(set.split(';').next()?.trim().to_string())
+    }
 }
 
 /// A plain HTTP/1.1 GET of an absolute `http://127.0.0.1:port/...` URL, not following
 /// redirects (tests follow them by hand, as a browser would).
 pub async fn browse(url: &str) -> Page {
+    browse_with_cookie(url, None).await
+}
+
+/// [`browse`], sending `cookie` (`name=value`) as a browser that holds it would.
+pub async fn browse_with_cookie(url: &str, cookie: Option<&str>) -> Page {
     let parsed = url::Url::parse(url).expect("an absolute URL");
     let address = format!(
         "{}:{}",
@@ -217,7 +232,11 @@ pub async fn browse(url: &str) -> Page {
     let mut stream = tokio::net::TcpStream::connect(&address)
         .await
         .expect("connect to the HTTP server");
-    let request = format!("GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let cookie = cookie
+        .map(|cookie| format!("Cookie: {cookie}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: {address}\r\n{cookie}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut response = String::new();
     tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
@@ -230,14 +249,17 @@ pub async fn browse(url: &str) -> Page {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .expect("a status line");
-    let location = head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("location")
-            .then(|| value.trim().to_string())
-    });
+    let header = |wanted: &str| {
+        head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case(wanted)
+                .then(|| value.trim().to_string())
+        })
+    };
     Page {
         status,
-        location,
+        location: header("location"),
+        set_cookie: header("set-cookie"),
         body: body.to_string(),
     }
 }

@@ -152,6 +152,8 @@ struct FakeRepo {
     pipelines: Vec<FakePipeline>,
     issues: BTreeMap<u64, FakeIssue>,
     next_id: u64,
+    /// Public unless a test says otherwise ([`FakeBitbucket::set_private`]).
+    private: bool,
 }
 
 struct World {
@@ -367,6 +369,11 @@ impl FakeBitbucket {
             );
         }
         self.push(repo, "main", &["Initial commit"]);
+    }
+
+    /// Makes a repository private (only readers may bring it into a channel).
+    pub fn set_private(&self, repo: &str, private: bool) {
+        self.with_repo(repo, |r, _, _| r.private = private);
     }
 
     /// Commits `messages` on `branch` (created from `main` if new); returns the new head.
@@ -1042,7 +1049,7 @@ fn repo_json(name: &str, repo: &FakeRepo) -> Value {
         "name": slug,
         "slug": slug,
         "uuid": format!("{{repo-{slug}}}"),
-        "is_private": true,
+        "is_private": repo.private,
         "has_issues": repo.has_issues,
         "mainbranch": {"name": "main", "type": "branch"},
         "updated_on": repo.updated_on.map(time),

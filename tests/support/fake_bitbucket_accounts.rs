@@ -1,6 +1,12 @@
-//! A fake of Bitbucket Cloud's OAuth 2.0 consumer endpoints and the two REST calls
-//! account linking makes (`GET /2.0/user`, `GET /2.0/repositories/{ws}/{repo}`), on
-//! 127.0.0.1. Refresh tokens rotate like Bitbucket's: using one retires it.
+//! A fake of Bitbucket Cloud's OAuth 2.0 consumer endpoints and the REST calls that
+//! account linking and access checks make (`GET /2.0/user`,
+//! `GET /2.0/repositories/{ws}/{repo}`, `GET /2.0/repositories/{ws}`), on 127.0.0.1.
+//! Refresh tokens rotate like Bitbucket's: using one retires it.
+//!
+//! Repositories are public or private. The daemon's own credential (an access token
+//! given to [`FakeBitbucketAccounts::accept_daemon_token`]) reads every one; a person's
+//! token reads the public ones and those in their account's readable set, which a test
+//! can change at any time. Every request path is recorded.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -46,6 +52,11 @@ struct State_ {
     refresh: HashMap<String, FakeAccount>,
     counter: u64,
     calls: Vec<String>,
+    /// full name -> is_private
+    repositories: std::collections::BTreeMap<String, bool>,
+    daemon_token: Option<String>,
+    /// account uuid -> what it can read beyond public repositories
+    readable: HashMap<String, HashSet<String>>,
 }
 
 /// The fake; dropping it stops the server.
@@ -110,6 +121,36 @@ impl FakeBitbucketAccounts {
         self.state.lock().expect("lock").access.clear();
     }
 
+    /// Adds a repository the daemon's credential can read.
+    pub fn add_repository(&self, full_name: &str, private: bool) {
+        self.state
+            .lock()
+            .expect("lock")
+            .repositories
+            .insert(full_name.into(), private);
+    }
+
+    /// The daemon's access token (`bitbucket.token`), which reads every repository.
+    pub fn accept_daemon_token(&self, token: &str) {
+        self.state.lock().expect("lock").daemon_token = Some(token.into());
+    }
+
+    /// What the account with this uuid can read from now on (its tokens stay valid).
+    pub fn set_readable(&self, uuid: &str, repositories: &[&str]) {
+        self.state.lock().expect("lock").readable.insert(
+            uuid.into(),
+            repositories.iter().map(|name| name.to_string()).collect(),
+        );
+    }
+
+    /// The consumer secret the token endpoint accepts from now on.
+    pub fn set_consumer_secret(&self, secret: &str) {
+        let mut state = self.state.lock().expect("lock");
+        if let Some((_, current)) = state.consumer.as_mut() {
+            *current = secret.into();
+        }
+    }
+
     /// Every request path seen, with the grant type for token calls.
     pub fn calls(&self) -> Vec<String> {
         self.state.lock().expect("lock").calls.clone()
@@ -149,22 +190,93 @@ async fn handle(
         }
         other if other.starts_with("/2.0/repositories/") => {
             state.calls.push(path.clone());
-            let full_name = other.trim_start_matches("/2.0/repositories/").to_string();
-            match bearer_account(&state, &headers) {
-                Some(account) if account.readable.contains(&full_name) => {
-                    axum::Json(json!({"type": "repository", "full_name": full_name}))
+            let name = other.trim_start_matches("/2.0/repositories/").to_string();
+            let reader = match reader(&state, &headers) {
+                Some(reader) => reader,
+                None => return unauthorized(),
+            };
+            let can_read = |full_name: &str, private: Option<bool>| match &reader {
+                Reader::Daemon => private.is_some(),
+                Reader::Person(readable) => private == Some(false) || readable.contains(full_name),
+            };
+            if name.contains('/') {
+                let private = state.repositories.get(&name).copied();
+                if can_read(&name, private) {
+                    axum::Json(json!({
+                        "type": "repository",
+                        "full_name": name,
+                        "is_private": private.unwrap_or(true),
+                        "mainbranch": {"type": "branch", "name": "main"}
+                    }))
+                    .into_response()
+                } else if private.is_some() || matches!(reader, Reader::Person(_)) {
+                    (
+                        StatusCode::FORBIDDEN,
+                        axum::Json(
+                            json!({"type": "error", "error": {"message": "Access denied."}}),
+                        ),
+                    )
                         .into_response()
+                } else {
+                    not_found()
                 }
-                Some(_) => (
-                    StatusCode::FORBIDDEN,
-                    axum::Json(json!({"type": "error", "error": {"message": "Access denied."}})),
+            } else {
+                let prefix = format!("{name}/");
+                let values: Vec<serde_json::Value> = state
+                    .repositories
+                    .iter()
+                    .filter(|(full_name, private)| {
+                        full_name.starts_with(&prefix) && can_read(full_name, Some(**private))
+                    })
+                    .map(|(full_name, private)| {
+                        json!({"type": "repository", "full_name": full_name, "is_private": private})
+                    })
+                    .collect();
+                axum::Json(
+                    json!({"pagelen": 100, "size": values.len(), "page": 1, "values": values}),
                 )
-                    .into_response(),
-                None => unauthorized(),
+                .into_response()
             }
         }
-        _ => (StatusCode::NOT_FOUND, "fake bitbucket: no such route").into_response(),
+        other => {
+            state.calls.push(other.to_string());
+            not_found()
+        }
     }
+}
+
+/// Who is asking.
+enum Reader {
+    Daemon,
+    /// A person: the repositories their account can read beyond public ones.
+    Person(HashSet<String>),
+}
+
+fn reader(state: &State_, headers: &HeaderMap) -> Option<Reader> {
+    let token = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    if state.daemon_token.as_deref() == Some(token) {
+        return Some(Reader::Daemon);
+    }
+    let account = state.access.get(token)?;
+    Some(Reader::Person(
+        state
+            .readable
+            .get(&account.uuid)
+            .cloned()
+            .unwrap_or_else(|| account.readable.clone()),
+    ))
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"type": "error", "error": {"message": "fake bitbucket: no such route"}})),
+    )
+        .into_response()
 }
 
 fn unauthorized() -> Response {

@@ -113,6 +113,8 @@ struct SharedState {
     channels: std::collections::HashMap<String, (bool, bool)>,
     /// users.list answers: team id -> (user id, is_admin).
     members: std::collections::HashMap<String, Vec<(String, bool)>>,
+    /// users.info answers: user id -> display name.
+    user_names: std::collections::HashMap<String, String>,
 }
 
 impl Inner {
@@ -184,6 +186,7 @@ impl FakeSlack {
                 retry_after_secs: 1,
                 channels: std::collections::HashMap::new(),
                 members: std::collections::HashMap::new(),
+                user_names: std::collections::HashMap::new(),
             }),
             calls_changed,
             accept_tx,
@@ -490,6 +493,12 @@ async fn handle_http(
                 slack_json(json!({"ok": true, "message_ts": "1700000000.999999"}))
             }
             "users.list" => users_list(&inner, &call),
+            "users.info" => users_info(&inner, &call),
+            "auth.revoke" => {
+                let token = call.bearer().unwrap_or_default().to_string();
+                inner.lock().revoked.insert(token);
+                slack_json(json!({"ok": true, "revoked": true}))
+            }
             _ => slack_json(json!({"ok": false, "error": "unknown_method"})),
         };
     }
@@ -1062,6 +1071,14 @@ impl FakeSlack {
             .insert(bot_token.to_owned(), workspace);
     }
 
+    /// The display name users.info gives for `user`.
+    pub fn set_user_name(&self, user: &str, name: &str) {
+        self.inner
+            .lock()
+            .user_names
+            .insert(user.to_owned(), name.to_owned());
+    }
+
     /// Makes auth.test answer `token_revoked` for this token from now on.
     pub fn revoke_token(&self, bot_token: &str) {
         self.inner.lock().revoked.insert(bot_token.to_owned());
@@ -1214,6 +1231,39 @@ impl FakeSlack {
 }
 
 /// `users.list`: the members of the token's workspace, in one page.
+fn users_info(inner: &Inner, call: &RecordedCall) -> Response {
+    let token = call.bearer().unwrap_or_default().to_string();
+    let state = inner.lock();
+    let Some(workspace) = state.workspaces.get(&token) else {
+        return slack_json(json!({"ok": false, "error": "invalid_auth"}));
+    };
+    if !workspace
+        .scopes
+        .split(',')
+        .any(|scope| scope.trim() == "users:read")
+    {
+        return slack_json(json!({"ok": false, "error": "missing_scope"}));
+    }
+    let args = call.try_json().unwrap_or(Value::Null);
+    let user = args
+        .get("user")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            url::form_urlencoded::parse(call.body.as_bytes())
+                .find(|(key, _)| key == "user")
+                .map(|(_, value)| value.into_owned())
+        })
+        .unwrap_or_default();
+    match state.user_names.get(&user) {
+        Some(name) => slack_json(json!({"ok": true, "user": {
+            "id": user, "team_id": workspace.team_id, "name": name.to_lowercase(),
+            "profile": {"display_name": name, "real_name": name}
+        }})),
+        None => slack_json(json!({"ok": false, "error": "user_not_found"})),
+    }
+}
+
 fn users_list(inner: &Inner, call: &RecordedCall) -> Response {
     let token = call.bearer().unwrap_or_default().to_string();
     let state = inner.lock();
