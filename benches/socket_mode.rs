@@ -685,7 +685,7 @@ async fn drain_strays(socket: &FakeSocket, ledger: &Ledger) -> Vec<String> {
 }
 
 /// A `/bitbucket help` slash-command envelope, shaped like Slack's (see
-/// shared/fixtures/slack-socket-mode/pysdk_slash_commands.json).
+/// tests/fixtures/slack-socket-mode/slash_commands_help.json).
 fn slash_command(shape: &str, n: usize, response_url: &str) -> Value {
     json!({
         "envelope_id": format!("bench-{shape}-{n}"),
