@@ -2,7 +2,7 @@
 //!
 //! One daemon holds Socket Mode WebSockets to Slack (no inbound port), answers the
 //! `/bitbucket` command, and keeps what it must remember in an embedded sled store.
-//! The design is `../shared/ARCHITECTURE.md`; in short:
+//! The design is `docs/ARCHITECTURE.md`; in short:
 //!
 //! | module      | owns                                                            |
 //! |-------------|-----------------------------------------------------------------|

@@ -1,9 +1,10 @@
 //! Bitbucket Cloud's JSON, as serde types: only the fields the poller reads.
 //!
-//! Owns the wire shapes (see `../shared/reference/bitbucket-api.md` §4). Every field that
-//! Bitbucket may omit is optional, and a date that does not parse becomes `None` rather
-//! than failing the whole page. These types must never leave `src/bitbucket/`: `diff.rs`
-//! turns them into [`super::activity::Activity`] values and cursors.
+//! Owns the wire shapes of Bitbucket Cloud's 2.0 REST API (paginated collections and the
+//! pull request, activity, commit, pipeline and issue objects). Every field that Bitbucket
+//! may omit is optional, and a date that does not parse becomes `None` rather than failing
+//! the whole page. These types must never leave `src/bitbucket/`: `diff.rs` turns them
+//! into [`super::activity::Activity`] values and cursors.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer};

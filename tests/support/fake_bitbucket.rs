@@ -1,8 +1,8 @@
 //! An in-process fake of Bitbucket Cloud's REST API 2.0 for the poller's tests.
 //!
-//! A real HTTP/1.1 server (axum) on `127.0.0.1:0` that serves recorded-shape JSON
-//! (`../shared/reference/bitbucket-api.md` §1.4 and §4) for every endpoint the poller
-//! uses: the workspace sweep, repository, pull requests (list, detail, the
+//! A real HTTP/1.1 server (axum) on `127.0.0.1:0` that serves JSON in the shapes of
+//! Bitbucket Cloud's 2.0 REST API (its endpoints and payload objects) for every endpoint
+//! the poller uses: the workspace sweep, repository, pull requests (list, detail, the
 //! repository-wide activity feed), branches, commits between two heads, pipelines, issues
 //! and issue comments, plus the OAuth client-credentials token endpoint. Collections are
 //! paginated with `pagelen` and an opaque `next` link.
