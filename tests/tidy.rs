@@ -1,5 +1,7 @@
 //! The architecture's invariants (ARCHITECTURE.md, "Invariants"), checked by grepping
 //! `src/`. Each rule names the files allowed to break it; a failure lists file and line.
+//! One more rule covers the whole repository: it is self-contained, so no file refers to
+//! the folders that sit beside our checkouts.
 
 use std::path::{Path, PathBuf};
 
@@ -211,4 +213,82 @@ fn secrets_are_not_formatted_by_debug_in_logs() {
         |_| false,
         false,
     );
+}
+
+/// How a reference to the folder beside our checkouts looks. Each needle is glued
+/// together by `concat!` so that this file does not contain it.
+const OUTSIDE: [&str; 3] = [
+    concat!("..", "/shared"),
+    concat!("shared", "/fixtures"),
+    concat!("shared", "/reference"),
+];
+
+/// The (1-based) numbers of the lines of `text` that refer outside the repository.
+fn outside_references(text: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| OUTSIDE.iter().any(|needle| line.contains(needle)))
+        .map(|(index, _)| index + 1)
+        .collect()
+}
+
+/// Every file of the repository, except `.git` and `target`. Symlinks are not followed.
+fn repository_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable dir") {
+        let entry = entry.expect("dir entry");
+        let file_type = entry.file_type().expect("file type");
+        let path = entry.path();
+        if entry.file_name() == ".git" || entry.file_name() == "target" {
+            continue;
+        }
+        if file_type.is_dir() {
+            repository_files(&path, out);
+        } else if file_type.is_file() {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn nothing_in_the_repository_refers_outside_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    repository_files(root, &mut files);
+    files.sort();
+    assert!(
+        files.iter().any(|path| path.ends_with("Cargo.toml")),
+        "walked {}",
+        root.display()
+    );
+    let mut offences = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(&path).expect("readable file");
+        let text = String::from_utf8_lossy(&bytes);
+        let relative = path
+            .strip_prefix(root)
+            .expect("under the repository")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let lines: Vec<&str> = text.lines().collect();
+        for number in outside_references(&text) {
+            offences.push(format!("{relative}:{number}: {}", lines[number - 1].trim()));
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "the repository is self-contained: nothing may refer to {OUTSIDE:?}:\n{}",
+        offences.join("\n")
+    );
+}
+
+#[test]
+fn outside_references_are_found_by_line() {
+    let bad = format!(
+        "fn fixtures() {{}}\n// read {}/notes.md\nlet ok = 1;\nload(\"{}/hello.json\");\n",
+        concat!("..", "/shared"),
+        concat!("shared", "/fixtures"),
+    );
+    assert_eq!(outside_references(&bad), vec![2, 4]);
+    let good = "// The design is `docs/ARCHITECTURE.md`.\nshared state is fine\n";
+    assert!(outside_references(good).is_empty());
 }
