@@ -688,6 +688,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_hostile_main_branch_name_is_escaped_in_replies() {
+        let mut sub = subscription(&[]);
+        sub.main_branch = Some("m`ain <!channel> & <https://evil|x>".into());
+        let line = sub.describe();
+        assert!(
+            line.contains("(main branch `m'ain &lt;!channel&gt; &amp; &lt;https://evil|x&gt;`)"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn words_parse_and_print_back() {
         assert_eq!(
             parse_word("bogus"),
