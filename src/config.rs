@@ -97,6 +97,8 @@ pub struct SlackConfig {
     /// Slack team or enterprise ids that may install the app through `/slack/install`;
     /// empty means any.
     pub allowed_teams: Vec<String>,
+    /// The bound on every Slack Web API call (response_url and apps.connections.open too).
+    pub request_timeout: Duration,
 }
 
 /// The Slack app's OAuth credentials (Basic Information page).
@@ -121,6 +123,8 @@ pub struct BitbucketConfig {
     pub rate_limit_per_hour: u32,
     /// The share of `rate_limit_per_hour` the poller spends, in percent.
     pub budget_percent: u32,
+    /// The bound on every Bitbucket request, connect to last byte.
+    pub request_timeout: Duration,
     /// Who decides whether a channel may follow a private repository.
     pub private_repositories: PrivateRepositories,
     /// The workspaces that may be subscribed and polled (lower case); empty means any the
@@ -412,6 +416,11 @@ impl RawConfig {
             oauth: reader.slack_oauth(),
             oauth_authorize_url: reader.url("slack.oauth_authorize_url"),
             allowed_teams: reader.team_ids("slack.allowed_teams"),
+            request_timeout: Duration::from_secs(reader.integer(
+                "slack.request_timeout_secs",
+                1,
+                300,
+            )),
             scope_recheck_interval: Duration::from_secs(reader.integer(
                 "slack.scope_recheck_interval_secs",
                 60,
@@ -431,6 +440,11 @@ impl RawConfig {
             rate_limit_per_hour: reader.integer("bitbucket.rate_limit_per_hour", 60, 100_000)
                 as u32,
             budget_percent: reader.integer("bitbucket.budget_percent", 1, 100) as u32,
+            request_timeout: Duration::from_secs(reader.integer(
+                "bitbucket.request_timeout_secs",
+                1,
+                300,
+            )),
             private_repositories: reader.private_repositories("bitbucket.private_repositories"),
             workspaces: reader.workspace_ids("bitbucket.workspaces"),
         };

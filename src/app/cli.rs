@@ -617,7 +617,7 @@ async fn check_bitbucket(config: &Config) -> Check {
 }
 
 async fn check_slack(config: &Config) -> Vec<Check> {
-    let web = match SlackWeb::new(&config.slack.api_url) {
+    let web = match SlackWeb::with_timeout(&config.slack.api_url, config.slack.request_timeout) {
         Ok(web) => web,
         Err(error) => {
             return vec![Check {

@@ -126,7 +126,8 @@ pub async fn start(
         }
     }
     let metrics = Metrics::default();
-    let web = SlackWeb::new(&config.slack.api_url)?.with_metrics(metrics.clone());
+    let web = SlackWeb::with_timeout(&config.slack.api_url, config.slack.request_timeout)?
+        .with_metrics(metrics.clone());
     let installer = Installer {
         web: web.clone(),
         store: store.clone(),
@@ -139,11 +140,12 @@ pub async fn start(
         store: store.clone(),
         web: web.clone(),
         client: match &config.bitbucket.user_oauth {
-            Some(consumer) => Some(crate::bitbucket::accounts::UserOAuthClient::new(
+            Some(consumer) => Some(crate::bitbucket::accounts::UserOAuthClient::with_timeout(
                 config.bitbucket.oauth_url.clone(),
                 config.bitbucket.api_url.clone(),
                 consumer.key.clone(),
                 consumer.secret.clone(),
+                config.bitbucket.request_timeout,
             )?),
             None => None,
         },

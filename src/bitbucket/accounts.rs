@@ -97,8 +97,22 @@ impl UserOAuthClient {
         secret: Secret<String>,
     ) -> Result<Self, AccountError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        Self::with_timeout(oauth_url, api_url, key, secret, Duration::from_secs(30))
+    }
+
+    /// [`UserOAuthClient::new`] with `timeout` bounding every call
+    /// (`bitbucket.request_timeout_secs`).
+    pub fn with_timeout(
+        oauth_url: Url,
+        api_url: Url,
+        key: String,
+        secret: Secret<String>,
+        timeout: Duration,
+    ) -> Result<Self, AccountError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|error| AccountError::Transport(error.to_string()))?;
         Ok(Self {

@@ -26,6 +26,9 @@ const HOUR: Duration = Duration::from_secs(3600);
 pub const RATE_LIMIT_BACKOFF_INITIAL: Duration = Duration::from_secs(60);
 /// The longest pause after repeated 429s.
 pub const RATE_LIMIT_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+/// The longest any `Retry-After` from Bitbucket is obeyed: a larger (or absurd) one is cut
+/// to this, so a single header can never stop polling for longer than an hour.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 
 /// The pure budget state. Time comes in as `now`.
 #[derive(Debug, Clone)]
@@ -148,9 +151,11 @@ impl Budget {
         let jittered = base
             .mul_f64(1.0 + jitter.clamp(0.0, 1.0) / 4.0)
             .min(RATE_LIMIT_BACKOFF_MAX.max(base));
-        let pause = retry_after.map_or(jittered, |asked| asked.max(Duration::from_secs(1)));
+        let pause = retry_after
+            .map_or(jittered, |asked| asked.max(Duration::from_secs(1)))
+            .min(RETRY_AFTER_MAX);
         self.rate_limited_streak = self.rate_limited_streak.saturating_add(1);
-        let until = now + pause;
+        let until = now.checked_add(pause).unwrap_or(now);
         self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
         pause
     }
@@ -295,5 +300,15 @@ mod tests {
         assert_eq!(pause, Duration::from_secs(7));
         assert_eq!(budget.try_acquire(at(start, 1.0)), Err(at(start, 7.0)));
         assert_eq!(budget.try_acquire(at(start, 7.0)), Ok(()));
+    }
+
+    #[test]
+    fn an_enormous_retry_after_is_cut_to_an_hour_without_overflow() {
+        let start = Instant::now();
+        let mut budget = Budget::new(1000, 80, start);
+        let pause = budget.rate_limited(start, Some(Duration::MAX), 0.0);
+        assert_eq!(pause, RETRY_AFTER_MAX);
+        assert_eq!(budget.try_acquire(at(start, 10.0)), Err(at(start, 3600.0)));
+        assert_eq!(budget.try_acquire(at(start, 3600.0)), Ok(()));
     }
 }

@@ -148,7 +148,7 @@ impl ClientSettings {
             credential: config.credential.clone()?,
             rate_limit_per_hour: config.rate_limit_per_hour,
             budget_percent: config.budget_percent,
-            request_timeout: REQUEST_TIMEOUT,
+            request_timeout: config.request_timeout,
         })
     }
 }
@@ -681,16 +681,18 @@ fn transport_error(error: reqwest::Error, what: String) -> BitbucketError {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by Bitbucket).
+/// `Retry-After` in seconds (the HTTP-date form is not used by Bitbucket), at most
+/// [`super::budget::RETRY_AFTER_MAX`]. Garbage, negative and fractional values count as
+/// absent (the exponential backoff applies).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
+    parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?)
+}
+
+fn parse_retry_after(text: &str) -> Option<Duration> {
+    text.trim()
         .parse::<u64>()
         .ok()
-        .map(Duration::from_secs)
+        .map(|seconds| Duration::from_secs(seconds).min(super::budget::RETRY_AFTER_MAX))
 }
 
 /// 1 s, then 2 s, ... with up to half again of jitter.
@@ -784,6 +786,24 @@ mod tests {
                     assert_eq!(target.url.host_str(), Some("api.bitbucket.org"));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn retry_after_is_clamped_and_garbage_is_ignored() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(parse_retry_after(" 30 "), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("86400"), Some(hour));
+        assert_eq!(parse_retry_after("18446744073709551615"), Some(hour));
+        for garbage in [
+            "",
+            "-5",
+            "1.5",
+            "soon",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_retry_after(garbage), None, "{garbage:?}");
         }
     }
 

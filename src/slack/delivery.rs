@@ -125,7 +125,8 @@ impl Deliverer {
                 let span = info_span!("delivery", id = delivery.id, team = %delivery.team_id, channel = %delivery.channel_id);
                 let outcome = self.deliver(&delivery).instrument(span.clone()).await;
                 if let Outcome::Later(wait, _) = &outcome {
-                    pace.blocked_until = Some(Instant::now() + *wait);
+                    let now = Instant::now();
+                    pace.blocked_until = Some(now.checked_add(*wait).unwrap_or(now));
                 }
                 delivered_any |= matches!(outcome, Outcome::Delivered);
                 if let Err(error) = self.settle(delivery, outcome).instrument(span).await {
@@ -229,7 +230,9 @@ impl Deliverer {
             Err(PostError::Slack(SlackError::RateLimited { retry_after, .. })) => {
                 self.count("rate_limited");
                 Outcome::Later(
-                    retry_after.unwrap_or(Duration::from_secs(30)),
+                    retry_after
+                        .unwrap_or(Duration::from_secs(30))
+                        .min(crate::slack::web::RETRY_AFTER_MAX),
                     "rate limited".into(),
                 )
             }

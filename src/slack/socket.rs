@@ -356,7 +356,10 @@ impl<H: EnvelopeHandler> SocketMode<H> {
                     reason,
                     retry_after,
                 }) => {
-                    let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
+                    let delay = backoff
+                        .next_delay()
+                        .max(retry_after.unwrap_or_default())
+                        .min(super::web::RETRY_AFTER_MAX);
                     warn!(%reason, retry_in_ms = delay.as_millis() as u64, "cannot open a Slack socket; will retry");
                     self.retry_after(slot, &stop, reason, delay).await;
                     continue;

@@ -42,6 +42,10 @@ pub enum SlackError {
     Transport { method: &'static str, cause: String },
     #[error("Slack gave {method} an unusable answer: {cause}")]
     Protocol { method: &'static str, cause: String },
+    /// No answer within `slack.request_timeout_secs`: the call may or may not have
+    /// taken effect (a post may have landed).
+    #[error("Slack did not answer {method} in time")]
+    Timeout { method: &'static str },
 }
 
 /// Error codes that mean a token is dead: retrying cannot help, a person must act.
@@ -69,7 +73,7 @@ impl SlackError {
             },
             SlackClientError::RateLimitError(limit) => SlackError::RateLimited {
                 method,
-                retry_after: limit.retry_after,
+                retry_after: limit.retry_after.map(|wait| wait.min(RETRY_AFTER_MAX)),
             },
             SlackClientError::HttpError(http) => SlackError::Http {
                 method,
@@ -137,6 +141,31 @@ enum RawAuth<'a> {
 
 type RawClient = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// The longest any `Retry-After` from Slack is obeyed; a larger (or absurd) one is cut to
+/// this, so a single header can never stop deliveries or sockets for longer.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// `Retry-After` seconds, at most [`RETRY_AFTER_MAX`]; garbage, negative and fractional
+/// values count as absent.
+pub fn parse_retry_after(text: &str) -> Option<Duration> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|seconds| Duration::from_secs(seconds).min(RETRY_AFTER_MAX))
+}
+
+/// Every Web API call's bound when none is configured.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The TCP connector: a connect timeout within the call's bound, and https or http.
+fn connector(timeout: Duration) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
+    http.set_nodelay(true);
+    http
+}
+
 /// The Web API client. Cheap to clone.
 #[derive(Clone)]
 pub struct SlackWeb {
@@ -146,6 +175,8 @@ pub struct SlackWeb {
     raw: RawClient,
     api_base: String,
     metrics: Metrics,
+    /// The bound on every call, connect to last byte.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for SlackWeb {
@@ -155,8 +186,14 @@ impl std::fmt::Debug for SlackWeb {
 }
 
 impl SlackWeb {
-    /// A client for the Web API at `api_url` (http or https; tests use a fake on loopback).
+    /// A client for the Web API at `api_url` (http or https; tests use a fake on loopback),
+    /// with the default 30-second bound on every call.
     pub fn new(api_url: &Url) -> Result<Self, SlackError> {
+        Self::with_timeout(api_url, DEFAULT_TIMEOUT)
+    }
+
+    /// [`SlackWeb::new`] with `timeout` as the bound on every call (`slack.request_timeout_secs`).
+    pub fn with_timeout(api_url: &Url, timeout: Duration) -> Result<Self, SlackError> {
         // rustls needs one process-wide crypto provider; ring is the only one we link.
         // Installing it twice is harmless (the second attempt reports an error we ignore).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -169,7 +206,7 @@ impl SlackWeb {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector(connector(timeout));
         let base = api_url.as_str().trim_end_matches('/');
         let raw = HyperClient::builder(TokioExecutor::new()).build(https.clone());
         let connector = SlackClientHyperConnector::with_connector(https).with_slack_api_url(base);
@@ -178,7 +215,20 @@ impl SlackWeb {
             raw,
             api_base: base.to_string(),
             metrics: Metrics::default(),
+            timeout,
         })
+    }
+
+    /// Runs a slack-morphism call within the timeout.
+    async fn bounded<T>(
+        &self,
+        method: &'static str,
+        call: impl std::future::Future<Output = Result<T, SlackClientError>>,
+    ) -> Result<T, SlackError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(|error| SlackError::from_client(method, error)),
+            Err(_) => Err(SlackError::Timeout { method }),
+        }
     }
 
     /// Records calls into `metrics` (the daemon's registry) instead of a private one.
@@ -199,6 +249,7 @@ impl SlackWeb {
             Err(SlackError::RateLimited { .. }) => "rate_limited",
             Err(SlackError::Http { .. } | SlackError::Protocol { .. }) => "bad_answer",
             Err(SlackError::Transport { .. }) => "unreachable",
+            Err(SlackError::Timeout { .. }) => "timeout",
         };
         self.metrics.slack_call(method, outcome);
         result
@@ -212,7 +263,13 @@ impl SlackWeb {
         auth: RawAuth<'_>,
         form: &[(&str, &str)],
     ) -> Result<(hyper::HeaderMap, Value), SlackError> {
-        let result = self.raw_call_uncounted(method, auth, form).await;
+        let result =
+            match tokio::time::timeout(self.timeout, self.raw_call_uncounted(method, auth, form))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(SlackError::Timeout { method }),
+            };
         self.count(method, result)
     }
 
@@ -257,8 +314,7 @@ impl SlackWeb {
         if status == hyper::StatusCode::TOO_MANY_REQUESTS {
             let retry_after = headers
                 .get(hyper::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok()?.parse().ok())
-                .map(Duration::from_secs);
+                .and_then(|value| parse_retry_after(value.to_str().ok()?));
             return Err(SlackError::RateLimited {
                 method,
                 retry_after,
@@ -424,11 +480,13 @@ impl SlackWeb {
         let token = SlackApiToken::new(app_token.expose().clone().into())
             .with_token_type(SlackApiTokenType::App);
         let response = self
-            .client
-            .open_session(&token)
-            .apps_connections_open(&SlackApiAppsConnectionOpenRequest::new())
-            .await
-            .map_err(|error| SlackError::from_client("apps.connections.open", error));
+            .bounded(
+                "apps.connections.open",
+                self.client
+                    .open_session(&token)
+                    .apps_connections_open(&SlackApiAppsConnectionOpenRequest::new()),
+            )
+            .await;
         Ok(self.count("apps.connections.open", response)?.url.0)
     }
 
@@ -468,11 +526,13 @@ impl SlackWeb {
     ) -> Result<SlackApiChatPostMessageResponse, SlackError> {
         let method = "chat.postMessage";
         let result = self
-            .client
-            .open_session(&bot(bot_token))
-            .chat_post_message(request)
-            .await
-            .map_err(|error| SlackError::from_client(method, error));
+            .bounded(
+                method,
+                self.client
+                    .open_session(&bot(bot_token))
+                    .chat_post_message(request),
+            )
+            .await;
         self.count(method, result)
     }
 
@@ -492,11 +552,13 @@ impl SlackWeb {
             convert::message_content(reply),
         );
         let result = self
-            .client
-            .open_session(&token)
-            .chat_post_ephemeral(&request)
-            .await
-            .map_err(|error| SlackError::from_client(method, error));
+            .bounded(
+                method,
+                self.client
+                    .open_session(&token)
+                    .chat_post_ephemeral(&request),
+            )
+            .await;
         self.count(method, result).map(|_| ())
     }
 
@@ -575,11 +637,11 @@ impl SlackWeb {
             ts.to_string().into(),
         );
         let result = self
-            .client
-            .open_session(&token)
-            .chat_update(&request)
-            .await
-            .map_err(|error| SlackError::from_client(method, error));
+            .bounded(
+                method,
+                self.client.open_session(&token).chat_update(&request),
+            )
+            .await;
         self.count(method, result).map(|_| ())
     }
 
@@ -592,10 +654,12 @@ impl SlackWeb {
         })?;
         let request = SlackApiPostWebhookMessageRequest::new(convert::message_content(reply));
         let result = self
-            .client
-            .respond_to_event(&SlackResponseUrl(url), &request)
-            .await
-            .map_err(|error| SlackError::from_client(method, error));
+            .bounded(
+                method,
+                self.client
+                    .respond_to_event(&SlackResponseUrl(url), &request),
+            )
+            .await;
         self.count(method, result).map(|_| ())
     }
 }
@@ -608,6 +672,19 @@ fn bot(bot_token: &Secret<String>) -> SlackApiToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_clamped_and_garbage_is_ignored() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("900000"), Some(RETRY_AFTER_MAX));
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(RETRY_AFTER_MAX)
+        );
+        for garbage in ["", "-1", "0.5", "later", "1e9", "184467440737095516150"] {
+            assert_eq!(parse_retry_after(garbage), None, "{garbage:?}");
+        }
+    }
 
     #[test]
     fn fatal_codes_are_fatal_and_others_are_not() {
