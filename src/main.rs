@@ -82,22 +82,36 @@ struct OutboxArgs {
     #[command(flatten)]
     list: ListArgs,
     /// The dead letters instead of the waiting messages.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["uncertain", "parked"])]
     dead: bool,
+    /// Messages that may or may not have been posted (a timeout or a crash during the
+    /// post): never posted again unless retried.
+    #[arg(long, conflicts_with = "parked")]
+    uncertain: bool,
+    /// Messages waiting for their workspace to be installed again, or held.
+    #[arg(long)]
+    parked: bool,
 }
 
 #[derive(Subcommand)]
 enum OutboxCommand {
-    /// Move a dead letter (by id) or all of them back into the outbox.
+    /// Move a dead letter or uncertain message (by id), or all of them, back into the
+    /// outbox.
     Retry {
         #[command(flatten)]
         config: ConfigArgs,
-        /// The dead letter's id (from `outbox --dead`).
-        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        /// The message's id (from `outbox --dead` or `outbox --uncertain`).
+        #[arg(
+            required_unless_present_any = ["all_dead", "all_uncertain"],
+            conflicts_with_all = ["all_dead", "all_uncertain"]
+        )]
         id: Option<u64>,
         /// Every dead letter.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "all_uncertain")]
         all_dead: bool,
+        /// Every uncertain message (check the channels first: they may double).
+        #[arg(long)]
+        all_uncertain: bool,
     },
 }
 
@@ -154,13 +168,24 @@ fn main() -> ExitCode {
             app::cli::subscriptions(&config, args.team, args.channel, args.list.json).await
         }),
         CliCommand::Outbox(args) => match args.retry {
-            Some(OutboxCommand::Retry { config, id, .. }) => {
-                operate(&config, &env, |config| async move {
-                    app::cli::outbox_retry(&config, Arc::new(clock::SystemClock), id).await
-                })
-            }
+            Some(OutboxCommand::Retry {
+                config,
+                id,
+                all_uncertain,
+                ..
+            }) => operate(&config, &env, |config| async move {
+                app::cli::outbox_retry(&config, Arc::new(clock::SystemClock), id, all_uncertain)
+                    .await
+            }),
             None => operate(&args.list.config, &env, |config| async move {
-                app::cli::outbox(&config, args.dead, args.list.json).await
+                app::cli::outbox(
+                    &config,
+                    args.dead,
+                    args.uncertain,
+                    args.parked,
+                    args.list.json,
+                )
+                .await
             }),
         },
         CliCommand::Backup(args) => operate(&args.config, &env, |config| async move {

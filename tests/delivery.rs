@@ -27,6 +27,7 @@ struct Outbox {
     store: Store,
     clock: ManualClock,
     wake: Arc<Notify>,
+    unpark: Arc<Notify>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     dir: tempfile::TempDir,
@@ -96,9 +97,15 @@ fn all_pr_features() -> Features {
 }
 
 async fn start_on(slack: FakeSlack, dir: tempfile::TempDir) -> Outbox {
+    start_with_timeout(slack, dir, Duration::from_secs(30)).await
+}
+
+/// A deliverer whose Slack calls give up after `timeout`.
+async fn start_with_timeout(slack: FakeSlack, dir: tempfile::TempDir, timeout: Duration) -> Outbox {
     let store = Store::open(dir.path()).expect("store");
     let clock = ManualClock::new(Timestamp::from_second(1_800_000_000).expect("valid"));
-    let web = SlackWeb::new(&url::Url::parse(&slack.api_url()).expect("url")).expect("web");
+    let web = SlackWeb::with_timeout(&url::Url::parse(&slack.api_url()).expect("url"), timeout)
+        .expect("web");
     Installer {
         web: web.clone(),
         store: store.clone(),
@@ -111,6 +118,7 @@ async fn start_on(slack: FakeSlack, dir: tempfile::TempDir) -> Outbox {
     .await
     .expect("install T0FAKE");
     let wake = Arc::new(Notify::new());
+    let unpark = Arc::new(Notify::new());
     let stop = CancellationToken::new();
     let deliverer = Deliverer {
         web,
@@ -124,6 +132,7 @@ async fn start_on(slack: FakeSlack, dir: tempfile::TempDir) -> Outbox {
         },
         metrics: Metrics::default(),
         wake: wake.clone(),
+        unpark: unpark.clone(),
     };
     let task = tokio::spawn(deliverer.run(stop.clone()));
     Outbox {
@@ -131,6 +140,7 @@ async fn start_on(slack: FakeSlack, dir: tempfile::TempDir) -> Outbox {
         store,
         clock,
         wake,
+        unpark,
         stop,
         task,
         dir,
@@ -161,6 +171,28 @@ impl Outbox {
         self.store
             .deliveries
             .enqueue(deliveries, self.clock.now())
+            .await
+            .expect("enqueue");
+        self.wake.notify_one();
+    }
+
+    /// Enqueues one plain message for `channel`.
+    async fn enqueue_text(&self, channel: &str, text: &str) {
+        let mut notification = render(&pull_request_activity("created"), &|_| None);
+        notification.message = bitbucket_slack::commands::Reply::text(text);
+        notification.thread_key = None;
+        notification.parent_update = None;
+        self.store
+            .deliveries
+            .enqueue(
+                vec![NewDelivery {
+                    team_id: "T0FAKE".into(),
+                    channel_id: channel.into(),
+                    activity_id: format!("text:{channel}:{text}"),
+                    notification,
+                }],
+                self.clock.now(),
+            )
             .await
             .expect("enqueue");
         self.wake.notify_one();
@@ -374,7 +406,12 @@ async fn a_restart_resumes_the_queue_with_nothing_twice() {
         .await;
     let stopped = outbox.stop().await;
     assert!(stopped.slack.calls_to("chat.postMessage").is_empty());
-    assert_eq!(stopped.store.deliveries.depth(), 2);
+    let parked = stopped.store.deliveries.parked().expect("parked");
+    assert_eq!(
+        stopped.store.deliveries.depth() + parked.len(),
+        2,
+        "queued, or parked while the workspace is not installed"
+    );
     drop(stopped.store);
 
     // Reinstalled, restarted on the same store: both delivered, once each.
@@ -390,4 +427,196 @@ async fn a_restart_resumes_the_queue_with_nothing_twice() {
         2,
         "nothing twice"
     );
+}
+
+#[tokio::test]
+async fn one_channels_backlog_never_delays_another_channels_next_message() {
+    // The backlog is in the outbox before the deliverer starts, the quiet channel's one
+    // message last of all.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("store");
+        let text = |channel: &str, text: &str| {
+            let mut notification = render(&pull_request_activity("created"), &|_| None);
+            notification.message = bitbucket_slack::commands::Reply::text(text);
+            notification.thread_key = None;
+            NewDelivery {
+                team_id: "T0FAKE".into(),
+                channel_id: channel.into(),
+                activity_id: format!("text:{channel}:{text}"),
+                notification,
+            }
+        };
+        let mut backlog: Vec<NewDelivery> = (0..40)
+            .map(|n| text("C-BUSY", &format!("busy {n}")))
+            .collect();
+        backlog.push(text("C-QUIET", "quiet 0"));
+        store
+            .deliveries
+            .enqueue(
+                backlog,
+                Timestamp::from_second(1_800_000_000).expect("valid"),
+            )
+            .await
+            .expect("enqueue");
+    }
+    let outbox = start_on(FakeSlack::start().await, dir).await;
+    let posts = outbox.posts(4).await;
+    let channels: Vec<String> = posts
+        .iter()
+        .map(|post| post.json()["channel"].as_str().unwrap_or("").to_string())
+        .collect();
+    let quiet = channels.iter().position(|channel| channel == "C-QUIET");
+    assert!(
+        quiet.is_some_and(|index| index <= 2),
+        "the quiet channel waited behind the busy one: {channels:?}"
+    );
+    // The busy channel keeps its order.
+    let busy: Vec<String> = outbox
+        .posts(41)
+        .await
+        .iter()
+        .map(|post| post.json())
+        .filter(|json| json["channel"] == "C-BUSY")
+        .map(|json| json["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    let expected: Vec<String> = (0..40).map(|n| format!("busy {n}")).collect();
+    assert_eq!(busy, expected);
+    let stopped = outbox.stop().await;
+    assert_eq!(stopped.store.deliveries.depth(), 0);
+}
+
+#[tokio::test]
+async fn a_post_slack_never_answers_is_uncertain_and_not_posted_again() {
+    let slack = FakeSlack::start().await;
+    slack.hang_posts(1);
+    let outbox = start_with_timeout(
+        slack,
+        tempfile::tempdir().expect("tempdir"),
+        Duration::from_millis(300),
+    )
+    .await;
+    outbox.enqueue_text("C1", "maybe posted").await;
+    outbox
+        .until("the post is uncertain", |store| {
+            store.deliveries.uncertain().expect("read").len() == 1
+        })
+        .await;
+    outbox.enqueue_text("C1", "next").await;
+    let posts = outbox.posts(2).await;
+    assert_eq!(posts[1].json()["text"], "next");
+    let stopped = outbox.stop().await;
+    let uncertain = stopped.store.deliveries.uncertain().expect("read");
+    assert_eq!(uncertain.len(), 1);
+    assert!(
+        uncertain[0]
+            .uncertain
+            .as_deref()
+            .is_some_and(|why| why.contains("did not answer chat.postMessage in time")),
+        "{uncertain:?}"
+    );
+    assert_eq!(
+        stopped.slack.calls_to("chat.postMessage").len(),
+        2,
+        "the uncertain one was not posted again"
+    );
+    assert_eq!(stopped.store.deliveries.depth(), 0);
+}
+
+#[tokio::test]
+async fn a_message_left_in_flight_by_a_crash_is_uncertain_after_the_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("store");
+        let ids = store
+            .deliveries
+            .enqueue(
+                vec![NewDelivery {
+                    team_id: "T0FAKE".into(),
+                    channel_id: "C1".into(),
+                    activity_id: "a".into(),
+                    notification: render(&pull_request_activity("created"), &|_| None),
+                }],
+                Timestamp::from_second(1_800_000_000).expect("valid"),
+            )
+            .await
+            .expect("enqueue");
+        let delivery = store.deliveries.get(ids[0]).expect("read").expect("queued");
+        // The process dies during the post: the marker is on disk, the outcome is not.
+        store
+            .deliveries
+            .mark_in_flight(
+                &delivery,
+                Timestamp::from_second(1_800_000_001).expect("valid"),
+            )
+            .await
+            .expect("mark");
+    }
+    let outbox = start_on(FakeSlack::start().await, dir).await;
+    outbox
+        .until("the message is uncertain", |store| {
+            store.deliveries.uncertain().expect("read").len() == 1
+        })
+        .await;
+    assert!(outbox.slack.calls_to("chat.postMessage").is_empty());
+    // The operator checked the channel and retries it: posted once.
+    let retried = outbox
+        .store
+        .deliveries
+        .retry_uncertain(None, outbox.clock.now())
+        .await
+        .expect("retry");
+    assert_eq!(retried, 1);
+    outbox.wake.notify_one();
+    outbox.posts(1).await;
+    let stopped = outbox.stop().await;
+    assert_eq!(stopped.slack.calls_to("chat.postMessage").len(), 1);
+    assert!(
+        stopped
+            .store
+            .deliveries
+            .uncertain()
+            .expect("read")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn messages_of_an_uninstalled_workspace_are_parked_until_it_is_installed_again() {
+    let outbox = start().await;
+    outbox
+        .store
+        .installations
+        .mark_uninstalled("T0FAKE", outbox.clock.now())
+        .await
+        .expect("uninstall");
+    outbox.enqueue_text("C1", "while away").await;
+    outbox
+        .until("the message is parked", |store| {
+            store.deliveries.parked().expect("read").len() == 1
+        })
+        .await;
+    assert_eq!(
+        outbox.store.deliveries.depth(),
+        0,
+        "not retried while parked"
+    );
+    assert!(outbox.slack.calls_to("chat.postMessage").is_empty());
+    Installer {
+        web: SlackWeb::new(&url::Url::parse(&outbox.slack.api_url()).expect("url")).expect("web"),
+        store: outbox.store.clone(),
+        clock: Arc::new(outbox.clock.clone()),
+        changed: Default::default(),
+        upgrades: Default::default(),
+        allowed_teams: Vec::new(),
+    }
+    .install_configured_token(&Secret::new("xoxb-delivery-bot".into()))
+    .await
+    .expect("reinstall");
+    outbox.unpark.notify_one();
+    let posts = outbox.posts(1).await;
+    assert_eq!(posts[0].json()["text"], "while away");
+    let stopped = outbox.stop().await;
+    assert!(stopped.store.deliveries.parked().expect("read").is_empty());
+    assert_eq!(stopped.slack.calls_to("chat.postMessage").len(), 1);
 }

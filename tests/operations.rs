@@ -276,7 +276,13 @@ async fn subscriptions_and_outbox_listings_from_the_running_daemon() {
     assert_eq!(stdout.trim(), "the outbox is empty");
     let (code, _, stderr) = cli(&config, &["outbox", "retry", "42"]).await;
     assert_eq!(code, 1);
-    assert!(stderr.contains("no dead letter has the id 42"), "{stderr}");
+    assert!(
+        stderr.contains("no dead letter or uncertain message has the id 42"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = cli(&config, &["outbox", "--uncertain"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), "no uncertain messages");
     let (code, stdout, _) = cli(&config, &["status"]).await;
     assert_eq!(code, 0);
     assert!(

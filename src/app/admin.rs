@@ -34,13 +34,20 @@ pub enum AdminRequest {
         team: Option<String>,
         channel: Option<String>,
     },
-    /// The Slack outbox, or its dead letters.
+    /// The Slack outbox, or its dead letters, uncertain or parked messages.
     Outbox {
         dead: bool,
+        #[serde(default)]
+        uncertain: bool,
+        #[serde(default)]
+        parked: bool,
     },
-    /// Puts one dead letter (or, with `None`, all of them) back into the outbox.
+    /// Puts one dead letter or uncertain message (by id) back into the outbox; with
+    /// `None`, every dead letter (or every uncertain message, with `uncertain`).
     OutboxRetry {
         id: Option<u64>,
+        #[serde(default)]
+        uncertain: bool,
     },
     /// Answered with the backup file's lines, then the connection closes.
     Backup,
@@ -50,7 +57,7 @@ pub enum AdminRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AdminResponse {
-    Status(StatusReport),
+    Status(Box<StatusReport>),
     Installations {
         installations: Vec<InstallationRow>,
     },
@@ -95,6 +102,12 @@ pub struct StatusReport {
     pub activity_backlog: usize,
     pub outbox_depth: usize,
     pub dead_letters: usize,
+    /// Messages that may or may not have been posted (never posted again by themselves).
+    #[serde(default)]
+    pub uncertain: usize,
+    /// Messages waiting for their workspace to be installed again, or held.
+    #[serde(default)]
+    pub parked: usize,
 }
 
 /// One subscription as the CLI shows it.
@@ -144,14 +157,68 @@ pub fn subscription_rows(
         .collect())
 }
 
+/// Which part of the outbox to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxView {
+    Waiting,
+    Dead,
+    /// Posted or not, nobody knows (a timeout, a crash during the post).
+    Uncertain,
+    /// A workspace not installed, or held by its permission upgrade.
+    Parked,
+}
+
+impl OutboxView {
+    pub fn from_flags(dead: bool, uncertain: bool, parked: bool) -> Self {
+        if dead {
+            OutboxView::Dead
+        } else if uncertain {
+            OutboxView::Uncertain
+        } else if parked {
+            OutboxView::Parked
+        } else {
+            OutboxView::Waiting
+        }
+    }
+
+    /// What an empty listing says.
+    pub fn empty_text(self) -> &'static str {
+        match self {
+            OutboxView::Waiting => "the outbox is empty\n",
+            OutboxView::Dead => "no dead letters\n",
+            OutboxView::Uncertain => "no uncertain messages\n",
+            OutboxView::Parked => "no parked messages\n",
+        }
+    }
+}
+
+/// `outbox retry`: a dead letter or uncertain message by id (dead letters first), or
+/// every dead letter (or every uncertain message). Returns how many were re-queued.
+pub async fn retry_deliveries(
+    store: &Store,
+    id: Option<u64>,
+    uncertain: bool,
+    now: Timestamp,
+) -> Result<usize, crate::store::StoreError> {
+    match id {
+        Some(id) => match store.deliveries.retry_dead(Some(id), now).await? {
+            0 => store.deliveries.retry_uncertain(Some(id), now).await,
+            count => Ok(count),
+        },
+        None if uncertain => store.deliveries.retry_uncertain(None, now).await,
+        None => store.deliveries.retry_dead(None, now).await,
+    }
+}
+
 pub fn delivery_rows(
     store: &Store,
-    dead: bool,
+    view: OutboxView,
 ) -> Result<Vec<DeliveryRow>, crate::store::StoreError> {
-    let deliveries = if dead {
-        store.deliveries.dead_letters()?
-    } else {
-        store.deliveries.pending()?
+    let deliveries = match view {
+        OutboxView::Waiting => store.deliveries.pending()?,
+        OutboxView::Dead => store.deliveries.dead_letters()?,
+        OutboxView::Uncertain => store.deliveries.uncertain()?,
+        OutboxView::Parked => store.deliveries.parked()?,
     };
     Ok(deliveries
         .into_iter()
@@ -162,7 +229,19 @@ pub fn delivery_rows(
             activity_id: d.activity_id,
             attempts: d.attempts,
             not_before: d.not_before,
-            last_error: d.last_error,
+            last_error: d
+                .uncertain
+                .or_else(|| {
+                    d.parked.map(|reason| match reason {
+                        crate::store::ParkReason::NotInstalled => {
+                            "parked: the workspace is not installed".to_string()
+                        }
+                        crate::store::ParkReason::Held => {
+                            "parked: held until the workspace's permissions are updated".to_string()
+                        }
+                    })
+                })
+                .or(d.last_error),
         })
         .collect())
 }
@@ -243,6 +322,8 @@ pub fn status_report(
         activity_backlog: store.activities.len(),
         outbox_depth: store.deliveries.depth(),
         dead_letters: store.deliveries.dead_letters()?.len(),
+        uncertain: store.deliveries.uncertain()?.len(),
+        parked: store.deliveries.parked()?.len(),
     })
 }
 
@@ -349,7 +430,7 @@ async fn answer(stream: UnixStream, owner: Option<u32>, state: &AdminState) -> s
                     report.bitbucket_requests_last_hour = Some(client.budget().used_in_last_hour());
                     report.bitbucket_budget_per_hour = Some(client.budget().allowance());
                 }
-                AdminResponse::Status(report)
+                AdminResponse::Status(Box::new(report))
             })
             .unwrap_or_else(store_error);
             reply(&mut write, &response).await
@@ -360,22 +441,23 @@ async fn answer(stream: UnixStream, owner: Option<u32>, state: &AdminState) -> s
                 .unwrap_or_else(store_error);
             reply(&mut write, &response).await
         }
-        AdminRequest::Outbox { dead } => {
-            let response = delivery_rows(&state.store, dead)
+        AdminRequest::Outbox {
+            dead,
+            uncertain,
+            parked,
+        } => {
+            let view = OutboxView::from_flags(dead, uncertain, parked);
+            let response = delivery_rows(&state.store, view)
                 .map(|deliveries| AdminResponse::Outbox { deliveries })
                 .unwrap_or_else(store_error);
             reply(&mut write, &response).await
         }
-        AdminRequest::OutboxRetry { id } => {
-            let response = match state
-                .store
-                .deliveries
-                .retry_dead(id, state.clock.now())
-                .await
-            {
-                Ok(count) => AdminResponse::Retried { count },
-                Err(error) => store_error(error),
-            };
+        AdminRequest::OutboxRetry { id, uncertain } => {
+            let response =
+                match retry_deliveries(&state.store, id, uncertain, state.clock.now()).await {
+                    Ok(count) => AdminResponse::Retried { count },
+                    Err(error) => store_error(error),
+                };
             reply(&mut write, &response).await
         }
         AdminRequest::UpgradeStatus => {

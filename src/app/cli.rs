@@ -16,8 +16,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::admin::{
-    AdminRequest, AdminResponse, DeliveryRow, InstallationRow, StatusReport, SubscriptionRow,
-    delivery_rows, installation_rows, status_report, subscription_rows,
+    AdminRequest, AdminResponse, DeliveryRow, InstallationRow, OutboxView, StatusReport,
+    SubscriptionRow, delivery_rows, installation_rows, retry_deliveries, status_report,
+    subscription_rows,
 };
 use crate::clock::Clock;
 use crate::config::Config;
@@ -103,7 +104,7 @@ fn print_as<T: Serialize + ?Sized>(
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
     let report = match reach(config).await? {
         Channel::Daemon(stream) => match ask(stream, &AdminRequest::Status).await?.0 {
-            AdminResponse::Status(report) => report,
+            AdminResponse::Status(report) => *report,
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
         Channel::Store(store) => status_report(&store, "store", None, Vec::new())?,
@@ -148,8 +149,8 @@ fn render_status(report: &StatusReport) -> String {
         ));
     }
     out.push_str(&format!(
-        "outbox:        {} waiting, {} dead letters\n",
-        report.outbox_depth, report.dead_letters
+        "outbox:        {} waiting, {} dead letters, {} uncertain, {} parked\n",
+        report.outbox_depth, report.dead_letters, report.uncertain, report.parked
     ));
     if report.sockets.is_empty() {
         out.push_str("sockets:       none (the daemon is not running)\n");
@@ -346,25 +347,33 @@ fn render_subscriptions(rows: &[SubscriptionRow]) -> String {
     )
 }
 
-/// `bitbucket-slack outbox [--dead]`.
-pub async fn outbox(config: &Config, dead: bool, json: bool) -> anyhow::Result<u8> {
+/// `bitbucket-slack outbox [--dead | --uncertain | --parked]`.
+pub async fn outbox(
+    config: &Config,
+    dead: bool,
+    uncertain: bool,
+    parked: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let view = OutboxView::from_flags(dead, uncertain, parked);
+    let request = AdminRequest::Outbox {
+        dead,
+        uncertain,
+        parked,
+    };
     let rows = match reach(config).await? {
-        Channel::Daemon(stream) => match ask(stream, &AdminRequest::Outbox { dead }).await?.0 {
+        Channel::Daemon(stream) => match ask(stream, &request).await?.0 {
             AdminResponse::Outbox { deliveries } => deliveries,
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
-        Channel::Store(store) => delivery_rows(&store, dead)?,
+        Channel::Store(store) => delivery_rows(&store, view)?,
     };
-    print_as(&rows, json, |rows| render_deliveries(rows, dead))
+    print_as(&rows, json, |rows| render_deliveries(rows, view))
 }
 
-fn render_deliveries(rows: &[DeliveryRow], dead: bool) -> String {
+fn render_deliveries(rows: &[DeliveryRow], view: OutboxView) -> String {
     if rows.is_empty() {
-        return if dead {
-            "no dead letters\n".into()
-        } else {
-            "the outbox is empty\n".into()
-        };
+        return view.empty_text().into();
     }
     let table: Vec<Vec<String>> = rows
         .iter()
@@ -392,28 +401,44 @@ fn render_deliveries(rows: &[DeliveryRow], dead: bool) -> String {
     )
 }
 
-/// `bitbucket-slack outbox retry ID|--all-dead`.
+/// `bitbucket-slack outbox retry ID|--all-dead|--all-uncertain`.
 pub async fn outbox_retry(
     config: &Config,
     clock: Arc<dyn Clock>,
     id: Option<u64>,
+    uncertain: bool,
 ) -> anyhow::Result<u8> {
     let count = match reach(config).await? {
-        Channel::Daemon(stream) => match ask(stream, &AdminRequest::OutboxRetry { id }).await?.0 {
-            AdminResponse::Retried { count } => count,
-            other => bail!("unexpected answer from the daemon: {other:?}"),
-        },
-        Channel::Store(store) => store.deliveries.retry_dead(id, clock.now()).await?,
+        Channel::Daemon(stream) => {
+            match ask(stream, &AdminRequest::OutboxRetry { id, uncertain })
+                .await?
+                .0
+            {
+                AdminResponse::Retried { count } => count,
+                other => bail!("unexpected answer from the daemon: {other:?}"),
+            }
+        }
+        Channel::Store(store) => retry_deliveries(&store, id, uncertain, clock.now()).await?,
+    };
+    let what = if uncertain {
+        "uncertain message"
+    } else {
+        "dead letter"
     };
     if count == 0 {
         match id {
-            Some(id) => {
-                bail!("no dead letter has the id {id} (see `bitbucket-slack outbox --dead`)")
-            }
-            None => println!("no dead letters to retry"),
+            Some(id) => bail!(
+                "no dead letter or uncertain message has the id {id} (see `bitbucket-slack outbox --dead` and `--uncertain`)"
+            ),
+            None => println!("no {what}s to retry"),
         }
+    } else if id.is_some() {
+        println!(
+            "message {} moved back into the outbox",
+            id.unwrap_or_default()
+        );
     } else {
-        println!("{count} dead letter(s) moved back into the outbox");
+        println!("{count} {what}(s) moved back into the outbox");
     }
     Ok(0)
 }

@@ -280,10 +280,14 @@ pub async fn start(
             )
             .instrument(info_span!("access")),
     );
+    // Rung on every installation change, so deliveries parked for a workspace that was
+    // not installed resume when it is again.
+    let unpark = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(
         discover_workspaces(
             subscriptions.clone(),
             installer.changed.clone(),
+            unpark.clone(),
             background.clone(),
         )
         .instrument(info_span!("workspace_discovery")),
@@ -325,6 +329,7 @@ pub async fn start(
             settings: crate::slack::delivery::DeliverySettings::default(),
             metrics: metrics.clone(),
             wake: delivery_wake.clone(),
+            unpark: unpark.clone(),
         }
         .run(background.clone())
         .instrument(info_span!("delivery")),
@@ -489,6 +494,7 @@ const DISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
 async fn discover_workspaces(
     subscriptions: subscriptions::Subscriptions,
     installations_changed: Arc<tokio::sync::Notify>,
+    unpark: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(DISCOVERY_INTERVAL);
@@ -496,7 +502,7 @@ async fn discover_workspaces(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
-            _ = installations_changed.notified() => {}
+            _ = installations_changed.notified() => unpark.notify_one(),
         }
         subscriptions.reconcile_watchlist().await;
     }
@@ -533,6 +539,9 @@ async fn housekeeping(
                         }
                         if let Err(error) = store.campaigns.purge_team(team).await {
                             warn!(%error, team = %team, "could not purge the upgrade campaign of a purged workspace");
+                        }
+                        if let Err(error) = store.deliveries.purge_team(team).await {
+                            warn!(%error, team = %team, "could not purge the messages of a purged workspace");
                         }
                     }
                     info!(teams = %purged.join(","), "purged workspaces uninstalled longer than the retention period, with their subscriptions and upgrade campaigns")

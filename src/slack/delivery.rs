@@ -8,7 +8,7 @@
 //! Owns the delivery loop only; what to post was decided by `notify`, and every state
 //! change goes through `store::deliveries` before the loop moves on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use super::web::{SlackError, SlackWeb};
 use crate::clock::Clock;
 use crate::commands::Reply;
 use crate::metrics::{KindLabel, Metrics};
-use crate::store::{PendingDelivery, Store, StoreError};
+use crate::store::{ChannelKey, ParkReason, PendingDelivery, Store, StoreError};
 
 /// Slack errors that mean a channel cannot take messages until a person acts.
 pub const PERMANENT_CHANNEL_ERRORS: &[&str] = &[
@@ -34,10 +34,12 @@ pub const PERMANENT_CHANNEL_ERRORS: &[&str] = &[
     "restricted_action",
 ];
 
-/// How often a held delivery is looked at again. The release replaces held deliveries
-/// with digests and wakes the loop, so this only bounds how long a failed read of the
-/// hold delays a delivery.
+/// How often parked deliveries are looked at again besides a reinstall's ring: a lifted
+/// hold replaces them with digests, so this only bounds a late one.
 const HELD_RECHECK: Duration = Duration::from_secs(600);
+
+/// How soon a channel is looked at again after the store failed to answer.
+const STORE_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
@@ -78,42 +80,89 @@ pub struct Deliverer {
     pub metrics: Metrics,
     /// Rung when new deliveries are enqueued.
     pub wake: Arc<Notify>,
+    /// Rung when a workspace is installed again (parked deliveries may resume).
+    pub unpark: Arc<Notify>,
 }
 
 enum Outcome {
     Delivered,
-    /// Try again later (not an attempt: rate limits, a paused workspace).
+    /// Try again later (not an attempt: rate limits, a hold that cannot be read).
     Later(Duration, String),
     Failed(String),
     ChannelGone(String),
+    /// Moved out of the queue (workspace not installed, or held).
+    Parked,
+    /// Posted or not, nobody knows: never posted again by itself.
+    Uncertain(String),
 }
 
 impl Deliverer {
+    /// Serves the channels round-robin: each pass gives every channel whose next message
+    /// is due at most one post, so one channel's backlog never delays another's next
+    /// message beyond that channel's own pacing. The next message of a channel is one
+    /// ordered lookup in the store, whatever the size of the outbox.
     pub async fn run(self, stop: CancellationToken) {
-        let mut paces: HashMap<(String, String), Pace> = HashMap::new();
+        match self.store.deliveries.recover_in_flight().await {
+            Ok(0) => {}
+            Ok(count) => warn!(
+                count,
+                "messages were being posted when the daemon stopped: they are uncertain (maybe posted) and will not be posted again by themselves; see `bitbucket-slack outbox --uncertain`"
+            ),
+            Err(error) => warn!(%error, "could not look for messages left in flight"),
+        }
+        let started = self.clock.now();
+        let mut channels: BTreeMap<ChannelKey, Timestamp> =
+            match self.store.deliveries.queued_channels() {
+                Ok(queued) => queued
+                    .into_iter()
+                    .map(|channel| (channel, started))
+                    .collect(),
+                Err(error) => {
+                    warn!(%error, "cannot read the outbox's channels; retrying as messages arrive");
+                    BTreeMap::new()
+                }
+            };
+        let mut paces: HashMap<ChannelKey, Pace> = HashMap::new();
+        let mut next_unpark = Instant::now();
         loop {
             if stop.is_cancelled() {
                 return;
             }
+            if Instant::now() >= next_unpark {
+                self.unpark_ready().await;
+                next_unpark = Instant::now() + HELD_RECHECK;
+            }
             let now = self.clock.now();
-            let due = match self.store.deliveries.due(now, 50) {
-                Ok(due) => due,
-                Err(error) => {
-                    warn!(%error, "cannot read the outbox; retrying");
-                    Vec::new()
-                }
-            };
+            for channel in self.store.deliveries.take_enqueued_channels() {
+                channels.entry(channel).or_insert(now);
+            }
+            let due: Vec<ChannelKey> = channels
+                .iter()
+                .filter(|(_, ready)| **ready <= now)
+                .map(|(channel, _)| channel.clone())
+                .collect();
             let mut soonest: Option<Instant> = None;
-            let mut delivered_any = false;
-            for delivery in due {
+            for channel in due {
                 if stop.is_cancelled() {
                     return;
                 }
-                if self.hold_if_held(&delivery).await {
+                let head = match self.store.deliveries.head(&channel.0, &channel.1) {
+                    Ok(Some(head)) => head,
+                    Ok(None) => {
+                        channels.remove(&channel);
+                        continue;
+                    }
+                    Err(error) => {
+                        warn!(%error, "cannot read a channel's next message; retrying");
+                        channels.insert(channel, later(now, STORE_RETRY));
+                        continue;
+                    }
+                };
+                if head.not_before > now {
+                    channels.insert(channel, head.not_before);
                     continue;
                 }
-                let channel = (delivery.team_id.clone(), delivery.channel_id.clone());
-                let pace = paces.entry(channel).or_insert(Pace {
+                let pace = paces.entry(channel.clone()).or_insert(Pace {
                     tokens: f64::from(self.settings.channel_burst),
                     refilled: Instant::now(),
                     blocked_until: None,
@@ -122,63 +171,67 @@ impl Deliverer {
                     soonest = Some(soonest.map_or(ready_at, |s| s.min(ready_at)));
                     continue;
                 }
-                let span = info_span!("delivery", id = delivery.id, team = %delivery.team_id, channel = %delivery.channel_id);
-                let outcome = self.deliver(&delivery).instrument(span.clone()).await;
+                let span = info_span!("delivery", id = head.id, team = %head.team_id, channel = %head.channel_id);
+                let outcome = self.deliver(&head).instrument(span.clone()).await;
                 if let Outcome::Later(wait, _) = &outcome {
                     let now = Instant::now();
                     pace.blocked_until = Some(now.checked_add(*wait).unwrap_or(now));
                 }
-                delivered_any |= matches!(outcome, Outcome::Delivered);
-                if let Err(error) = self.settle(delivery, outcome).instrument(span).await {
-                    warn!(%error, "could not record a delivery's outcome; it will be retried");
+                if let Err(error) = self.settle(head, outcome).instrument(span).await {
+                    warn!(%error, "could not record a delivery's outcome; it will be looked at again");
+                    channels.insert(channel, later(now, STORE_RETRY));
+                    continue;
+                }
+                match self.store.deliveries.head(&channel.0, &channel.1) {
+                    Ok(Some(next)) => {
+                        channels.insert(channel, next.not_before);
+                    }
+                    Ok(None) => {
+                        channels.remove(&channel);
+                    }
+                    Err(_) => {
+                        channels.insert(channel, later(now, STORE_RETRY));
+                    }
                 }
             }
-            if delivered_any {
-                continue;
-            }
-            let wait = self.idle_wait(soonest);
+            let wait = self.idle_wait(soonest, channels.values().min().copied());
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = self.wake.notified() => {}
+                _ = self.unpark.notified() => next_unpark = Instant::now(),
                 _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
-    /// A workspace whose permission upgrade is overdue has its notifications held: the
-    /// delivery stays in the outbox (not an attempt) until the upgrade replaces the held
-    /// ones with a digest, which wakes this loop. Returns whether it was held. When the
-    /// hold cannot be read, the delivery waits too: better late than posted while held.
-    async fn hold_if_held(&self, delivery: &PendingDelivery) -> bool {
-        let reason = match self.store.campaigns.is_held(&delivery.team_id) {
-            Ok(false) => return false,
-            Ok(true) => "held until the workspace's permissions are updated".to_string(),
-            Err(error) => {
-                warn!(%error, "cannot read whether the workspace's notifications are held");
-                format!("could not read whether notifications are held: {error}")
+    /// Puts parked deliveries back into their queues: those of workspaces installed
+    /// again, and held ones whose hold was lifted.
+    async fn unpark_ready(&self) {
+        let store = &self.store;
+        let resume = |delivery: &PendingDelivery| match delivery.parked {
+            Some(ParkReason::NotInstalled) => matches!(
+                store.installations.get(&delivery.team_id),
+                Ok(Some(installation)) if installation.is_active() && installation.bot_token.is_some()
+            ),
+            Some(ParkReason::Held) => {
+                matches!(store.campaigns.is_held(&delivery.team_id), Ok(false))
             }
+            None => true,
         };
-        let mut held = delivery.clone();
-        held.not_before = later(self.clock.now(), HELD_RECHECK);
-        held.last_error = Some(reason);
-        if let Err(error) = self
-            .store
-            .deliveries
-            .reschedule_if_unchanged(delivery, &held)
-            .await
-        {
-            warn!(%error, "could not reschedule a held delivery");
+        match store.deliveries.unpark(resume, self.clock.now()).await {
+            Ok(0) => {}
+            Ok(count) => info!(count, "parked messages resumed"),
+            Err(error) => warn!(%error, "could not resume parked messages"),
         }
-        true
     }
 
-    /// How long to wait for the next paced channel or the next scheduled retry.
-    fn idle_wait(&self, soonest_channel: Option<Instant>) -> Duration {
+    /// How long to wait for the next paced channel or the next channel's due message.
+    fn idle_wait(&self, soonest_paced: Option<Instant>, next_due: Option<Timestamp>) -> Duration {
         let mut wait = self.settings.idle_wait;
-        if let Some(at) = soonest_channel {
+        if let Some(at) = soonest_paced {
             wait = wait.min(at.saturating_duration_since(Instant::now()));
         }
-        if let Ok(Some(next)) = self.store.deliveries.next_due() {
+        if let Some(next) = next_due {
             let until = next.duration_since(self.clock.now());
             let until = Duration::try_from(until).unwrap_or(Duration::ZERO);
             wait = wait.min(until);
@@ -212,21 +265,59 @@ impl Deliverer {
     }
 
     async fn deliver(&self, delivery: &PendingDelivery) -> Outcome {
+        if delivery.in_flight.is_some() {
+            // Its post started and was never recorded (a store failure after the post):
+            // posting it again could double it.
+            return Outcome::Uncertain(
+                "its post was never recorded: it may or may not have been posted".into(),
+            );
+        }
         let installation = match self.store.installations.get(&delivery.team_id) {
             Ok(Some(installation)) if installation.is_active() => installation,
-            Ok(_) => {
-                return Outcome::Later(
-                    Duration::from_secs(60),
-                    "the workspace has no active installation".into(),
-                );
-            }
-            Err(error) => return Outcome::Failed(error.to_string()),
+            Ok(_) => return self.park(delivery, ParkReason::NotInstalled).await,
+            Err(error) => return Outcome::Later(STORE_RETRY, error.to_string()),
         };
         let Some(token) = installation.bot_token.as_ref() else {
-            return Outcome::Later(Duration::from_secs(60), "no bot token".into());
+            return self.park(delivery, ParkReason::NotInstalled).await;
         };
-        match self.post(token, delivery).await {
+        // A workspace whose permission upgrade is overdue has its notifications held:
+        // parked (costing nothing) until the upgrade replaces them with a digest. When
+        // the hold cannot be read, the delivery waits: better late than posted while held.
+        match self.store.campaigns.is_held(&delivery.team_id) {
+            Ok(false) => {}
+            Ok(true) => return self.park(delivery, ParkReason::Held).await,
+            Err(error) => {
+                warn!(%error, "cannot read whether the workspace's notifications are held");
+                return Outcome::Later(
+                    STORE_RETRY,
+                    format!("could not read whether notifications are held: {error}"),
+                );
+            }
+        }
+        let marked = match self
+            .store
+            .deliveries
+            .mark_in_flight(delivery, self.clock.now())
+            .await
+        {
+            Ok(marked) => marked,
+            Err(error) => return Outcome::Later(STORE_RETRY, error.to_string()),
+        };
+        match self.post(token, &marked).await {
             Ok(()) => Outcome::Delivered,
+            Err(PostError::Slack(SlackError::Timeout { method })) => {
+                self.count("uncertain");
+                Outcome::Uncertain(format!(
+                    "Slack did not answer {method} in time: it may or may not have been posted"
+                ))
+            }
+            Err(PostError::Unrecorded(error)) => {
+                self.count("uncertain");
+                warn!(%error, "posted, but the store could not record it");
+                Outcome::Uncertain(format!(
+                    "posted, but the store could not record it ({error})"
+                ))
+            }
             Err(PostError::Slack(SlackError::RateLimited { retry_after, .. })) => {
                 self.count("rate_limited");
                 Outcome::Later(
@@ -242,6 +333,16 @@ impl Deliverer {
                 Outcome::ChannelGone(code)
             }
             Err(error) => Outcome::Failed(error.to_string()),
+        }
+    }
+
+    async fn park(&self, delivery: &PendingDelivery, reason: ParkReason) -> Outcome {
+        match self.store.deliveries.park(delivery, reason).await {
+            Ok(()) => {
+                self.count("parked");
+                Outcome::Parked
+            }
+            Err(error) => Outcome::Later(STORE_RETRY, error.to_string()),
         }
     }
 
@@ -281,7 +382,11 @@ impl Deliverer {
                         warn!(%error, "could not update the thread's parent message");
                     }
                 }
-                self.store.deliveries.complete(delivery, None).await?;
+                self.store
+                    .deliveries
+                    .complete(delivery, None)
+                    .await
+                    .map_err(PostError::Unrecorded)?;
             }
             (Some(key), None) => {
                 let ts = self
@@ -291,13 +396,18 @@ impl Deliverer {
                 self.store
                     .deliveries
                     .complete(delivery, Some((key, &ts)))
-                    .await?;
+                    .await
+                    .map_err(PostError::Unrecorded)?;
             }
             (None, _) => {
                 self.web
                     .post_message(token, channel, &notification.message)
                     .await?;
-                self.store.deliveries.complete(delivery, None).await?;
+                self.store
+                    .deliveries
+                    .complete(delivery, None)
+                    .await
+                    .map_err(PostError::Unrecorded)?;
             }
         }
         self.count("delivered");
@@ -310,8 +420,16 @@ impl Deliverer {
         outcome: Outcome,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
+        delivery.in_flight = None;
         match outcome {
-            Outcome::Delivered => Ok(()),
+            Outcome::Delivered | Outcome::Parked => Ok(()),
+            Outcome::Uncertain(reason) => {
+                warn!(%reason, "a message is uncertain: listed by `bitbucket-slack outbox --uncertain`, not posted again by itself");
+                self.store
+                    .deliveries
+                    .make_uncertain(&delivery, &reason)
+                    .await
+            }
             Outcome::Later(wait, reason) => {
                 delivery.not_before = later(now, wait);
                 delivery.last_error = Some(reason);
@@ -410,6 +528,10 @@ fn later(now: Timestamp, wait: Duration) -> Timestamp {
 enum PostError {
     #[error(transparent)]
     Slack(#[from] SlackError),
+    /// Before the post: nothing was sent.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// After a successful post: it was sent, but not recorded.
+    #[error("posted, but not recorded: {0}")]
+    Unrecorded(StoreError),
 }

@@ -23,6 +23,7 @@ pub struct CampaignStore {
     campaigns: sled::Tree,
     held: sled::Tree,
     outbox: sled::Tree,
+    parked: sled::Tree,
     deliveries: DeliveryStore,
     gate: WriteGate,
 }
@@ -35,15 +36,16 @@ impl CampaignStore {
         outbox: sled::Tree,
         deliveries: DeliveryStore,
         gate: WriteGate,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            parked: db.open_tree("parked_deliveries")?,
             db,
             campaigns,
             held,
             outbox,
             deliveries,
             gate,
-        }
+        })
     }
 
     pub fn get(&self, team_id: &str) -> Result<Option<CampaignState>, StoreError> {
@@ -102,10 +104,18 @@ impl CampaignStore {
         Ok(existed)
     }
 
-    /// The held deliveries of a workspace, oldest first.
+    /// The held deliveries of a workspace (parked while held, and any still queued),
+    /// oldest first.
     pub fn held_deliveries(&self, team_id: &str) -> Result<Vec<PendingDelivery>, StoreError> {
         let mut held = self.deliveries.pending()?;
-        held.retain(|delivery| delivery.team_id == team_id);
+        held.extend(
+            self.deliveries
+                .parked()?
+                .into_iter()
+                .filter(|delivery| delivery.parked == Some(super::deliveries::ParkReason::Held)),
+        );
+        held.retain(|delivery| delivery.team_id == team_id && delivery.in_flight.is_none());
+        held.sort_by_key(|delivery| delivery.id);
         Ok(held)
     }
 
@@ -120,12 +130,22 @@ impl CampaignStore {
     ) -> Result<usize, StoreError> {
         use sled::Transactional;
         let prepared = self.deliveries.prepare(digests, now)?;
+        let queued: Vec<PendingDelivery> = replaced
+            .iter()
+            .map(|id| self.deliveries.get(*id))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         {
             let _writing = self.gate.writing();
-            (&self.outbox, &self.held)
-                .transaction(|(outbox, held)| {
+            (&self.outbox, &self.held, &self.parked)
+                .transaction(|(outbox, held, parked)| {
+                    for delivery in &queued {
+                        DeliveryStore::remove_in(outbox, delivery)?;
+                    }
                     for id in replaced {
-                        outbox.remove(&id.to_be_bytes())?;
+                        parked.remove(&id.to_be_bytes())?;
                     }
                     for delivery in &prepared {
                         DeliveryStore::insert_in(outbox, delivery)?;
@@ -138,6 +158,7 @@ impl CampaignStore {
                 })?;
         }
         self.db.flush_async().await?;
+        self.deliveries.note_enqueued(&prepared);
         Ok(prepared.len())
     }
 }

@@ -1,10 +1,18 @@
-//! The Slack outbox: rendered notifications waiting to be posted to a channel, the
-//! dead letters that failed for good, and each thread's parent message `ts`.
+//! The Slack outbox: rendered notifications waiting to be posted to a channel, each
+//! channel's queue, the parked ones (a workspace not installed, or held by its permission
+//! upgrade), the uncertain ones (posted or not, nobody knows), the dead letters that failed
+//! for good, and each thread's parent message `ts`.
 //!
 //! Owns the delivery lifecycle in the store: enqueue (in the same transaction that takes
-//! the activity off the activity outbox), complete (removing the delivery and recording
-//! a new thread parent together), reschedule, dead-letter and retry. Every change is
-//! flushed before it returns, so a restart resumes exactly where it stopped.
+//! the activity off the activity outbox), mark in flight before a post, complete
+//! (removing the delivery and recording a new thread parent together), reschedule, park,
+//! make uncertain, dead-letter and retry. Every change is flushed before it returns, so a
+//! restart resumes exactly where it stopped.
+//!
+//! Layout of the `deliveries` tree: `d` and the id (big-endian) hold the delivery; `q`,
+//! the team, NUL, the channel, NUL and the id mark it in its channel's queue, so the next
+//! message of a channel is one ordered lookup, whatever the size of the outbox. Parked, uncertain and
+//! dead deliveries live in their own trees, keyed by id, and cost nothing while there.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -23,6 +31,27 @@ pub struct PendingDelivery {
     pub attempts: u32,
     pub not_before: Timestamp,
     pub last_error: Option<String>,
+    /// Set (and flushed) just before a post: a delivery found in flight after a crash is
+    /// uncertain, never posted again by itself.
+    #[serde(default)]
+    pub in_flight: Option<Timestamp>,
+    /// Why it is parked, while it is.
+    #[serde(default)]
+    pub parked: Option<ParkReason>,
+    /// Why nobody knows whether it was posted, once it is uncertain.
+    #[serde(default)]
+    pub uncertain: Option<String>,
+}
+
+/// Why a delivery waits outside its channel's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParkReason {
+    /// The workspace has no active installation (uninstalled, token revoked); resumed by
+    /// a reinstall, removed by the purge.
+    NotInstalled,
+    /// The workspace's permission upgrade is overdue; released as a digest.
+    Held,
 }
 
 /// A delivery to create (the id is given on enqueue).
@@ -34,17 +63,72 @@ pub struct NewDelivery {
     pub notification: Notification,
 }
 
+/// A channel: (team id, channel id).
+pub type ChannelKey = (String, String);
+
 #[derive(Clone)]
 pub struct DeliveryStore {
     db: sled::Db,
     outbox: sled::Tree,
     dead: sled::Tree,
     threads: sled::Tree,
+    parked: sled::Tree,
+    uncertain: sled::Tree,
     gate: WriteGate,
+    /// Channels that got new deliveries since the delivery loop last asked.
+    enqueued: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<ChannelKey>>>,
 }
 
 fn thread_key(team_id: &str, channel_id: &str, key: &str) -> String {
     format!("{team_id}:{channel_id}:{key}")
+}
+
+fn data_key(id: u64) -> Vec<u8> {
+    let mut key = vec![b'd'];
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn queue_prefix(team_id: &str, channel_id: &str) -> Vec<u8> {
+    let mut key = vec![b'q'];
+    key.extend_from_slice(team_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(channel_id.as_bytes());
+    key.push(0);
+    key
+}
+
+fn queue_key(delivery: &PendingDelivery) -> Vec<u8> {
+    let mut key = queue_prefix(&delivery.team_id, &delivery.channel_id);
+    key.extend_from_slice(&delivery.id.to_be_bytes());
+    key
+}
+
+/// The channel a queue key belongs to.
+fn channel_of_queue_key(key: &[u8]) -> Option<ChannelKey> {
+    let rest = key.strip_prefix(b"q")?;
+    let mut parts = rest.splitn(3, |byte| *byte == 0);
+    let team = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let channel = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    Some((team, channel))
+}
+
+/// Upgrades the `deliveries` tree of schema 1 (keyed by id alone) to the keyed layout.
+pub(super) fn migrate_to_queues(db: &sled::Db) -> sled::Result<()> {
+    let tree = db.open_tree("deliveries")?;
+    for item in tree.iter() {
+        let (key, value) = item?;
+        if key.len() != 8 {
+            continue;
+        }
+        let delivery = decode(&value).map_err(|error| {
+            sled::Error::Unsupported(format!("cannot migrate a delivery: {error}"))
+        })?;
+        tree.insert(data_key(delivery.id), value)?;
+        tree.insert(queue_key(&delivery), &[])?;
+        tree.remove(key)?;
+    }
+    Ok(())
 }
 
 fn decode(bytes: &[u8]) -> Result<PendingDelivery, StoreError> {
@@ -59,20 +143,87 @@ fn encode(delivery: &PendingDelivery) -> Vec<u8> {
 type TxResult = Result<(), sled::transaction::ConflictableTransactionError<()>>;
 
 impl DeliveryStore {
-    pub(super) fn new(
-        db: sled::Db,
-        outbox: sled::Tree,
-        dead: sled::Tree,
-        threads: sled::Tree,
-        gate: WriteGate,
-    ) -> Self {
-        Self {
+    pub(super) fn new(db: sled::Db, gate: WriteGate) -> Result<Self, StoreError> {
+        Ok(Self {
+            outbox: db.open_tree("deliveries")?,
+            dead: db.open_tree("dead_letters")?,
+            threads: db.open_tree("threads")?,
+            parked: db.open_tree("parked_deliveries")?,
+            uncertain: db.open_tree("uncertain_deliveries")?,
             db,
-            outbox,
-            dead,
-            threads,
             gate,
+            enqueued: Default::default(),
+        })
+    }
+
+    /// Remembers that these deliveries' channels have work (after their commit).
+    pub(super) fn note_enqueued<'a>(
+        &self,
+        deliveries: impl IntoIterator<Item = &'a PendingDelivery>,
+    ) {
+        let mut enqueued = self
+            .enqueued
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        for delivery in deliveries {
+            enqueued.insert((delivery.team_id.clone(), delivery.channel_id.clone()));
         }
+    }
+
+    /// The channels that got deliveries since the last call.
+    pub fn take_enqueued_channels(&self) -> std::collections::BTreeSet<ChannelKey> {
+        std::mem::take(
+            &mut *self
+                .enqueued
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        )
+    }
+
+    /// Every channel with queued deliveries (read once, when the delivery loop starts).
+    pub fn queued_channels(&self) -> Result<std::collections::BTreeSet<ChannelKey>, StoreError> {
+        let mut channels = std::collections::BTreeSet::new();
+        let mut cursor = vec![b'q'];
+        // One ordered lookup per channel: jump past each channel's queue.
+        while let Some((key, _)) = self.outbox.range(cursor.clone()..).next().transpose()? {
+            if key.first() != Some(&b'q') {
+                break;
+            }
+            let Some(channel) = channel_of_queue_key(&key) else {
+                break;
+            };
+            let mut next = queue_prefix(&channel.0, &channel.1);
+            // Past every id of this channel.
+            next.extend_from_slice(&[0xff; 9]);
+            channels.insert(channel);
+            cursor = next;
+        }
+        Ok(channels)
+    }
+
+    /// The oldest queued delivery of a channel.
+    pub fn head(
+        &self,
+        team_id: &str,
+        channel_id: &str,
+    ) -> Result<Option<PendingDelivery>, StoreError> {
+        let prefix = queue_prefix(team_id, channel_id);
+        let Some(item) = self.outbox.scan_prefix(&prefix).next() else {
+            return Ok(None);
+        };
+        let (key, _) = item?;
+        let id_bytes: [u8; 8] = key[prefix.len()..]
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("a queue key without an id".into()))?;
+        self.get(u64::from_be_bytes(id_bytes))
+    }
+
+    /// A queued delivery by id.
+    pub fn get(&self, id: u64) -> Result<Option<PendingDelivery>, StoreError> {
+        self.outbox
+            .get(data_key(id))?
+            .map(|bytes| decode(&bytes))
+            .transpose()
     }
 
     pub(super) fn outbox_tree(&self) -> &sled::Tree {
@@ -101,16 +252,31 @@ impl DeliveryStore {
                     attempts: 0,
                     not_before: now,
                     last_error: None,
+                    in_flight: None,
+                    parked: None,
+                    uncertain: None,
                 })
             })
             .collect()
     }
 
+    /// Queues `delivery` inside a transaction on the `deliveries` tree.
     pub(super) fn insert_in(
         tx: &sled::transaction::TransactionalTree,
         delivery: &PendingDelivery,
     ) -> TxResult {
-        tx.insert(&delivery.id.to_be_bytes(), encode(delivery))?;
+        tx.insert(data_key(delivery.id), encode(delivery))?;
+        tx.insert(queue_key(delivery), &[])?;
+        Ok(())
+    }
+
+    /// Takes `delivery` out of its queue inside a transaction on the `deliveries` tree.
+    pub(super) fn remove_in(
+        tx: &sled::transaction::TransactionalTree,
+        delivery: &PendingDelivery,
+    ) -> TxResult {
+        tx.remove(data_key(delivery.id))?;
+        tx.remove(queue_key(delivery))?;
         Ok(())
     }
 
@@ -136,44 +302,40 @@ impl DeliveryStore {
                 })?;
         }
         self.db.flush_async().await?;
+        self.note_enqueued(&prepared);
         Ok(prepared.iter().map(|delivery| delivery.id).collect())
     }
 
-    /// Deliveries that may be attempted at `now`, oldest first.
-    pub fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingDelivery>, StoreError> {
-        let mut due = Vec::new();
-        for item in self.outbox.iter().values() {
-            let delivery = decode(&item?)?;
-            if delivery.not_before <= now {
-                due.push(delivery);
-                if due.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(due)
-    }
-
-    /// When the next delivery becomes due, if any is waiting.
-    pub fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        let mut next: Option<Timestamp> = None;
-        for item in self.outbox.iter().values() {
-            let delivery = decode(&item?)?;
-            next = Some(next.map_or(delivery.not_before, |n| n.min(delivery.not_before)));
-        }
-        Ok(next)
-    }
-
+    /// Every queued delivery, by id.
     pub fn pending(&self) -> Result<Vec<PendingDelivery>, StoreError> {
         self.outbox
+            .scan_prefix([b'd'])
+            .values()
+            .map(|item| decode(&item?))
+            .collect()
+    }
+
+    /// Queued deliveries (not parked, uncertain or dead).
+    pub fn depth(&self) -> usize {
+        self.outbox.scan_prefix([b'd']).count()
+    }
+
+    /// Parked deliveries, by id.
+    pub fn parked(&self) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.parked
             .iter()
             .values()
             .map(|item| decode(&item?))
             .collect()
     }
 
-    pub fn depth(&self) -> usize {
-        self.outbox.len()
+    /// Deliveries nobody knows were posted or not, by id.
+    pub fn uncertain(&self) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.uncertain
+            .iter()
+            .values()
+            .map(|item| decode(&item?))
+            .collect()
     }
 
     pub fn dead_letters(&self) -> Result<Vec<PendingDelivery>, StoreError> {
@@ -209,7 +371,7 @@ impl DeliveryStore {
             let _writing = self.gate.writing();
             (&self.outbox, &self.threads)
                 .transaction(|(outbox, threads)| {
-                    outbox.remove(&delivery.id.to_be_bytes())?;
+                    Self::remove_in(outbox, delivery)?;
                     if let Some((key, ts)) = new_parent {
                         threads.insert(
                             thread_key(&delivery.team_id, &delivery.channel_id, key).as_bytes(),
@@ -224,71 +386,43 @@ impl DeliveryStore {
         Ok(())
     }
 
-    /// Tries again at `not_before`.
+    /// Stores a changed delivery in place (tried again at its `not_before`; or marked in
+    /// flight), flushed.
     pub async fn reschedule(&self, delivery: &PendingDelivery) -> Result<(), StoreError> {
         {
             let _writing = self.gate.writing();
             self.outbox
-                .insert(delivery.id.to_be_bytes(), encode(delivery))?;
+                .insert(data_key(delivery.id), encode(delivery))?;
         }
         self.db.flush_async().await?;
         Ok(())
     }
 
-    /// Like [`Self::reschedule`], but only while `current` is still in the outbox as
-    /// read: a delivery removed meanwhile (a held one replaced by a digest) stays gone.
-    pub async fn reschedule_if_unchanged(
+    /// Marks the delivery in flight and flushes, before it is posted: if the process dies
+    /// during the post, the delivery is found in flight and made uncertain.
+    pub async fn mark_in_flight(
         &self,
-        current: &PendingDelivery,
-        next: &PendingDelivery,
-    ) -> Result<bool, StoreError> {
-        let swapped = {
-            let _writing = self.gate.writing();
-            self.outbox
-                .compare_and_swap(
-                    current.id.to_be_bytes(),
-                    Some(encode(current)),
-                    Some(encode(next)),
-                )?
-                .is_ok()
-        };
-        self.db.flush_async().await?;
-        Ok(swapped)
+        delivery: &PendingDelivery,
+        now: Timestamp,
+    ) -> Result<PendingDelivery, StoreError> {
+        let mut marked = delivery.clone();
+        marked.in_flight = Some(now);
+        self.reschedule(&marked).await?;
+        Ok(marked)
     }
 
-    /// Gives up: the delivery moves to the dead letters, where `outbox retry` finds it.
-    pub async fn dead_letter(&self, delivery: &PendingDelivery) -> Result<(), StoreError> {
-        self.move_between(&self.outbox, &self.dead, delivery).await
-    }
-
-    /// Puts dead letters back into the outbox (all of them, or one by id). Returns how many.
-    pub async fn retry_dead(&self, id: Option<u64>, now: Timestamp) -> Result<usize, StoreError> {
-        let mut moved = 0;
-        for mut delivery in self.dead_letters()? {
-            if id.is_some_and(|id| id != delivery.id) {
-                continue;
-            }
-            delivery.attempts = 0;
-            delivery.not_before = now;
-            self.move_between(&self.dead, &self.outbox, &delivery)
-                .await?;
-            moved += 1;
-        }
-        Ok(moved)
-    }
-
-    async fn move_between(
+    /// Moves `delivery` out of its queue into `to` (parked or uncertain), together.
+    async fn move_out(
         &self,
-        from: &sled::Tree,
         to: &sled::Tree,
         delivery: &PendingDelivery,
     ) -> Result<(), StoreError> {
         use sled::Transactional;
         {
             let _writing = self.gate.writing();
-            (from, to)
-                .transaction(|(from, to)| {
-                    from.remove(&delivery.id.to_be_bytes())?;
+            (&self.outbox, to)
+                .transaction(|(outbox, to)| {
+                    Self::remove_in(outbox, delivery)?;
                     to.insert(&delivery.id.to_be_bytes(), encode(delivery))?;
                     Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
                 })
@@ -296,5 +430,294 @@ impl DeliveryStore {
         }
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// Parks a delivery for `reason`: out of its channel's queue until [`Self::unpark`].
+    pub async fn park(
+        &self,
+        delivery: &PendingDelivery,
+        reason: ParkReason,
+    ) -> Result<(), StoreError> {
+        let mut parked = delivery.clone();
+        parked.parked = Some(reason);
+        parked.in_flight = None;
+        self.move_out(&self.parked, &parked).await
+    }
+
+    /// Posted or not, nobody knows: out of the queue, listed for the operator, never
+    /// posted again by itself.
+    pub async fn make_uncertain(
+        &self,
+        delivery: &PendingDelivery,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let mut uncertain = delivery.clone();
+        uncertain.uncertain = Some(why.to_string());
+        self.move_out(&self.uncertain, &uncertain).await
+    }
+
+    /// Deliveries found in flight (the process stopped during their post) become
+    /// uncertain. Run when the delivery loop starts. Returns how many.
+    pub async fn recover_in_flight(&self) -> Result<usize, StoreError> {
+        let mut recovered = 0;
+        for delivery in self.pending()? {
+            if delivery.in_flight.is_some() {
+                self.make_uncertain(
+                    &delivery,
+                    "the daemon stopped while posting it: it may or may not have been posted",
+                )
+                .await?;
+                recovered += 1;
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Puts parked deliveries for which `resume` says yes back into their queues, due at
+    /// `now`. Returns how many.
+    pub async fn unpark(
+        &self,
+        resume: impl Fn(&PendingDelivery) -> bool,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let mut moved = Vec::new();
+        for mut delivery in self.parked()? {
+            if !resume(&delivery) {
+                continue;
+            }
+            delivery.parked = None;
+            delivery.not_before = now;
+            self.move_in(&self.parked, &delivery).await?;
+            moved.push(delivery);
+        }
+        self.note_enqueued(&moved);
+        Ok(moved.len())
+    }
+
+    /// Moves `delivery` from `from` (parked, uncertain or dead) back into its queue.
+    async fn move_in(
+        &self,
+        from: &sled::Tree,
+        delivery: &PendingDelivery,
+    ) -> Result<(), StoreError> {
+        use sled::Transactional;
+        {
+            let _writing = self.gate.writing();
+            (from, &self.outbox)
+                .transaction(|(from, outbox)| {
+                    from.remove(&delivery.id.to_be_bytes())?;
+                    Self::insert_in(outbox, delivery)?;
+                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .map_err(|error| StoreError::Io(format!("delivery transaction: {error:?}")))?;
+        }
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Gives up: the delivery moves to the dead letters, where `outbox retry` finds it.
+    pub async fn dead_letter(&self, delivery: &PendingDelivery) -> Result<(), StoreError> {
+        let mut dead = delivery.clone();
+        dead.in_flight = None;
+        self.move_out(&self.dead, &dead).await
+    }
+
+    /// Puts dead letters back into the outbox (all of them, or one by id). Returns how many.
+    pub async fn retry_dead(&self, id: Option<u64>, now: Timestamp) -> Result<usize, StoreError> {
+        let dead = self.dead_letters()?;
+        self.retry_from(&self.dead, dead, id, now).await
+    }
+
+    /// Puts uncertain deliveries back into the outbox (the operator checked the channel and
+    /// wants them posted): all of them, or one by id. Returns how many.
+    pub async fn retry_uncertain(
+        &self,
+        id: Option<u64>,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let uncertain = self.uncertain()?;
+        self.retry_from(&self.uncertain, uncertain, id, now).await
+    }
+
+    async fn retry_from(
+        &self,
+        tree: &sled::Tree,
+        deliveries: Vec<PendingDelivery>,
+        id: Option<u64>,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let mut moved = Vec::new();
+        for mut delivery in deliveries {
+            if id.is_some_and(|id| id != delivery.id) {
+                continue;
+            }
+            delivery.attempts = 0;
+            delivery.not_before = now;
+            delivery.in_flight = None;
+            delivery.uncertain = None;
+            self.move_in(tree, &delivery).await?;
+            moved.push(delivery);
+        }
+        self.note_enqueued(&moved);
+        Ok(moved.len())
+    }
+
+    /// Removes every delivery of a workspace: queued, parked, uncertain and dead, and its
+    /// threads (the purge of an uninstalled workspace). Returns how many deliveries.
+    pub async fn purge_team(&self, team_id: &str) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        {
+            let _writing = self.gate.writing();
+            for delivery in self.pending()? {
+                if delivery.team_id == team_id {
+                    self.outbox.remove(data_key(delivery.id))?;
+                    self.outbox.remove(queue_key(&delivery))?;
+                    removed += 1;
+                }
+            }
+            for tree in [&self.parked, &self.uncertain, &self.dead] {
+                for item in tree.iter() {
+                    let (key, value) = item?;
+                    if decode(&value)?.team_id == team_id {
+                        tree.remove(key)?;
+                        removed += 1;
+                    }
+                }
+            }
+            for key in self
+                .threads
+                .scan_prefix(format!("{team_id}:").as_bytes())
+                .keys()
+            {
+                self.threads.remove(key?)?;
+            }
+        }
+        self.db.flush_async().await?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::Reply;
+
+    fn delivery(id: u64, channel: &str, text: &str) -> PendingDelivery {
+        PendingDelivery {
+            id,
+            team_id: "T1".into(),
+            channel_id: channel.into(),
+            activity_id: format!("a{id}"),
+            notification: Notification {
+                message: Reply::text(text),
+                thread_key: None,
+                parent_update: None,
+            },
+            attempts: 0,
+            not_before: Timestamp::UNIX_EPOCH,
+            last_error: None,
+            in_flight: None,
+            parked: None,
+            uncertain: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_schema_1_outbox_is_migrated_into_channel_queues() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = sled::open(dir.path()).expect("sled");
+            let meta = db.open_tree("meta").expect("meta");
+            super::super::write_version(&meta, 1).expect("version");
+            let outbox = db.open_tree("deliveries").expect("outbox");
+            for (id, channel) in [(7u64, "C1"), (3, "C2"), (9, "C1")] {
+                outbox
+                    .insert(id.to_be_bytes(), encode(&delivery(id, channel, "old")))
+                    .expect("insert");
+            }
+            db.flush().expect("flush");
+        }
+        let store = super::super::Store::open(dir.path()).expect("migrated");
+        let deliveries = &store.deliveries;
+        assert_eq!(deliveries.depth(), 3);
+        let channels: Vec<ChannelKey> = deliveries
+            .queued_channels()
+            .expect("channels")
+            .into_iter()
+            .collect();
+        assert_eq!(
+            channels,
+            [
+                ("T1".to_string(), "C1".to_string()),
+                ("T1".into(), "C2".into())
+            ]
+        );
+        let head = deliveries.head("T1", "C1").expect("read").expect("queued");
+        assert_eq!(head.id, 7, "oldest first");
+        deliveries.complete(&head, None).await.expect("complete");
+        assert_eq!(
+            deliveries.head("T1", "C1").expect("read").map(|d| d.id),
+            Some(9)
+        );
+        assert_eq!(
+            deliveries.head("T1", "C2").expect("read").map(|d| d.id),
+            Some(3)
+        );
+    }
+
+    #[tokio::test]
+    async fn queued_channels_are_found_one_lookup_each_and_heads_follow_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = super::super::Store::open(dir.path()).expect("store");
+        let deliveries = &store.deliveries;
+        let new = |channel: &str| NewDelivery {
+            team_id: "T1".into(),
+            channel_id: channel.into(),
+            activity_id: "a".into(),
+            notification: Notification {
+                message: Reply::text("x"),
+                thread_key: None,
+                parent_update: None,
+            },
+        };
+        // Channel ids that are prefixes of each other stay apart.
+        let ids = deliveries
+            .enqueue(
+                vec![new("C1"), new("C10"), new("C1"), new("C2")],
+                Timestamp::UNIX_EPOCH,
+            )
+            .await
+            .expect("enqueue");
+        let channels = deliveries.queued_channels().expect("channels");
+        assert_eq!(channels.len(), 3, "{channels:?}");
+        assert_eq!(
+            deliveries.take_enqueued_channels(),
+            channels,
+            "the delivery loop hears of every channel"
+        );
+        assert!(deliveries.take_enqueued_channels().is_empty());
+        let head = deliveries.head("T1", "C1").expect("read").expect("queued");
+        assert_eq!(head.id, ids[0]);
+        deliveries
+            .park(&head, ParkReason::NotInstalled)
+            .await
+            .expect("park");
+        assert_eq!(
+            deliveries.head("T1", "C1").expect("read").map(|d| d.id),
+            Some(ids[2])
+        );
+        assert_eq!(deliveries.parked().expect("parked").len(), 1);
+        let resumed = deliveries
+            .unpark(|_| true, Timestamp::UNIX_EPOCH)
+            .await
+            .expect("unpark");
+        assert_eq!(resumed, 1);
+        assert_eq!(
+            deliveries.head("T1", "C1").expect("read").map(|d| d.id),
+            Some(ids[0])
+        );
+        assert_eq!(deliveries.purge_team("T1").await.expect("purge"), 4);
+        assert_eq!(deliveries.depth(), 0);
+        assert!(deliveries.queued_channels().expect("channels").is_empty());
     }
 }

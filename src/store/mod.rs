@@ -23,18 +23,21 @@ pub use activities::{ActivityStore, PollCommit};
 pub use campaigns::CampaignStore;
 pub use crypto::{KeySource, TokenCipher};
 pub use dedup::{DedupKind, DedupStore};
-pub use deliveries::{DeliveryStore, NewDelivery, PendingDelivery};
+pub use deliveries::{ChannelKey, DeliveryStore, NewDelivery, ParkReason, PendingDelivery};
 pub use installations::{InstallSource, Installation, InstallationState, InstallationStore};
 pub use repositories::{Broken, RepositoryStore, WatchedRepository};
 pub use subscriptions::SubscriptionStore;
 pub use user_links::{UserLink, UserLinkStore};
 
 /// The schema this binary writes. Bump it and add a step to [`MIGRATIONS`] together.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `MIGRATIONS[n]` upgrades a store from schema `n + 1` to `n + 2`. Version 1 is the
 /// first schema, so there is nothing to migrate yet.
-const MIGRATIONS: &[fn(&sled::Db) -> sled::Result<()>] = &[];
+const MIGRATIONS: &[fn(&sled::Db) -> sled::Result<()>] = &[
+    // 1 → 2: the outbox keyed by channel queue (`store::deliveries`).
+    deliveries::migrate_to_queues,
+];
 
 const META_TREE: &str = "meta";
 const SCHEMA_KEY: &str = "schema_version";
@@ -177,13 +180,7 @@ impl Store {
         let gate = WriteGate::default();
         let watched = db.open_tree("bitbucket_repositories")?;
         let cursors = db.open_tree("bitbucket_cursors")?;
-        let deliveries = DeliveryStore::new(
-            db.clone(),
-            db.open_tree("deliveries")?,
-            db.open_tree("dead_letters")?,
-            db.open_tree("threads")?,
-            gate.clone(),
-        );
+        let deliveries = DeliveryStore::new(db.clone(), gate.clone())?;
         Ok(Store {
             repositories: RepositoryStore::new(watched.clone(), cursors.clone(), gate.clone()),
             activities: ActivityStore::new(
@@ -206,7 +203,7 @@ impl Store {
                 db.open_tree("deliveries")?,
                 deliveries.clone(),
                 gate.clone(),
-            ),
+            )?,
             deliveries,
             subscriptions: SubscriptionStore::new(
                 db.open_tree("subscriptions")?,
@@ -279,6 +276,7 @@ impl Store {
                 })?;
         }
         self.deliveries.db().flush_async().await?;
+        self.deliveries.note_enqueued(&prepared);
         Ok(prepared.len())
     }
 

@@ -115,6 +115,8 @@ struct SharedState {
     members: std::collections::HashMap<String, Vec<(String, bool)>>,
     /// users.info answers: user id -> display name.
     user_names: std::collections::HashMap<String, String>,
+    /// The next this-many chat.postMessage calls are received and never answered.
+    hung_posts: u32,
 }
 
 impl Inner {
@@ -187,6 +189,7 @@ impl FakeSlack {
                 channels: std::collections::HashMap::new(),
                 members: std::collections::HashMap::new(),
                 user_names: std::collections::HashMap::new(),
+                hung_posts: 0,
             }),
             calls_changed,
             accept_tx,
@@ -481,6 +484,18 @@ async fn handle_http(
     }
 
     let path = call.path.as_str();
+    if path == "/api/chat.postMessage" {
+        let hang = {
+            let mut state = inner.lock();
+            let hang = state.hung_posts > 0;
+            state.hung_posts = state.hung_posts.saturating_sub(1);
+            hang
+        };
+        if hang {
+            // Received (it may count as posted), never answered: the caller times out.
+            std::future::pending::<()>().await;
+        }
+    }
     if let Some(api_method) = path.strip_prefix("/api/") {
         return match api_method {
             "apps.connections.open" => apps_connections_open(&inner, &call, &method),
@@ -1069,6 +1084,11 @@ impl FakeSlack {
             .lock()
             .workspaces
             .insert(bot_token.to_owned(), workspace);
+    }
+
+    /// The next `count` chat.postMessage calls are received but never answered.
+    pub fn hang_posts(&self, count: u32) {
+        self.inner.lock().hung_posts = count;
     }
 
     /// The display name users.info gives for `user`.
