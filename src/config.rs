@@ -195,6 +195,12 @@ pub struct StorageConfig {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub public_url: Url,
+    /// Connections served at once; further ones are closed at once.
+    pub max_connections: usize,
+    /// How long a connection may wait, with no request in progress, before its next one.
+    pub idle_timeout: Duration,
+    /// How long a request head may take from its first byte to its last.
+    pub header_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,6 +469,13 @@ impl RawConfig {
         let http = HttpConfig {
             listen: reader.socket_addr("http.listen"),
             public_url: reader.url("http.public_url"),
+            max_connections: reader.integer("http.max_connections", 1, 10_000) as usize,
+            idle_timeout: Duration::from_secs(reader.integer("http.idle_timeout_secs", 1, 3600)),
+            header_read_timeout: Duration::from_secs(reader.integer(
+                "http.header_read_timeout_secs",
+                1,
+                300,
+            )),
         };
         let log = LogConfig {
             level: reader.log_filter("log.level"),
@@ -1063,6 +1076,31 @@ mod tests {
         assert_eq!(config.slack.reply_budget, Duration::from_millis(1500));
         assert_eq!(config.shutdown.drain_timeout, Duration::from_secs(10));
         assert!(config.slack.bot_token.is_none());
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_ranges_named_by_key() {
+        let config = Config::load(None, &env(&[APP])).expect("valid");
+        assert_eq!(config.http.max_connections, 256);
+        assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));
+        let lines = problems(Config::load(
+            None,
+            &env(&[
+                APP,
+                ("BITBUCKET_SLACK__HTTP__MAX_CONNECTIONS", "0"),
+                ("BITBUCKET_SLACK__HTTP__IDLE_TIMEOUT_SECS", "soon"),
+                ("BITBUCKET_SLACK__HTTP__HEADER_READ_TIMEOUT_SECS", "301"),
+            ]),
+        ));
+        assert_eq!(
+            lines,
+            vec![
+                "http.max_connections: 0 is out of range: allowed 1 to 10000 (from environment variable BITBUCKET_SLACK__HTTP__MAX_CONNECTIONS)",
+                "http.idle_timeout_secs: `soon` is not a whole number: allowed 1 to 3600 (from environment variable BITBUCKET_SLACK__HTTP__IDLE_TIMEOUT_SECS)",
+                "http.header_read_timeout_secs: 301 is out of range: allowed 1 to 300 (from environment variable BITBUCKET_SLACK__HTTP__HEADER_READ_TIMEOUT_SECS)",
+            ]
+        );
     }
 
     #[test]
