@@ -75,6 +75,9 @@ pub struct Metrics {
     pub bitbucket_requests: Family<EndpointStatus, Counter>,
     pub bitbucket_budget_used: Gauge,
     pub detection_latency: Histogram,
+    pub http_connections_open: Gauge,
+    pub http_connections_refused: Counter,
+    pub http_connections_timed_out: Family<ReasonLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,6 +106,9 @@ impl Default for Metrics {
             bitbucket_budget_used: Gauge::default(),
             // 1 s to about 9 hours.
             detection_latency: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            http_connections_open: Gauge::default(),
+            http_connections_refused: Counter::default(),
+            http_connections_timed_out: Family::default(),
         };
         metrics.register_all();
         metrics
@@ -186,6 +192,21 @@ impl Metrics {
             "campaign_phase",
             "Installations by permission-upgrade phase, as of the last scrape",
             self.campaign_phase.clone(),
+        );
+        registry.register(
+            "http_connections_open",
+            "Connections the HTTP server is serving now (at most http.max_connections)",
+            self.http_connections_open.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "Connections the HTTP server closed unserved because http.max_connections were open",
+            self.http_connections_refused.clone(),
+        );
+        registry.register(
+            "http_connections_timed_out",
+            "Connections the HTTP server closed for slowness, by reason (idle, header_read)",
+            self.http_connections_timed_out.clone(),
         );
     }
 

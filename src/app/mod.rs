@@ -194,7 +194,13 @@ pub async fn start(
         metrics: metrics.clone(),
     };
     let http_task = tokio::spawn(
-        http::serve(listener, http_state, background.clone()).instrument(info_span!("http")),
+        http::serve(
+            listener,
+            http_state,
+            http::HttpSettings::from_config(&config.http, &config.shutdown),
+            background.clone(),
+        )
+        .instrument(info_span!("http")),
     );
     tokio::spawn(
         notify_systemd(health.clone(), background.clone()).instrument(info_span!("systemd")),

@@ -2,12 +2,15 @@
 //! (`/slack/install`, `/slack/oauth/callback`). Slack never calls it; operators' probes
 //! and admins' browsers do, so an intranet URL works.
 //!
-//! Owns routing and response shapes only. Must never expose a token, a secret or an
-//! admin action.
+//! Owns routing and response shapes only; sockets, connection limits and timeouts are
+//! `server`'s. Must never expose a token, a secret or an admin action.
 
 pub mod bitbucket_login;
 pub mod oauth;
+pub mod server;
 pub mod state;
+
+pub use server::HttpSettings;
 
 use std::sync::Arc;
 
@@ -101,15 +104,17 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled.
+/// Serves until `shutdown` is cancelled, within `settings`' limits (see [`server`]); then
+/// lets requests in progress finish within the drain deadline.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
+    settings: HttpSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let metrics = state.metrics.clone();
+    server::run(listener, router(state), settings, metrics, shutdown).await;
+    Ok(())
 }
 
 async fn healthz() -> Json<Value> {
