@@ -536,21 +536,11 @@ async fn housekeeping(
             }
         }
         if let Some(cutoff) = before(now, config.storage.uninstalled_retention) {
-            match store.installations.purge_uninstalled_before(cutoff).await {
-                Ok(purged) if purged.is_empty() => {}
+            match store.purge_uninstalled_before(cutoff).await {
                 Ok(purged) => {
-                    for team in &purged {
-                        if let Err(error) = store.subscriptions.purge_team(team).await {
-                            warn!(%error, team = %team, "could not purge the subscriptions of a purged workspace");
-                        }
-                        if let Err(error) = store.campaigns.purge_team(team).await {
-                            warn!(%error, team = %team, "could not purge the upgrade campaign of a purged workspace");
-                        }
-                        if let Err(error) = store.deliveries.purge_team(team).await {
-                            warn!(%error, team = %team, "could not purge the messages of a purged workspace");
-                        }
+                    for team in purged {
+                        info!(team = %team.team_id, records = team.records, "purged a workspace uninstalled longer than the retention period, with every record it had");
                     }
-                    info!(teams = %purged.join(","), "purged workspaces uninstalled longer than the retention period, with their subscriptions and upgrade campaigns")
                 }
                 Err(error) => warn!(%error, "could not purge uninstalled workspaces; will retry"),
             }

@@ -92,18 +92,6 @@ impl CampaignStore {
         Ok(())
     }
 
-    /// Forgets a purged workspace's campaign and hold. Returns whether there was one.
-    pub async fn purge_team(&self, team_id: &str) -> Result<bool, StoreError> {
-        let existed = {
-            let _writing = self.gate.writing();
-            let campaign = self.campaigns.remove(team_id.as_bytes())?;
-            let hold = self.held.remove(team_id.as_bytes())?;
-            campaign.is_some() || hold.is_some()
-        };
-        self.db.flush_async().await?;
-        Ok(existed)
-    }
-
     /// The held deliveries of a workspace (parked while held, and any still queued),
     /// oldest first.
     pub fn held_deliveries(&self, team_id: &str) -> Result<Vec<PendingDelivery>, StoreError> {
@@ -233,11 +221,5 @@ mod tests {
         assert_eq!(texts.len(), 2);
         assert!(texts.contains(&"digest".to_string()));
         assert!(texts.contains(&"other".to_string()));
-
-        store.campaigns.hold("T1").await.expect("hold");
-        assert!(store.campaigns.purge_team("T1").await.expect("purge"));
-        assert_eq!(store.campaigns.get("T1").expect("get"), None);
-        assert!(!store.campaigns.is_held("T1").expect("read"));
-        assert!(!store.campaigns.purge_team("T1").await.expect("purge"));
     }
 }

@@ -561,40 +561,6 @@ impl DeliveryStore {
         self.note_enqueued(&moved);
         Ok(moved.len())
     }
-
-    /// Removes every delivery of a workspace: queued, parked, uncertain and dead, and its
-    /// threads (the purge of an uninstalled workspace). Returns how many deliveries.
-    pub async fn purge_team(&self, team_id: &str) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        {
-            let _writing = self.gate.writing();
-            for delivery in self.pending()? {
-                if delivery.team_id == team_id {
-                    self.outbox.remove(data_key(delivery.id))?;
-                    self.outbox.remove(queue_key(&delivery))?;
-                    removed += 1;
-                }
-            }
-            for tree in [&self.parked, &self.uncertain, &self.dead] {
-                for item in tree.iter() {
-                    let (key, value) = item?;
-                    if decode(&value)?.team_id == team_id {
-                        tree.remove(key)?;
-                        removed += 1;
-                    }
-                }
-            }
-            for key in self
-                .threads
-                .scan_prefix(format!("{team_id}:").as_bytes())
-                .keys()
-            {
-                self.threads.remove(key?)?;
-            }
-        }
-        self.db.flush_async().await?;
-        Ok(removed)
-    }
 }
 
 #[cfg(test)]
@@ -716,7 +682,7 @@ mod tests {
             deliveries.head("T1", "C1").expect("read").map(|d| d.id),
             Some(ids[0])
         );
-        assert_eq!(deliveries.purge_team("T1").await.expect("purge"), 4);
+        assert_eq!(store.purge_team("T1").await.expect("purge"), 8, "4 records, 4 queue keys");
         assert_eq!(deliveries.depth(), 0);
         assert!(deliveries.queued_channels().expect("channels").is_empty());
     }

@@ -2,9 +2,10 @@
 //! installed the app, with its bot token sealed.
 //!
 //! Owns the stored shape and the state changes of an installation (install, reinstall,
-//! tokens revoked, uninstalled, purge). A reinstall updates the record in place, so
-//! everything keyed by the team (subscriptions, user links, threads) is kept. Every
-//! write is flushed before it returns. Must never store or return a token unsealed
+//! tokens revoked, uninstalled), and finds the workspaces whose retention ended; purging
+//! one, with everything it has in other trees, is `purge.rs`. A reinstall updates the
+//! record in place, so everything keyed by the team (subscriptions, user links, threads)
+//! is kept. Every write is flushed before it returns. Must never store or return a token unsealed
 //! except as a [`Secret`].
 
 use jiff::Timestamp;
@@ -230,25 +231,24 @@ impl InstallationStore {
         .await
     }
 
-    /// Removes installations uninstalled before `cutoff`; returns their team ids.
-    pub async fn purge_uninstalled_before(
+    /// The workspaces uninstalled before `cutoff`, each with its record as stored (for
+    /// [`super::Store::purge_uninstalled_before`], which purges one only while its record
+    /// is still exactly this).
+    pub(super) fn uninstalled_before(
         &self,
         cutoff: Timestamp,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut purged = Vec::new();
-        for installation in self.list()? {
+    ) -> Result<Vec<(String, sled::IVec)>, StoreError> {
+        let mut found = Vec::new();
+        for item in self.tree.iter() {
+            let (_, bytes) = item?;
+            let installation = self.decode(&bytes)?;
             if installation.state == InstallationState::Uninstalled
                 && installation.updated_at < cutoff
             {
-                let _writing = self.gate.writing();
-                self.tree.remove(installation.team_id.as_bytes())?;
-                purged.push(installation.team_id);
+                found.push((installation.team_id, bytes));
             }
         }
-        if !purged.is_empty() {
-            self.tree.flush_async().await?;
-        }
-        Ok(purged)
+        Ok(found)
     }
 
     async fn change(
@@ -399,39 +399,5 @@ pub(crate) mod tests {
             assert!(record.bot_token.is_none());
             assert!(!record.is_active());
         }
-    }
-
-    #[tokio::test]
-    async fn uninstalled_records_are_purged_after_retention_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
-        let installations = &store.installations;
-        installations
-            .upsert(sample("T1", "xoxb-1"))
-            .await
-            .expect("upsert");
-        installations
-            .upsert(sample("T2", "xoxb-2"))
-            .await
-            .expect("upsert");
-        installations
-            .mark_uninstalled("T1", at(1000))
-            .await
-            .expect("uninstall");
-        assert!(
-            installations
-                .purge_uninstalled_before(at(999))
-                .await
-                .expect("purge")
-                .is_empty()
-        );
-        assert_eq!(
-            installations
-                .purge_uninstalled_before(at(1001))
-                .await
-                .expect("purge"),
-            vec!["T1".to_string()]
-        );
-        assert!(installations.get("T2").expect("get").is_some());
     }
 }

@@ -119,23 +119,6 @@ impl SubscriptionStore {
             .collect()
     }
 
-    /// Deletes every subscription and channel setting of a workspace (its retention ended).
-    pub async fn purge_team(&self, team_id: &str) -> Result<usize, StoreError> {
-        let prefix = format!("{team_id}:");
-        let mut removed = 0;
-        {
-            let _writing = self.gate.writing();
-            for tree in [&self.subscriptions, &self.settings] {
-                for key in tree.scan_prefix(prefix.as_bytes()).keys() {
-                    tree.remove(key?)?;
-                    removed += 1;
-                }
-            }
-        }
-        self.subscriptions.flush_async().await?;
-        Ok(removed)
-    }
-
     pub fn count_for_team(&self, team_id: &str) -> usize {
         self.subscriptions
             .scan_prefix(format!("{team_id}:").as_bytes())
@@ -277,16 +260,6 @@ mod tests {
                 .expect("remove")
         );
         assert_eq!(subscriptions.count_for_team("T1"), 1);
-        assert_eq!(
-            subscriptions.purge_team("T1").await.expect("purge"),
-            2,
-            "one subscription, one setting"
-        );
-        assert_eq!(subscriptions.count_for_team("T1"), 0);
-        assert_eq!(
-            subscriptions.count_for_team("T2"),
-            1,
-            "other workspaces untouched"
-        );
+        assert_eq!(subscriptions.count_for_team("T2"), 1);
     }
 }
