@@ -387,12 +387,16 @@ impl DeliveryStore {
     }
 
     /// Stores a changed delivery in place (tried again at its `not_before`; or marked in
-    /// flight), flushed.
+    /// flight), flushed. A delivery no longer in the outbox (its workspace was purged
+    /// meanwhile) stays gone.
     pub async fn reschedule(&self, delivery: &PendingDelivery) -> Result<(), StoreError> {
+        let encoded = encode(delivery);
         {
             let _writing = self.gate.writing();
             self.outbox
-                .insert(data_key(delivery.id), encode(delivery))?;
+                .fetch_and_update(data_key(delivery.id), |current| {
+                    current.map(|_| encoded.clone())
+                })?;
         }
         self.db.flush_async().await?;
         Ok(())
@@ -411,7 +415,8 @@ impl DeliveryStore {
         Ok(marked)
     }
 
-    /// Moves `delivery` out of its queue into `to` (parked or uncertain), together.
+    /// Moves `delivery` out of its queue into `to` (parked, uncertain or dead), together;
+    /// one no longer queued (purged meanwhile) is not moved.
     async fn move_out(
         &self,
         to: &sled::Tree,
@@ -422,8 +427,10 @@ impl DeliveryStore {
             let _writing = self.gate.writing();
             (&self.outbox, to)
                 .transaction(|(outbox, to)| {
-                    Self::remove_in(outbox, delivery)?;
-                    to.insert(&delivery.id.to_be_bytes(), encode(delivery))?;
+                    if outbox.get(data_key(delivery.id))?.is_some() {
+                        Self::remove_in(outbox, delivery)?;
+                        to.insert(&delivery.id.to_be_bytes(), encode(delivery))?;
+                    }
                     Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
                 })
                 .map_err(|error| StoreError::Io(format!("delivery transaction: {error:?}")))?;
@@ -505,8 +512,9 @@ impl DeliveryStore {
             let _writing = self.gate.writing();
             (from, &self.outbox)
                 .transaction(|(from, outbox)| {
-                    from.remove(&delivery.id.to_be_bytes())?;
-                    Self::insert_in(outbox, delivery)?;
+                    if from.remove(&delivery.id.to_be_bytes())?.is_some() {
+                        Self::insert_in(outbox, delivery)?;
+                    }
                     Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
                 })
                 .map_err(|error| StoreError::Io(format!("delivery transaction: {error:?}")))?;
@@ -682,7 +690,11 @@ mod tests {
             deliveries.head("T1", "C1").expect("read").map(|d| d.id),
             Some(ids[0])
         );
-        assert_eq!(store.purge_team("T1").await.expect("purge"), 8, "4 records, 4 queue keys");
+        assert_eq!(
+            store.purge_team("T1").await.expect("purge"),
+            8,
+            "4 records, 4 queue keys"
+        );
         assert_eq!(deliveries.depth(), 0);
         assert!(deliveries.queued_channels().expect("channels").is_empty());
     }

@@ -545,4 +545,38 @@ mod tests {
         assert!(store.installations.get(GONE).expect("get").is_some());
         assert_eq!(store.subscriptions.count_for_team(GONE), 1);
     }
+
+    #[tokio::test]
+    async fn a_late_reschedule_or_dead_letter_does_not_bring_a_purged_delivery_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = filled(dir.path()).await;
+        let mut waiting = store
+            .deliveries
+            .pending()
+            .expect("pending")
+            .into_iter()
+            .find(|delivery| delivery.team_id == GONE)
+            .expect("a delivery of the team");
+        store.purge_team(GONE).await.expect("purge");
+        waiting.not_before = at(100);
+        store
+            .deliveries
+            .reschedule(&waiting)
+            .await
+            .expect("reschedule");
+        store
+            .deliveries
+            .dead_letter(&waiting)
+            .await
+            .expect("dead letter");
+        let left = walk(&store);
+        assert!(
+            left.values().flatten().all(|entry| !mentions(entry, GONE)),
+            "a purged delivery came back: {:?}",
+            left.iter()
+                .filter(|(_, entries)| entries.iter().any(|entry| mentions(entry, GONE)))
+                .map(|(tree, _)| tree)
+                .collect::<Vec<_>>()
+        );
+    }
 }
