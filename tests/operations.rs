@@ -185,6 +185,12 @@ async fn backup_while_running_then_restore_into_an_empty_directory_resumes() {
         "{text}"
     );
     assert!(!text.contains("ops-bot-secret"), "tokens stay encrypted");
+    assert_eq!(mode(&backup), 0o600, "a backup is private");
+    assert_eq!(
+        files_in(dir.path()),
+        ["backup.jsonl", "bitbucket-slack.toml", "data"],
+        "no partial file left"
+    );
 
     // Refused while the daemon runs.
     let (code, _, stderr) = cli(&config, &["restore", backup.to_str().expect("utf-8")]).await;
@@ -223,6 +229,116 @@ async fn backup_while_running_then_restore_into_an_empty_directory_resumes() {
     assert_eq!(code, 0);
     assert!(stdout.contains("T0FAKE"), "{stdout}");
     stop(daemon).await;
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The names in `dir`, sorted, hidden ones included.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A stand-in for the daemon's admin socket: each connection's request is read, then
+/// answered with the next of `streams` (after the `backup` answer line) and closed.
+fn fake_backup_daemon(socket: &Path, streams: Vec<Vec<u8>>) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let listener = tokio::net::UnixListener::bind(socket).expect("bind the fake admin socket");
+    tokio::spawn(async move {
+        for stream in streams {
+            let (connection, _) = listener.accept().await.expect("accept");
+            let (read, mut write) = connection.into_split();
+            let mut request = String::new();
+            tokio::io::BufReader::new(read)
+                .read_line(&mut request)
+                .await
+                .expect("request");
+            assert_eq!(request.trim(), r#"{"command":"backup"}"#);
+            write
+                .write_all(b"{\"kind\":\"backup\"}\n")
+                .await
+                .expect("answer");
+            write.write_all(&stream).await.expect("stream");
+            write.shutdown().await.expect("close");
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_backup_stream_cut_short_by_the_daemon_is_refused_and_leaves_no_file() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    let config = write_config(dir.path(), &config_text(&fake, &storage));
+    // A real backup, taken from the stopped store.
+    let good = dir.path().join("good.jsonl");
+    let (code, _, stderr) = cli(&config, &["backup", good.to_str().expect("utf-8")]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("the daemon is not running"), "{stderr}");
+    assert_eq!(mode(&good), 0o600);
+    let bytes = std::fs::read(&good).expect("backup");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let trailer_at = text.trim_end().rfind('\n').expect("lines") + 1;
+    let without_trailer = bytes[..trailer_at].to_vec();
+    let mid_line = bytes[..bytes.len() - 10].to_vec();
+    let damaged = text
+        .replacen("\"version\":1", "\"version\":0", 1)
+        .into_bytes();
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let target = out.path().join("backup.jsonl");
+    let target_arg = target.to_str().expect("utf-8");
+    let daemon = fake_backup_daemon(
+        &storage.join("admin.sock"),
+        vec![without_trailer, mid_line, damaged, bytes.clone()],
+    );
+    for (what, expected) in [
+        ("without its trailer", "truncated"),
+        ("cut in a line", "incomplete or damaged"),
+        ("with a changed byte", "checksum does not match"),
+    ] {
+        let (code, stdout, stderr) = cli(&config, &["backup", target_arg]).await;
+        assert_eq!(code, 1, "{what}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("the backup streamed by the daemon does not verify")
+                && stderr.contains(expected)
+                && stderr.contains("nothing was written"),
+            "{what}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("not running"),
+            "asked the daemon: {stderr}"
+        );
+        assert!(
+            files_in(out.path()).is_empty(),
+            "{what}: nothing left behind"
+        );
+    }
+    let (code, stdout, stderr) = cli(&config, &["backup", target_arg]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("backup written"), "{stdout}");
+    assert_eq!(std::fs::read(&target).expect("backup"), bytes);
+    assert_eq!(mode(&target), 0o600);
+    assert_eq!(files_in(out.path()), ["backup.jsonl"]);
+    daemon
+        .await
+        .expect("the fake daemon answered every request");
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 //! running, opens the store directly, and says which it did.
 //!
 //! Owns talking to the admin socket, the direct-store fallback and the printed output
-//! (tables for people, `--json` for scripts). Exit codes: 0 success, 1 failure (a
+//! (tables for people, `--json` for scripts). A backup reaches its path only once it is
+//! on disk and verified (`store::backup::BackupFile`), whether the daemon streamed it or
+//! it came from the store directly. Exit codes: 0 success, 1 failure (a
 //! refused restore, a failed doctor check), 78 a configuration problem (main.rs).
 
 use std::io::{BufReader, Write};
@@ -61,10 +63,12 @@ async fn reach(config: &Config) -> anyhow::Result<Channel> {
     }
 }
 
-async fn ask(
+/// Sends `request` and reads the one-line answer; what follows it (a backup) stays in
+/// the returned reader.
+async fn send(
     mut stream: UnixStream,
     request: &AdminRequest,
-) -> anyhow::Result<(AdminResponse, Vec<u8>)> {
+) -> anyhow::Result<(AdminResponse, tokio::io::BufReader<UnixStream>)> {
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
     stream.write_all(line.as_bytes()).await?;
@@ -73,12 +77,14 @@ async fn ask(
     reader.read_line(&mut first).await?;
     let response: AdminResponse = serde_json::from_str(first.trim())
         .with_context(|| "the daemon's admin answer was not understood")?;
-    let mut rest = Vec::new();
-    reader.read_to_end(&mut rest).await?;
     if let AdminResponse::Error { message } = &response {
         bail!("the daemon refused: {message}");
     }
-    Ok((response, rest))
+    Ok((response, reader))
+}
+
+async fn ask(stream: UnixStream, request: &AdminRequest) -> anyhow::Result<AdminResponse> {
+    Ok(send(stream, request).await?.0)
 }
 
 fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
@@ -103,7 +109,7 @@ fn print_as<T: Serialize + ?Sized>(
 /// `bitbucket-slack status`.
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
     let report = match reach(config).await? {
-        Channel::Daemon(stream) => match ask(stream, &AdminRequest::Status).await?.0 {
+        Channel::Daemon(stream) => match ask(stream, &AdminRequest::Status).await? {
             AdminResponse::Status(report) => *report,
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
@@ -178,7 +184,7 @@ fn render_status(report: &StatusReport) -> String {
 /// `bitbucket-slack installations`.
 pub async fn installations(config: &Config, json: bool) -> anyhow::Result<u8> {
     let rows = match reach(config).await? {
-        Channel::Daemon(stream) => match ask(stream, &AdminRequest::Installations).await?.0 {
+        Channel::Daemon(stream) => match ask(stream, &AdminRequest::Installations).await? {
             AdminResponse::Installations { installations } => installations,
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
@@ -195,7 +201,7 @@ pub async fn upgrade_status(
     json: bool,
 ) -> anyhow::Result<u8> {
     let rows = match reach(config).await? {
-        Channel::Daemon(stream) => match ask(stream, &AdminRequest::UpgradeStatus).await?.0 {
+        Channel::Daemon(stream) => match ask(stream, &AdminRequest::UpgradeStatus).await? {
             AdminResponse::UpgradeStatus { campaigns } => campaigns,
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
@@ -304,10 +310,7 @@ pub async fn subscriptions(
 ) -> anyhow::Result<u8> {
     let rows = match reach(config).await? {
         Channel::Daemon(stream) => {
-            match ask(stream, &AdminRequest::Subscriptions { team, channel })
-                .await?
-                .0
-            {
+            match ask(stream, &AdminRequest::Subscriptions { team, channel }).await? {
                 AdminResponse::Subscriptions { subscriptions } => subscriptions,
                 other => bail!("unexpected answer from the daemon: {other:?}"),
             }
@@ -362,7 +365,7 @@ pub async fn outbox(
         parked,
     };
     let rows = match reach(config).await? {
-        Channel::Daemon(stream) => match ask(stream, &request).await?.0 {
+        Channel::Daemon(stream) => match ask(stream, &request).await? {
             AdminResponse::Outbox { deliveries } => deliveries,
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
@@ -410,10 +413,7 @@ pub async fn outbox_retry(
 ) -> anyhow::Result<u8> {
     let count = match reach(config).await? {
         Channel::Daemon(stream) => {
-            match ask(stream, &AdminRequest::OutboxRetry { id, uncertain })
-                .await?
-                .0
-            {
+            match ask(stream, &AdminRequest::OutboxRetry { id, uncertain }).await? {
                 AdminResponse::Retried { count } => count,
                 other => bail!("unexpected answer from the daemon: {other:?}"),
             }
@@ -443,36 +443,58 @@ pub async fn outbox_retry(
     Ok(0)
 }
 
-/// `bitbucket-slack backup FILE`: a consistent snapshot, from the daemon if it runs.
+/// `bitbucket-slack backup FILE`: a consistent snapshot, from the daemon if it runs. The
+/// file is private (0600) from its first byte and appears at FILE only once it verified
+/// on disk: a stream cut short (or damaged) is an error and leaves nothing there.
 pub async fn backup(config: &Config, clock: Arc<dyn Clock>, file: &Path) -> anyhow::Result<u8> {
-    let staging = file.with_extension("partial");
-    let entries = match reach(config).await? {
+    let channel = reach(config).await?;
+    let mut out = backup::BackupFile::create(file)?;
+    let from_daemon = match channel {
         Channel::Daemon(stream) => {
-            let (_, bytes) = ask(stream, &AdminRequest::Backup).await?;
-            std::fs::write(&staging, &bytes)
-                .with_context(|| format!("cannot write {}", staging.display()))?;
-            bytes
-                .iter()
-                .filter(|byte| **byte == b'\n')
-                .count()
-                .saturating_sub(2)
+            let (response, mut stream) = send(stream, &AdminRequest::Backup).await?;
+            if response != AdminResponse::Backup {
+                bail!("unexpected answer from the daemon: {response:?}");
+            }
+            copy_stream(&mut stream, &mut out).await.with_context(|| {
+                format!(
+                    "the daemon's backup stream broke off; nothing was written to {}",
+                    file.display()
+                )
+            })?;
+            true
         }
         Channel::Store(store) => {
-            let mut out = std::io::BufWriter::new(
-                std::fs::File::create(&staging)
-                    .with_context(|| format!("cannot write {}", staging.display()))?,
-            );
-            let summary = store.write_backup(&mut out, clock.now())?;
-            out.flush()?;
-            summary.entries as usize
+            store.write_backup(&mut out, clock.now())?;
+            false
         }
     };
-    std::fs::rename(&staging, file).with_context(|| format!("cannot write {}", file.display()))?;
+    let summary = out.commit().map_err(|error| match error {
+        backup::BackupFileError::Invalid { .. } if from_daemon => {
+            anyhow!("the backup streamed by the daemon does not verify: {error}")
+        }
+        other => other.into(),
+    })?;
     println!(
-        "backup written to {} ({entries} entries; tokens stay encrypted)",
-        file.display()
+        "backup written to {} ({} entries; tokens stay encrypted)",
+        file.display(),
+        summary.entries
     );
     Ok(0)
+}
+
+/// Copies what the daemon streams into the backup file, until the daemon closes.
+async fn copy_stream(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    out: &mut backup::BackupFile,
+) -> std::io::Result<()> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        out.write_all(&buffer[..read])?;
+    }
 }
 
 /// `bitbucket-slack restore FILE`: only with the daemon stopped, only into an empty store.

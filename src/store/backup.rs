@@ -6,12 +6,20 @@
 //! everything before it. A backup holds the write gate exclusively, so it is a
 //! consistent snapshot even while the daemon runs.
 //!
+//! A backup file is written through [`BackupFile`]: created 0600 (before any byte is
+//! written) as a hidden sibling of the target, fsynced, verified by reading it back
+//! (header, every entry, count and checksum), and only then renamed into place, with
+//! the directory fsynced after the rename. A backup that does not verify (a stream cut
+//! short by the daemon or the socket) is removed and never reaches the target path.
+//!
 //! Restore never half-restores: it reads and verifies the whole file first, refuses a
 //! newer format or schema and a key that does not open the key check, writes into a
 //! fresh sibling directory, and only then moves that into place. It never overwrites an
 //! existing store.
 
-use std::io::{BufRead, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -60,7 +68,8 @@ pub struct BackupSummary {
     pub created_at: Timestamp,
 }
 
-/// Why a restore refused. Nothing was written when it returns any of these.
+/// Why a restore refused, or a backup did not verify. Nothing was written when a restore
+/// returns any of these.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error("{0} is not a bitbucket-slack backup")]
@@ -93,6 +102,117 @@ pub enum RestoreError {
     Store(#[from] StoreError),
     #[error("restore I/O failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Why a backup file was not written. The target path was left as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupFileError {
+    #[error("{cause}; nothing was written to {path}")]
+    Invalid { path: PathBuf, cause: RestoreError },
+    #[error("cannot write the backup to {path}: {cause}")]
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+}
+
+/// A backup file being written: a hidden `.NAME.partial` next to the target, mode 0600,
+/// renamed into place by [`BackupFile::commit`] only once it verifies. Dropped without
+/// a commit, it removes the partial file.
+#[derive(Debug)]
+pub struct BackupFile {
+    target: PathBuf,
+    partial: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl BackupFile {
+    /// Creates the partial file (replacing one left by an interrupted backup).
+    pub fn create(target: &Path) -> Result<BackupFile, BackupFileError> {
+        let partial = sibling(target, "partial");
+        let io_error = |cause| BackupFileError::Io {
+            path: target.to_path_buf(),
+            cause,
+        };
+        match std::fs::remove_file(&partial) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_error(error));
+            }
+            _ => {}
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(io_error)?;
+        Ok(BackupFile {
+            target: target.to_path_buf(),
+            partial,
+            out: Some(BufWriter::new(file)),
+        })
+    }
+
+    /// Makes the file durable, checks it from disk, then moves it to the target path
+    /// and makes the rename durable. What the file holds, on success.
+    pub fn commit(mut self) -> Result<BackupSummary, BackupFileError> {
+        let io_error = |cause| BackupFileError::Io {
+            path: self.target.clone(),
+            cause,
+        };
+        let out = self.out.take().expect("a backup file is committed once");
+        let file = out
+            .into_inner()
+            .map_err(|error| io_error(error.into_error()))?;
+        file.sync_all().map_err(io_error)?;
+        drop(file);
+        let written = File::open(&self.partial).map_err(io_error)?;
+        let summary =
+            verify(BufReader::new(written)).map_err(|cause| BackupFileError::Invalid {
+                path: self.target.clone(),
+                cause,
+            })?;
+        std::fs::rename(&self.partial, &self.target).map_err(io_error)?;
+        sync_dir(parent_dir(&self.target)).map_err(io_error)?;
+        Ok(summary)
+    }
+}
+
+impl Write for BackupFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match &mut self.out {
+            Some(out) => out.write(bytes),
+            None => Err(std::io::Error::other("the backup file is closed")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.out {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BackupFile {
+    fn drop(&mut self) {
+        if self.partial.exists() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a rename (or creation) in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Writes `line` and feeds it to the running checksum.
@@ -206,7 +326,37 @@ pub fn restore(
     })
 }
 
+/// Checks a whole backup (header, every entry, the count and the checksum) without
+/// keeping it: what a restore of it would cover.
+pub fn verify(input: impl BufRead) -> Result<BackupSummary, RestoreError> {
+    let mut entries = 0u64;
+    let mut trees: Vec<String> = Vec::new();
+    let header = read_checked(input, |entry| {
+        entries += 1;
+        if trees.last() != Some(&entry.tree) {
+            trees.push(entry.tree);
+        }
+    })?;
+    Ok(BackupSummary {
+        entries,
+        trees,
+        created_at: header.created_at,
+    })
+}
+
 fn read_verified(input: impl BufRead) -> Result<(BackupHeader, Vec<BackupEntry>), RestoreError> {
+    let mut entries = Vec::new();
+    let header = read_checked(input, |entry| entries.push(entry))?;
+    Ok((header, entries))
+}
+
+/// Reads a backup, handing each entry to `on_entry`, and returns its header once the
+/// trailer matched. Anything wrong (a cut, a changed byte, lines after the trailer) is
+/// an error.
+fn read_checked(
+    input: impl BufRead,
+    mut on_entry: impl FnMut(BackupEntry),
+) -> Result<BackupHeader, RestoreError> {
     let mut lines = input.lines();
     let first = lines
         .next()
@@ -232,28 +382,32 @@ fn read_verified(input: impl BufRead) -> Result<(BackupHeader, Vec<BackupEntry>)
     let mut hasher = Sha256::new();
     hasher.update(first.as_bytes());
     hasher.update(b"\n");
-    let mut entries = Vec::new();
-    for line in lines {
+    let mut count = 0u64;
+    while let Some(line) = lines.next() {
         let line = line?;
         if let Ok(trailer) = serde_json::from_str::<BackupTrailer>(&line) {
-            if trailer.entries != entries.len() as u64 {
+            if trailer.entries != count {
                 return Err(RestoreError::Damaged(format!(
-                    "the trailer counts {} entries, the file has {}",
+                    "the trailer counts {} entries, the file has {count}",
                     trailer.entries,
-                    entries.len()
                 )));
             }
             if trailer.sha256 != hex(&hasher.finalize()) {
                 return Err(RestoreError::Damaged("the checksum does not match".into()));
             }
-            return Ok((header, entries));
+            if lines.next().is_some() {
+                return Err(RestoreError::Damaged(
+                    "there is more after the trailer".into(),
+                ));
+            }
+            return Ok(header);
         }
-        let entry: BackupEntry = serde_json::from_str(&line).map_err(|error| {
-            RestoreError::Damaged(format!("entry {}: {error}", entries.len() + 1))
-        })?;
+        let entry: BackupEntry = serde_json::from_str(&line)
+            .map_err(|error| RestoreError::Damaged(format!("entry {}: {error}", count + 1)))?;
         hasher.update(line.as_bytes());
         hasher.update(b"\n");
-        entries.push(entry);
+        count += 1;
+        on_entry(entry);
     }
     Err(RestoreError::Damaged(
         "the file ends without its trailer (truncated?)".into(),
@@ -444,5 +598,84 @@ mod tests {
         ));
         assert!(!target.exists(), "nothing half-restored");
         assert!(!sibling(&target, "restoring").exists());
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[tokio::test]
+    async fn a_backup_file_is_private_and_appears_only_once_verified() {
+        let source = tempfile::tempdir().expect("tempdir");
+        let store = store_with_data(source.path()).await;
+        let out = tempfile::tempdir().expect("tempdir");
+        let target = out.path().join("backup.jsonl");
+        // A partial file left by an interrupted backup, readable by everyone.
+        let partial = sibling(&target, "partial");
+        std::fs::write(&partial, b"stale").expect("write");
+        std::fs::set_permissions(
+            &partial,
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .expect("chmod");
+
+        let mut file = BackupFile::create(&target).expect("create");
+        assert_eq!(mode(&partial), 0o600, "private before any byte is written");
+        assert!(!target.exists());
+        let written = store
+            .write_backup(&mut file, Timestamp::UNIX_EPOCH)
+            .expect("backup");
+        let summary = file.commit().expect("commit");
+        assert_eq!(summary.entries, written.entries);
+        assert_eq!(mode(&target), 0o600);
+        assert!(!partial.exists());
+        assert_eq!(std::fs::read(&target).expect("read"), backup_of(&store));
+    }
+
+    #[tokio::test]
+    async fn a_cut_or_damaged_backup_does_not_verify_and_leaves_no_file() {
+        let source = tempfile::tempdir().expect("tempdir");
+        let store = store_with_data(source.path()).await;
+        let bytes = backup_of(&store);
+        assert_eq!(verify(&bytes[..]).expect("whole").entries, 2);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let without_trailer = &text[..text.trim_end().rfind('\n').expect("lines") + 1];
+        let cuts: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            bytes[..bytes.len() / 2].to_vec(),
+            bytes[..bytes.len() - 20].to_vec(),
+            without_trailer.as_bytes().to_vec(),
+            text.replace("VDE", "VDk").into_bytes(),
+            format!("{text}{without_trailer}").into_bytes(),
+        ];
+        let out = tempfile::tempdir().expect("tempdir");
+        let target = out.path().join("backup.jsonl");
+        for cut in cuts {
+            assert!(
+                verify(&cut[..]).is_err(),
+                "{}",
+                String::from_utf8_lossy(&cut)
+            );
+            let mut file = BackupFile::create(&target).expect("create");
+            file.write_all(&cut).expect("write");
+            let error = file.commit().expect_err("refused");
+            assert!(matches!(error, BackupFileError::Invalid { .. }), "{error}");
+            assert!(error.to_string().contains("nothing was written"), "{error}");
+            assert_eq!(
+                std::fs::read_dir(out.path()).expect("dir").count(),
+                0,
+                "no file left behind"
+            );
+        }
+        // Dropped without a commit (the stream failed), nothing is left either.
+        let mut file = BackupFile::create(&target).expect("create");
+        file.write_all(&bytes).expect("write");
+        drop(file);
+        assert_eq!(std::fs::read_dir(out.path()).expect("dir").count(), 0);
     }
 }
