@@ -342,6 +342,44 @@ async fn a_backup_stream_cut_short_by_the_daemon_is_refused_and_leaves_no_file()
 }
 
 #[tokio::test]
+async fn restore_into_a_storage_path_that_is_a_symlink() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("old");
+    let config = write_config(dir.path(), &config_text(&fake, &storage));
+    let (daemon, _socket) = started(&config, &fake).await;
+    stop(daemon).await;
+    let backup = dir.path().join("backup.jsonl");
+    let (code, _, stderr) = cli(&config, &["backup", backup.to_str().expect("utf-8")]).await;
+    assert_eq!(code, 0, "{stderr}");
+
+    // systemd's DynamicUser layout: the state directory is a link into private/.
+    let real = dir.path().join("private").join("data");
+    std::fs::create_dir_all(&real).expect("mkdir");
+    let link = dir.path().join("data");
+    std::os::unix::fs::symlink("private/data", &link).expect("symlink");
+    std::fs::copy(storage.join("secret.key"), link.join("secret.key")).expect("copy key");
+    let config = write_config(dir.path(), &config_text(&fake, &link));
+    let (code, stdout, stderr) = cli(&config, &["restore", backup.to_str().expect("utf-8")]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("restored"), "{stdout}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("link")
+            .file_type()
+            .is_symlink(),
+        "storage.path is still the link"
+    );
+    assert_eq!(files_in(&dir.path().join("private")), ["data"]);
+
+    let (code, stdout, stderr) = cli(&config, &["installations", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(rows[0]["team_id"], "T0FAKE", "{rows}");
+    assert_eq!(rows[0]["state"], "active", "{rows}");
+}
+
+#[tokio::test]
 async fn doctor_reports_each_check_and_fails_on_a_refused_token() {
     let fake = FakeSlack::start().await;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -15,7 +15,8 @@
 //! Restore never half-restores: it reads and verifies the whole file first, refuses a
 //! newer format or schema and a key that does not open the key check, writes into a
 //! fresh sibling directory, and only then moves that into place. It never overwrites an
-//! existing store.
+//! existing store. A target that is a symlink is followed, and stays a link: the store
+//! goes where it points.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -289,14 +290,18 @@ fn to_line(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("backup lines always serialize")
 }
 
-/// Restores `input` into `target` (a new or empty directory; a `secret.key` in it is
-/// allowed and is used). `key_file` is `storage.encryption_key_file`, if configured.
+/// Restores `input` into `target` (a new or empty directory, or a symlink to one; a
+/// `secret.key` in it is allowed and is used). `key_file` is
+/// `storage.encryption_key_file`, if configured.
 pub fn restore(
     target: &Path,
     key_file: Option<&Path>,
     input: impl BufRead,
 ) -> Result<BackupSummary, RestoreError> {
     let (header, entries) = read_verified(input)?;
+    // A storage.path that is a symlink (systemd's DynamicUser keeps the state under
+    // `private/` and links to it) is restored where it points, and stays a link.
+    let target = &follow_links(target)?;
     check_target(target)?;
     let cipher = restore_key(target, key_file)?;
     match cipher.open(&header.key_check, KEY_CHECK_KEY) {
@@ -481,7 +486,29 @@ fn move_into_place(staging: &Path, target: &Path) -> Result<(), RestoreError> {
         std::fs::remove_dir(target)?;
     }
     std::fs::rename(staging, target)?;
+    sync_dir(parent_dir(target))?;
     Ok(())
+}
+
+/// Where `path` leads once every symlink at its end is followed (the path itself when it
+/// is not a link, or does not exist). A dangling link leads to where it points.
+fn follow_links(path: &Path) -> Result<PathBuf, RestoreError> {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let link = std::fs::read_link(&path)?;
+                // An absolute link replaces the whole path; a relative one is relative
+                // to the link's directory.
+                path = parent_dir(&path).join(link);
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(RestoreError::Io(std::io::Error::other(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    ))))
 }
 
 #[cfg(test)]
@@ -677,5 +704,50 @@ mod tests {
         file.write_all(&bytes).expect("write");
         drop(file);
         assert_eq!(std::fs::read_dir(out.path()).expect("dir").count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_restore_into_a_symlinked_storage_path_fills_the_linked_directory() {
+        let source = tempfile::tempdir().expect("tempdir");
+        let store = store_with_data(source.path()).await;
+        let bytes = backup_of(&store);
+        // systemd's DynamicUser layout: data -> private/data.
+        let parent = tempfile::tempdir().expect("tempdir");
+        let real = parent.path().join("private").join("data");
+        std::fs::create_dir_all(&real).expect("mkdir");
+        let link = parent.path().join("data");
+        std::os::unix::fs::symlink("private/data", &link).expect("symlink");
+        std::fs::copy(
+            source.path().join(GENERATED_KEY_FILE),
+            link.join(GENERATED_KEY_FILE),
+        )
+        .expect("copy key");
+
+        let summary = restore(&link, None, &bytes[..]).expect("restore");
+        assert_eq!(summary.entries, 2);
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .expect("link")
+                .file_type()
+                .is_symlink(),
+            "storage.path is still the link"
+        );
+        assert!(real.join(GENERATED_KEY_FILE).exists());
+        let restored = Store::open(&link).expect("open through the link");
+        let installation = restored
+            .installations
+            .get("T1")
+            .expect("get")
+            .expect("present");
+        assert_eq!(
+            installation.bot_token.as_ref().map(|t| t.expose().as_str()),
+            Some("xoxb-backup-secret")
+        );
+        drop(restored);
+        let leftovers: Vec<_> = std::fs::read_dir(parent.path().join("private"))
+            .expect("dir")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("data")]);
     }
 }
