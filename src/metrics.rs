@@ -78,6 +78,13 @@ pub struct Metrics {
     pub http_connections_open: Gauge,
     pub http_connections_refused: Counter,
     pub http_connections_timed_out: Family<ReasonLabel, Counter>,
+    /// Supervised components that panicked or ended on their own, by component.
+    pub component_failures: Family<ComponentLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabel {
+    pub component: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,6 +116,7 @@ impl Default for Metrics {
             http_connections_open: Gauge::default(),
             http_connections_refused: Counter::default(),
             http_connections_timed_out: Family::default(),
+            component_failures: Family::default(),
         };
         metrics.register_all();
         metrics
@@ -118,6 +126,11 @@ impl Default for Metrics {
 impl Metrics {
     fn register_all(&self) {
         let mut registry = self.registry.lock().expect("metrics registry lock");
+        registry.register(
+            "component_failures",
+            "Supervised components (delivery, router, poller, ...) that panicked or stopped on their own and were restarted",
+            self.component_failures.clone(),
+        );
         registry.register(
             "envelopes",
             "Socket Mode envelopes received, by envelope type",

@@ -95,6 +95,22 @@ async fn runs_from_a_config_file_answers_help_is_ready_and_drains_on_sigterm() {
     let body: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(body["ready"], true);
     assert_eq!(body["sockets_connected"], 1);
+    // Every supervised component is named, and running.
+    for component in [
+        "access",
+        "admin",
+        "delivery",
+        "housekeeping",
+        "http",
+        "router",
+        "upgrade_driver",
+        "workspace_discovery",
+    ] {
+        assert_eq!(
+            body["components"][component]["state"], "running",
+            "{component}: {body}"
+        );
+    }
     let (status, _) = http_get(&address, "/healthz").await;
     assert_eq!(status, 200);
 

@@ -56,6 +56,7 @@ async fn start(settings: HttpSettings) -> Server {
         .expect("a Slack client");
     let metrics = Metrics::default();
     let state = HttpState {
+        components: Default::default(),
         sockets: SocketHealth::new(1),
         store: store.clone(),
         clock: clock.clone(),

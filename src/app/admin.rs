@@ -108,6 +108,9 @@ pub struct StatusReport {
     /// Messages waiting for their workspace to be installed again, or held.
     #[serde(default)]
     pub parked: usize,
+    /// The supervised components (daemon only): running, restarting, failed, stopped.
+    #[serde(default)]
+    pub components: std::collections::BTreeMap<String, super::supervisor::ComponentStatus>,
 }
 
 /// One subscription as the CLI shows it.
@@ -324,6 +327,7 @@ pub fn status_report(
         dead_letters: store.deliveries.dead_letters()?.len(),
         uncertain: store.deliveries.uncertain()?.len(),
         parked: store.deliveries.parked()?.len(),
+        components: Default::default(),
     })
 }
 
@@ -338,6 +342,8 @@ pub struct AdminState {
     pub bitbucket: Option<crate::bitbucket::BitbucketClient>,
     /// The campaign dates, for the next reminder in `upgrade-status`.
     pub upgrade_schedule: crate::upgrade::campaign::CampaignSchedule,
+    /// The supervised components' states.
+    pub components: super::supervisor::Components,
 }
 
 /// Binds the admin socket (replacing a stale file), mode 0600.
@@ -426,6 +432,7 @@ async fn answer(stream: UnixStream, owner: Option<u32>, state: &AdminState) -> s
                 state.sockets.snapshot(),
             )
             .map(|mut report| {
+                report.components = state.components.snapshot();
                 if let Some(client) = &state.bitbucket {
                     report.bitbucket_requests_last_hour = Some(client.budget().used_in_last_hour());
                     report.bitbucket_budget_per_hour = Some(client.budget().allowance());

@@ -161,6 +161,24 @@ fn render_status(report: &StatusReport) -> String {
     if report.sockets.is_empty() {
         out.push_str("sockets:       none (the daemon is not running)\n");
     }
+    if !report.components.is_empty() {
+        let parts: Vec<String> = report
+            .components
+            .iter()
+            .map(|(name, status)| {
+                let state = serde_json::to_value(status.state)
+                    .ok()
+                    .and_then(|value| value.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                if status.restarts > 0 {
+                    format!("{name} {state} ({} restarts)", status.restarts)
+                } else {
+                    format!("{name} {state}")
+                }
+            })
+            .collect();
+        out.push_str(&format!("components:    {}\n", parts.join(", ")));
+    }
     for (slot, socket) in report.sockets.iter().enumerate() {
         let state = serde_json::to_value(&socket.state).unwrap_or_default();
         let name = state["state"].as_str().unwrap_or("?").to_string();

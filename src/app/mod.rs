@@ -15,6 +15,7 @@ pub mod installations;
 pub mod poller;
 pub mod router;
 pub mod subscriptions;
+pub mod supervisor;
 pub mod upgrade_driver;
 
 use std::sync::Arc;
@@ -192,64 +193,101 @@ pub async fn start(
         accounts: accounts.clone(),
         slack_oauth,
         metrics: metrics.clone(),
+        components: Default::default(),
     };
-    let http_task = tokio::spawn(
-        http::serve(
-            listener,
-            http_state,
-            http::HttpSettings::from_config(&config.http, &config.shutdown),
-            background.clone(),
-        )
-        .instrument(info_span!("http")),
+    let failed = CancellationToken::new();
+    let mut supervisor = supervisor::Supervisor::new(
+        background.clone(),
+        failed.clone(),
+        metrics.clone(),
+        supervisor::RestartPolicy::default(),
     );
+    let components = supervisor.components();
+    let http_state = HttpState {
+        components: components.clone(),
+        ..http_state
+    };
+    let http_settings = http::HttpSettings::from_config(&config.http, &config.shutdown);
+    let mut first_listener = Some(listener);
+    supervisor.spawn("http", move |stop| {
+        let listener = first_listener.take();
+        let (state, settings) = (http_state.clone(), http_settings);
+        async move {
+            // A restart listens again on the address the first run had.
+            let listener = match listener {
+                Some(listener) => listener,
+                None => match tokio::net::TcpListener::bind(http_address).await {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        warn!(%error, address = %http_address, "cannot listen again");
+                        return;
+                    }
+                },
+            };
+            if let Err(error) = http::serve(listener, state, settings, stop).await {
+                warn!(%error, "HTTP server ended with an error");
+            }
+        }
+    });
     tokio::spawn(
         notify_systemd(health.clone(), background.clone()).instrument(info_span!("systemd")),
     );
-    tokio::spawn(
-        housekeeping(
-            store.clone(),
-            clock.clone(),
-            config.clone(),
-            background.clone(),
-        )
-        .instrument(info_span!("housekeeping")),
-    );
+    {
+        let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
+        supervisor.spawn("housekeeping", move |stop| {
+            housekeeping(store.clone(), clock.clone(), config.clone(), stop)
+        });
+    }
     if let Some(token) = config.slack.bot_token.clone() {
-        tokio::spawn(
+        let installer = installer.clone();
+        let interval = config.slack.scope_recheck_interval;
+        supervisor.spawn("scope_recheck", move |stop| {
             recheck_scopes(
                 installer.clone(),
-                token,
-                config.slack.scope_recheck_interval,
+                token.clone(),
+                interval,
                 configured_token_ok,
-                background.clone(),
+                stop,
             )
-            .instrument(info_span!("scope_recheck")),
-        );
+        });
     }
     let bitbucket = poller::spawn(
         &config.bitbucket,
         store.clone(),
         clock.clone(),
         metrics.clone(),
-        shutdown.clone(),
-    )?
-    .map(|(_task, client)| client);
-    tokio::spawn(
-        admin::serve(
-            admin_listener,
-            config.admin.socket.clone(),
-            admin::AdminState {
-                store: store.clone(),
-                sockets: health.clone(),
-                clock: clock.clone(),
-                started_at: clock.now(),
-                bitbucket: bitbucket.clone(),
-                upgrade_schedule: config.upgrade.schedule.clone(),
-            },
-            background.clone(),
-        )
-        .instrument(info_span!("admin")),
-    );
+        &mut supervisor,
+    )?;
+    {
+        let admin_state = admin::AdminState {
+            store: store.clone(),
+            sockets: health.clone(),
+            clock: clock.clone(),
+            started_at: clock.now(),
+            bitbucket: bitbucket.clone(),
+            upgrade_schedule: config.upgrade.schedule.clone(),
+            components: components.clone(),
+        };
+        let path = config.admin.socket.clone();
+        let mut first_listener = Some(admin_listener);
+        supervisor.spawn("admin", move |stop| {
+            let listener = first_listener.take();
+            let (state, path) = (admin_state.clone(), path.clone());
+            async move {
+                let listener = match listener {
+                    Some(listener) => listener,
+                    None => match admin::bind(&path) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            warn!(%error, path = %path.display(), "cannot listen on the admin socket again");
+                            return;
+                        }
+                    },
+                };
+                admin::serve(listener, path, state, stop).await
+            }
+        });
+    }
     if config.slack.oauth.is_some() && config.bitbucket.workspaces.is_empty() {
         warn!(
             "bitbucket.workspaces is empty: any Slack workspace that installs the app can subscribe to any Bitbucket workspace the credential reads; list the allowed ones there (and slack.allowed_teams) to narrow it"
@@ -276,28 +314,31 @@ pub async fn start(
     };
     let access_control = access.clone();
     let running_store = store.clone();
-    tokio::spawn(
-        access
-            .clone()
-            .run(
-                accounts.link_changes.clone(),
-                subscriptions.clone(),
-                background.clone(),
-            )
-            .instrument(info_span!("access")),
-    );
+    {
+        let (access, link_changes, subscriptions) = (
+            access.clone(),
+            accounts.link_changes.clone(),
+            subscriptions.clone(),
+        );
+        supervisor.spawn("access", move |stop| {
+            access
+                .clone()
+                .run(link_changes.clone(), subscriptions.clone(), stop)
+        });
+    }
     // Rung on every installation change, so deliveries parked for a workspace that was
     // not installed resume when it is again.
     let unpark = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(
-        discover_workspaces(
+    {
+        let (subscriptions, changed, unpark) = (
             subscriptions.clone(),
             installer.changed.clone(),
             unpark.clone(),
-            background.clone(),
-        )
-        .instrument(info_span!("workspace_discovery")),
-    );
+        );
+        supervisor.spawn("workspace_discovery", move |stop| {
+            discover_workspaces(subscriptions.clone(), changed.clone(), unpark.clone(), stop)
+        });
+    }
     let delivery_wake = Arc::new(tokio::sync::Notify::new());
     let campaigns = upgrade_driver::Campaigns::new(
         store.clone(),
@@ -308,12 +349,12 @@ pub async fn start(
         delivery_wake.clone(),
     );
     let upgrades = installer.upgrades.clone();
-    tokio::spawn(
-        campaigns
-            .clone()
-            .run(upgrades.clone(), background.clone())
-            .instrument(info_span!("upgrade_driver")),
-    );
+    {
+        let (campaigns, upgrades) = (campaigns.clone(), upgrades.clone());
+        supervisor.spawn("upgrade_driver", move |stop| {
+            campaigns.clone().run(upgrades.clone(), stop)
+        });
+    }
     let dispatcher = Dispatcher::new(DispatchContext {
         store: store.clone(),
         clock: clock.clone(),
@@ -326,31 +367,45 @@ pub async fn start(
         install_url,
         campaigns,
     });
-
-    let delivery_task = tokio::spawn(
-        crate::slack::delivery::Deliverer {
-            web: web.clone(),
-            store: store.clone(),
-            clock: clock.clone(),
-            settings: crate::slack::delivery::DeliverySettings::default(),
-            metrics: metrics.clone(),
-            wake: delivery_wake.clone(),
-            unpark: unpark.clone(),
-        }
-        .run(background.clone())
-        .instrument(info_span!("delivery")),
-    );
-
-    tokio::spawn(
-        router::Router {
-            store: store.clone(),
-            clock: clock.clone(),
-            metrics: metrics.clone(),
-            delivery_wake: delivery_wake.clone(),
-        }
-        .run(background.clone())
-        .instrument(info_span!("router")),
-    );
+    {
+        let (web, store, clock, metrics, wake, unpark) = (
+            web.clone(),
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            delivery_wake.clone(),
+            unpark.clone(),
+        );
+        supervisor.spawn("delivery", move |stop| {
+            crate::slack::delivery::Deliverer {
+                web: web.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+                settings: crate::slack::delivery::DeliverySettings::default(),
+                metrics: metrics.clone(),
+                wake: wake.clone(),
+                unpark: unpark.clone(),
+            }
+            .run(stop)
+        });
+    }
+    {
+        let (store, clock, metrics, wake) = (
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            delivery_wake.clone(),
+        );
+        supervisor.spawn("router", move |stop| {
+            router::Router {
+                store: store.clone(),
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+                delivery_wake: wake.clone(),
+            }
+            .run(stop)
+        });
+    }
 
     let handlers = TaskTracker::new();
     let socket_mode = SocketMode::new(SocketModeParts {
@@ -365,10 +420,22 @@ pub async fn start(
         metrics,
     });
     let main = tokio::spawn(async move {
+        // A component that keeps failing stops the daemon with an error (systemd then
+        // restarts the process).
+        let watch_failures = {
+            let (failed, shutdown) = (failed.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = failed.cancelled() => shutdown.cancel(),
+                    _ = shutdown.cancelled() => {}
+                }
+            })
+        };
         let outcome = socket_mode.run(shutdown.clone()).await;
         if outcome.is_err() {
             shutdown.cancel();
         }
+        watch_failures.abort();
         // The sockets are closed; let handlers that no longer need them (response_url
         // replies, event work) finish within the drain deadline.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -383,19 +450,25 @@ pub async fn start(
             );
         }
         background.cancel();
-        // A message being posted finishes (and is recorded) before the store is flushed.
-        if let Err(error) = delivery_task.await {
-            warn!(%error, "the delivery task failed");
-        }
+        // Every component ends (a message being posted finishes and is recorded) before
+        // the store is flushed; one that does not within the deadline is aborted.
+        supervisor.join(config.shutdown.drain_timeout).await;
         if let Err(error) = store.flush().await {
             error!(%error, "could not flush the store at shutdown");
         }
-        match http_task.await {
-            Ok(Err(error)) => warn!(%error, "HTTP server ended with an error"),
-            Err(error) => warn!(%error, "HTTP server task failed"),
-            Ok(Ok(())) => {}
-        }
         outcome?;
+        if failed.is_cancelled() {
+            let failing: Vec<String> = components
+                .snapshot()
+                .into_iter()
+                .filter(|(_, status)| status.state == supervisor::ComponentState::Failed)
+                .map(|(name, _)| name)
+                .collect();
+            anyhow::bail!(
+                "stopped because a component kept failing: {}",
+                failing.join(", ")
+            );
+        }
         info!("stopped cleanly");
         Ok(())
     });

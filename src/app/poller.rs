@@ -8,25 +8,26 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span};
+use tracing::info;
+
+use super::supervisor::Supervisor;
 
 use crate::bitbucket::{BitbucketClient, ClientSettings, Poller, PollerSettings};
 use crate::clock::Clock;
 use crate::config::BitbucketConfig;
 use crate::store::Store;
 
-/// Spawns the poller task, or returns `None` (after one info line) without a credential.
-/// Also returns the client, so other users of the same credential (subscription checks)
-/// share its request budget.
+/// Runs the poller as the supervised component `poller` (a restart starts a fresh poller
+/// on the same client and store), or returns `None` (after one info line) without a
+/// credential. Returns the client, so other users of the same credential (subscription
+/// checks) share its request budget.
 pub fn spawn(
     config: &BitbucketConfig,
     store: Store,
     clock: Arc<dyn Clock>,
     metrics: crate::metrics::Metrics,
-    stop: CancellationToken,
-) -> anyhow::Result<Option<(JoinHandle<()>, BitbucketClient)>> {
+    supervisor: &mut Supervisor,
+) -> anyhow::Result<Option<BitbucketClient>> {
     let Some(settings) = ClientSettings::from_config(config) else {
         info!(
             "no Bitbucket credential configured (bitbucket.token or bitbucket.oauth.*): \
@@ -37,12 +38,16 @@ pub fn spawn(
     let client = BitbucketClient::new(settings)
         .context("cannot set up the Bitbucket client")?
         .with_metrics(metrics);
-    let poller = Poller::new(
-        client.clone(),
-        store,
-        clock,
-        PollerSettings::from_config(config),
-    );
-    let task = tokio::spawn(poller.run(stop).instrument(info_span!("bitbucket_poller")));
-    Ok(Some((task, client)))
+    let settings = PollerSettings::from_config(config);
+    let polling = client.clone();
+    supervisor.spawn("poller", move |stop| {
+        Poller::new(
+            polling.clone(),
+            store.clone(),
+            clock.clone(),
+            settings.clone(),
+        )
+        .run(stop)
+    });
+    Ok(Some(client))
 }

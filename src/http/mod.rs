@@ -52,6 +52,8 @@ pub struct HttpState {
     /// `None` when slack.client_id / client_secret are not configured.
     pub slack_oauth: Option<SlackOAuth>,
     pub metrics: Metrics,
+    /// The supervised components' states, for `/readyz`.
+    pub components: crate::app::supervisor::Components,
 }
 
 impl HttpState {
@@ -190,12 +192,14 @@ pub fn readiness(state: &HttpState) -> (StatusCode, Value) {
     if let Err(error) = state.store.check() {
         reasons.push(format!("the store does not answer: {error}"));
     }
+    reasons.extend(state.components.unhealthy());
     let ready = reasons.is_empty();
     let body = json!({
         "ready": ready,
         "reasons": reasons,
         "sockets_connected": connected,
         "sockets": state.sockets.snapshot(),
+        "components": state.components.snapshot(),
     });
     let status = if ready {
         StatusCode::OK
