@@ -384,17 +384,19 @@ impl Campaigns {
 
     /// One step: load, apply `events` in order, save, then execute the effects; the
     /// `MessageSent`s they produce are applied the same way. Returns the saved state.
+    /// The lock covers load-apply-save only, never a call to Slack: one workspace's slow
+    /// DM does not hold up another's campaign.
     async fn feed(
         &self,
         installation: &Installation,
         events: Vec<CampaignEvent>,
         answer_to: Option<&AnswerTo>,
     ) -> Option<CampaignState> {
-        let _stepping = self.step_lock.lock().await;
         let team = installation.team_id.as_str();
         let mut pending = events;
         let mut latest = None;
         while !pending.is_empty() {
+            let stepping = self.step_lock.lock().await;
             let state = match self.store.campaigns.get(team) {
                 Ok(Some(state)) => state,
                 Ok(None) => CampaignState::new(mode_of(installation)),
@@ -425,6 +427,7 @@ impl Campaigns {
                     );
                 }
             }
+            drop(stepping);
             for effect in effects {
                 if let Some(sent) = self.execute(installation, effect, answer_to).await {
                     pending.push(sent);
