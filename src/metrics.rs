@@ -78,6 +78,8 @@ pub struct Metrics {
     pub http_connections_open: Gauge,
     pub http_connections_refused: Counter,
     pub http_connections_timed_out: Family<ReasonLabel, Counter>,
+    /// Readiness checks that found the store unable to write.
+    pub store_write_failures: Counter,
     /// Supervised components that panicked or ended on their own, by component.
     pub component_failures: Family<ComponentLabel, Counter>,
 }
@@ -117,6 +119,7 @@ impl Default for Metrics {
             http_connections_refused: Counter::default(),
             http_connections_timed_out: Family::default(),
             component_failures: Family::default(),
+            store_write_failures: Counter::default(),
         };
         metrics.register_all();
         metrics
@@ -126,6 +129,11 @@ impl Default for Metrics {
 impl Metrics {
     fn register_all(&self) {
         let mut registry = self.registry.lock().expect("metrics registry lock");
+        registry.register(
+            "store_write_failures",
+            "Readiness checks that found the store unable to write (full disk, I/O error)",
+            self.store_write_failures.clone(),
+        );
         registry.register(
             "component_failures",
             "Supervised components (delivery, router, poller, ...) that panicked or stopped on their own and were restarted",

@@ -918,3 +918,41 @@ async fn a_revoked_token_marks_the_link_stale_and_tells_the_user_once() {
     let login = service.accounts.login_reply("T0FAKE", "U1");
     assert_eq!(login.buttons.len(), 1, "a stale link may log in again");
 }
+
+#[tokio::test]
+async fn a_store_that_cannot_write_makes_the_daemon_unready_and_stores_nothing() {
+    let daemon = daemon().await;
+    let ready = browse(&format!("{}/readyz", daemon.http)).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+
+    daemon.running.store().set_write_faults(true);
+    let unready = browse(&format!("{}/readyz", daemon.http)).await;
+    assert_eq!(unready.status, 503, "{}", unready.body);
+    assert!(
+        unready.body.contains("the store cannot write"),
+        "{}",
+        unready.body
+    );
+    let refused = section_text(&daemon.command("U1", "subscribe acme/site").await);
+    assert!(refused.contains("could not be saved"), "{refused}");
+    assert!(!refused.contains("Subscribed"), "{refused}");
+    let metrics = browse(&format!("{}/metrics", daemon.http)).await;
+    assert!(
+        metrics
+            .body
+            .contains("bitbucket_slack_store_write_failures_total 1"),
+        "{}",
+        metrics.body
+    );
+
+    daemon.running.store().set_write_faults(false);
+    let ready = browse(&format!("{}/readyz", daemon.http)).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert!(
+        section_text(&daemon.command("U1", "subscriptions").await).contains("no subscriptions"),
+        "nothing was stored while writes failed"
+    );
+    let accepted = section_text(&daemon.command("U1", "subscribe acme/site").await);
+    assert!(accepted.contains("Subscribed"), "{accepted}");
+    daemon.stop().await;
+}

@@ -178,7 +178,23 @@ async fn metrics(State(state): State<HttpState>) -> impl axum::response::IntoRes
 }
 
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
-    let (status, body) = readiness(&state);
+    let writable = match state.store.check_write().await {
+        Ok(()) => None,
+        Err(error) => {
+            state.metrics.store_write_failures.inc();
+            Some(error)
+        }
+    };
+    let (status, mut body) = readiness(&state);
+    if let Some(error) = writable {
+        body["ready"] = Value::Bool(false);
+        if let Some(reasons) = body["reasons"].as_array_mut() {
+            reasons.push(Value::String(format!(
+                "the store cannot write ({error}): free disk space or check the disk"
+            )));
+        }
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
     (status, Json(body))
 }
 

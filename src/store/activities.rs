@@ -108,7 +108,7 @@ impl ActivityStore {
             .iter()
             .map(|activity| Ok((activity, encode("activity", activity)?)))
             .collect::<Result<_, StoreError>>()?;
-        let writing = self.gate.writing();
+        let writing = self.gate.writing()?;
         let outcome = (&self.watched, &self.cursors, &self.outbox, &self.ids)
             .transaction(|(watched, cursors, outbox, ids)| {
                 if watched.get(repo)?.is_none() {
@@ -155,7 +155,7 @@ impl ActivityStore {
     /// Removes a delivered activity from the outbox (its id stays known). Reaches disk
     /// with the periodic flush; after a crash it may be pending again.
     pub fn mark_done(&self, seq: u64) -> Result<(), StoreError> {
-        let _writing = self.gate.writing();
+        let _writing = self.gate.writing()?;
         self.outbox.remove(seq.to_be_bytes())?;
         Ok(())
     }
@@ -186,7 +186,7 @@ impl ActivityStore {
         for entry in self.ids.iter() {
             let (key, value) = entry?;
             if id_record_time(&value) < cutoff.as_second() {
-                let _writing = self.gate.writing();
+                let _writing = self.gate.writing()?;
                 self.ids.remove(key)?;
                 removed += 1;
             }

@@ -70,7 +70,7 @@ impl CampaignStore {
     pub async fn put(&self, team_id: &str, state: &CampaignState) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(state).expect("a campaign state always serializes");
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             self.campaigns.insert(team_id.as_bytes(), bytes)?;
         }
         self.db.flush_async().await?;
@@ -85,7 +85,7 @@ impl CampaignStore {
     /// Starts holding the workspace's channel notifications.
     pub async fn hold(&self, team_id: &str) -> Result<(), StoreError> {
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             self.held.insert(team_id.as_bytes(), &[])?;
         }
         self.db.flush_async().await?;
@@ -126,7 +126,7 @@ impl CampaignStore {
             .flatten()
             .collect();
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             (&self.outbox, &self.held, &self.parked)
                 .transaction(|(outbox, held, parked)| {
                     for delivery in &queued {

@@ -49,7 +49,7 @@ impl DedupStore {
     ) -> Result<bool, StoreError> {
         let key = format!("{}{id}", kind.prefix());
         let seen_at = now.as_second().to_be_bytes();
-        let _writing = self.gate.writing();
+        let _writing = self.gate.writing()?;
         let swapped = self.tree.compare_and_swap(
             key.as_bytes(),
             None as Option<&[u8]>,
@@ -69,7 +69,7 @@ impl DedupStore {
                 .map(i64::from_be_bytes)
                 .unwrap_or(i64::MIN);
             if seen_at < cutoff.as_second() {
-                let _writing = self.gate.writing();
+                let _writing = self.gate.writing()?;
                 self.tree.remove(key)?;
                 removed += 1;
             }

@@ -289,7 +289,7 @@ impl DeliveryStore {
     ) -> Result<Vec<u64>, StoreError> {
         let prepared = self.prepare(deliveries, now)?;
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             self.outbox
                 .transaction(|outbox| {
                     for delivery in &prepared {
@@ -368,7 +368,7 @@ impl DeliveryStore {
     ) -> Result<(), StoreError> {
         use sled::Transactional;
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             (&self.outbox, &self.threads)
                 .transaction(|(outbox, threads)| {
                     Self::remove_in(outbox, delivery)?;
@@ -392,7 +392,7 @@ impl DeliveryStore {
     pub async fn reschedule(&self, delivery: &PendingDelivery) -> Result<(), StoreError> {
         let encoded = encode(delivery);
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             self.outbox
                 .fetch_and_update(data_key(delivery.id), |current| {
                     current.map(|_| encoded.clone())
@@ -424,7 +424,7 @@ impl DeliveryStore {
     ) -> Result<(), StoreError> {
         use sled::Transactional;
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             (&self.outbox, to)
                 .transaction(|(outbox, to)| {
                     if outbox.get(data_key(delivery.id))?.is_some() {
@@ -509,7 +509,7 @@ impl DeliveryStore {
     ) -> Result<(), StoreError> {
         use sled::Transactional;
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             (from, &self.outbox)
                 .transaction(|(from, outbox)| {
                     if from.remove(&delivery.id.to_be_bytes())?.is_some() {

@@ -101,7 +101,7 @@ impl InstallationStore {
     }
 
     fn put(&self, installation: &Installation) -> Result<(), StoreError> {
-        let _writing = self.gate.writing();
+        let _writing = self.gate.writing()?;
         self.tree
             .insert(installation.team_id.as_bytes(), self.encode(installation))?;
         Ok(())

@@ -43,6 +43,8 @@ const MIGRATIONS: &[fn(&sled::Db) -> sled::Result<()>] = &[
 
 const META_TREE: &str = "meta";
 const SCHEMA_KEY: &str = "schema_version";
+/// Written by [`Store::check_write`] to prove the store still writes.
+const WRITE_CHECK_KEY: &str = "write_check";
 /// A value sealed with the store's key when the store is created; if it does not open,
 /// the configured key is not this store's key.
 const KEY_CHECK_KEY: &str = "key_check";
@@ -89,17 +91,30 @@ impl From<sled::Error> for StoreError {
 /// runs is a consistent snapshot of every tree. Writers hold it only around sled calls,
 /// never across an await.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct WriteGate(Arc<RwLock<()>>);
+pub(crate) struct WriteGate {
+    lock: Arc<RwLock<()>>,
+    /// Every write fails while this is set ([`Store::set_write_faults`]).
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the last write check failed (so a failure is logged once).
+    unwritable: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl WriteGate {
-    pub(crate) fn writing(&self) -> RwLockReadGuard<'_, ()> {
-        self.0
+    /// Admits one write. Fails while failures are injected: the write does not happen.
+    pub(crate) fn writing(&self) -> Result<RwLockReadGuard<'_, ()>, StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Io(
+                "write refused (an injected fault, as a full disk would)".into(),
+            ));
+        }
+        Ok(self
+            .lock
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        self.0
+        self.lock
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -264,7 +279,7 @@ impl Store {
         use sled::Transactional;
         let prepared = self.deliveries.prepare(deliveries, now)?;
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             (self.activities.outbox_tree(), self.deliveries.outbox_tree())
                 .transaction(|(activities, outbox)| {
                     activities.remove(&activity_seq.to_be_bytes())?;
@@ -280,6 +295,43 @@ impl Store {
         self.deliveries.db().flush_async().await?;
         self.deliveries.note_enqueued(&prepared);
         Ok(prepared.len())
+    }
+
+    /// Fault injection for tests and drills: while `on`, every write fails as on a full
+    /// disk (nothing is written), through the same path real failures take.
+    pub fn set_write_faults(&self, on: bool) {
+        self.gate
+            .failing
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the store can still write: writes and flushes a small marker. A failure is
+    /// logged once (with what to do) until writes work again; the caller counts it and
+    /// reports the daemon unready.
+    pub async fn check_write(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let result = async {
+            {
+                let _writing = self.gate.writing()?;
+                self.db
+                    .open_tree(META_TREE)?
+                    .insert(WRITE_CHECK_KEY, &[1u8])?;
+            }
+            self.db.flush_async().await?;
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        let was_failing = self.gate.unwritable.swap(result.is_err(), Ordering::SeqCst);
+        match &result {
+            Err(error) if !was_failing => tracing::error!(
+                %error,
+                path = %self.path.display(),
+                "the store cannot write: free disk space or check the disk; the daemon is not ready and stores (and acknowledges) nothing until it can"
+            ),
+            Ok(()) if was_failing => tracing::info!("the store writes again"),
+            _ => {}
+        }
+        result
     }
 
     /// A cheap read that fails if the database no longer works.

@@ -130,7 +130,7 @@ impl Store {
             keys.push(team_keys(&tree, name, layout, team_id)?);
             trees.push(tree);
         }
-        let _writing = self.gate.writing();
+        let _writing = self.gate.writing()?;
         let outcome = trees[..].transaction(|views| {
             if let Some(expected) = expected_installation {
                 let current = views[0].get(team_id.as_bytes())?;

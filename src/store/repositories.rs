@@ -65,7 +65,7 @@ impl RepositoryStore {
             },
         )?;
         let inserted = {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             self.watched
                 .compare_and_swap(name.as_str(), None as Option<&[u8]>, Some(record))?
                 .is_ok()
@@ -79,7 +79,7 @@ impl RepositoryStore {
     pub async fn unwatch(&self, name: &RepositoryName) -> Result<bool, StoreError> {
         let key = name.as_str().as_bytes();
         let removed = {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             (&self.watched, &self.cursors)
                 .transaction(|(watched, cursors)| {
                     cursors.remove(key)?;
@@ -151,7 +151,7 @@ impl RepositoryStore {
                 return Ok(false);
             }
             let next = encode("watched repository", &record)?;
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             if self
                 .watched
                 .compare_and_swap(name, Some(current), Some(next))?

@@ -68,7 +68,7 @@ impl SubscriptionStore {
     pub async fn put(&self, subscription: &Subscription) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(subscription).expect("a subscription always serializes");
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             self.subscriptions.insert(
                 key(
                     &subscription.team_id,
@@ -90,7 +90,7 @@ impl SubscriptionStore {
         target: &Target,
     ) -> Result<bool, StoreError> {
         let removed = {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             self.subscriptions
                 .remove(key(team_id, channel_id, target).as_bytes())?
         };
@@ -172,7 +172,7 @@ impl SubscriptionStore {
     ) -> Result<(), StoreError> {
         let settings = ChannelSettings { threading_off: !on };
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             self.settings.insert(
                 format!("{team_id}:{channel_id}").as_bytes(),
                 serde_json::to_vec(&settings).expect("settings serialize"),

@@ -158,7 +158,7 @@ impl UserLinkStore {
         let previous = self.get(&link.team_id, &link.slack_user_id)?;
         let encoded = self.encode(link);
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             (&self.links, &self.by_bitbucket)
                 .transaction(|(links, index)| {
                     if let Some(previous) = &previous {
@@ -187,7 +187,7 @@ impl UserLinkStore {
             return Ok(false);
         };
         {
-            let _writing = self.gate.writing();
+            let _writing = self.gate.writing()?;
             (&self.links, &self.by_bitbucket)
                 .transaction(|(links, index)| {
                     links.remove(link_key(team_id, slack_user_id).as_bytes())?;
