@@ -399,18 +399,13 @@ impl AccessControl {
     /// and tells each subscriber once what was paused, resumed or left out.
     pub async fn recheck(&self) {
         let _one_at_a_time = self.pass.lock().await;
-        let (Ok(installations), Ok(subscriptions)) = (
-            self.store.installations.list(),
+        let (Ok(active), Ok(subscriptions)) = (
+            self.store.installations.active_team_ids(),
             self.store.subscriptions.list_all(),
         ) else {
             warn!("could not read the store to check subscriptions' access; will retry");
             return;
         };
-        let active: BTreeSet<String> = installations
-            .iter()
-            .filter(|installation| installation.is_active())
-            .map(|installation| installation.team_id.clone())
-            .collect();
         let mut listings = HashMap::new();
         let mut privacy: HashMap<String, Option<bool>> = HashMap::new();
         let mut told: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();

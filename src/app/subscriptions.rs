@@ -258,19 +258,14 @@ impl Subscriptions {
     /// stops being polled, a reinstall resumes it, and new repositories of workspaces
     /// subscribed whole are picked up.
     pub async fn reconcile_watchlist(&self) {
-        let (Ok(installations), Ok(subscriptions), Ok(watched)) = (
-            self.store.installations.list(),
+        let (Ok(active), Ok(subscriptions), Ok(watched)) = (
+            self.store.installations.active_team_ids(),
             self.store.subscriptions.list_all(),
             self.store.repositories.names(),
         ) else {
             warn!("could not read the store to reconcile the watch list; will retry");
             return;
         };
-        let active: BTreeSet<String> = installations
-            .iter()
-            .filter(|installation| installation.is_active())
-            .map(|installation| installation.team_id.clone())
-            .collect();
         let mut wanted = BTreeSet::new();
         let mut listed = BTreeSet::new();
         for subscription in subscriptions

@@ -54,6 +54,12 @@ pub enum AccountError {
     InvalidPath(String),
 }
 
+impl From<super::name::InvalidRepositoryName> for AccountError {
+    fn from(error: super::name::InvalidRepositoryName) -> Self {
+        AccountError::InvalidPath(error.to_string())
+    }
+}
+
 /// The OAuth consumer that people log in through (`bitbucket.user_oauth.*`).
 #[derive(Debug, Clone)]
 pub struct UserOAuthClient {
@@ -243,12 +249,7 @@ impl UserOAuthClient {
         access_token: &Secret<String>,
         full_name: &str,
     ) -> Result<bool, AccountError> {
-        let name: RepositoryName =
-            full_name
-                .parse()
-                .map_err(|error: super::name::InvalidRepositoryName| {
-                    AccountError::InvalidPath(error.to_string())
-                })?;
+        let name: RepositoryName = full_name.parse()?;
         let mut url = Self::endpoint(&self.api_url, &["repositories", name.as_str()])?;
         url.query_pairs_mut().append_pair("fields", "full_name");
         match self.get(url, access_token).await {
@@ -275,12 +276,7 @@ impl UserOAuthClient {
         struct Named {
             full_name: String,
         }
-        let workspace: super::name::WorkspaceId =
-            workspace
-                .parse()
-                .map_err(|error: super::name::InvalidRepositoryName| {
-                    AccountError::InvalidPath(error.to_string())
-                })?;
+        let workspace: super::name::WorkspaceId = workspace.parse()?;
         let mut url = Self::endpoint(&self.api_url, &["repositories", workspace.as_str()])?;
         url.query_pairs_mut()
             .append_pair("fields", "next,values.full_name")

@@ -182,6 +182,16 @@ impl InstallationStore {
         Ok(None)
     }
 
+    /// The team ids of the installations that are active (not uninstalled or revoked).
+    pub fn active_team_ids(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(Installation::is_active)
+            .map(|installation| installation.team_id)
+            .collect())
+    }
+
     pub fn list(&self) -> Result<Vec<Installation>, StoreError> {
         self.tree
             .iter()
