@@ -112,10 +112,17 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    let store = Store::open_with_key(
-        &config.storage.path,
-        config.storage.encryption_key_file.as_deref(),
-    )?;
+    // Opening may wait (blocking) for a lock a moment ago's handle still holds, and runs
+    // migrations: off the async workers.
+    let store = {
+        let (path, key_file) = (
+            config.storage.path.clone(),
+            config.storage.encryption_key_file.clone(),
+        );
+        tokio::task::spawn_blocking(move || Store::open_with_key(&path, key_file.as_deref()))
+            .await
+            .context("the task opening the store failed")??
+    };
     info!(path = %store.path().display(), "store open");
     match store.key_source() {
         KeySource::Generated(path) => info!(

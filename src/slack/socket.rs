@@ -554,10 +554,12 @@ impl<H: EnvelopeHandler> SocketMode<H> {
                 biased;
                 ack = ack_rx.recv() => match ack {
                     Some((frame, received)) => {
+                        // Counted as the ack is written, so whoever sees the ack also
+                        // sees it counted.
+                        self.metrics.ack_latency.observe(received.elapsed().as_secs_f64());
                         if let Err(error) = sink.send(Message::text(frame)).await {
                             return format!("write failed: {error}");
                         }
-                        self.metrics.ack_latency.observe(received.elapsed().as_secs_f64());
                     }
                     None => {
                         let _ = sink.send(Message::Close(None)).await;
