@@ -46,7 +46,7 @@ impl LoginError {
         match self {
             LoginError::NotConfigured => "Linking Bitbucket accounts is not set up here: ask the person who runs bitbucket-slack to configure bitbucket.user_oauth.".into(),
             LoginError::Bitbucket(AccountError::ConsumerRejected { code }) => format!(
-                "Bitbucket refused this bitbucket-slack's OAuth consumer (`{code}`). This is a configuration problem for the person who runs bitbucket-slack, not something you can fix: they should check bitbucket.user_oauth.key and bitbucket.user_oauth.secret (and that the consumer still exists with the callback URL {{http.public_url}}bitbucket/oauth/callback). Trying again will not help until then."
+                "Bitbucket refused this bitbucket-slack's OAuth consumer (`{code}`). This is a configuration problem for the person who runs bitbucket-slack, not something you can fix: they should check bitbucket.user_oauth.key and bitbucket.user_oauth.secret (and that the consumer still exists with the callback URL {{http.public_url}}/bitbucket/oauth/callback). Trying again will not help until then."
             ),
             LoginError::AlreadyLinked { bitbucket } => format!(
                 "The Bitbucket account {bitbucket} is already connected to another Slack user in this workspace. Nothing was changed. To move it here, that person runs /bitbucket logout first; then try again."
