@@ -521,14 +521,30 @@ async fn run(seed: u64, kills: usize, activity_every: Duration) -> bool {
     let load_stopped = Instant::now();
     let created: Vec<Created> = created.lock().expect("created lock").clone();
     let wanted = expected(&created);
+    let by_pr: HashMap<(String, u64), u64> = created
+        .iter()
+        .map(|c| ((repo_name(c.repo), c.pr), c.marker))
+        .collect();
+    let mut asked = Instant::now();
     loop {
         let counts = posted(&slack);
-        let missing = wanted
+        let missing: Vec<&(u64, String)> = wanted
             .iter()
             .filter(|key| !counts.contains_key(*key))
-            .count();
-        if missing == 0 || load_stopped.elapsed() > DRAIN_LIMIT {
+            .collect();
+        if missing.is_empty() || load_stopped.elapsed() > DRAIN_LIMIT {
             break;
+        }
+        // An uncertain delivery is never posted by itself: done once only those are left
+        // (asked of the running daemon through its admin socket, every 2 s).
+        if asked.elapsed() > Duration::from_secs(2) {
+            asked = Instant::now();
+            if let Some(rows) = uncertain_rows(&env).await {
+                let (keys, _) = uncertain_keys(&rows, &by_pr);
+                if missing.iter().all(|key| keys.contains(*key)) {
+                    break;
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -547,29 +563,10 @@ async fn run(seed: u64, kills: usize, activity_every: Duration) -> bool {
         .expect("wait for the daemon");
     stop_accepting.store(true, Ordering::Relaxed);
 
-    let uncertain = uncertain_rows(&env).await;
-    // (marker, channel) of each uncertain delivery, through the activity id
-    // `{repo}:pr:{id}:...`.
-    let by_pr: HashMap<(String, u64), u64> = created
-        .iter()
-        .map(|c| ((repo_name(c.repo), c.pr), c.marker))
-        .collect();
-    let mut uncertain_keys = BTreeSet::new();
-    let mut uncertain_other = 0;
-    for row in &uncertain {
-        let activity = row["activity_id"].as_str().unwrap_or_default();
-        let channel = row["channel_id"].as_str().unwrap_or_default().to_string();
-        let parsed = activity.split_once(":pr:").and_then(|(repo, rest)| {
-            let pr = rest.split(':').next()?.parse::<u64>().ok()?;
-            by_pr.get(&(repo.to_string(), pr)).copied()
-        });
-        match parsed {
-            Some(marker) => {
-                uncertain_keys.insert((marker, channel));
-            }
-            None => uncertain_other += 1,
-        }
-    }
+    let uncertain = uncertain_rows(&env)
+        .await
+        .expect("outbox --uncertain --json on the stopped daemon's store");
+    let (uncertain_keys, uncertain_other) = uncertain_keys(&uncertain, &by_pr);
 
     // ---- 5. report ----------------------------------------------------------------
     let counts = posted(&slack);
@@ -691,8 +688,34 @@ async fn run(seed: u64, kills: usize, activity_every: Duration) -> bool {
     ok
 }
 
-/// `bitbucket-slack outbox --uncertain --json` on the store (the daemon is stopped).
-async fn uncertain_rows(env: &Env) -> Vec<Value> {
+/// (marker, channel) of each uncertain delivery, through the activity id
+/// `{repo}:pr:{id}:...`, and how many rows are not from this load.
+fn uncertain_keys(
+    rows: &[Value],
+    by_pr: &HashMap<(String, u64), u64>,
+) -> (BTreeSet<(u64, String)>, usize) {
+    let mut keys = BTreeSet::new();
+    let mut other = 0;
+    for row in rows {
+        let activity = row["activity_id"].as_str().unwrap_or_default();
+        let channel = row["channel_id"].as_str().unwrap_or_default().to_string();
+        let parsed = activity.split_once(":pr:").and_then(|(repo, rest)| {
+            let pr = rest.split(':').next()?.parse::<u64>().ok()?;
+            by_pr.get(&(repo.to_string(), pr)).copied()
+        });
+        match parsed {
+            Some(marker) => {
+                keys.insert((marker, channel));
+            }
+            None => other += 1,
+        }
+    }
+    (keys, other)
+}
+
+/// `bitbucket-slack outbox --uncertain --json`: asks the running daemon, or reads the
+/// store when it is stopped. `None` when that fails.
+async fn uncertain_rows(env: &Env) -> Option<Vec<Value>> {
     let mut command = Command::new(BINARY);
     command
         .args(["outbox", "--uncertain", "--json"])
@@ -701,21 +724,20 @@ async fn uncertain_rows(env: &Env) -> Vec<Value> {
     for (key, value) in &env.vars {
         command.env(key, value);
     }
-    let output = command.output().await.expect("run bitbucket-slack outbox");
-    assert!(
-        output.status.success(),
-        "outbox --uncertain failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = tokio::time::timeout(Duration::from_secs(10), command.output())
+        .await
+        .ok()?
+        .ok()?;
+    if !output.status.success() {
+        println!(
+            "outbox --uncertain failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return None;
+    }
     serde_json::from_slice::<Value>(&output.stdout)
         .ok()
         .and_then(|v| v.as_array().cloned())
-        .unwrap_or_else(|| {
-            panic!(
-                "outbox --uncertain --json printed no JSON array: {}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        })
 }
 
 fn read_log(path: &Path) -> String {
