@@ -153,13 +153,6 @@ impl PrivateRepositories {
     }
 }
 
-impl BitbucketConfig {
-    /// Whether `workspace` may be subscribed and polled.
-    pub fn workspace_allowed(&self, workspace: &str) -> bool {
-        self.workspaces.is_empty() || self.workspaces.iter().any(|allowed| allowed == workspace)
-    }
-}
-
 /// How the poller authenticates to Bitbucket Cloud.
 #[derive(Debug, Clone)]
 pub enum BitbucketCredential {
