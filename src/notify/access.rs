@@ -64,6 +64,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal.
+    pub const ALL: [Refusal; 6] = [
+        Refusal::NotLinked,
+        Refusal::LinkStale,
+        Refusal::CannotRead,
+        Refusal::PrivateDenied,
+        Refusal::LinkingOff,
+        Refusal::WorkspaceNotAllowed,
+    ];
+
     /// The code stored in a pause (`paused: not_linked`).
     pub fn code(self) -> &'static str {
         match self {
@@ -77,16 +87,7 @@ impl Refusal {
     }
 
     pub fn from_code(code: &str) -> Option<Self> {
-        [
-            Refusal::NotLinked,
-            Refusal::LinkStale,
-            Refusal::CannotRead,
-            Refusal::PrivateDenied,
-            Refusal::LinkingOff,
-            Refusal::WorkspaceNotAllowed,
-        ]
-        .into_iter()
-        .find(|refusal| refusal.code() == code)
+        Self::ALL.into_iter().find(|refusal| refusal.code() == code)
     }
 
     /// Why, in words, naming the subscriber.
@@ -482,14 +483,7 @@ mod tests {
 
     #[test]
     fn refusal_codes_round_trip_and_lines_say_what_to_do() {
-        for refusal in [
-            Refusal::NotLinked,
-            Refusal::LinkStale,
-            Refusal::CannotRead,
-            Refusal::PrivateDenied,
-            Refusal::LinkingOff,
-            Refusal::WorkspaceNotAllowed,
-        ] {
+        for refusal in Refusal::ALL {
             assert_eq!(Refusal::from_code(refusal.code()), Some(refusal));
         }
         let sub = subscription(Target::Repository("acme/secret".into()));
