@@ -178,28 +178,20 @@ async fn metrics(State(state): State<HttpState>) -> impl axum::response::IntoRes
 }
 
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
-    let writable = match state.store.check_write().await {
-        Ok(()) => None,
-        Err(error) => {
-            state.metrics.store_write_failures.inc();
-            Some(error)
-        }
-    };
-    let (status, mut body) = readiness(&state);
-    if let Some(error) = writable {
-        body["ready"] = Value::Bool(false);
-        if let Some(reasons) = body["reasons"].as_array_mut() {
-            reasons.push(Value::String(format!(
-                "the store cannot write ({error}): free disk space or check the disk"
-            )));
-        }
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    let written = state.store.check_write().await;
+    if written.is_err() {
+        state.metrics.store_write_failures.inc();
     }
+    let (status, body) = readiness(&state, written.err());
     (status, Json(body))
 }
 
-/// Ready when at least one socket has had `hello` and the store answers.
-pub fn readiness(state: &HttpState) -> (StatusCode, Value) {
+/// Ready when at least one socket has had `hello`, the store answers and writes
+/// (`write_failure` is what [`Store::check_write`] found), and every component runs.
+pub fn readiness(
+    state: &HttpState,
+    write_failure: Option<crate::store::StoreError>,
+) -> (StatusCode, Value) {
     let mut reasons = Vec::new();
     let connected = state.sockets.connected_count();
     if connected == 0 {
@@ -207,6 +199,11 @@ pub fn readiness(state: &HttpState) -> (StatusCode, Value) {
     }
     if let Err(error) = state.store.check() {
         reasons.push(format!("the store does not answer: {error}"));
+    }
+    if let Some(error) = write_failure {
+        reasons.push(format!(
+            "the store cannot write ({error}): free disk space or check the disk"
+        ));
     }
     reasons.extend(state.components.unhealthy());
     let ready = reasons.is_empty();
