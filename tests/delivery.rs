@@ -96,6 +96,20 @@ fn all_pr_features() -> Features {
     features
 }
 
+/// One plain, unthreaded message for `channel` of T0FAKE.
+fn text_delivery(channel: &str, text: &str) -> NewDelivery {
+    let mut notification = render(&pull_request_activity("created"), &|_| None);
+    notification.message = bitbucket_slack::commands::Reply::text(text);
+    notification.thread_key = None;
+    notification.parent_update = None;
+    NewDelivery {
+        team_id: "T0FAKE".into(),
+        channel_id: channel.into(),
+        activity_id: format!("text:{channel}:{text}"),
+        notification,
+    }
+}
+
 async fn start_on(slack: FakeSlack, dir: tempfile::TempDir) -> Outbox {
     start_with_timeout(slack, dir, Duration::from_secs(30)).await
 }
@@ -178,21 +192,9 @@ impl Outbox {
 
     /// Enqueues one plain message for `channel`.
     async fn enqueue_text(&self, channel: &str, text: &str) {
-        let mut notification = render(&pull_request_activity("created"), &|_| None);
-        notification.message = bitbucket_slack::commands::Reply::text(text);
-        notification.thread_key = None;
-        notification.parent_update = None;
         self.store
             .deliveries
-            .enqueue(
-                vec![NewDelivery {
-                    team_id: "T0FAKE".into(),
-                    channel_id: channel.into(),
-                    activity_id: format!("text:{channel}:{text}"),
-                    notification,
-                }],
-                self.clock.now(),
-            )
+            .enqueue(vec![text_delivery(channel, text)], self.clock.now())
             .await
             .expect("enqueue");
         self.wake.notify_one();
@@ -436,21 +438,10 @@ async fn one_channels_backlog_never_delays_another_channels_next_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let store = Store::open(dir.path()).expect("store");
-        let text = |channel: &str, text: &str| {
-            let mut notification = render(&pull_request_activity("created"), &|_| None);
-            notification.message = bitbucket_slack::commands::Reply::text(text);
-            notification.thread_key = None;
-            NewDelivery {
-                team_id: "T0FAKE".into(),
-                channel_id: channel.into(),
-                activity_id: format!("text:{channel}:{text}"),
-                notification,
-            }
-        };
         let mut backlog: Vec<NewDelivery> = (0..40)
-            .map(|n| text("C-BUSY", &format!("busy {n}")))
+            .map(|n| text_delivery("C-BUSY", &format!("busy {n}")))
             .collect();
-        backlog.push(text("C-QUIET", "quiet 0"));
+        backlog.push(text_delivery("C-QUIET", "quiet 0"));
         store
             .deliveries
             .enqueue(
