@@ -36,6 +36,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod http;
+pub mod message;
 pub mod metrics;
 pub mod notify;
 pub mod shutdown;

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitbucket_slack::app::installations::Installer;
+use bitbucket_slack::bitbucket::Target;
 use bitbucket_slack::bitbucket::{Activity, ActivityKind, Actor, PullRequestRef};
 use bitbucket_slack::clock::{Clock, ManualClock};
 use bitbucket_slack::config::Secret;
 use bitbucket_slack::metrics::Metrics;
-use bitbucket_slack::notify::subscription::{Features, Filters, Subscription, Target};
+use bitbucket_slack::notify::subscription::{Features, Filters, Subscription};
 use bitbucket_slack::notify::{render, route};
 use bitbucket_slack::slack::delivery::{Deliverer, DeliverySettings};
 use bitbucket_slack::slack::web::SlackWeb;
@@ -99,7 +100,7 @@ fn all_pr_features() -> Features {
 /// One plain, unthreaded message for `channel` of T0FAKE.
 fn text_delivery(channel: &str, text: &str) -> NewDelivery {
     let mut notification = render(&pull_request_activity("created"), &|_| None);
-    notification.message = bitbucket_slack::commands::Reply::text(text);
+    notification.message = bitbucket_slack::message::Message::text(text);
     notification.thread_key = None;
     notification.parent_update = None;
     NewDelivery {

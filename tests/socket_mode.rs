@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bitbucket_slack::clock::SystemClock;
-use bitbucket_slack::commands::{self, Command, Reply};
+use bitbucket_slack::commands::{self, Command};
 use bitbucket_slack::config::Secret;
+use bitbucket_slack::message::Message;
 use bitbucket_slack::slack::envelope::{EventCallback, Interaction, SlashCommand};
 use bitbucket_slack::slack::socket::{
     EnvelopeHandler, SocketHealth, SocketMode, SocketModeError, SocketModeParts, SocketModeSettings,
@@ -44,15 +45,15 @@ impl RecordingHandler {
 }
 
 impl EnvelopeHandler for RecordingHandler {
-    async fn slash_command(&self, command: SlashCommand) -> Reply {
+    async fn slash_command(&self, command: SlashCommand) -> Message {
         self.record(format!("command:{}", command.text));
         if command.text == "slow" {
             self.release_slow.notified().await;
-            return Reply::text("slow reply");
+            return Message::text("slow reply");
         }
         match commands::parse(&command.text) {
             Ok(Command::Help) => commands::help(),
-            Ok(other) => Reply::text(format!("{other:?}")),
+            Ok(other) => Message::text(format!("{other:?}")),
             Err(error) => commands::error_reply(&error),
         }
     }

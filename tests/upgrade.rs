@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use bitbucket_slack::app;
 use bitbucket_slack::clock::{Clock, ManualClock};
-use bitbucket_slack::commands::Reply;
 use bitbucket_slack::config::Config;
+use bitbucket_slack::message::Message;
 use bitbucket_slack::notify::Notification;
 use bitbucket_slack::store::{NewDelivery, Store};
 use bitbucket_slack::upgrade::required_scopes;
@@ -259,7 +259,7 @@ fn held(team: &str, channel: &str, text: &str) -> NewDelivery {
         channel_id: channel.into(),
         activity_id: format!("held-{text}"),
         notification: Notification {
-            message: Reply::text(text),
+            message: Message::text(text),
             thread_key: None,
             parent_update: None,
         },

@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::accounts::{Accounts, LoginError};
+use crate::bitbucket::Target;
 use crate::bitbucket::accounts::AccountError;
 use crate::bitbucket::{LookupError, RepositoryLookup};
 use crate::clock::Clock;
-use crate::commands::Reply;
 use crate::config::PrivateRepositories;
+use crate::message::Message;
+use crate::notify::Subscription;
 use crate::notify::access::{self, Change, Refusal, Verdict};
-use crate::notify::{Subscription, Target};
 use crate::store::Store;
 
 /// How often every subscription's access is checked again.
@@ -144,11 +145,11 @@ impl AccessControl {
     }
 
     /// The refusal for a target outside `bitbucket.workspaces`, before any request.
-    pub fn refuse_workspace(&self, target: &Target) -> Option<Reply> {
+    pub fn refuse_workspace(&self, target: &Target) -> Option<Message> {
         if access::workspace_allowed(target, &self.workspaces) {
             return None;
         }
-        Some(Reply::text(format!(
+        Some(Message::text(format!(
             "`{}` is not in a Bitbucket workspace this daemon may use. Allowed: {}. Nothing was changed.",
             target.as_str(),
             self.allowed_list()
@@ -163,7 +164,7 @@ impl AccessControl {
         user_id: &str,
         target: &Target,
         is_private: bool,
-    ) -> Result<Admission, Reply> {
+    ) -> Result<Admission, Message> {
         if let Some(reply) = self.refuse_workspace(target) {
             return Err(reply);
         }
@@ -181,7 +182,7 @@ impl AccessControl {
             }
         };
         match verdict {
-            Verdict::Unknown => Err(Reply::text(note.unwrap_or_else(|| {
+            Verdict::Unknown => Err(Message::text(note.unwrap_or_else(|| {
                 "Bitbucket could not be reached to check who may read that. Nothing was changed; try again in a minute.".into()
             }))),
             Verdict::Refused(refusal) => Err(self.refusal_reply(team_id, user_id, target, refusal)),
@@ -199,7 +200,7 @@ impl AccessControl {
         user_id: &str,
         target: &Target,
         refusal: Refusal,
-    ) -> Reply {
+    ) -> Message {
         let name = target.as_str();
         match refusal {
             Refusal::NotLinked | Refusal::LinkStale => {
@@ -208,7 +209,7 @@ impl AccessControl {
                 } else {
                     "your Bitbucket link has expired: connect your account again"
                 };
-                let mut reply = Reply::text(format!(
+                let mut reply = Message::text(format!(
                     "`{name}` is private. To bring a private repository into a channel, {why} (it must be able to read `{name}`), then subscribe again. Nothing was changed."
                 ));
                 if let Some(button) = self.accounts.login_button(team_id, user_id) {
@@ -216,18 +217,18 @@ impl AccessControl {
                 }
                 reply
             }
-            Refusal::CannotRead => Reply::text(format!(
+            Refusal::CannotRead => Message::text(format!(
                 "`{name}` is private and your Bitbucket account cannot read it, so you cannot subscribe a channel to it. Nothing was changed."
             )),
-            Refusal::PrivateDenied => Reply::text(format!(
+            Refusal::PrivateDenied => Message::text(format!(
                 "`{name}` is private, and private repositories cannot be subscribed here (`bitbucket.private_repositories = \"deny\"`). Nothing was changed."
             )),
-            Refusal::LinkingOff => Reply::text(format!(
+            Refusal::LinkingOff => Message::text(format!(
                 "`{name}` is private. A private repository needs the subscriber's own Bitbucket account, and account linking is not set up: ask the person who runs bitbucket-slack to configure `bitbucket.user_oauth` (or to choose another `bitbucket.private_repositories`). Nothing was changed."
             )),
             Refusal::WorkspaceNotAllowed => self
                 .refuse_workspace(target)
-                .unwrap_or_else(|| Reply::text("That workspace is not allowed here.")),
+                .unwrap_or_else(|| Message::text("That workspace is not allowed here.")),
         }
     }
 
@@ -435,7 +436,7 @@ impl AccessControl {
             }
         }
         for ((team_id, user_id), lines) in told {
-            let reply = Reply {
+            let reply = Message {
                 text: "Some of your Bitbucket subscriptions changed".into(),
                 sections: vec![
                     "*Some of your Bitbucket subscriptions changed*, because of who can read the repositories:".into(),

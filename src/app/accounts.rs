@@ -13,9 +13,9 @@ use url::Url;
 
 use crate::bitbucket::accounts::{AccountError, UserOAuthClient};
 use crate::clock::Clock;
-use crate::commands::{Button, Reply};
 use crate::config::Secret;
 use crate::http::state::{self, StateClaims};
+use crate::message::{Button, Message};
 use crate::slack::web::SlackWeb;
 use crate::store::{Store, StoreError, UserLink};
 
@@ -87,22 +87,22 @@ impl Accounts {
     }
 
     /// `/bitbucket login`: a button to the consent page, bound to this user.
-    pub fn login_reply(&self, team_id: &str, user_id: &str) -> Reply {
+    pub fn login_reply(&self, team_id: &str, user_id: &str) -> Message {
         if self.client.is_none() {
-            return Reply::text(LoginError::NotConfigured.user_message());
+            return Message::text(LoginError::NotConfigured.user_message());
         }
         if let Ok(Some(link)) = self.store.user_links.get(team_id, user_id) {
             if !link.stale {
-                return Reply::text(format!(
+                return Message::text(format!(
                     "You are already connected as *{}*. To switch accounts, run `/bitbucket logout` first.",
-                    crate::commands::escape_inline_code(&link.display_name, 80)
+                    crate::message::escape_inline_code(&link.display_name, 80)
                 ));
             }
         }
         let Some(button) = self.login_button(team_id, user_id) else {
-            return Reply::text(LoginError::NotConfigured.user_message());
+            return Message::text(LoginError::NotConfigured.user_message());
         };
-        Reply::text(
+        Message::text(
             "Connect your Bitbucket account so notifications can mention you and private repositories you can read can be followed. The link works once, for 10 minutes.",
         )
         .with_button(button)
@@ -207,12 +207,12 @@ impl Accounts {
         self.direct_message(
             team_id,
             user_id,
-            &Reply::text(format!(
+            &Message::text(format!(
                 "You're connected to Bitbucket as *{}*{}. Notifications will mention you. Not you? Run `/bitbucket logout` at once.",
-                crate::commands::escape_inline_code(&link.display_name, 80),
+                crate::message::escape_inline_code(&link.display_name, 80),
                 link.nickname
                     .as_deref()
-                    .map(|nick| format!(" (`{}`)", crate::commands::escape_inline_code(nick, 60)))
+                    .map(|nick| format!(" (`{}`)", crate::message::escape_inline_code(nick, 60)))
                     .unwrap_or_default()
             )),
         )
@@ -221,42 +221,42 @@ impl Accounts {
     }
 
     /// `/bitbucket logout`.
-    pub async fn logout(&self, team_id: &str, user_id: &str) -> Reply {
+    pub async fn logout(&self, team_id: &str, user_id: &str) -> Message {
         match self.store.user_links.remove(team_id, user_id).await {
             Ok(true) => {
                 self.link_changes.notify_one();
-                Reply::text("Your Bitbucket account is disconnected, and its tokens are deleted.")
+                Message::text("Your Bitbucket account is disconnected, and its tokens are deleted.")
             }
-            Ok(false) => Reply::text("You have no Bitbucket account connected."),
+            Ok(false) => Message::text("You have no Bitbucket account connected."),
             Err(error) => {
                 warn!(%error, "could not remove a user link");
-                Reply::text(LoginError::Store(error).user_message())
+                Message::text(LoginError::Store(error).user_message())
             }
         }
     }
 
     /// `/bitbucket whoami`.
-    pub fn whoami(&self, team_id: &str, user_id: &str) -> Reply {
+    pub fn whoami(&self, team_id: &str, user_id: &str) -> Message {
         match self.store.user_links.get(team_id, user_id) {
-            Ok(Some(link)) if link.stale => Reply::text(format!(
+            Ok(Some(link)) if link.stale => Message::text(format!(
                 "You were connected as *{}*, but Bitbucket no longer accepts that link. Run `/bitbucket login` to connect again.",
-                crate::commands::escape_inline_code(&link.display_name, 80)
+                crate::message::escape_inline_code(&link.display_name, 80)
             )),
-            Ok(Some(link)) => Reply::text(format!(
+            Ok(Some(link)) => Message::text(format!(
                 "You are connected to Bitbucket as *{}*{} since {}.",
-                crate::commands::escape_inline_code(&link.display_name, 80),
+                crate::message::escape_inline_code(&link.display_name, 80),
                 link.nickname
                     .as_deref()
-                    .map(|nick| format!(" (`{}`)", crate::commands::escape_inline_code(nick, 60)))
+                    .map(|nick| format!(" (`{}`)", crate::message::escape_inline_code(nick, 60)))
                     .unwrap_or_default(),
                 link.linked_at.strftime("%Y-%m-%d")
             )),
-            Ok(None) => Reply::text(
+            Ok(None) => Message::text(
                 "You have no Bitbucket account connected. Run `/bitbucket login` to connect one.",
             ),
             Err(error) => {
                 warn!(%error, "could not read a user link");
-                Reply::text(LoginError::Store(error).user_message())
+                Message::text(LoginError::Store(error).user_message())
             }
         }
     }
@@ -319,7 +319,7 @@ impl Accounts {
             self.direct_message(
                 &link.team_id,
                 &link.slack_user_id,
-                &Reply::text(LoginError::Stale.user_message()),
+                &Message::text(LoginError::Stale.user_message()),
             )
             .await;
         }
@@ -327,12 +327,12 @@ impl Accounts {
     }
 
     /// A DM to the person, best effort (a failure is logged).
-    pub async fn tell(&self, team_id: &str, user_id: &str, reply: &Reply) {
+    pub async fn tell(&self, team_id: &str, user_id: &str, reply: &Message) {
         self.direct_message(team_id, user_id, reply).await;
     }
 
     /// Best effort: a DM that fails is logged, never an error for the flow.
-    async fn direct_message(&self, team_id: &str, user_id: &str, reply: &Reply) {
+    async fn direct_message(&self, team_id: &str, user_id: &str, reply: &Message) {
         let token = match self.store.installations.get(team_id) {
             Ok(Some(installation)) => installation.bot_token,
             _ => None,

@@ -646,7 +646,7 @@ async fn check_bitbucket(config: &Config) -> Check {
         };
     };
     match client
-        .lookup_target(&crate::notify::Target::Repository(repository.clone()))
+        .lookup_target(&crate::bitbucket::Target::Repository(repository.clone()))
         .await
     {
         Ok(_) => Check {

@@ -13,8 +13,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::commands::status::{StatusView, status_reply};
-use crate::commands::{self, Command, Reply};
+use crate::commands::{self, Command};
 use crate::config::Secret;
+use crate::message::Message;
 use crate::slack::envelope::{EventCallback, Interaction, SlashCommand};
 use crate::slack::socket::{EnvelopeHandler, SocketHealth};
 use crate::store::{InstallSource, Installation, Store};
@@ -60,17 +61,17 @@ impl Dispatcher {
         Self { context }
     }
 
-    fn not_installed(&self) -> Reply {
+    fn not_installed(&self) -> Message {
         let how = match &self.context.install_url {
             Some(url) => format!("A workspace admin can install it at {url}"),
             None => "Ask the person who runs bitbucket-slack to install it here.".to_string(),
         };
-        Reply::text(format!(
+        Message::text(format!(
             "Bitbucket for Slack is not installed in this workspace. {how}"
         ))
     }
 
-    async fn status(&self, installation: Installation) -> Reply {
+    async fn status(&self, installation: Installation) -> Message {
         let installation = self.recheck_if_configured(installation).await;
         let store = &self.context.store;
         let team_subscriptions: Vec<_> = store
@@ -151,7 +152,7 @@ impl Dispatcher {
     }
 
     /// The help, without the commands whose features the workspace's scopes do not allow.
-    fn help(&self, installation: &Installation) -> Reply {
+    fn help(&self, installation: &Installation) -> Message {
         commands::help_without(&upgrade::unavailable_commands(&installation.scopes))
     }
 
@@ -230,7 +231,7 @@ impl Dispatcher {
         installation: &Installation,
         user_id: &str,
         command: &Command,
-    ) -> Option<Reply> {
+    ) -> Option<Message> {
         let gate = upgrade::gate(
             &installation.scopes,
             &self.context.upgrade.schedule,
@@ -332,7 +333,7 @@ impl Dispatcher {
 }
 
 impl EnvelopeHandler for Dispatcher {
-    async fn slash_command(&self, command: SlashCommand) -> Reply {
+    async fn slash_command(&self, command: SlashCommand) -> Message {
         let installation = match self
             .context
             .store
@@ -346,7 +347,7 @@ impl EnvelopeHandler for Dispatcher {
             }
             Err(error) => {
                 error!(team = %command.team_id, %error, "could not read the installation");
-                return Reply::text(
+                return Message::text(
                     "Sorry, something went wrong reading this workspace's installation. The error was logged.",
                 );
             }

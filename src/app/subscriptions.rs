@@ -15,12 +15,13 @@ use std::collections::BTreeSet;
 use super::access::AccessControl;
 use super::accounts::Accounts;
 
+use crate::bitbucket::Target;
 use crate::bitbucket::{LookupError, RepositoryLookup, RepositoryName};
 use crate::clock::Clock;
-use crate::commands::Reply;
+use crate::message::Message;
 use crate::notify::access::{self, Coverage, Refusal};
 use crate::notify::subscription::{
-    FEATURE_HELP, Features, Filters, PauseKind, SubscribeWord, Subscription, Target,
+    FEATURE_HELP, Features, Filters, PauseKind, SubscribeWord, Subscription,
 };
 use crate::slack::envelope::SlashCommand;
 use crate::slack::web::{ChannelAccess, SlackWeb};
@@ -44,9 +45,9 @@ impl std::fmt::Debug for Subscriptions {
     }
 }
 
-fn store_failed(error: StoreError) -> Reply {
+fn store_failed(error: StoreError) -> Message {
     warn!(%error, "subscription store failed");
-    Reply::text(
+    Message::text(
         "Sorry, the subscription could not be saved. Nothing was changed; the error was logged.",
     )
 }
@@ -74,40 +75,40 @@ impl Subscriptions {
         command: &SlashCommand,
         target: Target,
         words: Vec<SubscribeWord>,
-    ) -> Reply {
+    ) -> Message {
         // Outside the allowed workspaces: refused before any request is made.
         if let Some(reply) = self.access.refuse_workspace(&target) {
             return reply;
         }
         let Some(lookup) = &self.lookup else {
-            return Reply::text(
+            return Message::text(
                 "Bitbucket is not configured for this daemon yet: ask the person who runs bitbucket-slack to set bitbucket.token or bitbucket.oauth.",
             );
         };
         let summary = match lookup.lookup(&target).await {
             Ok(summary) => summary,
             Err(LookupError::NotFound) => {
-                return Reply::text(format!(
+                return Message::text(format!(
                     "`{}` was not found on Bitbucket, or the daemon's credential cannot see it. Check the name (`workspace/repository`).",
                     target.as_str()
                 ));
             }
             Err(LookupError::Forbidden) => {
-                return Reply::text(format!(
+                return Message::text(format!(
                     "The daemon's Bitbucket credential may not read `{}`. Give it read access (for example add the repository to its access token), then subscribe again.",
                     target.as_str()
                 ));
             }
             Err(LookupError::Invalid(reason)) => {
                 warn!(%reason, "refused a target before asking Bitbucket");
-                return Reply::text(format!(
+                return Message::text(format!(
                     "That is not a repository or workspace name. Expected {}.",
                     crate::bitbucket::name::EXPECTED_FORM
                 ));
             }
             Err(LookupError::Unavailable(reason)) => {
                 warn!(%reason, "repository lookup failed");
-                return Reply::text(
+                return Message::text(
                     "Bitbucket could not be reached to check that repository. Nothing was changed; try again in a minute.",
                 );
             }
@@ -172,7 +173,7 @@ impl Subscriptions {
         }
         self.watch_target(&subscription).await;
         info!(team = %installation.team_id, channel = %command.channel_id, target = %target.as_str(), "subscribed");
-        let mut reply = Reply::text(format!(
+        let mut reply = Message::text(format!(
             "Subscribed this channel to {}.",
             subscription.describe()
         ));
@@ -295,16 +296,16 @@ impl Subscriptions {
         &self,
         installation: &Installation,
         channel_id: &str,
-    ) -> Option<Reply> {
+    ) -> Option<Message> {
         let token = installation.bot_token.as_ref()?;
         match self.web.channel_access(token, channel_id).await {
-            Ok(ChannelAccess::PrivateNotMember) => Some(Reply::text(
+            Ok(ChannelAccess::PrivateNotMember) => Some(Message::text(
                 "I can't post in this channel: it is private and I am not a member. Invite me with `/invite @bitbucket`, then subscribe again.",
             )),
-            Ok(ChannelAccess::Archived) => Some(Reply::text(
+            Ok(ChannelAccess::Archived) => Some(Message::text(
                 "This channel is archived, so nothing can be posted in it.",
             )),
-            Ok(ChannelAccess::DirectMessage) => Some(Reply::text(
+            Ok(ChannelAccess::DirectMessage) => Some(Message::text(
                 "Subscriptions post into channels. Run this in the channel that should get the notifications.",
             )),
             Ok(ChannelAccess::Postable | ChannelAccess::Unknown) => None,
@@ -321,7 +322,7 @@ impl Subscriptions {
         command: &SlashCommand,
         target: Target,
         words: Vec<SubscribeWord>,
-    ) -> Reply {
+    ) -> Message {
         let existing =
             match self
                 .store
@@ -330,7 +331,7 @@ impl Subscriptions {
             {
                 Ok(Some(existing)) => existing,
                 Ok(None) => {
-                    return Reply::text(format!(
+                    return Message::text(format!(
                         "This channel has no subscription to `{}`.",
                         target.as_str()
                     ));
@@ -358,14 +359,14 @@ impl Subscriptions {
                 .map(|_| format!("Updated: {}.", subscription.describe()))
         };
         match result {
-            Ok(text) => Reply::text(text),
+            Ok(text) => Message::text(text),
             Err(error) => store_failed(error),
         }
     }
 
-    pub fn list(&self, team_id: &str, channel_id: &str) -> Reply {
+    pub fn list(&self, team_id: &str, channel_id: &str) -> Message {
         match self.store.subscriptions.list_channel(team_id, channel_id) {
-            Ok(subscriptions) if subscriptions.is_empty() => Reply::text(
+            Ok(subscriptions) if subscriptions.is_empty() => Message::text(
                 "This channel has no subscriptions. Add one with `/bitbucket subscribe workspace/repository`.",
             ),
             Ok(subscriptions) => {
@@ -373,7 +374,7 @@ impl Subscriptions {
                     .iter()
                     .map(|s| format!("• {}", s.describe()))
                     .collect();
-                Reply {
+                Message {
                     text: format!("{} subscriptions in this channel", subscriptions.len()),
                     sections: vec!["*Subscriptions in this channel*".into(), lines.join("\n")],
                     buttons: Vec::new(),
@@ -383,12 +384,12 @@ impl Subscriptions {
         }
     }
 
-    pub fn features() -> Reply {
+    pub fn features() -> Message {
         let lines: Vec<String> = FEATURE_HELP
             .iter()
             .map(|(word, what)| format!("`{word}`: {what}"))
             .collect();
-        Reply {
+        Message {
             text: "Subscription features".into(),
             sections: vec![
                 "*Features and filters* for `/bitbucket subscribe workspace/repository [feature ...]`:".into(),
@@ -398,17 +399,19 @@ impl Subscriptions {
         }
     }
 
-    pub async fn set_threading(&self, team_id: &str, channel_id: &str, on: bool) -> Reply {
+    pub async fn set_threading(&self, team_id: &str, channel_id: &str, on: bool) -> Message {
         match self
             .store
             .subscriptions
             .set_threading(team_id, channel_id, on)
             .await
         {
-            Ok(()) if on => Reply::text(
+            Ok(()) if on => Message::text(
                 "Threading is on: a pull request's later activity goes into the thread of its first message.",
             ),
-            Ok(()) => Reply::text("Threading is off: every notification is posted in the channel."),
+            Ok(()) => {
+                Message::text("Threading is off: every notification is posted in the channel.")
+            }
             Err(error) => store_failed(error),
         }
     }

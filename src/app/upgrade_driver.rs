@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
-use crate::commands::Reply;
 use crate::config::{Secret, UpgradeConfig};
+use crate::message::Message;
 use crate::notify::Notification;
 use crate::slack::web::{SlackError, SlackWeb};
 use crate::store::{InstallSource, Installation, NewDelivery, Store};
@@ -294,7 +294,7 @@ impl Campaigns {
     }
 
     /// What `/bitbucket upgrade` shows `user_id`: the same answer as a click.
-    pub fn answer(&self, installation: &Installation, user_id: &str) -> Reply {
+    pub fn answer(&self, installation: &Installation, user_id: &str) -> Message {
         let state = self.current_state(installation);
         let PermissionsAnswer {
             message,
@@ -507,7 +507,12 @@ impl Campaigns {
         None
     }
 
-    fn finish_answer(&self, installation: &Installation, reply: Reply, needs_url: bool) -> Reply {
+    fn finish_answer(
+        &self,
+        installation: &Installation,
+        reply: Message,
+        needs_url: bool,
+    ) -> Message {
         if !needs_url {
             return reply;
         }
@@ -525,7 +530,7 @@ impl Campaigns {
         &self,
         token: Option<&Secret<String>>,
         user_id: &str,
-        reply: &Reply,
+        reply: &Message,
         answer_to: Option<&AnswerTo>,
     ) {
         let result = match (answer_to, token) {

@@ -6,9 +6,9 @@
 
 use serde::Deserialize;
 
+use super::Target;
 use super::client::{BitbucketClient, BitbucketError};
 use super::{LookupError, RepositoryLookup, RepositorySummary, WorkspaceRepository};
-use crate::notify::Target;
 
 #[derive(Deserialize)]
 struct Repository {

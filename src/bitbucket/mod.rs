@@ -15,7 +15,7 @@ pub use activity::{
     Activity, ActivityKind, Actor, CommentRef, CommitRef, IssueRef, PipelineRef, PullRequestRef,
 };
 pub use client::{BitbucketClient, BitbucketError, ClientSettings};
-pub use name::{InvalidRepositoryName, RepositoryName};
+pub use name::{InvalidRepositoryName, RepositoryName, Target};
 pub use poller::{Poller, PollerSettings, Progress};
 
 /// What `/bitbucket subscribe` needs to know about its target.
@@ -52,7 +52,7 @@ pub enum LookupError {
 pub trait RepositoryLookup: Send + Sync {
     fn lookup<'a>(
         &'a self,
-        target: &'a crate::notify::Target,
+        target: &'a crate::bitbucket::Target,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<RepositorySummary, LookupError>> + Send + 'a>,
     >;

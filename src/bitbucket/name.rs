@@ -8,6 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 /// The longest workspace id or repository slug Bitbucket Cloud gives out.
@@ -159,6 +160,43 @@ impl fmt::Display for RepositoryName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// What a subscription covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Target {
+    Repository(String),
+    /// Every repository of a Bitbucket workspace, including ones created later.
+    Workspace(String),
+}
+
+impl Target {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Target::Repository(name) | Target::Workspace(name) => name,
+        }
+    }
+
+    pub fn covers(&self, repository: &str) -> bool {
+        match self {
+            Target::Repository(name) => name == repository,
+            Target::Workspace(workspace) => repository
+                .split_once('/')
+                .is_some_and(|(owner, _)| owner == workspace),
+        }
+    }
+}
+
+/// Parses `workspace/repo` or `workspace` with Bitbucket's naming rules.
+pub fn parse_target(text: &str) -> Result<Target, InvalidRepositoryName> {
+    if text.contains('/') {
+        return text
+            .parse::<RepositoryName>()
+            .map(|name| Target::Repository(name.as_str().to_string()));
+    }
+    text.parse::<WorkspaceId>()
+        .map(|workspace| Target::Workspace(workspace.as_str().to_string()))
 }
 
 /// A path segment the clients refused to send.
@@ -315,5 +353,17 @@ mod tests {
             assert_eq!(url.path_segments().expect("segments").count(), 4, "{path}");
             assert!(url.query().is_none() && url.fragment().is_none(), "{url}");
         }
+    }
+
+    #[test]
+    fn targets_parse_with_bitbucket_rules() {
+        assert_eq!(
+            parse_target("Acme/API"),
+            Ok(Target::Repository("acme/api".into()))
+        );
+        assert_eq!(parse_target("acme"), Ok(Target::Workspace("acme".into())));
+        assert!(parse_target("acme/").is_err());
+        assert!(parse_target("a b").is_err());
+        assert!(parse_target("..").is_err());
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! Pure: no I/O, no clock, no Slack types. The parser and the help are generated from
 //! one table, [`COMMANDS`], so a command cannot exist without help or help without a
-//! command. Replies are plain data ([`Reply`]); `slack/` turns them into Block Kit.
+//! command. Replies are plain data ([`Message`]); `slack/` turns them into Block Kit.
 
 pub mod status;
 
-use crate::notify::subscription::{SubscribeWord, Target, parse_target, parse_word};
+use crate::bitbucket::Target;
+use crate::bitbucket::name::parse_target;
+use crate::message::{Message, escape_inline_code};
+use crate::notify::subscription::{SubscribeWord, parse_word};
 
 /// One subcommand of `/bitbucket`: what it is called, how it is used, what it does.
 #[derive(Debug, Clone, Copy)]
@@ -86,9 +89,7 @@ fn target_and_words(args: &[&str]) -> Result<(Target, Vec<SubscribeWord>), Strin
     })?;
     let words = args[1..]
         .iter()
-        .map(|word| {
-            parse_word(word).map_err(|error| crate::notify::render::escape(&error.to_string()))
-        })
+        .map(|word| parse_word(word).map_err(|error| crate::message::escape(&error.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((target, words))
 }
@@ -215,71 +216,20 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
     })
 }
 
-/// A message: a reply to the user who typed a command, a notification, a DM.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Reply {
-    /// Plain-text fallback (notifications, screen readers).
-    pub text: String,
-    /// Markdown sections, in order; each stays under Slack's 3,000-character limit.
-    pub sections: Vec<String>,
-    /// Buttons shown under the sections, in order (at most 25: Slack's limit).
-    #[serde(default)]
-    pub buttons: Vec<Button>,
-}
-
-/// A button: a link (`url`) or an action the daemon handles (`action_id` + `value`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Button {
-    pub text: String,
-    pub action_id: String,
-    pub value: Option<String>,
-    pub url: Option<String>,
-    pub primary: bool,
-}
-
-impl Button {
-    /// A button that opens `url` in the browser.
-    pub fn link(text: impl Into<String>, action_id: &str, url: impl Into<String>) -> Self {
-        Button {
-            text: text.into(),
-            action_id: action_id.into(),
-            value: None,
-            url: Some(url.into()),
-            primary: true,
-        }
-    }
-}
-
-impl Reply {
-    pub fn text(text: impl Into<String>) -> Self {
-        let text = text.into();
-        Reply {
-            sections: vec![text.clone()],
-            text,
-            buttons: Vec::new(),
-        }
-    }
-
-    pub fn with_button(mut self, button: Button) -> Self {
-        self.buttons.push(button);
-        self
-    }
-}
-
 /// The help: one line per command, from [`COMMANDS`].
-pub fn help() -> Reply {
+pub fn help() -> Message {
     help_without(&[])
 }
 
 /// The help without the commands named in `hidden` (those whose features the
 /// workspace's permissions do not allow yet).
-pub fn help_without(hidden: &[&str]) -> Reply {
+pub fn help_without(hidden: &[&str]) -> Message {
     let lines: Vec<String> = COMMANDS
         .iter()
         .filter(|spec| !hidden.contains(&spec.name))
         .map(|spec| format!("`{}` {}", spec.usage, spec.summary))
         .collect();
-    Reply {
+    Message {
         text: "bitbucket-slack commands".into(),
         sections: vec![
             "*Bitbucket for Slack*: here is what `/bitbucket` can do.".into(),
@@ -290,7 +240,7 @@ pub fn help_without(hidden: &[&str]) -> Reply {
 }
 
 /// What to tell the user whose text did not parse.
-pub fn error_reply(error: &ParseError) -> Reply {
+pub fn error_reply(error: &ParseError) -> Message {
     match error {
         ParseError::Unknown { word } => {
             let mut reply = help();
@@ -303,34 +253,14 @@ pub fn error_reply(error: &ParseError) -> Reply {
             name,
             usage,
             reason,
-        } => Reply::text(format!(
+        } => Message::text(format!(
             "That is not how `/bitbucket {name}` is used: {reason}. Usage: `{usage}`"
         )),
-        ParseError::TooLong { chars } => Reply::text(format!(
+        ParseError::TooLong { chars } => Message::text(format!(
             "That command is {chars} characters long; the limit is {MAX_TEXT_CHARS}. \
              Try `/bitbucket help`."
         )),
     }
-}
-
-/// Escapes Slack's control characters (`&`, `<`, `>`) so user text can neither mention
-/// anyone nor form a link, and drops backticks so it cannot break out of inline code.
-/// Long text is cut to `max_chars` with an ellipsis.
-pub fn escape_inline_code(text: &str, max_chars: usize) -> String {
-    let mut out = String::new();
-    for (count, ch) in text.chars().filter(|ch| *ch != '`').enumerate() {
-        if count == max_chars {
-            out.push('…');
-            break;
-        }
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

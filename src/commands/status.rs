@@ -1,8 +1,8 @@
 //! The `/bitbucket status` reply, from plain facts gathered by the caller.
 //!
-//! Pure: a [`StatusView`] in, a [`Reply`] out.
+//! Pure: a [`StatusView`] in, a [`Message`] out.
 
-use super::Reply;
+use super::Message;
 use crate::upgrade::{FEATURES, PermissionLevel, scope_reason};
 
 /// What `/bitbucket status` reports.
@@ -25,10 +25,10 @@ pub struct StatusView {
     pub access: String,
 }
 
-pub fn status_reply(view: &StatusView) -> Reply {
+pub fn status_reply(view: &StatusView) -> Message {
     let mut sections = vec![format!(
         "*Bitbucket for Slack in {}* (`{}`), {}.",
-        super::escape_inline_code(&view.team_name, 80),
+        crate::message::escape_inline_code(&view.team_name, 80),
         view.team_id,
         view.installed_by
     )];
@@ -56,7 +56,7 @@ pub fn status_reply(view: &StatusView) -> Reply {
     notifications.push('.');
     sections.push(notifications);
     sections.push(view.access.clone());
-    Reply {
+    Message {
         text: format!(
             "Status: permissions {}, {} of {} sockets connected",
             view.level.name(),

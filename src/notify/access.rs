@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::subscription::{Pause, PauseKind, Subscription, Target};
+use super::subscription::{Pause, PauseKind, Subscription};
+use crate::bitbucket::Target;
 
 /// Which repositories of a workspace subscription deliver.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use crate::bitbucket::Activity;
 pub use render::{Notification, render};
-pub use subscription::{Subscription, Target};
+pub use subscription::Subscription;
 
 /// The channels (team, channel) that want `activity`: one entry per channel, however
 /// many of its subscriptions match.
@@ -34,6 +34,7 @@ pub fn route(activity: &Activity, subscriptions: &[Subscription]) -> Vec<(String
 mod tests {
     use super::*;
     use crate::bitbucket::ActivityKind;
+    use crate::bitbucket::Target;
     use crate::notify::subscription::tests::{activity, pull_request};
     use crate::notify::subscription::{Features, Filters};
 

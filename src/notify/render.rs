@@ -7,35 +7,17 @@
 //! 3,000-character limit.
 
 use crate::bitbucket::{Activity, ActivityKind, Actor, CommentRef, PipelineRef, PullRequestRef};
-use crate::commands::Reply;
-
-/// Slack's limit for one section's text.
-pub const MAX_SECTION_CHARS: usize = 3000;
+use crate::message::{MAX_SECTION_CHARS, Message, code, escape, truncate};
 
 /// A rendered activity and how it threads.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Notification {
-    pub message: Reply,
+    pub message: Message,
     /// Activities with the same key share a thread (a pull request's).
     pub thread_key: Option<String>,
     /// A state change: the thread's parent is replaced by this, and the reply is also
     /// broadcast to the channel.
-    pub parent_update: Option<Reply>,
-}
-
-/// Escapes Slack's control characters in user text.
-pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// Cuts text to `max` characters, on a character boundary, with an ellipsis.
-pub fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max.saturating_sub(1)) {
-        Some((cut, _)) if text.chars().count() > max => format!("{}…", &text[..cut]),
-        _ => text.to_string(),
-    }
+    pub parent_update: Option<Message>,
 }
 
 fn link(url: Option<&str>, text: &str) -> String {
@@ -43,11 +25,6 @@ fn link(url: Option<&str>, text: &str) -> String {
         Some(url) if !url.contains(['<', '>', '|', ' ']) => format!("<{url}|{}>", escape(text)),
         _ => escape(text),
     }
-}
-
-/// Text shown as inline code: escaped, and no backtick can end the code span early.
-pub fn code(text: &str) -> String {
-    format!("`{}`", escape(&text.replace('`', "'")))
 }
 
 /// How a person is named: a Slack mention when linked, else their escaped name.
@@ -102,8 +79,8 @@ fn quote(comment: &CommentRef) -> String {
         .join("\n")
 }
 
-fn message(text: String, sections: Vec<String>) -> Reply {
-    Reply {
+fn message(text: String, sections: Vec<String>) -> Message {
+    Message {
         text: truncate(&strip_markup(&text), 300),
         sections: sections
             .into_iter()

@@ -12,34 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::{Coverage, Refusal};
 use super::glob::{Glob, GlobError};
-use crate::bitbucket::name::{InvalidRepositoryName, WorkspaceId};
-use crate::bitbucket::{Activity, ActivityKind, RepositoryName};
-
-/// What a subscription covers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
-pub enum Target {
-    Repository(String),
-    /// Every repository of a Bitbucket workspace, including ones created later.
-    Workspace(String),
-}
-
-impl Target {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Target::Repository(name) | Target::Workspace(name) => name,
-        }
-    }
-
-    pub fn covers(&self, repository: &str) -> bool {
-        match self {
-            Target::Repository(name) => name == repository,
-            Target::Workspace(workspace) => repository
-                .split_once('/')
-                .is_some_and(|(owner, _)| owner == workspace),
-        }
-    }
-}
+use crate::bitbucket::{Activity, ActivityKind, Target};
 
 /// Which branches' pushes a channel hears about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,17 +299,6 @@ pub fn parse_word(word: &str) -> Result<SubscribeWord, WordError> {
     Ok(SubscribeWord::Feature(feature))
 }
 
-/// Parses `workspace/repo` or `workspace` with Bitbucket's naming rules.
-pub fn parse_target(text: &str) -> Result<Target, InvalidRepositoryName> {
-    if text.contains('/') {
-        return text
-            .parse::<RepositoryName>()
-            .map(|name| Target::Repository(name.as_str().to_string()));
-    }
-    text.parse::<WorkspaceId>()
-        .map(|workspace| Target::Workspace(workspace.as_str().to_string()))
-}
-
 impl Subscription {
     fn main_branch(&self) -> &str {
         self.main_branch.as_deref().unwrap_or("main")
@@ -471,7 +433,7 @@ impl Subscription {
         let main = match (&self.target, &self.main_branch) {
             (Target::Repository(_), Some(_)) => format!(
                 " (main branch {})",
-                super::render::code(&super::render::truncate(self.main_branch(), 80))
+                crate::message::code(&crate::message::truncate(self.main_branch(), 80))
             ),
             _ => String::new(),
         };
@@ -577,6 +539,23 @@ pub(crate) mod tests {
             expected,
             "{words:?} vs {} by {actor}",
             kind.name()
+        );
+    }
+
+    #[test]
+    fn words_parse_and_print_back() {
+        assert_eq!(
+            parse_word("bogus"),
+            Err(WordError::UnknownFeature("bogus".into()))
+        );
+        assert!(matches!(
+            parse_word("commits:rel[ease"),
+            Err(WordError::BadPattern { .. })
+        ));
+        let sub = subscription(&["pipelines:all", "comments", "+branch:main", "-author:bot*"]);
+        assert_eq!(
+            sub.describe(),
+            "`acme/api` (main branch `main`): pullrequests commits pipelines:all comments +branch:main -author:bot*"
         );
     }
 
@@ -696,30 +675,5 @@ pub(crate) mod tests {
             line.contains("(main branch `m'ain &lt;!channel&gt; &amp; &lt;https://evil|x&gt;`)"),
             "{line}"
         );
-    }
-
-    #[test]
-    fn words_parse_and_print_back() {
-        assert_eq!(
-            parse_word("bogus"),
-            Err(WordError::UnknownFeature("bogus".into()))
-        );
-        assert!(matches!(
-            parse_word("commits:rel[ease"),
-            Err(WordError::BadPattern { .. })
-        ));
-        let sub = subscription(&["pipelines:all", "comments", "+branch:main", "-author:bot*"]);
-        assert_eq!(
-            sub.describe(),
-            "`acme/api` (main branch `main`): pullrequests commits pipelines:all comments +branch:main -author:bot*"
-        );
-        assert_eq!(
-            parse_target("Acme/API"),
-            Ok(Target::Repository("acme/api".into()))
-        );
-        assert_eq!(parse_target("acme"), Ok(Target::Workspace("acme".into())));
-        assert!(parse_target("acme/").is_err());
-        assert!(parse_target("a b").is_err());
-        assert!(parse_target("..").is_err());
     }
 }

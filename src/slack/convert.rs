@@ -1,14 +1,16 @@
 //! Our domain values to slack-morphism's Block Kit types, and to ack payloads.
 //!
-//! Pure. The only place that decides how a [`Reply`] looks in Slack.
+//! Pure. The only place that decides how a [`Message`] looks in Slack.
 
 use serde_json::{Value, json};
 use slack_morphism::prelude::*;
 
-use crate::commands::{Button, Reply};
+use crate::message::{Button, Message};
 
-/// A reply as message content: the fallback text and one section per paragraph.
-pub fn message_content(reply: &Reply) -> SlackMessageContent {
+/// A message as Block Kit content: the fallback text, one section per paragraph and the
+/// buttons in one actions block, cut to Block Kit's limits ([`Message::within_limits`]).
+pub fn message_content(message: &Message) -> SlackMessageContent {
+    let reply = message.clone().within_limits();
     let blocks: Vec<SlackBlock> = reply
         .sections
         .iter()
@@ -25,7 +27,6 @@ pub fn message_content(reply: &Reply) -> SlackMessageContent {
         let elements: Vec<SlackActionBlockElement> = reply
             .buttons
             .iter()
-            .take(25)
             .map(|button| SlackActionBlockElement::Button(button_element(button)))
             .collect();
         blocks.push(SlackActionsBlock::new(elements).into());
@@ -56,7 +57,7 @@ fn button_element(button: &Button) -> SlackBlockButtonElement {
 }
 
 /// The `payload` of a slash command's ack: an ephemeral message.
-pub fn ack_payload(reply: &Reply) -> Value {
+pub fn ack_payload(reply: &Message) -> Value {
     let mut payload = serde_json::to_value(message_content(reply))
         .unwrap_or_else(|_| json!({"text": reply.text}));
     payload["response_type"] = json!("ephemeral");
@@ -68,8 +69,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn content_never_exceeds_block_kit_limits() {
+        let mut message = Message::text("many");
+        message.sections = vec!["s".repeat(5000); 70];
+        for n in 0..40 {
+            message =
+                message.with_button(Button::link(format!("b{n}"), "open", "https://x.example"));
+        }
+        let payload = ack_payload(&message);
+        let blocks = payload["blocks"].as_array().expect("blocks");
+        assert_eq!(blocks.len(), crate::message::MAX_BLOCKS);
+        let actions = blocks.last().expect("actions block");
+        assert_eq!(actions["elements"].as_array().map(Vec::len), Some(25));
+        assert!(blocks[..blocks.len() - 1].iter().all(|block| {
+            block["text"]["text"].as_str().map(|t| t.chars().count()) <= Some(3000)
+        }));
+    }
+
+    #[test]
     fn buttons_become_an_actions_block() {
-        let reply = Reply::text("Connect").with_button(Button::link(
+        let reply = Message::text("Connect").with_button(Button::link(
             "Connect Bitbucket account",
             "bitbucket_login",
             "http://intranet.example/bitbucket/login?state=abc",
@@ -92,7 +111,7 @@ mod tests {
 
     #[test]
     fn ack_payload_is_an_ephemeral_block_message() {
-        let reply = Reply {
+        let reply = Message {
             text: "fallback".into(),
             sections: vec!["*one*".into(), "two".into()],
             buttons: Vec::new(),

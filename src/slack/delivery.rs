@@ -20,7 +20,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::web::{SlackError, SlackWeb};
 use crate::clock::Clock;
-use crate::commands::Reply;
+use crate::message::Message;
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::{ChannelKey, ParkReason, PendingDelivery, Store, StoreError};
 
@@ -500,7 +500,7 @@ impl Deliverer {
             );
             if let Err(error) = self
                 .web
-                .post_message(&token, &subscription.created_by, &Reply::text(text))
+                .post_message(&token, &subscription.created_by, &Message::text(text))
                 .await
             {
                 warn!(%error, "could not tell the subscriber that the subscription is paused");

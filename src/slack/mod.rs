@@ -2,7 +2,7 @@
 //! conversion between slack-morphism's types and ours.
 //!
 //! The only module that imports `slack_morphism` or `tokio_tungstenite`. The rest of the
-//! daemon sees [`envelope`] types, [`crate::commands::Reply`] and [`web::SlackError`].
+//! daemon sees [`envelope`] types, [`crate::message::Message`] and [`web::SlackError`].
 
 pub mod convert;
 pub mod delivery;

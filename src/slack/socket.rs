@@ -25,15 +25,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::clock::Clock;
-use crate::commands::Reply;
 use crate::config::{Secret, ShutdownConfig, SlackConfig};
+use crate::message::Message;
 use crate::metrics::{KindLabel, Metrics, ReasonLabel, TypeLabel};
 use crate::store::{DedupKind, DedupStore};
 
@@ -48,7 +48,7 @@ use super::web::SlackWeb;
 pub trait EnvelopeHandler: Send + Sync + 'static {
     /// Answers a slash command. A reply ready within the budget goes into the ack;
     /// a later one is posted to the command's `response_url`.
-    fn slash_command(&self, command: SlashCommand) -> impl Future<Output = Reply> + Send;
+    fn slash_command(&self, command: SlashCommand) -> impl Future<Output = Message> + Send;
     /// Handles an Events API callback, after it was acked.
     fn event(&self, event: EventCallback) -> impl Future<Output = ()> + Send;
     /// Handles a click, shortcut or submission, after it was acked.
@@ -557,12 +557,12 @@ impl<H: EnvelopeHandler> SocketMode<H> {
                         // Counted as the ack is written, so whoever sees the ack also
                         // sees it counted.
                         self.metrics.ack_latency.observe(received.elapsed().as_secs_f64());
-                        if let Err(error) = sink.send(Message::text(frame)).await {
+                        if let Err(error) = sink.send(WsMessage::text(frame)).await {
                             return format!("write failed: {error}");
                         }
                     }
                     None => {
-                        let _ = sink.send(Message::Close(None)).await;
+                        let _ = sink.send(WsMessage::Close(None)).await;
                         let _ = sink.close().await;
                         return "closed by us".into();
                     }
@@ -577,21 +577,21 @@ impl<H: EnvelopeHandler> SocketMode<H> {
                 }
                 _ = sleep_until_opt(drain_deadline), if draining => {
                     warn!("closing a socket with acks still pending: the drain deadline passed");
-                    let _ = sink.send(Message::Close(None)).await;
+                    let _ = sink.send(WsMessage::Close(None)).await;
                     return "drain deadline passed".into();
                 }
                 frame = stream.next(), if !draining => {
                     last_heard = Instant::now();
                     match frame {
-                        Some(Ok(Message::Text(text))) => {
+                        Some(Ok(WsMessage::Text(text))) => {
                             let Some(acks) = ack_tx.as_ref() else { continue };
                             self.on_text(slot, text.as_str(), acks, events).await;
                         }
-                        Some(Ok(Message::Binary(data))) => {
+                        Some(Ok(WsMessage::Binary(data))) => {
                             warn!(bytes = data.len(), "skipping a binary frame: Socket Mode sends text");
                         }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                        Some(Ok(Message::Close(frame))) => {
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+                        Some(Ok(WsMessage::Close(frame))) => {
                             return format!("closed by Slack ({})", frame.map(|f| f.code.to_string()).unwrap_or_else(|| "no code".into()));
                         }
                         Some(Err(error)) => return format!("read failed: {error}"),
@@ -603,7 +603,7 @@ impl<H: EnvelopeHandler> SocketMode<H> {
                         warn!(silent_ms = last_heard.elapsed().as_millis() as u64, "socket silent too long; replacing it");
                         return "silent too long".into();
                     }
-                    if let Err(error) = sink.send(Message::Ping(Default::default())).await {
+                    if let Err(error) = sink.send(WsMessage::Ping(Default::default())).await {
                         return format!("ping failed: {error}");
                     }
                 }
@@ -744,7 +744,9 @@ impl<H: EnvelopeHandler> SocketMode<H> {
         let reply = reply.unwrap_or_else(|join_error| {
             error!(error = %join_error, "slash command handler failed");
             self.count_handler_error("slash_command");
-            Reply::text("Sorry, something went wrong handling that command. The error was logged.")
+            Message::text(
+                "Sorry, something went wrong handling that command. The error was logged.",
+            )
         });
         if let Err(error) = self.web.respond(&response_url, &reply).await {
             warn!(%error, "could not post the reply to response_url");
@@ -795,7 +797,7 @@ fn bare_ack(envelope_id: &str) -> String {
     json!({ "envelope_id": envelope_id }).to_string()
 }
 
-fn payload_ack(envelope_id: &str, reply: &Reply) -> String {
+fn payload_ack(envelope_id: &str, reply: &Message) -> String {
     json!({ "envelope_id": envelope_id, "payload": convert::ack_payload(reply) }).to_string()
 }
 
@@ -811,8 +813,8 @@ mod tests {
     struct EchoHandler;
 
     impl EnvelopeHandler for EchoHandler {
-        async fn slash_command(&self, command: SlashCommand) -> Reply {
-            Reply::text(command.text)
+        async fn slash_command(&self, command: SlashCommand) -> Message {
+            Message::text(command.text)
         }
         async fn event(&self, _event: EventCallback) {}
         async fn interaction(&self, _interaction: Interaction) {}
@@ -876,7 +878,7 @@ mod tests {
         });
         // Slack's end reads our pings but never answers anything.
         let first = slack.next().await.expect("a frame").expect("readable");
-        assert!(matches!(first, Message::Ping(_)), "{first:?}");
+        assert!(matches!(first, WsMessage::Ping(_)), "{first:?}");
         assert_eq!(started.elapsed(), Duration::from_secs(10));
         let reason = session.await.expect("session task");
         assert_eq!(reason, "silent too long");
@@ -903,7 +905,7 @@ mod tests {
         // Reading lets tungstenite answer each ping with a pong: two minutes of pings.
         for _ in 0..12 {
             let frame = slack.next().await.expect("a frame").expect("readable");
-            assert!(matches!(frame, Message::Ping(_)), "{frame:?}");
+            assert!(matches!(frame, WsMessage::Ping(_)), "{frame:?}");
         }
         assert!(!session.is_finished());
         stop.cancel();
@@ -930,7 +932,7 @@ mod tests {
     fn acks_are_slack_shaped() {
         assert_eq!(bare_ack("e1"), r#"{"envelope_id":"e1"}"#);
         let ack: serde_json::Value =
-            serde_json::from_str(&payload_ack("e2", &Reply::text("hi"))).expect("json");
+            serde_json::from_str(&payload_ack("e2", &Message::text("hi"))).expect("json");
         assert_eq!(ack["envelope_id"], "e2");
         assert_eq!(ack["payload"]["response_type"], "ephemeral");
         assert_eq!(ack["payload"]["text"], "hi");

@@ -20,8 +20,8 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 use url::Url;
 
-use crate::commands::Reply;
 use crate::config::Secret;
+use crate::message::Message;
 use crate::metrics::Metrics;
 
 use super::convert;
@@ -496,7 +496,7 @@ impl SlackWeb {
         &self,
         bot_token: &Secret<String>,
         channel: &str,
-        reply: &Reply,
+        reply: &Message,
     ) -> Result<String, SlackError> {
         self.post_in_thread(bot_token, channel, reply, None, false)
             .await
@@ -508,7 +508,7 @@ impl SlackWeb {
         &self,
         bot_token: &Secret<String>,
         user_id: &str,
-        reply: &Reply,
+        reply: &Message,
     ) -> Result<(String, String), SlackError> {
         let request = SlackApiChatPostMessageRequest::new(
             user_id.to_string().into(),
@@ -542,7 +542,7 @@ impl SlackWeb {
         bot_token: &Secret<String>,
         channel: &str,
         user_id: &str,
-        reply: &Reply,
+        reply: &Message,
     ) -> Result<(), SlackError> {
         let method = "chat.postEphemeral";
         let token = bot(bot_token);
@@ -604,7 +604,7 @@ impl SlackWeb {
         &self,
         bot_token: &Secret<String>,
         channel: &str,
-        reply: &Reply,
+        reply: &Message,
         thread_ts: Option<&str>,
         broadcast: bool,
     ) -> Result<String, SlackError> {
@@ -627,7 +627,7 @@ impl SlackWeb {
         bot_token: &Secret<String>,
         channel: &str,
         ts: &str,
-        reply: &Reply,
+        reply: &Message,
     ) -> Result<(), SlackError> {
         let method = "chat.update";
         let token = bot(bot_token);
@@ -646,7 +646,7 @@ impl SlackWeb {
     }
 
     /// Posts `reply` to a slash command's `response_url` (only the user sees it).
-    pub async fn respond(&self, response_url: &str, reply: &Reply) -> Result<(), SlackError> {
+    pub async fn respond(&self, response_url: &str, reply: &Message) -> Result<(), SlackError> {
         let method = "response_url";
         let url = Url::parse(response_url).map_err(|error| SlackError::Protocol {
             method,

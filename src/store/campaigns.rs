@@ -159,7 +159,7 @@ fn decode(bytes: &[u8]) -> Result<CampaignState, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::Reply;
+    use crate::message::Message;
     use crate::notify::Notification;
     use crate::upgrade::campaign::InstallMode;
 
@@ -169,7 +169,7 @@ mod tests {
             channel_id: channel.into(),
             activity_id: format!("a-{text}"),
             notification: Notification {
-                message: Reply::text(text),
+                message: Message::text(text),
                 thread_key: None,
                 parent_update: None,
             },

@@ -574,7 +574,7 @@ impl DeliveryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::Reply;
+    use crate::message::Message;
 
     fn delivery(id: u64, channel: &str, text: &str) -> PendingDelivery {
         PendingDelivery {
@@ -583,7 +583,7 @@ mod tests {
             channel_id: channel.into(),
             activity_id: format!("a{id}"),
             notification: Notification {
-                message: Reply::text(text),
+                message: Message::text(text),
                 thread_key: None,
                 parent_update: None,
             },
@@ -649,7 +649,7 @@ mod tests {
             channel_id: channel.into(),
             activity_id: "a".into(),
             notification: Notification {
-                message: Reply::text("x"),
+                message: Message::text("x"),
                 thread_key: None,
                 parent_update: None,
             },

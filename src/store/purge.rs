@@ -205,11 +205,12 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
+    use crate::bitbucket::Target;
     use crate::bitbucket::{Activity, ActivityKind, RepositoryName};
-    use crate::commands::Reply;
     use crate::config::Secret;
+    use crate::message::Message;
     use crate::notify::Notification;
-    use crate::notify::subscription::{Features, Filters, Subscription, Target};
+    use crate::notify::subscription::{Features, Filters, Subscription};
     use crate::store::installations::tests::sample;
     use crate::store::{NewDelivery, UserLink};
     use crate::upgrade::campaign::{CampaignState, InstallMode};
@@ -228,7 +229,7 @@ mod tests {
             channel_id: channel.into(),
             activity_id: format!("acme/api:{text}"),
             notification: Notification {
-                message: Reply::text(text),
+                message: Message::text(text),
                 thread_key: Some("acme/api:pr:7".into()),
                 parent_update: None,
             },

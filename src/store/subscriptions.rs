@@ -9,7 +9,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{StoreError, WriteGate};
-use crate::notify::subscription::{Pause, PauseKind, Subscription, Target};
+use crate::bitbucket::Target;
+use crate::notify::subscription::{Pause, PauseKind, Subscription};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct ChannelSettings {

@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::Reply;
+use crate::message::Message;
 use crate::upgrade::{messages, permission_level};
 
 /// When nothing else says, the announcement comes this long before availability.
@@ -304,14 +304,14 @@ pub enum Effect {
     SendDm {
         admin: String,
         message_id: String,
-        message: Reply,
+        message: Message,
     },
     /// chat.update an earlier DM.
     UpdateMessage {
         admin: String,
         message_id: String,
         message_ref: MessageRef,
-        message: Reply,
+        message: Message,
     },
     /// Keep this workspace's channel notifications in the store instead of posting them.
     HoldNotifications,
@@ -322,7 +322,7 @@ pub enum Effect {
     /// Answer the user who clicked, visible only to them.
     Ephemeral {
         user_id: String,
-        message: Reply,
+        message: Message,
         /// The message's **Allow** button needs its url: the driver applies
         /// [`messages::with_install_url`] with `{http.public_url}/slack/install?team=T`.
         needs_install_url: bool,
@@ -332,7 +332,7 @@ pub enum Effect {
 /// The answer to a click on **Update permissions** or to `/bitbucket upgrade`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PermissionsAnswer {
-    pub message: Reply,
+    pub message: Message,
     /// See [`Effect::Ephemeral`].
     pub needs_install_url: bool,
 }
@@ -481,7 +481,7 @@ pub fn commands_allowed(state: &CampaignState) -> bool {
 
 /// The answer to a command that [`commands_allowed`] refuses, naming the admins (the
 /// given ones, or else the last known).
-pub fn refusal_message(state: &CampaignState, admins: &[String]) -> Reply {
+pub fn refusal_message(state: &CampaignState, admins: &[String]) -> Message {
     messages::commands_refused(if admins.is_empty() {
         &state.admins
     } else {
@@ -490,7 +490,7 @@ pub fn refusal_message(state: &CampaignState, admins: &[String]) -> Reply {
 }
 
 /// The answer to a login that [`login_allowed`] refuses, naming the admins.
-pub fn login_refusal_message(state: &CampaignState, admins: &[String]) -> Reply {
+pub fn login_refusal_message(state: &CampaignState, admins: &[String]) -> Message {
     messages::login_refused(if admins.is_empty() {
         &state.admins
     } else {
@@ -769,7 +769,7 @@ fn record_send(
     state: &mut CampaignState,
     admin: &str,
     kind: MessageKind,
-    message: Reply,
+    message: Message,
     now: Timestamp,
 ) -> Effect {
     let campaign = state.campaign;
@@ -796,7 +796,7 @@ fn record_send(
     }
 }
 
-fn render(state: &CampaignState, kind: MessageKind, schedule: &CampaignSchedule) -> Reply {
+fn render(state: &CampaignState, kind: MessageKind, schedule: &CampaignSchedule) -> Message {
     match kind {
         MessageKind::Announcement => messages::announcement(
             &state.missing_scopes,

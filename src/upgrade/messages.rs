@@ -1,5 +1,5 @@
 //! The words of the permission-upgrade campaign: every DM, edit and ephemeral answer it
-//! sends, as plain [`Reply`] values that `slack/` turns into Block Kit.
+//! sends, as plain [`Message`] values that `slack/` turns into Block Kit.
 //!
 //! Pure: facts in, text out. No I/O, no clock, no Slack types, no decisions about *when*
 //! a message is due (that is [`super::campaign`]). Dates are shown with Slack's date
@@ -7,7 +7,7 @@
 
 use jiff::Timestamp;
 
-use crate::commands::{Button, Reply};
+use crate::message::{Button, Message};
 use crate::upgrade::scope_reason;
 
 /// The **Update permissions** button in every campaign DM.
@@ -24,7 +24,7 @@ pub fn announcement(
     missing: &[String],
     available_at: Option<Timestamp>,
     deadline: Option<Timestamp>,
-) -> Reply {
+) -> Message {
     let when =
         available_at.map_or_else(|| "soon".to_string(), |at| format!("on {}", slack_date(at)));
     let mut sections = vec![format!(
@@ -37,7 +37,7 @@ pub fn announcement(
         sections.push(deadline_warning(deadline));
     }
     sections.push(permission_list(missing));
-    Reply {
+    Message {
         text: "Bitbucket for Slack will need updated permissions soon".into(),
         sections,
         buttons: Vec::new(),
@@ -45,7 +45,7 @@ pub fn announcement(
 }
 
 /// On the availability date: the first message with the button.
-pub fn update_available(deadline: Option<Timestamp>) -> Reply {
+pub fn update_available(deadline: Option<Timestamp>) -> Message {
     let mut sections = vec![
         "*Bitbucket for Slack needs updated permissions.* A new version of the app needs \
          permissions that this workspace has not granted yet. As a workspace admin, you can \
@@ -59,7 +59,7 @@ pub fn update_available(deadline: Option<Timestamp>) -> Reply {
     if let Some(deadline) = deadline {
         sections.push(deadline_warning(deadline));
     }
-    with_update_button(Reply {
+    with_update_button(Message {
         text: "Bitbucket for Slack: please update the app's permissions".into(),
         sections,
         buttons: Vec::new(),
@@ -67,7 +67,7 @@ pub fn update_available(deadline: Option<Timestamp>) -> Reply {
 }
 
 /// A reminder before the deadline.
-pub fn reminder(deadline: Option<Timestamp>) -> Reply {
+pub fn reminder(deadline: Option<Timestamp>) -> Message {
     let mut sections = vec![
         "*Reminder: Bitbucket for Slack needs updated permissions.* A workspace admin still \
          needs to approve the app's new permissions. Click *Update permissions* to review them; \
@@ -77,7 +77,7 @@ pub fn reminder(deadline: Option<Timestamp>) -> Reply {
     if let Some(deadline) = deadline {
         sections.push(deadline_warning(deadline));
     }
-    with_update_button(Reply {
+    with_update_button(Message {
         text: "Reminder: Bitbucket for Slack needs updated permissions".into(),
         sections,
         buttons: Vec::new(),
@@ -86,7 +86,7 @@ pub fn reminder(deadline: Option<Timestamp>) -> Reply {
 
 /// The nudge an admin gets when someone could not log in because the permissions are
 /// outdated (at most one campaign DM per reminder interval, so never a flood).
-pub fn login_nudge(user_id: &str, deadline: Option<Timestamp>) -> Reply {
+pub fn login_nudge(user_id: &str, deadline: Option<Timestamp>) -> Message {
     let mut sections = vec![format!(
         "*<@{user_id}> tried to connect their Bitbucket account, but new users cannot log in \
          until a workspace admin updates this app's permissions.* Click *Update permissions* \
@@ -95,7 +95,7 @@ pub fn login_nudge(user_id: &str, deadline: Option<Timestamp>) -> Reply {
     if let Some(deadline) = deadline {
         sections.push(deadline_warning(deadline));
     }
-    with_update_button(Reply {
+    with_update_button(Message {
         text: "Someone is waiting for Bitbucket for Slack's updated permissions".into(),
         sections,
         buttons: Vec::new(),
@@ -103,8 +103,8 @@ pub fn login_nudge(user_id: &str, deadline: Option<Timestamp>) -> Reply {
 }
 
 /// On the deadline: the app is paused.
-pub fn deadline_passed() -> Reply {
-    with_update_button(Reply {
+pub fn deadline_passed() -> Message {
+    with_update_button(Message {
         text: "Bitbucket for Slack is paused until its permissions are updated".into(),
         sections: vec![
             "*Bitbucket for Slack is paused until its permissions are updated.* The deadline \
@@ -119,9 +119,9 @@ pub fn deadline_passed() -> Reply {
 }
 
 /// A reminder after the deadline.
-pub fn overdue_reminder(deadline: Option<Timestamp>) -> Reply {
+pub fn overdue_reminder(deadline: Option<Timestamp>) -> Message {
     let since = deadline.map_or_else(String::new, |at| format!("Since {}, ", slack_date(at)));
-    with_update_button(Reply {
+    with_update_button(Message {
         text: "Reminder: Bitbucket for Slack is paused until its permissions are updated".into(),
         sections: vec![
             format!(
@@ -139,8 +139,8 @@ const HOW_TO_RESUME: &str = "Click *Update permissions* and approve the new perm
     channel.";
 
 /// What every earlier campaign message is edited into once the upgrade is done.
-pub fn up_to_date() -> Reply {
-    Reply {
+pub fn up_to_date() -> Message {
+    Message {
         text: "Bitbucket for Slack is up to date".into(),
         sections: vec![
             "*Bitbucket for Slack is up to date.* An admin updated the app's permissions and \
@@ -152,17 +152,17 @@ pub fn up_to_date() -> Reply {
 }
 
 /// The answer to a click on **Update permissions** when nothing is missing.
-pub fn nothing_to_update() -> Reply {
-    Reply::text("Bitbucket for Slack is up to date: there are no permissions to update.")
+pub fn nothing_to_update() -> Message {
+    Message::text("Bitbucket for Slack is up to date: there are no permissions to update.")
 }
 
 /// The answer to a non-admin's click: only admins can, and who they are.
-pub fn only_admins_can_update(admins: &[String]) -> Reply {
+pub fn only_admins_can_update(admins: &[String]) -> Message {
     let ask = match admins.first() {
         Some(admin) => format!("Please ask <@{admin}> to do it."),
         None => "Please ask a workspace admin or owner to do it.".into(),
     };
-    Reply {
+    Message {
         text: "Only admins can update the app's permissions".into(),
         sections: vec![format!(
             "Only workspace admins can update Bitbucket for Slack's permissions. {ask}"
@@ -173,8 +173,8 @@ pub fn only_admins_can_update(admins: &[String]) -> Reply {
 
 /// The answer to an admin's click, for an app installed through Slack: the permissions
 /// with their reasons and an **Allow** button (url set by the driver).
-pub fn allow_through_slack(missing: &[String]) -> Reply {
-    Reply {
+pub fn allow_through_slack(missing: &[String]) -> Message {
+    Message {
         text: "Update Bitbucket for Slack's permissions".into(),
         sections: vec![
             permission_list(missing),
@@ -194,8 +194,8 @@ pub fn allow_through_slack(missing: &[String]) -> Reply {
 
 /// The answer to an admin's click, for an app run with a configured bot token: how to
 /// reinstall it from the manifest, and **Check again**.
-pub fn reinstall_from_manifest(missing: &[String]) -> Reply {
-    Reply {
+pub fn reinstall_from_manifest(missing: &[String]) -> Message {
+    Message {
         text: "Update Bitbucket for Slack's permissions".into(),
         sections: vec![
             permission_list(missing),
@@ -212,11 +212,11 @@ pub fn reinstall_from_manifest(missing: &[String]) -> Reply {
 }
 
 /// The answer to **Check again** once the scopes were re-read.
-pub fn check_again_result(missing: &[String]) -> Reply {
+pub fn check_again_result(missing: &[String]) -> Message {
     if missing.is_empty() {
         return up_to_date();
     }
-    Reply {
+    Message {
         text: "Some permissions are still missing".into(),
         sections: vec![
             format!("Still missing: {}.", inline_list(missing)),
@@ -228,8 +228,8 @@ pub fn check_again_result(missing: &[String]) -> Reply {
 
 /// From the deadline, every command gets this answer.
 /// The answer to a command whose feature needs scopes the workspace has not granted.
-pub fn feature_unavailable(feature: &str, missing: &[String], admins: &[String]) -> Reply {
-    Reply::text(format!(
+pub fn feature_unavailable(feature: &str, missing: &[String], admins: &[String]) -> Message {
+    Message::text(format!(
         "That needs {feature}, which needs permissions this workspace has not granted yet: {}. \
          A Slack admin can update them with `/bitbucket upgrade`. {}",
         inline_list(missing),
@@ -237,8 +237,8 @@ pub fn feature_unavailable(feature: &str, missing: &[String], admins: &[String])
     ))
 }
 
-pub fn commands_refused(admins: &[String]) -> Reply {
-    Reply::text(format!(
+pub fn commands_refused(admins: &[String]) -> Message {
+    Message::text(format!(
         "Bitbucket for Slack is paused: a Slack admin of this workspace must update the app's \
          permissions before it can be used again. Channel notifications are held until then; \
          none are lost. {}",
@@ -247,8 +247,8 @@ pub fn commands_refused(admins: &[String]) -> Reply {
 }
 
 /// Before the deadline, `/bitbucket login` by someone not linked yet gets this answer.
-pub fn login_refused(admins: &[String]) -> Reply {
-    Reply::text(format!(
+pub fn login_refused(admins: &[String]) -> Message {
+    Message::text(format!(
         "Your Slack admin needs to update this app's permissions before new users can log in. {}",
         admins_line(admins)
     ))
@@ -257,7 +257,7 @@ pub fn login_refused(admins: &[String]) -> Reply {
 /// The one message per channel that replaces the notifications held while the upgrade
 /// was overdue: how many, then each one's plain-text fallback, within Block Kit's limits
 /// (sections under 3,000 characters, at most [`DIGEST_MAX_SECTIONS`] of them).
-pub fn held_digest(fallbacks: &[String]) -> Reply {
+pub fn held_digest(fallbacks: &[String]) -> Message {
     const SECTION_LIMIT: usize = 2_900;
     const LINE_LIMIT: usize = 300;
     let count = fallbacks.len();
@@ -294,7 +294,7 @@ pub fn held_digest(fallbacks: &[String]) -> Reply {
     if shown < count {
         sections.push(format!("…and {} more.", count - shown));
     }
-    Reply {
+    Message {
         text: header,
         sections,
         buttons: Vec::new(),
@@ -305,7 +305,7 @@ pub fn held_digest(fallbacks: &[String]) -> Reply {
 pub const DIGEST_MAX_SECTIONS: usize = 40;
 
 /// Sets the url of the **Allow** button to the workspace's install link.
-pub fn with_install_url(mut reply: Reply, install_url: &str) -> Reply {
+pub fn with_install_url(mut reply: Message, install_url: &str) -> Message {
     for button in &mut reply.buttons {
         if button.action_id == ALLOW_ACTION_ID {
             button.url = Some(install_url.to_string());
@@ -376,7 +376,7 @@ fn admins_line(admins: &[String]) -> String {
     format!("Admins: {}{tail}.", named.join(", "))
 }
 
-fn with_update_button(reply: Reply) -> Reply {
+fn with_update_button(reply: Message) -> Message {
     reply.with_button(Button {
         text: "Update permissions".into(),
         action_id: UPDATE_PERMISSIONS_ACTION_ID.into(),
