@@ -39,6 +39,7 @@ pub mod http;
 pub mod message;
 pub mod metrics;
 pub mod notify;
+pub mod oauth_state;
 pub mod shutdown;
 pub mod slack;
 pub mod store;

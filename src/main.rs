@@ -10,14 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use bitbucket_slack::app::{EXIT_CONFIG, EXIT_FAILURE};
 use bitbucket_slack::config::{Config, LogConfig, LogFormat};
-use bitbucket_slack::slack::socket::SocketModeError;
-use bitbucket_slack::store::StoreError;
 use bitbucket_slack::{app, clock, shutdown};
 use clap::{Args, Parser, Subcommand};
-
-const EXIT_FAILURE: u8 = 1;
-const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
 #[command(
@@ -258,18 +254,7 @@ fn run(config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
-            let is_config = error.downcast_ref::<SocketModeError>().is_some()
-                || error.downcast_ref::<app::BotTokenRefused>().is_some()
-                || matches!(
-                    error.downcast_ref::<StoreError>(),
-                    Some(
-                        StoreError::Open { .. }
-                            | StoreError::NewerSchema { .. }
-                            | StoreError::WrongKey { .. }
-                            | StoreError::KeyFile { .. }
-                    )
-                );
-            ExitCode::from(if is_config { EXIT_CONFIG } else { EXIT_FAILURE })
+            ExitCode::from(app::exit_code(&error))
         }
     }
 }

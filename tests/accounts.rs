@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use bitbucket_slack::app;
 use bitbucket_slack::app::access::AccessControl;
-use bitbucket_slack::app::accounts::{Accounts, BITBUCKET_LOGIN, LoginError};
+use bitbucket_slack::app::accounts::{Accounts, LoginError};
 use bitbucket_slack::bitbucket::Target;
 use bitbucket_slack::bitbucket::accounts::{AccountError, UserOAuthClient};
 use bitbucket_slack::clock::{Clock, ManualClock};
 use bitbucket_slack::config::{Config, PrivateRepositories, Secret};
-use bitbucket_slack::http::state::StateClaims;
 use bitbucket_slack::notify::access::Coverage;
+use bitbucket_slack::oauth_state::{BITBUCKET_LOGIN, StateClaims};
 use bitbucket_slack::slack::web::SlackWeb;
 use bitbucket_slack::store::Store;
 use jiff::{SignedDuration, Timestamp};
@@ -505,7 +505,11 @@ async fn losing_access_pauses_and_tells_once_and_regaining_it_resumes() {
     daemon.bitbucket.set_readable("{ada-uuid}", &[]);
     // The hourly check asks Bitbucket again (answers are reused for half an hour).
     daemon.clock.advance(SignedDuration::from_hours(1));
-    daemon.running.recheck_access().await;
+    // Two passes at once (the hourly one and a link change, say) tell the change once.
+    tokio::join!(
+        daemon.running.recheck_access(),
+        daemon.running.recheck_access()
+    );
     let listing = section_text(&daemon.command("U1", "subscriptions").await);
     assert!(listing.contains("*paused*"), "{listing}");
     assert!(listing.contains("cannot read it"), "{listing}");

@@ -103,6 +103,8 @@ async fn runs_from_a_config_file_answers_help_is_ready_and_drains_on_sigterm() {
         "housekeeping",
         "http",
         "router",
+        "sockets",
+        "systemd",
         "upgrade_driver",
         "workspace_discovery",
     ] {

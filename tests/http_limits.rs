@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitbucket_slack::app::accounts::Accounts;
+use bitbucket_slack::app::http_backend::HttpBackend;
 use bitbucket_slack::app::installations::Installer;
 use bitbucket_slack::app::upgrade_driver::UpgradeSignal;
 use bitbucket_slack::clock::{Clock, ManualClock};
@@ -56,26 +57,28 @@ async fn start(settings: HttpSettings) -> Server {
         .expect("a Slack client");
     let metrics = Metrics::default();
     let state = HttpState {
-        components: Default::default(),
         sockets: SocketHealth::new(1),
         store: store.clone(),
         clock: clock.clone(),
-        installer: Installer {
-            web: web.clone(),
-            store: store.clone(),
-            clock: clock.clone(),
-            changed: Arc::new(tokio::sync::Notify::new()),
-            upgrades: UpgradeSignal::default(),
-            allowed_teams: Vec::new(),
-        },
-        accounts: Accounts {
-            store,
-            web,
-            client: None,
-            clock,
-            public_url: Url::parse("http://localhost:8080/").expect("a valid URL"),
-            link_changes: Arc::new(tokio::sync::Notify::new()),
-        },
+        backend: Arc::new(HttpBackend {
+            components: Default::default(),
+            installer: Installer {
+                web: web.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+                changed: Arc::new(tokio::sync::Notify::new()),
+                upgrades: UpgradeSignal::default(),
+                allowed_teams: Vec::new(),
+            },
+            accounts: Accounts {
+                store,
+                web,
+                client: None,
+                clock,
+                public_url: Url::parse("http://localhost:8080/").expect("a valid URL"),
+                link_changes: Arc::new(tokio::sync::Notify::new()),
+            },
+        }),
         slack_oauth: None,
         metrics: metrics.clone(),
     };

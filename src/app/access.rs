@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::accounts::{Accounts, LoginError};
 use crate::bitbucket::Target;
@@ -73,8 +73,6 @@ pub struct AccessControl {
     pub workspaces: Vec<String>,
     pub clock: Arc<dyn Clock>,
     cache: Arc<Mutex<AnswerCache>>,
-    /// One pass at a time, so two passes never tell the same change twice.
-    pass: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for AccessControl {
@@ -110,7 +108,6 @@ impl AccessControl {
             workspaces,
             clock,
             cache: Arc::default(),
-            pass: Arc::default(),
         }
     }
 
@@ -399,7 +396,6 @@ impl AccessControl {
     /// Checks every subscription of every active installation again, stores what changed
     /// and tells each subscriber once what was paused, resumed or left out.
     pub async fn recheck(&self) {
-        let _one_at_a_time = self.pass.lock().await;
         let (Ok(active), Ok(subscriptions)) = (
             self.store.installations.active_team_ids(),
             self.store.subscriptions.list_all(),
@@ -422,9 +418,24 @@ impl AccessControl {
             if updated == subscription {
                 continue;
             }
-            if let Err(error) = self.store.subscriptions.put(&updated).await {
-                warn!(%error, "could not store a subscription's access; will retry");
-                continue;
+            // Compare and swap instead of a lock held across Bitbucket's answers: when two
+            // passes (or a person's unsubscribe) race, only the write over what this pass
+            // read lands, and only that pass tells anyone.
+            match self
+                .store
+                .subscriptions
+                .replace(&subscription, &updated)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    debug!(team = %updated.team_id, channel = %updated.channel_id, "subscription changed during the access check; left to the next pass");
+                    continue;
+                }
+                Err(error) => {
+                    warn!(%error, "could not store a subscription's access; will retry");
+                    continue;
+                }
             }
             if change != Change::None {
                 info!(team = %updated.team_id, channel = %updated.channel_id, ?change, "subscription access changed");

@@ -14,13 +14,10 @@ use url::Url;
 use crate::bitbucket::accounts::{AccountError, UserOAuthClient};
 use crate::clock::Clock;
 use crate::config::Secret;
-use crate::http::state::{self, StateClaims};
 use crate::message::{Button, Message};
+use crate::oauth_state::{self, BITBUCKET_LOGIN, StateClaims};
 use crate::slack::web::SlackWeb;
 use crate::store::{Store, StoreError, UserLink};
-
-/// The purpose written into login states.
-pub const BITBUCKET_LOGIN: &str = "bitbucket_login";
 
 /// Refresh this long before the access token expires.
 const REFRESH_MARGIN: SignedDuration = SignedDuration::from_mins(5);
@@ -112,10 +109,10 @@ impl Accounts {
     /// person. `None` when linking is not configured.
     pub fn login_button(&self, team_id: &str, user_id: &str) -> Option<Button> {
         self.client.as_ref()?;
-        let signed = state::issue(
+        let signed = oauth_state::issue(
             &self.store.oauth_state_key(),
             BITBUCKET_LOGIN,
-            state::random_nonce(),
+            oauth_state::random_nonce(),
             Some(team_id.into()),
             Some(user_id.into()),
             self.clock.now(),

@@ -117,6 +117,9 @@ impl Default for RestartPolicy {
 pub struct Supervisor {
     components: Components,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
+    /// The intake's tasks (the Slack sockets): stopped by their own token and joined
+    /// first, before the other components are asked to stop.
+    intake: Vec<(&'static str, JoinHandle<()>)>,
     stop: CancellationToken,
     failed: CancellationToken,
     metrics: Metrics,
@@ -142,6 +145,7 @@ impl Supervisor {
         Supervisor {
             components: Components::default(),
             tasks: Vec::new(),
+            intake: Vec::new(),
             stop,
             failed,
             metrics,
@@ -156,18 +160,43 @@ impl Supervisor {
     /// Runs the component `name`: `start` makes a fresh run of it from its parts each
     /// time (a restart starts clean). A run that ends before `stop`, or panics, is a
     /// failure.
-    pub fn spawn<F, Fut>(&mut self, name: &'static str, mut start: F)
+    pub fn spawn<F, Fut>(&mut self, name: &'static str, start: F)
+    where
+        F: FnMut(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let task = self.supervise(name, self.stop.clone(), start);
+        self.tasks.push((name, task));
+    }
+
+    /// Runs the intake component `name` like [`Supervisor::spawn`], but stopped by `stop`
+    /// (the daemon's shutdown) instead of the supervisor's token, and joined by
+    /// [`Supervisor::join_intake`] before the others are stopped.
+    pub fn spawn_intake<F, Fut>(&mut self, name: &'static str, stop: CancellationToken, start: F)
+    where
+        F: FnMut(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let task = self.supervise(name, stop, start);
+        self.intake.push((name, task));
+    }
+
+    fn supervise<F, Fut>(
+        &self,
+        name: &'static str,
+        stop: CancellationToken,
+        mut start: F,
+    ) -> JoinHandle<()>
     where
         F: FnMut(CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let components = self.components.clone();
-        let stop = self.stop.clone();
         let failed = self.failed.clone();
         let metrics = self.metrics.clone();
         let policy = self.policy;
         components.update(name, |_| {});
-        let task = tokio::spawn(
+        tokio::spawn(
             async move {
                 let mut failures: Vec<Instant> = Vec::new();
                 let mut backoff = policy.first_backoff;
@@ -217,27 +246,39 @@ impl Supervisor {
                 }
             }
             .instrument(info_span!("component", name)),
-        );
-        self.tasks.push((name, task));
+        )
+    }
+
+    /// Waits for the intake components to end (after their stop token), at most
+    /// `deadline`; the ones still running then are aborted and named in the log.
+    pub async fn join_intake(&mut self, deadline: Duration) {
+        join_all(std::mem::take(&mut self.intake), deadline).await;
     }
 
     /// Waits for every component to end (after `stop`), at most `deadline`; the ones
     /// still running then are aborted and named in the log.
-    pub async fn join(self, deadline: Duration) {
-        let end = Instant::now() + deadline;
-        for (name, mut task) in self.tasks {
-            match tokio::time::timeout_at(end, &mut task).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    warn!(component = name, %error, "a component's task failed at shutdown")
-                }
-                Err(_) => {
-                    warn!(
-                        component = name,
-                        "a component did not stop within the shutdown deadline; aborted"
-                    );
-                    task.abort();
-                }
+    pub async fn join(mut self, deadline: Duration) {
+        let mut tasks = std::mem::take(&mut self.intake);
+        tasks.append(&mut self.tasks);
+        join_all(tasks, deadline).await;
+    }
+}
+
+/// Joins `tasks` within one `deadline`, aborting (and naming) the ones still running.
+async fn join_all(tasks: Vec<(&'static str, JoinHandle<()>)>, deadline: Duration) {
+    let end = Instant::now() + deadline;
+    for (name, mut task) in tasks {
+        match tokio::time::timeout_at(end, &mut task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                warn!(component = name, %error, "a component's task failed at shutdown")
+            }
+            Err(_) => {
+                warn!(
+                    component = name,
+                    "a component did not stop within the shutdown deadline; aborted"
+                );
+                task.abort();
             }
         }
     }
@@ -368,5 +409,52 @@ mod tests {
         let started = Instant::now();
         supervisor.join(Duration::from_secs(3)).await;
         assert_eq!(Instant::now() - started, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_intake_stops_and_is_joined_before_the_others_are_asked_to() {
+        let intake_stop = CancellationToken::new();
+        let background = CancellationToken::new();
+        let mut supervisor = Supervisor::new(
+            background.clone(),
+            CancellationToken::new(),
+            Metrics::default(),
+            policy(),
+        );
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let seen = order.clone();
+        supervisor.spawn_intake("sockets", intake_stop.clone(), move |stop| {
+            let seen = seen.clone();
+            async move {
+                stop.cancelled().await;
+                seen.lock().expect("lock").push("sockets stopped");
+            }
+        });
+        let seen = order.clone();
+        supervisor.spawn("delivery", move |stop| {
+            let seen = seen.clone();
+            async move {
+                stop.cancelled().await;
+                seen.lock().expect("lock").push("delivery stopped");
+            }
+        });
+        let components = supervisor.components();
+        intake_stop.cancel();
+        supervisor.join_intake(Duration::from_secs(1)).await;
+        assert_eq!(*order.lock().expect("lock"), ["sockets stopped"]);
+        assert_eq!(
+            components.snapshot()["sockets"].state,
+            ComponentState::Stopped
+        );
+        assert_eq!(
+            components.snapshot()["delivery"].state,
+            ComponentState::Running
+        );
+        background.cancel();
+        supervisor.join(Duration::from_secs(1)).await;
+        assert_eq!(
+            *order.lock().expect("lock"),
+            ["sockets stopped", "delivery stopped"]
+        );
     }
 }

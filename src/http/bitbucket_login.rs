@@ -14,10 +14,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::HttpState;
 use super::oauth::{escape, page, paragraph};
-use super::state;
-use crate::app::accounts::{BITBUCKET_LOGIN, LoginError};
+use super::{HttpState, LoginOutcome};
+use crate::oauth_state::{self, BITBUCKET_LOGIN};
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
@@ -39,13 +38,13 @@ pub const LOGIN_COOKIE: &str = "bitbucket_slack_login";
 /// The cookie's value for a state: an HMAC of its nonce, so it cannot be made without the
 /// daemon's key and belongs to one flow.
 fn browser_binding(key: &[u8; 32], nonce: &str) -> String {
-    state::bind(key, "browser", nonce)
+    oauth_state::bind(key, "browser", nonce)
 }
 
 /// The `Set-Cookie` value: short-lived, HttpOnly, SameSite=Lax (sent on Bitbucket's
 /// redirect back, never on a cross-site request), Secure behind https.
 fn set_cookie(http: &HttpState, value: &str, max_age: i64) -> String {
-    let secure = if http.accounts.public_url.scheme() == "https" {
+    let secure = if http.backend.served_over_https() {
         "; Secure"
     } else {
         ""
@@ -77,10 +76,10 @@ pub async fn login(State(http): State<HttpState>, Query(query): Query<LoginQuery
     let Some(signed) = query.state else {
         return refused(
             StatusCode::BAD_REQUEST,
-            state::StateError::Malformed.message(),
+            oauth_state::StateError::Malformed.message(),
         );
     };
-    let claims = match state::verify(
+    let claims = match oauth_state::verify(
         &http.state_key(),
         BITBUCKET_LOGIN,
         &signed,
@@ -89,17 +88,17 @@ pub async fn login(State(http): State<HttpState>, Query(query): Query<LoginQuery
         Ok(claims) => claims,
         Err(error) => return refused(StatusCode::BAD_REQUEST, error.message()),
     };
-    let consent = match http.accounts.authorize_url(&signed) {
+    let consent = match http.backend.bitbucket_authorize_url(&signed) {
         Ok(url) => url,
-        Err(error) => return refused(StatusCode::NOT_FOUND, &error.user_message()),
+        Err(message) => return refused(StatusCode::NOT_FOUND, &message),
     };
     let (Some(team_id), Some(user_id)) = (&claims.team_id, &claims.user_id) else {
         return refused(
             StatusCode::BAD_REQUEST,
-            state::StateError::Malformed.message(),
+            oauth_state::StateError::Malformed.message(),
         );
     };
-    let (person, workspace) = http.accounts.names_for_page(team_id, user_id).await;
+    let (person, workspace) = http.backend.login_page_names(team_id, user_id).await;
     let body = format!(
         "<p>You are connecting your Bitbucket account to <strong>@{person}</strong> in <strong>{workspace}</strong>.</p>\
          <p>Continue only if you are @{person} and you started this from Slack yourself. If someone sent you this link, close this page: continuing would give them your Bitbucket access.</p>\
@@ -111,7 +110,7 @@ pub async fn login(State(http): State<HttpState>, Query(query): Query<LoginQuery
     let cookie = set_cookie(
         &http,
         &browser_binding(&http.state_key(), &claims.nonce),
-        state::STATE_LIFETIME.as_secs(),
+        oauth_state::STATE_LIFETIME.as_secs(),
     );
     let mut response = page(StatusCode::OK, "Connect your Bitbucket account", &body);
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -141,7 +140,7 @@ pub async fn callback(
 async fn finish(http: &HttpState, headers: &HeaderMap, query: CallbackQuery) -> Response {
     // The browser check comes before the state is used up, so a forged callback cannot
     // burn the person's own flow.
-    let claims = match state::verify(
+    let claims = match oauth_state::verify(
         &http.state_key(),
         BITBUCKET_LOGIN,
         query.state.as_deref().unwrap_or(""),
@@ -155,7 +154,7 @@ async fn finish(http: &HttpState, headers: &HeaderMap, query: CallbackQuery) -> 
     };
     let expected = browser_binding(&http.state_key(), &claims.nonce);
     let bound = cookie_value(headers, LOGIN_COOKIE)
-        .is_some_and(|value| state::constant_time_eq(value.as_bytes(), expected.as_bytes()));
+        .is_some_and(|value| oauth_state::constant_time_eq(value.as_bytes(), expected.as_bytes()));
     if !bound {
         warn!(
             "Bitbucket login callback from a browser that did not confirm on the login page; refused"
@@ -190,21 +189,16 @@ async fn finish(http: &HttpState, headers: &HeaderMap, query: CallbackQuery) -> 
             "Bitbucket sent no approval code. Run /bitbucket login again.",
         );
     };
-    match http.accounts.complete_login(&claims, &code).await {
-        Ok(link) => page(
+    match http.backend.complete_bitbucket_login(&claims, &code).await {
+        LoginOutcome::Linked { display_name } => page(
             StatusCode::OK,
             "Bitbucket account connected",
             &format!(
                 "<p>Your Slack account is now connected to the Bitbucket account <strong>{}</strong>. You can close this page.</p>",
-                escape(&link.display_name)
+                escape(&display_name)
             ),
         ),
-        Err(error @ LoginError::AlreadyLinked { .. }) => {
-            refused(StatusCode::CONFLICT, &error.user_message())
-        }
-        Err(error) => {
-            warn!(%error, "Bitbucket login failed");
-            refused(StatusCode::BAD_GATEWAY, &error.user_message())
-        }
+        LoginOutcome::AlreadyLinked { message } => refused(StatusCode::CONFLICT, &message),
+        LoginOutcome::Failed { message } => refused(StatusCode::BAD_GATEWAY, &message),
     }
 }

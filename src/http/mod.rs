@@ -3,15 +3,19 @@
 //! and admins' browsers do, so an intranet URL works.
 //!
 //! Owns routing and response shapes only; sockets, connection limits and timeouts are
-//! `server`'s. Must never expose a token, a secret or an admin action.
+//! `server`'s. What the pages need from the rest of the daemon (finishing an install or
+//! an account link, the supervised components' health) is the [`Backend`] trait, which
+//! `app/` implements: `http` never imports `app`. Must never expose a token, a secret or
+//! an admin action.
 
 pub mod bitbucket_login;
 pub mod oauth;
 pub mod server;
-pub mod state;
 
 pub use server::HttpSettings;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Json;
@@ -24,11 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 use url::Url;
 
-use crate::app::accounts::Accounts;
-use crate::app::installations::Installer;
 use crate::clock::Clock;
 use crate::config::SlackOAuthConfig;
 use crate::metrics::{Metrics, PhaseLabel, StateLabel};
+use crate::oauth_state::{self, StateClaims};
 use crate::slack::socket::SocketHealth;
 use crate::store::Store;
 
@@ -41,19 +44,93 @@ pub struct SlackOAuth {
     pub redirect_uri: String,
 }
 
+/// A future the [`Backend`] returns; boxed so the trait can be a trait object.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a Slack install's callback ended, for its page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallOutcome {
+    Installed {
+        team_name: String,
+        scopes: Vec<String>,
+    },
+    /// The operator's `slack.allowed_teams` does not include the workspace: nothing was
+    /// stored (and the issued token was revoked).
+    NotAllowed { message: String },
+    /// Slack or the store failed; `message` is for the person (the cause is logged).
+    Failed { message: String },
+}
+
+/// How a Bitbucket account link's callback ended, for its page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginOutcome {
+    Linked {
+        display_name: String,
+    },
+    /// The Bitbucket account is linked to someone else already: nothing was changed.
+    AlreadyLinked {
+        message: String,
+    },
+    /// Not configured, Bitbucket refused, or the store failed; `message` is for the person.
+    Failed {
+        message: String,
+    },
+}
+
+/// What the pages need from the rest of the daemon. `app/` implements it; every method's
+/// refusal is already a message for the person in the browser, with the cause logged by
+/// the implementation.
+pub trait Backend: Send + Sync + 'static {
+    /// Whether `slack.allowed_teams` lets this Slack team (or Grid) install.
+    fn slack_team_allowed(&self, team: &str) -> bool;
+    /// Exchanges an install's code for a token and stores the installation.
+    fn complete_slack_install<'a>(
+        &'a self,
+        oauth: &'a SlackOAuthConfig,
+        code: &'a str,
+        redirect_uri: &'a str,
+        bound_team: Option<&'a str>,
+    ) -> BackendFuture<'a, InstallOutcome>;
+    /// Bitbucket's consent page for a signed login state, or why linking is not possible.
+    fn bitbucket_authorize_url(&self, signed_state: &str) -> Result<Url, String>;
+    /// The Slack person's and workspace's names, for the login confirmation page.
+    fn login_page_names<'a>(
+        &'a self,
+        team_id: &'a str,
+        user_id: &'a str,
+    ) -> BackendFuture<'a, (String, String)>;
+    /// Exchanges a login's code for the person's Bitbucket tokens and stores the link.
+    fn complete_bitbucket_login<'a>(
+        &'a self,
+        claims: &'a StateClaims,
+        code: &'a str,
+    ) -> BackendFuture<'a, LoginOutcome>;
+    /// Whether the daemon is reached over https (the login cookie is then `Secure`).
+    fn served_over_https(&self) -> bool;
+    /// Why supervised components are not healthy (empty when all run).
+    fn unhealthy_components(&self) -> Vec<String>;
+    /// Each supervised component's state, for `/readyz`'s body.
+    fn components_snapshot(&self) -> Value;
+}
+
 /// What the routes work with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpState {
     pub sockets: SocketHealth,
     pub store: Store,
     pub clock: Arc<dyn Clock>,
-    pub installer: Installer,
-    pub accounts: Accounts,
+    pub backend: Arc<dyn Backend>,
     /// `None` when slack.client_id / client_secret are not configured.
     pub slack_oauth: Option<SlackOAuth>,
     pub metrics: Metrics,
-    /// The supervised components' states, for `/readyz`.
-    pub components: crate::app::supervisor::Components,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState")
+            .field("slack_oauth", &self.slack_oauth)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpState {
@@ -68,21 +145,21 @@ impl HttpState {
         &self,
         purpose: &str,
         state: Option<&str>,
-    ) -> Result<state::StateClaims, state::StateError> {
-        let state = state.ok_or(state::StateError::Malformed)?;
+    ) -> Result<StateClaims, oauth_state::StateError> {
+        let state = state.ok_or(oauth_state::StateError::Malformed)?;
         let now = self.clock.now();
-        let claims = state::verify(&self.state_key(), purpose, state, now)?;
+        let claims = oauth_state::verify(&self.state_key(), purpose, state, now)?;
         let first = self
             .store
             .dedup
             .first_sighting(crate::store::DedupKind::OAuthState, &claims.nonce, now)
-            .map_err(|_| state::StateError::Replayed)?;
+            .map_err(|_| oauth_state::StateError::Replayed)?;
         if !first {
-            return Err(state::StateError::Replayed);
+            return Err(oauth_state::StateError::Replayed);
         }
         if let Err(error) = self.store.flush().await {
             tracing::warn!(%error, "could not persist a used OAuth state");
-            return Err(state::StateError::Replayed);
+            return Err(oauth_state::StateError::Replayed);
         }
         Ok(claims)
     }
@@ -205,14 +282,14 @@ pub fn readiness(
             "the store cannot write ({error}): free disk space or check the disk"
         ));
     }
-    reasons.extend(state.components.unhealthy());
+    reasons.extend(state.backend.unhealthy_components());
     let ready = reasons.is_empty();
     let body = json!({
         "ready": ready,
         "reasons": reasons,
         "sockets_connected": connected,
         "sockets": state.sockets.snapshot(),
-        "components": state.components.snapshot(),
+        "components": state.backend.components_snapshot(),
     });
     let status = if ready {
         StatusCode::OK

@@ -12,12 +12,10 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::HttpState;
-use super::state;
+use super::{HttpState, InstallOutcome};
+use crate::oauth_state::{self, SLACK_INSTALL};
 use crate::upgrade::{self, PermissionLevel};
 
-/// The purpose written into install states.
-pub const SLACK_INSTALL: &str = "slack_install";
 /// Path of the callback, under `http.public_url`.
 pub const CALLBACK_PATH: &str = "slack/oauth/callback";
 
@@ -47,8 +45,7 @@ pub async fn install(State(http): State<HttpState>, Query(query): Query<InstallQ
         );
     };
     if let Some(team) = &query.team {
-        let allowed = &http.installer.allowed_teams;
-        if !allowed.is_empty() && !allowed.contains(team) {
+        if !http.backend.slack_team_allowed(team) {
             return page(
                 StatusCode::FORBIDDEN,
                 "Installation not allowed",
@@ -68,10 +65,10 @@ pub fn authorize_location(
     oauth: &super::SlackOAuth,
     team: Option<String>,
 ) -> String {
-    let signed = state::issue(
+    let signed = oauth_state::issue(
         &http.state_key(),
         SLACK_INSTALL,
-        state::random_nonce(),
+        oauth_state::random_nonce(),
         team.clone(),
         None,
         http.clock.now(),
@@ -131,8 +128,8 @@ pub async fn callback(
         );
     };
     match http
-        .installer
-        .complete_oauth(
+        .backend
+        .complete_slack_install(
             &oauth.config,
             &code,
             &oauth.redirect_uri,
@@ -140,27 +137,24 @@ pub async fn callback(
         )
         .await
     {
-        Ok(installation) => {
-            let level = upgrade::permission_level(&installation.scopes);
+        InstallOutcome::Installed { team_name, scopes } => {
+            let level = upgrade::permission_level(&scopes);
             page(
                 StatusCode::OK,
                 "Bitbucket is installed",
-                &installed_body(&installation.team_name, &installation.scopes, &level),
+                &installed_body(&team_name, &scopes, &level),
             )
         }
-        Err(error @ crate::app::installations::InstallError::TeamNotAllowed { .. }) => page(
+        InstallOutcome::NotAllowed { message } => page(
             StatusCode::FORBIDDEN,
             "Installation not allowed",
-            &paragraph(&error.user_message()),
+            &paragraph(&message),
         ),
-        Err(error) => {
-            warn!(%error, "install failed");
-            page(
-                StatusCode::BAD_GATEWAY,
-                "Installation not completed",
-                &paragraph(&error.user_message()),
-            )
-        }
+        InstallOutcome::Failed { message } => page(
+            StatusCode::BAD_GATEWAY,
+            "Installation not completed",
+            &paragraph(&message),
+        ),
     }
 }
 

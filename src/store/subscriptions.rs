@@ -84,6 +84,36 @@ impl SubscriptionStore {
         Ok(())
     }
 
+    /// Stores `updated` only if the stored subscription is still `expected` (compare and
+    /// swap). False when it changed or was removed meanwhile: the caller's view is stale
+    /// and nothing was written. Durable when it returns true.
+    pub async fn replace(
+        &self,
+        expected: &Subscription,
+        updated: &Subscription,
+    ) -> Result<bool, StoreError> {
+        let key = key(&expected.team_id, &expected.channel_id, &expected.target);
+        let bytes = serde_json::to_vec(updated).expect("a subscription always serializes");
+        loop {
+            let swapped = {
+                let _writing = self.gate.writing()?;
+                let Some(current) = self.subscriptions.get(key.as_bytes())? else {
+                    return Ok(false);
+                };
+                if decode(&current)? != *expected {
+                    return Ok(false);
+                }
+                self.subscriptions
+                    .compare_and_swap(key.as_bytes(), Some(current), Some(bytes.clone()))?
+                    .is_ok()
+            };
+            if swapped {
+                self.subscriptions.flush_async().await?;
+                return Ok(true);
+            }
+        }
+    }
+
     pub async fn remove(
         &self,
         team_id: &str,
@@ -262,5 +292,38 @@ mod tests {
         );
         assert_eq!(subscriptions.count_for_team("T1"), 1);
         assert_eq!(subscriptions.count_for_team("T2"), 1);
+    }
+
+    #[tokio::test]
+    async fn replace_writes_only_over_what_the_caller_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let subscriptions = &store.subscriptions;
+        let read = subscription("T1", "C1", "acme/api");
+        subscriptions.put(&read).await.expect("put");
+        let mut first = read.clone();
+        first.private = Some(true);
+        let mut second = read.clone();
+        second.private = Some(false);
+        assert!(subscriptions.replace(&read, &first).await.expect("swap"));
+        // A second writer that read the same old value loses: nothing is written.
+        assert!(!subscriptions.replace(&read, &second).await.expect("stale"));
+        let stored = subscriptions
+            .get("T1", "C1", &read.target)
+            .expect("get")
+            .expect("stored");
+        assert_eq!(stored.private, Some(true));
+        // Removed meanwhile: a replace does not bring it back.
+        subscriptions
+            .remove("T1", "C1", &read.target)
+            .await
+            .expect("remove");
+        assert!(!subscriptions.replace(&first, &second).await.expect("gone"));
+        assert!(
+            subscriptions
+                .get("T1", "C1", &read.target)
+                .expect("get")
+                .is_none()
+        );
     }
 }

@@ -7,6 +7,10 @@
 //! that the callback consumes once (the store remembers used nonces), an expiry, and
 //! optionally the workspace and user it is bound to. Never accepts a state whose
 //! signature does not verify, in constant time.
+//!
+//! A neutral leaf: both `http/` (the pages that check states) and `app/` (which issues the
+//! Bitbucket login's) use it, and it imports nothing from the crate. Must never do I/O or
+//! read the clock.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -14,6 +18,12 @@ use hmac::{Hmac, KeyInit, Mac};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+/// The purpose of a Slack install's state (`/slack/install` → `/slack/oauth/callback`).
+pub const SLACK_INSTALL: &str = "slack_install";
+/// The purpose of a Bitbucket account link's state (`/bitbucket login` → the login page →
+/// `/bitbucket/oauth/callback`).
+pub const BITBUCKET_LOGIN: &str = "bitbucket_login";
 
 /// How long a state is accepted after it was issued.
 pub const STATE_LIFETIME: SignedDuration = SignedDuration::from_mins(10);
