@@ -986,10 +986,25 @@ fn a_refused_login_nudges_only_admins_whose_reminder_is_due() {
         phase: Phase::Announced,
         effects: &["wake 2026-03-16T09:00:00Z"],
     });
-    let (_, effects) = step(&available, &refused, &schedule(), at(28, 0));
+    let (overdue, effects) = step(&available, &refused, &schedule(), at(28, 0));
     let kinds = summary(&effects);
     assert!(
         !kinds.iter().any(|line| line.contains(NUDGE)),
         "the deadline's own message, not a nudge: {kinds:#?}"
+    );
+    assert_eq!(overdue.phase, Phase::Overdue);
+    // The deadline DM restarts each admin's interval; after it, a refused login still
+    // nudges the admins whose reminder is due.
+    let (_, effects) = step(&overdue, &refused, &schedule(), at(28, 5));
+    assert!(
+        !summary(&effects).iter().any(|line| line.contains(NUDGE)),
+        "inside the interval that the deadline DM started"
+    );
+    let (_, effects) = step(&overdue, &refused, &schedule(), at(29, 1));
+    let kinds = summary(&effects);
+    assert_eq!(
+        kinds.iter().filter(|line| line.contains(NUDGE)).count(),
+        2,
+        "after the deadline, once the interval passed: {kinds:#?}"
     );
 }
