@@ -588,3 +588,74 @@ async fn shutdown_lets_in_flight_commands_finish_and_ack_before_closing() {
         .count();
     assert_eq!(late_handled, 1, "only the barrier, not e-late");
 }
+
+/// A supervisor may call `run` again after it returned or its task was dropped (as when
+/// it panics): the sockets of the dropped call close, and the next call connects again.
+#[tokio::test]
+async fn run_can_be_called_again_after_it_returned_or_was_dropped() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("store");
+    let health = SocketHealth::new(1);
+    let socket_mode = SocketMode::new(SocketModeParts {
+        web: SlackWeb::new(&url::Url::parse(&fake.api_url()).expect("url")).expect("client"),
+        app_token: Secret::new("xapp-1-A0FAKE-test-app-token".into()),
+        settings: settings(1),
+        handler: Arc::new(RecordingHandler::default()),
+        dedup: store.dedup.clone(),
+        clock: Arc::new(SystemClock),
+        health: health.clone(),
+        tracker: TaskTracker::new(),
+        metrics: bitbucket_slack::metrics::Metrics::default(),
+    });
+    let mut connected = health.watch_connected();
+    let connected_within = |connected: &mut tokio::sync::watch::Receiver<usize>, n: usize| {
+        let mut connected = connected.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|c| *c == n))
+                .await
+                .expect("connected count reached")
+                .expect("health watch");
+        }
+    };
+
+    // Dropped while serving: its socket closes.
+    let first = tokio::spawn(socket_mode.clone().run(CancellationToken::new()));
+    let socket = fake.accept().await;
+    connected_within(&mut connected, 1).await;
+    first.abort();
+    assert!(first.await.expect_err("aborted").is_cancelled());
+    assert_eq!(
+        health.connected_count(),
+        0,
+        "a dropped run is not shown as connected"
+    );
+    socket.wait_closed().await;
+
+    // Called again: connects again, and returns cleanly on shutdown.
+    let shutdown = CancellationToken::new();
+    let second = tokio::spawn(socket_mode.clone().run(shutdown.clone()));
+    let socket = fake.accept().await;
+    connected_within(&mut connected, 1).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), second)
+        .await
+        .expect("stops after shutdown")
+        .expect("socket mode task")
+        .expect("clean stop");
+    socket.wait_closed().await;
+    assert_eq!(health.connected_count(), 0);
+
+    // And once more after that clean return.
+    let shutdown = CancellationToken::new();
+    let third = tokio::spawn(socket_mode.run(shutdown.clone()));
+    let _socket = fake.accept().await;
+    connected_within(&mut connected, 1).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), third)
+        .await
+        .expect("stops after shutdown")
+        .expect("socket mode task")
+        .expect("clean stop");
+    assert_eq!(fake.calls_to("apps.connections.open").len(), 3);
+}
