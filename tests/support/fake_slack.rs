@@ -12,6 +12,10 @@
 //!
 //! Nothing in here sleeps: every wait is event driven and bounded by
 //! [`WAIT`], after which it panics with a message naming what it awaited.
+//! Two opt-in modes run on timers, as Slack does: [`FakeSlack::redeliver_unacked`]
+//! (envelopes not acked in time are sent again with `retry_attempt` / `retry_reason`)
+//! and [`FakeSocket::go_half_open`] (a socket that stays connected but goes silent).
+//! Neither is on unless a test asks for it.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -117,6 +121,60 @@ struct SharedState {
     user_names: std::collections::HashMap<String, String>,
     /// The next this-many chat.postMessage calls are received and never answered.
     hung_posts: u32,
+    /// Opt-in redelivery of unacked envelopes; `None` (the default) tracks nothing.
+    redelivery: Option<Redelivery>,
+    /// Every envelope written to a socket while redelivery is on, by envelope id.
+    envelopes: std::collections::HashMap<String, EnvelopeTrack>,
+    /// Envelope ids in the order they were first written.
+    envelope_order: Vec<String>,
+    /// Acks for an envelope the fake never wrote on that socket.
+    stray_acks: u32,
+    /// Open sockets a redelivery may go to (only kept while redelivery is on), oldest first.
+    live_sockets: Vec<LiveSocket>,
+}
+
+/// How the fake redelivers envelopes nobody acked, like Slack's Events API retries:
+/// retry `n` (1, 2, ...) is written once attempt `n - 1` went unacked for `schedule[n - 1]`.
+#[derive(Debug, Clone)]
+struct Redelivery {
+    schedule: Vec<Duration>,
+}
+
+/// One envelope the fake wrote, and each attempt to deliver it.
+struct EnvelopeTrack {
+    envelope: Value,
+    attempts: Vec<EnvelopeAttempt>,
+    /// A redelivery was queued: no other before this moment.
+    queued_until: Option<tokio::time::Instant>,
+}
+
+/// One delivery attempt of an envelope: where and when it was written, and the acks
+/// that came back on that socket after it (until the next attempt on the same socket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeAttempt {
+    /// The ticket of the socket it was written to.
+    pub ticket: String,
+    /// 0 for the first delivery, then 1, 2, ... as in the `retry_attempt` field.
+    pub retry_attempt: u32,
+    pub sent_at: tokio::time::Instant,
+    /// Whether the socket was half-open (the frame was swallowed, never written).
+    pub swallowed: bool,
+    pub acks: u32,
+    /// When the first ack for this attempt arrived.
+    pub first_ack_at: Option<tokio::time::Instant>,
+}
+
+/// What the fake knows about one envelope: its id and every attempt to deliver it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeRecord {
+    pub envelope_id: String,
+    pub attempts: Vec<EnvelopeAttempt>,
+}
+
+/// An open socket, as the redelivery task sees it.
+struct LiveSocket {
+    ticket: String,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
 }
 
 impl Inner {
@@ -190,6 +248,11 @@ impl FakeSlack {
                 members: std::collections::HashMap::new(),
                 user_names: std::collections::HashMap::new(),
                 hung_posts: 0,
+                redelivery: None,
+                envelopes: std::collections::HashMap::new(),
+                envelope_order: Vec::new(),
+                stray_acks: 0,
+                live_sockets: Vec::new(),
             }),
             calls_changed,
             accept_tx,
@@ -338,6 +401,185 @@ impl FakeSlack {
     /// How many WebSocket connections completed the handshake so far.
     pub fn sockets_opened(&self) -> usize {
         self.inner.lock().sockets_opened
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Redelivery of unacked envelopes (opt-in)
+// ---------------------------------------------------------------------------
+
+/// How often the redelivery task looks for envelopes that are due again.
+const REDELIVERY_TICK: Duration = Duration::from_millis(100);
+
+impl FakeSlack {
+    /// From now on, like Slack: an envelope (any frame with an `envelope_id` written to a
+    /// socket) that no socket acked is written again to the newest open socket (opened
+    /// after this call) with `"retry_attempt": n` and `"retry_reason": "timeout"`: retry
+    /// `n` once attempt `n - 1` went unacked for `schedule[n - 1]`, so at most
+    /// `schedule.len()` retries. Slack does this for `events_api` envelopes (3 s ack
+    /// deadline, then about 1 and 5 minutes); the fake does it for every envelope type, on
+    /// whatever (shorter) schedule the test gives. Every attempt and the acks that came
+    /// back are kept for [`FakeSlack::envelope_log`].
+    pub fn redeliver_unacked(&self, schedule: &[Duration]) {
+        self.inner.lock().redelivery = Some(Redelivery {
+            schedule: schedule.to_vec(),
+        });
+        let inner = self.inner.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REDELIVERY_TICK);
+            loop {
+                tick.tick().await;
+                redeliver_due(&inner);
+            }
+        });
+        self.inner.track(task.abort_handle());
+    }
+
+    /// Every envelope written while redelivery was on, in the order first written.
+    pub fn envelope_log(&self) -> Vec<EnvelopeRecord> {
+        let state = self.inner.lock();
+        state
+            .envelope_order
+            .iter()
+            .filter_map(|id| {
+                state.envelopes.get(id).map(|track| EnvelopeRecord {
+                    envelope_id: id.clone(),
+                    attempts: track.attempts.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Acks (while redelivery was on) for an envelope never written on that socket.
+    pub fn stray_acks(&self) -> u32 {
+        self.inner.lock().stray_acks
+    }
+}
+
+/// Queues a redelivery of every envelope that is due: no attempt acked, the last one
+/// older than its place in the schedule, and an open socket to write it to.
+fn redeliver_due(inner: &Inner) {
+    let now = tokio::time::Instant::now();
+    let mut state = inner.lock();
+    let Some(Redelivery { schedule }) = state.redelivery.clone() else {
+        return;
+    };
+    let SharedState {
+        envelopes,
+        envelope_order,
+        live_sockets,
+        ..
+    } = &mut *state;
+    live_sockets.retain(|socket| !socket.outgoing.is_closed());
+    let Some(newest) = live_sockets.last() else {
+        return;
+    };
+    for id in envelope_order.iter() {
+        let Some(track) = envelopes.get_mut(id) else {
+            continue;
+        };
+        let Some(last) = track.attempts.last() else {
+            continue;
+        };
+        let Some(&after) = schedule.get(track.attempts.len() - 1) else {
+            continue;
+        };
+        let acked = track.attempts.iter().any(|attempt| attempt.acks > 0);
+        let due = last.sent_at + after <= now && track.queued_until.is_none_or(|t| t <= now);
+        if acked || !due {
+            continue;
+        }
+        let mut envelope = track.envelope.clone();
+        envelope["retry_attempt"] = json!(track.attempts.len());
+        envelope["retry_reason"] = json!("timeout");
+        let (done, _written) = oneshot::channel();
+        let queued = newest.outgoing.send(Outgoing::Frame {
+            message: Message::text(envelope.to_string()),
+            done,
+        });
+        if queued.is_ok() {
+            track.queued_until = Some(now + after);
+        }
+    }
+}
+
+/// Records that `text` (an envelope, if it has an `envelope_id` and a `type`) was
+/// written (or swallowed) on socket `ticket`. Only while redelivery is on.
+fn record_written(inner: &Inner, ticket: &str, text: &str, swallowed: bool) {
+    let mut state = inner.lock();
+    if state.redelivery.is_none() {
+        return;
+    }
+    let Ok(envelope) = serde_json::from_str::<Value>(text) else {
+        return;
+    };
+    let (Some(id), Some(_)) = (envelope["envelope_id"].as_str(), envelope["type"].as_str()) else {
+        return;
+    };
+    let id = id.to_owned();
+    let retry_attempt = envelope["retry_attempt"].as_u64().unwrap_or(0) as u32;
+    let attempt = EnvelopeAttempt {
+        ticket: ticket.to_owned(),
+        retry_attempt,
+        sent_at: tokio::time::Instant::now(),
+        swallowed,
+        acks: 0,
+        first_ack_at: None,
+    };
+    let state = &mut *state;
+    match state.envelopes.get_mut(&id) {
+        Some(track) => {
+            track.attempts.push(attempt);
+            track.queued_until = None;
+        }
+        None => {
+            let mut first = envelope.clone();
+            if let Some(fields) = first.as_object_mut() {
+                fields.remove("retry_attempt");
+                fields.remove("retry_reason");
+            }
+            state.envelope_order.push(id.clone());
+            state.envelopes.insert(
+                id,
+                EnvelopeTrack {
+                    envelope: first,
+                    attempts: vec![attempt],
+                    queued_until: None,
+                },
+            );
+        }
+    }
+}
+
+/// Records an ack (a text frame with an `envelope_id`) from the daemon on socket
+/// `ticket`: it answers the latest attempt written on that socket. Only while
+/// redelivery is on.
+fn record_ack(inner: &Inner, ticket: &str, text: &str) {
+    let mut state = inner.lock();
+    if state.redelivery.is_none() {
+        return;
+    }
+    let Ok(ack) = serde_json::from_str::<Value>(text) else {
+        return;
+    };
+    let Some(id) = ack["envelope_id"].as_str() else {
+        return;
+    };
+    let attempt = state.envelopes.get_mut(id).and_then(|track| {
+        track
+            .attempts
+            .iter_mut()
+            .rev()
+            .find(|attempt| attempt.ticket == ticket)
+    });
+    match attempt {
+        Some(attempt) => {
+            attempt.acks += 1;
+            attempt
+                .first_ack_at
+                .get_or_insert_with(tokio::time::Instant::now);
+        }
+        None => state.stray_acks += 1,
     }
 }
 
@@ -703,10 +945,19 @@ pub enum Frame {
 
 /// A request from the test to the task that owns the WebSocket stream.
 #[derive(Debug)]
-struct Outgoing {
-    message: Message,
-    /// Completed once the frame was written and flushed (or failed to be).
-    done: oneshot::Sender<()>,
+enum Outgoing {
+    /// Write this frame.
+    Frame {
+        message: Message,
+        /// Completed once the frame was written and flushed (or failed to be).
+        done: oneshot::Sender<()>,
+    },
+    /// Go half-open: see [`FakeSocket::go_half_open`].
+    HalfOpen {
+        hold: Duration,
+        /// Completed once the socket stopped reading and writing.
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// One Socket Mode WebSocket connection the daemon opened, seen from Slack's side.
@@ -728,7 +979,11 @@ impl FakeSocket {
     /// already gone the frame is silently lost, as on a real network.
     async fn send(&self, message: Message) {
         let (done, written) = oneshot::channel();
-        if self.outgoing.send(Outgoing { message, done }).is_err() {
+        if self
+            .outgoing
+            .send(Outgoing::Frame { message, done })
+            .is_err()
+        {
             return;
         }
         // An Err means the connection task ended before writing: also "lost".
@@ -783,6 +1038,25 @@ impl FakeSocket {
             reason: "".into(),
         })))
         .await;
+    }
+
+    /// Makes this socket half-open, like a connection whose NAT entry vanished: the TCP
+    /// connection stays up, but from now on the fake reads nothing (so no pong answers
+    /// the daemon's pings, and its acks and Close are never seen) and writes nothing
+    /// (frames sent to it are swallowed; with redelivery on they count as attempts).
+    /// After `hold` the fake drops the connection, and the socket reports
+    /// [`Frame::Close`] and [`FakeSocket::is_closed`]. Returns once the socket is silent.
+    pub async fn go_half_open(&self, hold: Duration) {
+        let (done, silent) = oneshot::channel();
+        if self
+            .outgoing
+            .send(Outgoing::HalfOpen { hold, done })
+            .is_err()
+        {
+            return;
+        }
+        // An Err means the connection task already ended: closed, which is silent too.
+        let _ = silent.await;
     }
 
     /// The next frame the daemon sent. Once the connection is closed this
@@ -979,14 +1253,22 @@ async fn serve_ws_connection(inner: Arc<Inner>, stream: TcpStream) {
         state.sockets_opened += 1;
         state.auto_hello
     };
+    {
+        let mut state = inner.lock();
+        if state.redelivery.is_some() {
+            state.live_sockets.push(LiveSocket {
+                ticket: ticket.clone(),
+                outgoing: outgoing_tx.clone(),
+            });
+        }
+    }
     // The receiver lives in FakeSlack; if it is gone the fake is shutting down.
     let _ = inner.accept_tx.send(FakeSocket {
-        ticket,
+        ticket: ticket.clone(),
         outgoing: outgoing_tx,
         frames: tokio::sync::Mutex::new(frames_rx),
         closed: closed_rx,
     });
-    drop(inner);
 
     if auto_hello {
         // A failure surfaces as EOF / error on the read side below.
@@ -1020,19 +1302,69 @@ async fn serve_ws_connection(inner: Arc<Inner>, stream: TcpStream) {
                         break;
                     }
                 };
+                if let Frame::Text(text) = &frame {
+                    record_ack(&inner, &ticket, text);
+                }
                 // The test may have dropped its FakeSocket; keep draining regardless.
                 let _ = frames_tx.send(frame);
             }
             outgoing = outgoing_rx.recv(), if outgoing_open => {
                 match outgoing {
-                    Some(Outgoing { message, done }) => {
+                    Some(Outgoing::Frame { message, done }) => {
+                        if let Message::Text(text) = &message {
+                            record_written(&inner, &ticket, text.as_str(), false);
+                        }
                         // Write errors mean the peer is gone; the read side reports it.
                         let _ = ws.send(message).await;
                         let _ = done.send(());
                     }
+                    Some(Outgoing::HalfOpen { hold, done }) => {
+                        let _ = done.send(());
+                        stay_half_open(&inner, &ticket, &mut outgoing_rx, hold).await;
+                        // Dropping the stream closes the TCP connection.
+                        drop(ws);
+                        if !*closed_tx.borrow() {
+                            let _ = frames_tx.send(Frame::Close);
+                            closed_tx.send_replace(true);
+                        }
+                        break;
+                    }
                     None => outgoing_open = false,
                 }
             }
+        }
+    }
+    inner
+        .lock()
+        .live_sockets
+        .retain(|socket| socket.ticket != ticket);
+}
+
+/// A half-open socket's last `hold`: nothing is read from the daemon or written to it;
+/// frames sent to it are swallowed (and recorded as attempts while redelivery is on).
+async fn stay_half_open(
+    inner: &Inner,
+    ticket: &str,
+    outgoing_rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    hold: Duration,
+) {
+    let until = tokio::time::Instant::now() + hold;
+    let mut outgoing_open = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return,
+            outgoing = outgoing_rx.recv(), if outgoing_open => match outgoing {
+                Some(Outgoing::Frame { message, done }) => {
+                    if let Message::Text(text) = &message {
+                        record_written(inner, ticket, text.as_str(), true);
+                    }
+                    let _ = done.send(());
+                }
+                Some(Outgoing::HalfOpen { done, .. }) => {
+                    let _ = done.send(());
+                }
+                None => outgoing_open = false,
+            },
         }
     }
 }
