@@ -69,6 +69,16 @@ pub struct SocketModeSettings {
 }
 
 impl SocketModeSettings {
+    /// What a session's pure timers need.
+    pub(super) fn session_limits(&self) -> next_step::SessionLimits {
+        next_step::SessionLimits {
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            retire_grace: self.retire_grace,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+
     pub fn from_config(slack: &SlackConfig, shutdown: &ShutdownConfig) -> Self {
         Self {
             connections: slack.socket_connections,

@@ -12,8 +12,16 @@
 
 use std::time::{Duration, Instant};
 
-use super::SocketModeSettings;
 use crate::slack::envelope::DisconnectReason;
+
+/// A session's time limits (from `SocketModeSettings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SessionLimits {
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub retire_grace: Duration,
+    pub drain_timeout: Duration,
+}
 
 /// What a session tells its slot.
 #[derive(Debug)]
@@ -96,7 +104,7 @@ pub(super) struct SessionTimers {
 
 impl SessionTimers {
     /// A session that connected at `now`: first ping one interval later.
-    pub(super) fn new(settings: &SocketModeSettings, now: Instant) -> Self {
+    pub(super) fn new(settings: SessionLimits, now: Instant) -> Self {
         Self {
             ping_interval: settings.ping_interval,
             idle_timeout: settings.idle_timeout,
@@ -165,17 +173,12 @@ impl SessionTimers {
 mod tests {
     use super::*;
 
-    fn settings() -> SocketModeSettings {
-        SocketModeSettings {
-            connections: 1,
-            reply_budget: Duration::from_millis(1500),
+    fn settings() -> SessionLimits {
+        SessionLimits {
             ping_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
             retire_grace: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(20),
-            connect_timeout: Duration::from_secs(10),
         }
     }
 
@@ -291,7 +294,7 @@ mod tests {
             ),
         ];
         for (name, history, now, expected) in cases {
-            let mut timers = SessionTimers::new(&settings(), start);
+            let mut timers = SessionTimers::new(settings(), start);
             for then in *history {
                 match *then {
                     Then::Heard(seconds) => timers.heard(at(seconds)),

@@ -46,7 +46,8 @@ impl<H: EnvelopeHandler> SocketMode<H> {
         let (mut sink, mut stream) = ws.split();
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(String, Instant)>();
         let mut ack_tx = Some(ack_tx);
-        let mut timers = SessionTimers::new(&self.settings, Instant::now().into_std());
+        let mut timers =
+            SessionTimers::new(self.settings.session_limits(), Instant::now().into_std());
         let wake = tokio::time::sleep_until(Instant::from_std(timers.wake_at()));
         tokio::pin!(wake);
         loop {

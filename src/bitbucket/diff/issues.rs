@@ -1,0 +1,171 @@
+//! Pure: the issue lane. Issues updated after the watermark are created (new) or
+//! changed; a changed issue's newest comments tell a comment from another update.
+//!
+//! Owns the issue watermark in the cursor. Must never do I/O, read the clock or spawn; it
+//! never reads comments itself (the poller does, for the issues it names).
+
+use jiff::Timestamp;
+
+use super::{RepoCursor, activity, actor};
+use crate::bitbucket::activity::{Activity, ActivityKind, CommentRef, IssueRef, excerpt};
+use crate::bitbucket::model::{Issue, IssueComment, Links};
+
+fn issue_ref(issue: &Issue) -> IssueRef {
+    IssueRef {
+        id: issue.id,
+        title: issue.title.clone().unwrap_or_default(),
+        state: issue.state.clone().unwrap_or_default(),
+        kind: issue.kind.clone(),
+        priority: issue.priority.clone(),
+        link: Links::html(&issue.links),
+    }
+}
+
+/// What the issue list said: new issues (as activities) and older issues that changed,
+/// whose comments the poller reads to tell a comment from another update.
+#[derive(Debug, Default)]
+pub struct IssueChanges {
+    pub activities: Vec<Activity>,
+    pub changed: Vec<Issue>,
+    /// The watermark the changes were measured against.
+    pub since: Option<Timestamp>,
+}
+
+/// Issues updated after the cursor's watermark (the list was asked for exactly those).
+pub fn issues(cursor: &mut RepoCursor, repo: &str, page: &[Issue]) -> IssueChanges {
+    let since = cursor.issues.since;
+    let mut changes = IssueChanges {
+        since,
+        ..IssueChanges::default()
+    };
+    for issue in page {
+        let Some(updated_on) = issue.updated_on else {
+            continue;
+        };
+        if since.is_some_and(|since| updated_on <= since) {
+            continue;
+        }
+        cursor.issues.since = Some(
+            cursor
+                .issues
+                .since
+                .map_or(updated_on, |s| s.max(updated_on)),
+        );
+        let is_new = issue
+            .created_on
+            .is_some_and(|created| since.is_none_or(|since| created > since));
+        if is_new {
+            changes.activities.push(activity(
+                format!("{repo}:issue:{}:created", issue.id),
+                repo,
+                issue.created_on.unwrap_or(updated_on),
+                actor(&issue.reporter),
+                Links::html(&issue.links),
+                ActivityKind::IssueCreated {
+                    issue: issue_ref(issue),
+                },
+            ));
+        } else {
+            changes.changed.push(issue.clone());
+        }
+    }
+    changes
+}
+
+/// A changed issue's newest comments: those after `since` are comment activities; with
+/// none, the change was some other update.
+pub fn issue_comments(
+    repo: &str,
+    issue: &Issue,
+    comments: &[IssueComment],
+    since: Option<Timestamp>,
+) -> Vec<Activity> {
+    let fresh: Vec<&IssueComment> = comments
+        .iter()
+        .filter(|c| {
+            c.created_on
+                .is_some_and(|created| since.is_none_or(|s| created > s))
+        })
+        .collect();
+    if fresh.is_empty() {
+        let updated_on = issue.updated_on.unwrap_or(Timestamp::UNIX_EPOCH);
+        return vec![activity(
+            format!("{repo}:issue:{}:updated:{updated_on}", issue.id),
+            repo,
+            updated_on,
+            None,
+            Links::html(&issue.links),
+            ActivityKind::IssueUpdated {
+                issue: issue_ref(issue),
+            },
+        )];
+    }
+    fresh
+        .into_iter()
+        .map(|comment| {
+            let comment_ref = CommentRef {
+                id: comment.id,
+                excerpt: excerpt(
+                    comment
+                        .content
+                        .as_ref()
+                        .and_then(|c| c.raw.as_deref())
+                        .unwrap_or(""),
+                ),
+                link: Links::html(&comment.links),
+                inline_path: None,
+                inline_line: None,
+            };
+            activity(
+                format!("{repo}:issue:{}:comment:{}", issue.id, comment.id),
+                repo,
+                comment.created_on.unwrap_or(Timestamp::UNIX_EPOCH),
+                actor(&comment.user),
+                comment_ref
+                    .link
+                    .clone()
+                    .or_else(|| Links::html(&issue.links)),
+                ActivityKind::IssueCommented {
+                    issue: issue_ref(issue),
+                    comment: comment_ref,
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::bitbucket::diff::test_support::*;
+
+    #[test]
+    fn issues_are_created_commented_or_updated() {
+        let mut cursor = baselined();
+        let page: Vec<Issue> = serde_json::from_value(json!([
+            {"id": 2, "title": "New", "created_on": time(3), "updated_on": time(3)},
+            {"id": 1, "title": "Old", "created_on": time(-100), "updated_on": time(4)},
+            {"id": 9, "title": "Stale", "created_on": time(-100), "updated_on": time(0)}
+        ]))
+        .expect("issues");
+        let changes = issues(&mut cursor, REPO, &page);
+        assert_eq!(kinds(&changes.activities), vec!["issue:2:created"]);
+        assert_eq!(changes.changed.len(), 1);
+        assert_eq!(cursor.issues.since, Some(at(4)));
+        let comments: Vec<IssueComment> = serde_json::from_value(
+            json!([{"id": 7, "content": {"raw": "me too"}, "created_on": time(4)}]),
+        )
+        .expect("comments");
+        let old = &changes.changed[0];
+        assert_eq!(
+            kinds(&issue_comments(REPO, old, &comments, changes.since)),
+            vec!["issue:1:comment:7"]
+        );
+        assert_eq!(
+            kinds(&issue_comments(REPO, old, &[], changes.since)),
+            vec![format!("issue:1:updated:{}", at(4))]
+        );
+    }
+}

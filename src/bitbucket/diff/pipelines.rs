@@ -1,0 +1,218 @@
+//! Pure: the pipeline lane. The newest pipelines against the remembered ones give
+//! started, succeeded, failed, stopped and fixed (a success after a failure on the same
+//! branch).
+//!
+//! Owns the pipeline cursor: which pipelines are known and their phase, what is history,
+//! the last result per branch. Must never do I/O, read the clock (`now` is passed in) or
+//! spawn.
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::{KnownPipeline, PipelinePhase, RepoCursor, activity, actor};
+use crate::bitbucket::activity::{Activity, ActivityKind, PipelineRef};
+use crate::bitbucket::model::Pipeline;
+
+/// Pipelines remembered per repository (the newest ones).
+const KNOWN_PIPELINES: usize = 50;
+
+fn phase(pipeline: &Pipeline) -> PipelinePhase {
+    match pipeline.state.as_ref().and_then(|s| s.name.as_deref()) {
+        Some("COMPLETED") => PipelinePhase::Completed,
+        Some("IN_PROGRESS") | Some("RUNNING") => PipelinePhase::Running,
+        _ => PipelinePhase::Pending,
+    }
+}
+
+fn result_name(pipeline: &Pipeline) -> String {
+    pipeline
+        .state
+        .as_ref()
+        .and_then(|s| s.result.as_ref())
+        .and_then(|r| r.name.clone())
+        .unwrap_or_else(|| "UNKNOWN".into())
+}
+
+fn pipeline_ref(pipeline: &Pipeline) -> PipelineRef {
+    let target = pipeline.target.as_ref();
+    let duration_secs = match (pipeline.created_on, pipeline.completed_on) {
+        (Some(start), Some(end)) => u64::try_from(end.duration_since(start).as_secs()).ok(),
+        _ => None,
+    };
+    PipelineRef {
+        uuid: pipeline.uuid.clone(),
+        build_number: pipeline.build_number,
+        branch: target.and_then(|t| t.ref_name.clone()),
+        commit: target
+            .and_then(|t| t.commit.as_ref())
+            .and_then(|c| c.hash.clone()),
+        duration_secs,
+    }
+}
+
+/// The newest pipelines (as received, newest first): new ones and state changes become
+/// activities. A pipeline created before the cursor's `since` is history.
+pub fn pipelines(
+    cursor: &mut RepoCursor,
+    repo: &str,
+    page: &[Pipeline],
+    now: Timestamp,
+) -> Vec<Activity> {
+    let mut activities = Vec::new();
+    let mut ordered: Vec<&Pipeline> = page.iter().collect();
+    ordered.sort_by_key(|p| (p.created_on, p.build_number));
+    for pipeline in ordered {
+        activities.extend(apply_pipeline(cursor, repo, pipeline, now));
+    }
+    let state = &mut cursor.pipelines;
+    while state.known.len() > KNOWN_PIPELINES {
+        let oldest = state
+            .known
+            .iter()
+            .filter(|(_, k)| k.phase == PipelinePhase::Completed)
+            .min_by_key(|(_, k)| k.created_on)
+            .map(|(uuid, _)| uuid.clone());
+        // What is forgotten becomes history: `since` moves past it.
+        let Some(forgotten) = oldest.and_then(|uuid| state.known.remove(&uuid)) else {
+            break;
+        };
+        let after = forgotten
+            .created_on
+            .checked_add(SignedDuration::from_nanos(1))
+            .unwrap_or(forgotten.created_on);
+        state.since = Some(state.since.map_or(after, |since| since.max(after)));
+    }
+    activities
+}
+
+fn apply_pipeline(
+    cursor: &mut RepoCursor,
+    repo: &str,
+    pipeline: &Pipeline,
+    now: Timestamp,
+) -> Vec<Activity> {
+    let state = &mut cursor.pipelines;
+    state.seen_any = true;
+    let created_on = pipeline.created_on.unwrap_or(now);
+    let phase = phase(pipeline);
+    let previous = state.known.get(&pipeline.uuid).map(|k| k.phase);
+    let is_history = previous.is_none() && state.since.is_some_and(|since| created_on < since);
+    state
+        .known
+        .insert(pipeline.uuid.clone(), KnownPipeline { created_on, phase });
+    let branch = pipeline.target.as_ref().and_then(|t| t.ref_name.clone());
+    if is_history || previous == Some(PipelinePhase::Completed) {
+        if is_history && phase == PipelinePhase::Completed {
+            if let Some(branch) = branch {
+                state.last_result.insert(branch, result_name(pipeline));
+            }
+        }
+        return Vec::new();
+    }
+    let mut activities = Vec::new();
+    let who = actor(&pipeline.creator);
+    let started = previous == Some(PipelinePhase::Running);
+    if phase == PipelinePhase::Running && !started {
+        activities.push(activity(
+            format!("{repo}:pipeline:{}:started", pipeline.uuid),
+            repo,
+            created_on,
+            who.clone(),
+            None,
+            ActivityKind::PipelineStarted {
+                pipeline: pipeline_ref(pipeline),
+            },
+        ));
+    }
+    if phase == PipelinePhase::Completed {
+        let result = result_name(pipeline);
+        let failed_before = branch
+            .as_ref()
+            .and_then(|b| state.last_result.get(b))
+            .is_some_and(|r| r == "FAILED" || r == "ERROR");
+        if let Some(branch) = branch {
+            state.last_result.insert(branch, result.clone());
+        }
+        let reference = pipeline_ref(pipeline);
+        let (suffix, kind) = match result.as_str() {
+            "SUCCESSFUL" if failed_before => (
+                "fixed",
+                ActivityKind::PipelineFixed {
+                    pipeline: reference,
+                },
+            ),
+            "SUCCESSFUL" => (
+                "succeeded",
+                ActivityKind::PipelineSucceeded {
+                    pipeline: reference,
+                },
+            ),
+            "FAILED" | "ERROR" => (
+                "failed",
+                ActivityKind::PipelineFailed {
+                    pipeline: reference,
+                },
+            ),
+            _ => (
+                "stopped",
+                ActivityKind::PipelineStopped {
+                    pipeline: reference,
+                },
+            ),
+        };
+        activities.push(activity(
+            format!("{repo}:pipeline:{}:{suffix}", pipeline.uuid),
+            repo,
+            pipeline.completed_on.unwrap_or(now),
+            who,
+            None,
+            kind,
+        ));
+    }
+    activities
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::bitbucket::diff::test_support::*;
+
+    fn pipeline(number: u64, minute: i64, state: &str, result: Option<&str>) -> Value {
+        let mut state = json!({"name": state});
+        if let Some(result) = result {
+            state["result"] = json!({"name": result});
+        }
+        json!({"uuid": format!("{{p{number}}}"), "build_number": number, "state": state,
+               "target": {"ref_name": "main"}, "created_on": time(minute), "completed_on": time(minute + 3)})
+    }
+
+    #[test]
+    fn pipelines_start_finish_and_get_fixed() {
+        let mut cursor = baselined();
+        let history = vec![pipeline(1, -10, "COMPLETED", Some("FAILED"))];
+        let page: Vec<Pipeline> = serde_json::from_value(json!(history)).expect("page");
+        assert!(pipelines(&mut cursor, REPO, &page, at(2)).is_empty());
+        let page: Vec<Pipeline> = serde_json::from_value(json!([
+            pipeline(3, 5, "PENDING", None),
+            pipeline(2, 4, "IN_PROGRESS", None),
+            pipeline(1, -10, "COMPLETED", Some("FAILED"))
+        ]))
+        .expect("page");
+        assert_eq!(
+            kinds(&pipelines(&mut cursor, REPO, &page, at(6))),
+            vec!["pipeline:{p2}:started"]
+        );
+        assert!(cursor.pipelines_running());
+        let page: Vec<Pipeline> = serde_json::from_value(json!([
+            pipeline(3, 5, "COMPLETED", Some("STOPPED")),
+            pipeline(2, 4, "COMPLETED", Some("SUCCESSFUL"))
+        ]))
+        .expect("page");
+        assert_eq!(
+            kinds(&pipelines(&mut cursor, REPO, &page, at(9))),
+            vec!["pipeline:{p2}:fixed", "pipeline:{p3}:stopped"]
+        );
+        assert!(!cursor.pipelines_running());
+    }
+}

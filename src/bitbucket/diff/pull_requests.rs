@@ -1,0 +1,478 @@
+//! Pure: the pull request lane. New entries of a repository's pull request activity feed
+//! (created, updated, merged, declined, approved, changes requested, commented) and the
+//! approvals that disappeared (the feed shows no "unapproved" entry).
+//!
+//! Owns the feed's watermark, look-back ([`FEED_LOOKBACK`]) and per-entry keys, and the
+//! tracked open pull requests and approvals in the cursor. Must never do I/O, read the
+//! clock (`now` is passed in) or spawn; an entry without a date is skipped.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::{RepoCursor, TrackedApproval, TrackedPullRequest, activity, actor};
+use crate::bitbucket::activity::{
+    Activity, ActivityKind, Actor, CommentRef, PullRequestRef, excerpt,
+};
+use crate::bitbucket::model::{
+    Endpoint, FeedEntry, Links, PullRequestDetail, PullRequestSummary, User,
+};
+
+/// Feed entries this much older than the watermark are read again (and deduplicated by
+/// key), because an entry can show up late: a draft comment published after newer ones.
+pub const FEED_LOOKBACK: SignedDuration = SignedDuration::from_mins(10);
+
+/// What the cursor remembers of an open pull request listed at the baseline.
+pub(super) fn tracked_from_summary(summary: &PullRequestSummary) -> TrackedPullRequest {
+    TrackedPullRequest {
+        title: summary.title.clone(),
+        head: Endpoint::commit_hash(&summary.source),
+        author: actor(&summary.author),
+        source_branch: Endpoint::branch_name(&summary.source),
+        destination_branch: Endpoint::branch_name(&summary.destination),
+    }
+}
+
+/// The oldest entry date still worth reading; older pages need not be fetched.
+pub fn feed_cutoff(cursor: &RepoCursor) -> Option<Timestamp> {
+    cursor
+        .feed
+        .watermark
+        .and_then(|watermark| watermark.checked_sub(FEED_LOOKBACK).ok())
+}
+
+/// Whether scrolling past this page (newest first) would only find what was processed:
+/// it reaches below the look-back or the baseline's floor, or every entry on it was
+/// processed already.
+pub fn feed_page_is_enough(cursor: &RepoCursor, page: &[FeedEntry]) -> bool {
+    let feed = &cursor.feed;
+    let cutoff = feed_cutoff(cursor);
+    let below = page.iter().filter_map(entry_date).any(|date| {
+        cutoff.is_some_and(|cutoff| date < cutoff) || feed.floor.is_some_and(|floor| date <= floor)
+    });
+    let all_seen = !page.is_empty()
+        && page
+            .iter()
+            .all(|entry| entry_key(entry).is_some_and(|key| feed.recent.contains_key(&key)));
+    below || all_seen
+}
+
+/// New entries of the feed (as received, newest first) become activities.
+pub fn feed(cursor: &mut RepoCursor, repo: &str, entries: &[FeedEntry]) -> Vec<Activity> {
+    let mut activities = Vec::new();
+    for entry in fresh_entries(cursor, entries) {
+        activities.extend(apply_entry(cursor, repo, entry));
+    }
+    prune_recent(cursor);
+    activities
+}
+
+/// Applies entries to the cursor without emitting anything (the baseline).
+pub(super) fn feed_silently(cursor: &mut RepoCursor, entries: &[FeedEntry]) {
+    for entry in fresh_entries(cursor, entries) {
+        apply_entry(cursor, "", entry);
+    }
+    prune_recent(cursor);
+}
+
+/// Entries not processed before, oldest first; records their keys and the watermark.
+fn fresh_entries<'a>(cursor: &mut RepoCursor, entries: &'a [FeedEntry]) -> Vec<&'a FeedEntry> {
+    let cutoff = feed_cutoff(cursor);
+    let mut fresh: Vec<(Timestamp, &FeedEntry, String)> = entries
+        .iter()
+        .filter_map(|entry| Some((entry_date(entry)?, entry, entry_key(entry)?)))
+        .filter(|(date, _, _)| cutoff.is_none_or(|cutoff| *date >= cutoff))
+        .filter(|(date, _, _)| cursor.feed.floor.is_none_or(|floor| *date > floor))
+        .filter(|(_, _, key)| !cursor.feed.recent.contains_key(key))
+        .collect();
+    fresh.sort_by_key(|(date, _, _)| *date);
+    fresh.dedup_by(|a, b| a.2 == b.2);
+    for (date, entry, key) in &fresh {
+        if !is_pending_comment(entry) {
+            cursor.feed.recent.insert(key.clone(), *date);
+        }
+        cursor.feed.watermark = Some(cursor.feed.watermark.map_or(*date, |w| w.max(*date)));
+    }
+    fresh
+        .into_iter()
+        .filter(|(_, entry, _)| !is_pending_comment(entry))
+        .map(|(_, entry, _)| entry)
+        .collect()
+}
+
+fn is_pending_comment(entry: &FeedEntry) -> bool {
+    entry
+        .comment
+        .as_ref()
+        .is_some_and(|comment| comment.pending)
+}
+
+fn prune_recent(cursor: &mut RepoCursor) {
+    if let Some(cutoff) = feed_cutoff(cursor) {
+        cursor.feed.recent.retain(|_, date| *date >= cutoff);
+    }
+}
+
+/// When an entry happened; `None` for an entry that cannot be placed.
+pub(super) fn entry_date(entry: &FeedEntry) -> Option<Timestamp> {
+    if let Some(update) = &entry.update {
+        return update.date;
+    }
+    if let Some(approval) = &entry.approval {
+        return approval.date;
+    }
+    if let Some(changes) = &entry.changes_request {
+        return changes.date;
+    }
+    entry
+        .comment
+        .as_ref()
+        .and_then(|comment| comment.created_on)
+}
+
+/// What identifies an entry across re-reads of the feed (it has no id of its own).
+fn entry_key(entry: &FeedEntry) -> Option<String> {
+    let pr = entry.pull_request.as_ref()?.id;
+    let uuid = |user: &Option<User>| {
+        user.as_ref()
+            .and_then(|user| user.uuid.clone())
+            .unwrap_or_default()
+    };
+    if let Some(update) = &entry.update {
+        return Some(format!(
+            "u:{pr}:{}:{}:{}",
+            update.date?,
+            update.state.as_deref().unwrap_or(""),
+            Endpoint::commit_hash(&update.source).unwrap_or_default()
+        ));
+    }
+    if let Some(approval) = &entry.approval {
+        return Some(format!(
+            "a:{pr}:{}:{}",
+            uuid(&approval.user),
+            approval.date?
+        ));
+    }
+    if let Some(changes) = &entry.changes_request {
+        return Some(format!("c:{pr}:{}:{}", uuid(&changes.user), changes.date?));
+    }
+    let comment = entry.comment.as_ref()?;
+    Some(format!("m:{pr}:{}", comment.id))
+}
+
+fn pull_request_ref(cursor: &RepoCursor, entry: &FeedEntry) -> Option<PullRequestRef> {
+    let condensed = entry.pull_request.as_ref()?;
+    let tracked = cursor.pull_requests.get(&condensed.id);
+    Some(PullRequestRef {
+        id: condensed.id,
+        title: condensed
+            .title
+            .clone()
+            .or_else(|| tracked.and_then(|t| t.title.clone()))
+            .unwrap_or_default(),
+        link: Links::html(&condensed.links),
+        author: tracked.and_then(|t| t.author.clone()),
+        source_branch: tracked.and_then(|t| t.source_branch.clone()),
+        destination_branch: tracked.and_then(|t| t.destination_branch.clone()),
+    })
+}
+
+fn apply_entry(cursor: &mut RepoCursor, repo: &str, entry: &FeedEntry) -> Option<Activity> {
+    if entry.update.is_some() {
+        return apply_update(cursor, repo, entry);
+    }
+    let pull_request = pull_request_ref(cursor, entry)?;
+    let pr = pull_request.id;
+    if let Some(approval) = &entry.approval {
+        let date = approval.date?;
+        let who = actor(&approval.user);
+        let uuid = who
+            .as_ref()
+            .and_then(|a| a.uuid.clone())
+            .unwrap_or_default();
+        cursor.approvals.entry(pr).or_default().insert(
+            uuid.clone(),
+            TrackedApproval {
+                date,
+                display_name: who
+                    .as_ref()
+                    .map(|a| a.display_name.clone())
+                    .unwrap_or_default(),
+            },
+        );
+        let id = format!("{repo}:pr:{pr}:approved:{uuid}:{date}");
+        let link = pull_request.link.clone();
+        let kind = ActivityKind::PullRequestApproved { pull_request };
+        return Some(activity(id, repo, date, who, link, kind));
+    }
+    if let Some(changes) = &entry.changes_request {
+        let date = changes.date?;
+        let who = actor(&changes.user);
+        let uuid = who
+            .as_ref()
+            .and_then(|a| a.uuid.clone())
+            .unwrap_or_default();
+        let id = format!("{repo}:pr:{pr}:changes_requested:{uuid}:{date}");
+        let link = pull_request.link.clone();
+        let kind = ActivityKind::PullRequestChangesRequested { pull_request };
+        return Some(activity(id, repo, date, who, link, kind));
+    }
+    let comment = entry.comment.as_ref()?;
+    if comment.deleted {
+        return None;
+    }
+    let date = comment.created_on?;
+    let inline = comment.inline.as_ref();
+    let comment_ref = CommentRef {
+        id: comment.id,
+        excerpt: excerpt(
+            comment
+                .content
+                .as_ref()
+                .and_then(|c| c.raw.as_deref())
+                .unwrap_or(""),
+        ),
+        link: Links::html(&comment.links),
+        inline_path: inline.and_then(|i| i.path.clone()),
+        inline_line: inline.and_then(|i| i.to.or(i.from)),
+    };
+    let id = format!("{repo}:pr:{pr}:comment:{}", comment.id);
+    let link = comment_ref.link.clone().or(pull_request.link.clone());
+    let kind = ActivityKind::PullRequestCommented {
+        pull_request,
+        comment: comment_ref,
+    };
+    Some(activity(id, repo, date, actor(&comment.user), link, kind))
+}
+
+fn apply_update(cursor: &mut RepoCursor, repo: &str, entry: &FeedEntry) -> Option<Activity> {
+    let update = entry.update.as_ref()?;
+    let pr = entry.pull_request.as_ref()?.id;
+    let date = update.date?;
+    let head = Endpoint::commit_hash(&update.source);
+    let previous = cursor.pull_requests.get(&pr).cloned();
+    let state = update.state.as_deref().unwrap_or("OPEN");
+    if state == "OPEN" {
+        let tracked = TrackedPullRequest {
+            title: update
+                .title
+                .clone()
+                .or_else(|| entry.pull_request.as_ref().and_then(|p| p.title.clone())),
+            head: head.clone(),
+            author: actor(&update.author),
+            source_branch: Endpoint::branch_name(&update.source),
+            destination_branch: Endpoint::branch_name(&update.destination),
+        };
+        cursor.pull_requests.insert(pr, tracked);
+    }
+    let pull_request = pull_request_ref(cursor, entry)?;
+    let link = pull_request.link.clone();
+    let author = actor(&update.author);
+    let (suffix, kind, who) = match (state, previous) {
+        ("OPEN", None) if pr > cursor.max_pull_request_id => {
+            cursor.max_pull_request_id = pr;
+            (
+                "created".to_string(),
+                ActivityKind::PullRequestCreated { pull_request },
+                author,
+            )
+        }
+        ("OPEN", Some(previous)) if head.is_some() && previous.head != head => {
+            let head = head.unwrap_or_default();
+            (
+                format!("updated:{head}"),
+                ActivityKind::PullRequestUpdated {
+                    pull_request,
+                    previous_head: previous.head,
+                    head,
+                },
+                author,
+            )
+        }
+        ("MERGED", _) => {
+            forget_pull_request(cursor, pr);
+            (
+                "merged".to_string(),
+                ActivityKind::PullRequestMerged { pull_request },
+                actor(&update.closed_by),
+            )
+        }
+        ("DECLINED", _) => {
+            forget_pull_request(cursor, pr);
+            let reason = update.reason.clone().filter(|r| !r.trim().is_empty());
+            (
+                format!("declined:{date}"),
+                ActivityKind::PullRequestDeclined {
+                    pull_request,
+                    reason,
+                },
+                actor(&update.closed_by),
+            )
+        }
+        ("OPEN", _) => return None,
+        _ => {
+            forget_pull_request(cursor, pr);
+            return None;
+        }
+    };
+    let id = format!("{repo}:pr:{pr}:{suffix}");
+    Some(activity(id, repo, date, who, link, kind))
+}
+
+fn forget_pull_request(cursor: &mut RepoCursor, pr: u64) {
+    cursor.pull_requests.remove(&pr);
+    cursor.approvals.remove(&pr);
+    cursor.max_pull_request_id = cursor.max_pull_request_id.max(pr);
+}
+
+// ---------------------------------------------------------------------------
+// Approvals that disappeared (the feed shows no "unapproved" entry)
+// ---------------------------------------------------------------------------
+
+/// Compares a pull request's participants with the approvals we saw: each approval that
+/// is gone is an unapprove, detected at `now`.
+pub fn approvals(
+    cursor: &mut RepoCursor,
+    repo: &str,
+    detail: &PullRequestDetail,
+    now: Timestamp,
+) -> Vec<Activity> {
+    let pr = detail.id;
+    let Some(known) = cursor.approvals.remove(&pr) else {
+        return Vec::new();
+    };
+    if detail.state.as_deref().is_some_and(|state| state != "OPEN") {
+        return Vec::new();
+    }
+    let approved_now: BTreeSet<String> = detail
+        .participants
+        .iter()
+        .filter(|p| p.approved)
+        .filter_map(|p| p.user.as_ref().and_then(|u| u.uuid.clone()))
+        .collect();
+    let mut activities = Vec::new();
+    let mut still = BTreeMap::new();
+    for (uuid, approval) in known {
+        if approved_now.contains(&uuid) {
+            still.insert(uuid, approval);
+            continue;
+        }
+        let tracked = cursor.pull_requests.get(&pr);
+        let pull_request = PullRequestRef {
+            id: pr,
+            title: detail
+                .title
+                .clone()
+                .or_else(|| tracked.and_then(|t| t.title.clone()))
+                .unwrap_or_default(),
+            link: Links::html(&detail.links),
+            author: tracked.and_then(|t| t.author.clone()),
+            source_branch: tracked.and_then(|t| t.source_branch.clone()),
+            destination_branch: tracked.and_then(|t| t.destination_branch.clone()),
+        };
+        let id = format!("{repo}:pr:{pr}:unapproved:{uuid}:{}", approval.date);
+        let who = Actor {
+            display_name: approval.display_name.clone(),
+            uuid: Some(uuid),
+        };
+        let link = pull_request.link.clone();
+        let kind = ActivityKind::PullRequestUnapproved { pull_request };
+        activities.push(activity(id, repo, now, Some(who), link, kind));
+    }
+    if !still.is_empty() {
+        cursor.approvals.insert(pr, still);
+    }
+    activities
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::bitbucket::diff::test_support::*;
+
+    #[test]
+    fn the_baseline_emits_nothing_and_the_feed_then_reports_each_entry_once() {
+        let mut cursor = baselined();
+        assert_eq!(cursor.max_pull_request_id, 5);
+        let page = entries(json!([
+            comment(3, 77, 6, false),
+            approval(3, "bob", 5),
+            update(6, "OPEN", "n1", 4),
+            update(3, "OPEN", "h2", 3),
+            update(3, "OPEN", "h1", 0)
+        ]));
+        let found = feed(&mut cursor, REPO, &page);
+        let ts = at(5);
+        assert_eq!(
+            kinds(&found),
+            vec![
+                "pr:3:updated:h2".to_string(),
+                "pr:6:created".to_string(),
+                format!("pr:3:approved:{{bob}}:{ts}"),
+                "pr:3:comment:77".to_string(),
+            ]
+        );
+        // The same page again (a re-read, or a poll redone): nothing.
+        assert!(feed(&mut cursor, REPO, &page).is_empty());
+        assert!(feed_page_is_enough(&cursor, &page));
+        assert_eq!(cursor.approved_pull_requests(), vec![3]);
+    }
+
+    #[test]
+    fn state_changes_title_edits_and_comments() {
+        let mut cursor = baselined();
+        let page = entries(json!([
+            update(3, "OPEN", "h1", 2),
+            json!({"pull_request": pr(3), "changes_requested": {"date": time(3), "user": {"display_name": "Cy", "uuid": "{cy}"}}}),
+            comment(3, 80, 4, true),
+            update(4, "OPEN", "x", 5),
+            update(3, "MERGED", "h1", 6),
+            update(2, "DECLINED", "y", 7),
+        ]));
+        let found = feed(&mut cursor, REPO, &page);
+        assert_eq!(
+            kinds(&found),
+            vec![
+                format!("pr:3:changes_requested:{{cy}}:{}", at(3)),
+                "pr:3:merged".to_string(),
+                format!("pr:2:declined:{}", at(7)),
+            ],
+            "a title edit, a draft comment and an old pull request's update are not news"
+        );
+        assert!(cursor.pull_requests.contains_key(&4));
+        assert!(!cursor.pull_requests.contains_key(&3));
+        // The draft is published later, with its old date: still reported.
+        let published = entries(json!([comment(3, 80, 4, false)]));
+        assert_eq!(
+            kinds(&feed(&mut cursor, REPO, &published)),
+            vec!["pr:3:comment:80"]
+        );
+    }
+
+    #[test]
+    fn a_missing_approval_is_an_unapprove() {
+        let mut cursor = baselined();
+        feed(
+            &mut cursor,
+            REPO,
+            &entries(json!([approval(3, "bob", 2), approval(3, "cy", 3)])),
+        );
+        let detail: PullRequestDetail = serde_json::from_value(json!({
+            "id": 3, "state": "OPEN", "title": "PR 3",
+            "participants": [{"user": {"uuid": "{cy}"}, "approved": true}, {"user": {"uuid": "{bob}"}, "approved": false}]
+        }))
+        .expect("detail");
+        let found = approvals(&mut cursor, REPO, &detail, at(9));
+        assert_eq!(
+            kinds(&found),
+            vec![format!("pr:3:unapproved:{{bob}}:{}", at(2))]
+        );
+        assert_eq!(
+            found[0].actor.as_ref().map(|a| a.display_name.as_str()),
+            Some("bob")
+        );
+        assert!(approvals(&mut cursor, REPO, &detail, at(10)).is_empty());
+    }
+}
