@@ -40,6 +40,7 @@ pub mod message;
 pub mod metrics;
 pub mod notify;
 pub mod oauth_state;
+pub mod secret;
 pub mod shutdown;
 pub mod slack;
 pub mod store;

@@ -139,12 +139,8 @@ const KNOWN_CYCLE_EDGES_BEING_REMOVED: &[&str] = &[
     // Found besides: bitbucket mixes pure types (name, activity) with its I/O (client, poller),
     // so every module using a name or an activity closes a loop through it.
     "commands -> bitbucket", // src/commands/mod.rs:84 `crate::bitbucket::name::EXPECTED_FORM`
-    "bitbucket -> config",   // src/bitbucket/client.rs:28 `crate::config::{BitbucketConfig, ..}`
-    "config -> bitbucket",   // src/config.rs:893 `crate::bitbucket::name::WorkspaceId`
-    "config -> upgrade",     // src/config.rs:70 `crate::upgrade::campaign::CampaignSchedule`
     "bitbucket -> store",    // src/bitbucket/poller.rs:29 `crate::store::{PollCommit, Store, ..}`
     "store -> bitbucket",    // src/store/activities.rs:19 `crate::bitbucket::Activity`
-    "store -> config",       // src/store/crypto.rs:25 `crate::config::Secret`
     "store -> notify",       // src/store/deliveries.rs:21 `crate::notify::Notification`
     "store -> upgrade",      // src/store/campaigns.rs:18 `crate::upgrade::campaign::CampaignState`
 ];

@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::supervisor::Supervisor;
 
-use crate::bitbucket::{BitbucketClient, ClientSettings, Poller, PollerSettings};
+use crate::bitbucket::{BitbucketClient, Poller};
 use crate::clock::Clock;
 use crate::config::BitbucketConfig;
 use crate::store::Store;
@@ -28,7 +28,7 @@ pub fn spawn(
     metrics: crate::metrics::Metrics,
     supervisor: &mut Supervisor,
 ) -> anyhow::Result<Option<BitbucketClient>> {
-    let Some(settings) = ClientSettings::from_config(config) else {
+    let Some(settings) = config.client_settings() else {
         info!(
             "no Bitbucket credential configured (bitbucket.token or bitbucket.oauth.*): \
              not polling Bitbucket"
@@ -38,7 +38,7 @@ pub fn spawn(
     let client = BitbucketClient::new(settings)
         .context("cannot set up the Bitbucket client")?
         .with_metrics(metrics);
-    let settings = PollerSettings::from_config(config);
+    let settings = config.poller_settings();
     let polling = client.clone();
     supervisor.spawn("poller", move |stop| {
         Poller::new(

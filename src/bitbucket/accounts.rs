@@ -12,7 +12,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::name::{RepositoryName, push_segments};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// A person's tokens, as Bitbucket issued them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,7 +25,8 @@ use url::Url;
 
 use super::name::push_segments;
 
-use crate::config::{BitbucketConfig, BitbucketCredential, Secret};
+use super::credential::BitbucketCredential;
+use crate::secret::Secret;
 
 use super::budget::BudgetGate;
 use super::model::{
@@ -137,20 +138,6 @@ pub struct ClientSettings {
     pub rate_limit_per_hour: u32,
     pub budget_percent: u32,
     pub request_timeout: Duration,
-}
-
-impl ClientSettings {
-    /// `None` when no credential is configured.
-    pub fn from_config(config: &BitbucketConfig) -> Option<Self> {
-        Some(Self {
-            api_url: config.api_url.clone(),
-            oauth_url: config.oauth_url.clone(),
-            credential: config.credential.clone()?,
-            rate_limit_per_hour: config.rate_limit_per_hour,
-            budget_percent: config.budget_percent,
-            request_timeout: config.request_timeout,
-        })
-    }
 }
 
 /// An OAuth access token and when to renew it.

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod activity;
 pub mod budget;
 pub mod client;
+pub mod credential;
 mod diff;
 mod lookup;
 mod model;

@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::clock::Clock;
-use crate::config::BitbucketConfig;
 use crate::store::{PollCommit, Store, StoreError};
 
 use super::activity::{Activity, MAX_COMMITS};
@@ -48,16 +47,6 @@ pub struct PollerSettings {
     pub concurrency: usize,
     /// How often the watched list is re-read from the store.
     pub sync_interval: Duration,
-}
-
-impl PollerSettings {
-    pub fn from_config(config: &BitbucketConfig) -> Self {
-        Self {
-            base_interval: config.poll_interval,
-            concurrency: 4,
-            sync_interval: config.poll_interval.min(Duration::from_secs(10)),
-        }
-    }
 }
 
 /// What the poll loop has done so far; for tests and health.

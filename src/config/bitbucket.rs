@@ -3,14 +3,13 @@
 //! the private-repository policy and the allowed workspaces.
 //!
 //! Owns every message about a `bitbucket.*` key. Must never print a secret (tokens and
-//! consumer secrets stay in [`Secret`]; problems name the key) and never read another
+//! consumer secrets stay in [`Secret`](crate::secret::Secret); problems name the key) and never read another
 //! section's keys.
 
 use std::time::Duration;
 
 use url::Url;
 
-use super::Secret;
 use super::raw::Reader;
 
 #[derive(Debug, Clone)]
@@ -58,25 +57,29 @@ impl PrivateRepositories {
     }
 }
 
-/// How the poller authenticates to Bitbucket Cloud.
-#[derive(Debug, Clone)]
-pub enum BitbucketCredential {
-    /// A repository, project or workspace access token, sent as a Bearer token.
-    AccessToken(Secret<String>),
-    /// An Atlassian API token of a (bot) user, sent with Basic auth and the account email.
-    ApiToken {
-        email: String,
-        token: Secret<String>,
-    },
-    /// An OAuth consumer (`bitbucket.oauth.*`) using the client-credentials grant.
-    OAuthConsumer(OAuthConsumerConfig),
-}
+pub use crate::bitbucket::credential::{BitbucketCredential, OAuthConsumerConfig};
 
-/// A Bitbucket OAuth consumer's key and secret.
-#[derive(Debug, Clone)]
-pub struct OAuthConsumerConfig {
-    pub key: String,
-    pub secret: Secret<String>,
+impl BitbucketConfig {
+    /// The poller's client settings, or `None` when no credential is configured.
+    pub fn client_settings(&self) -> Option<crate::bitbucket::ClientSettings> {
+        Some(crate::bitbucket::ClientSettings {
+            api_url: self.api_url.clone(),
+            oauth_url: self.oauth_url.clone(),
+            credential: self.credential.clone()?,
+            rate_limit_per_hour: self.rate_limit_per_hour,
+            budget_percent: self.budget_percent,
+            request_timeout: self.request_timeout,
+        })
+    }
+
+    /// How the poller runs: `poll_interval` as its base interval.
+    pub fn poller_settings(&self) -> crate::bitbucket::PollerSettings {
+        crate::bitbucket::PollerSettings {
+            base_interval: self.poll_interval,
+            concurrency: 4,
+            sync_interval: self.poll_interval.min(Duration::from_secs(10)),
+        }
+    }
 }
 
 /// Reads the `bitbucket.*` keys, in a fixed order so problems are listed in a stable order.

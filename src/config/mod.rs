@@ -40,32 +40,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// Environment variable prefix; `BITBUCKET_SLACK__SLACK__APP_TOKEN` sets `slack.app_token`.
 pub const ENV_PREFIX: &str = "BITBUCKET_SLACK";
 
-/// A value that must never be printed. `Debug` and `Display` show `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret<T>(T);
-
-impl<T> Secret<T> {
-    pub fn new(value: T) -> Self {
-        Self(value)
-    }
-
-    /// The secret itself, for the one place that sends it where it belongs.
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl<T> fmt::Display for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use crate::secret::Secret;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]

@@ -79,9 +79,9 @@ async fn check_store(config: &Config) -> Vec<Check> {
 }
 
 async fn check_bitbucket(config: &Config) -> Check {
-    use crate::bitbucket::{BitbucketClient, ClientSettings, LookupError};
+    use crate::bitbucket::{BitbucketClient, LookupError};
     let name = "bitbucket";
-    let Some(settings) = ClientSettings::from_config(&config.bitbucket) else {
+    let Some(settings) = config.bitbucket.client_settings() else {
         return Check {
             ok: true,
             name,

@@ -70,7 +70,7 @@ pub struct SocketModeSettings {
 
 impl SocketModeSettings {
     /// What a session's pure timers need.
-    pub(super) fn session_limits(&self) -> next_step::SessionLimits {
+    fn session_limits(&self) -> next_step::SessionLimits {
         next_step::SessionLimits {
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,
