@@ -8,7 +8,6 @@ mod support;
 
 use std::sync::Arc;
 
-use bitbucket_slack::app;
 use bitbucket_slack::app::access::AccessControl;
 use bitbucket_slack::app::accounts::{Accounts, BITBUCKET_LOGIN, LoginError};
 use bitbucket_slack::bitbucket::accounts::{AccountError, UserOAuthClient};
@@ -25,7 +24,9 @@ use support::blocks::section_text;
 use support::daemon::{Page, browse, browse_with_cookie};
 use support::fake_bitbucket::{FakeAccount, FakeBitbucket};
 use support::fake_slack::FakeSlack;
-use support::harness::{Harness, HarnessBuilder, PUBLIC_URL as PUBLIC, TEAM};
+use support::harness::{
+    Harness, HarnessBuilder, PUBLIC_URL as PUBLIC, TEAM, install_configured_bot,
+};
 
 const KEY: &str = "bb-consumer-key";
 const SECRET: &str = "bb-consumer-secret-never-logged";
@@ -679,18 +680,7 @@ async fn service() -> Service {
         Secret::new(SECRET.into()),
     )
     .expect("client");
-    let installer = app::installations::Installer {
-        web: web.clone(),
-        store: store.clone(),
-        clock: Arc::new(clock.clone()),
-        changed: Default::default(),
-        upgrades: Default::default(),
-        allowed_teams: Vec::new(),
-    };
-    installer
-        .install_configured_token(&Secret::new("xoxb-service-bot".into()))
-        .await
-        .expect("install T0FAKE");
+    install_configured_bot(&web, &store, &clock, "xoxb-service-bot").await;
     let accounts = Accounts {
         store: store.clone(),
         web,

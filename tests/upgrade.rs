@@ -82,6 +82,15 @@ impl Daemon {
             .await;
     }
 
+    /// `team` upgrades: its admin goes through `/slack/install?team=` and Slack's consent
+    /// grants every scope to the new `token`.
+    async fn upgrade(&self, team: &str, token: &str, installer: &str) {
+        let scopes = required_scopes().join(",");
+        let start = format!("{PUBLIC_URL}/slack/install?team={team}");
+        self.oauth(approval(team, token, &scopes, installer), &start)
+            .await;
+    }
+
     /// Goes through `/slack/install` (bound to `team` when given) and Slack's consent.
     async fn oauth(&self, approval: OAuthApproval, start: &str) -> u16 {
         let install = browse(&self.local(start)).await;
@@ -185,16 +194,6 @@ fn held(team: &str, channel: &str, text: &str) -> NewDelivery {
 }
 
 /// Opens the store of a stopped daemon (whose last tasks may still be letting go).
-/// Writes `deliveries` into the stopped daemon's outbox, as its router would have.
-async fn enqueue_while_stopped(stopped: &HarnessBuilder, deliveries: Vec<NewDelivery>) {
-    let store = open_store(&stopped.data()).await;
-    store
-        .deliveries
-        .enqueue(deliveries, stopped.manual_clock().now())
-        .await
-        .expect("enqueue");
-}
-
 async fn open_store(data: &Path) -> Store {
     for _ in 0..1000 {
         match Store::open(data) {
@@ -261,9 +260,8 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
 
     // Notifications arrive for the held workspace (written while it is stopped), and the
     // restart in the Overdue phase sends nothing again.
-    let stopped = harness.stop().await;
-    enqueue_while_stopped(
-        &stopped,
+    let harness = restart_with(
+        harness,
         vec![
             held("T1", "C1", "PR #1 opened"),
             held("T1", "C1", "PR #2 merged"),
@@ -271,8 +269,6 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
         ],
     )
     .await;
-    let harness = start(stopped).await;
-    harness.settle().await;
     // The delivery loop keeps them in the outbox: held, not attempted, not posted.
     let socket = harness.data().join("admin.sock");
     let mut rows = Vec::new();
@@ -449,7 +445,22 @@ async fn admin_request(socket: &Path, request: &str) -> Value {
 /// Stops and starts the daemon on the same store and clock, then waits for the driver's
 /// first pass: whatever a restart would resend has been sent by then.
 async fn restart(harness: Daemon) -> Daemon {
-    let harness = start(harness.stop().await).await;
+    restart_with(harness, Vec::new()).await
+}
+
+/// [`restart`], writing `held` into the outbox while the daemon is stopped, as its
+/// router would have.
+async fn restart_with(harness: Daemon, held: Vec<NewDelivery>) -> Daemon {
+    let stopped = harness.stop().await;
+    if !held.is_empty() {
+        let store = open_store(&stopped.data()).await;
+        store
+            .deliveries
+            .enqueue(held, stopped.manual_clock().now())
+            .await
+            .expect("enqueue");
+    }
+    let harness = start(stopped).await;
     harness.settle().await;
     harness
 }
@@ -491,17 +502,7 @@ async fn a_restart_in_every_phase_sends_nothing_twice() {
     }
 
     // Upgraded: every DM edited once, and a restart edits and sends nothing more.
-    harness
-        .oauth(
-            approval(
-                "T1",
-                "xoxb-t1-new",
-                &required_scopes().join(","),
-                "U0INSTALLER",
-            ),
-            &format!("{PUBLIC_URL}/slack/install?team=T1"),
-        )
-        .await;
+    harness.upgrade("T1", "xoxb-t1-new", "U0INSTALLER").await;
     harness.settle().await;
     assert_eq!(harness.slack.calls_to("chat.update").len(), told.len());
     harness = restart(harness).await;
@@ -743,17 +744,7 @@ async fn a_rate_limited_campaign_dm_is_sent_after_retry_after() {
     assert_eq!(dms.len(), 2, "{:#?}", harness.dm_texts());
     assert_eq!(dms[0], dms[1]);
     // The retry's ts was recorded: the upgrade edits the message.
-    harness
-        .oauth(
-            approval(
-                "T1",
-                "xoxb-t1-new",
-                &required_scopes().join(","),
-                "U0INSTALLER",
-            ),
-            &format!("{PUBLIC_URL}/slack/install?team=T1"),
-        )
-        .await;
+    harness.upgrade("T1", "xoxb-t1-new", "U0INSTALLER").await;
     harness.settle().await;
     assert_eq!(harness.slack.calls_to("chat.update").len(), 1);
     harness.stop().await;
@@ -771,9 +762,8 @@ async fn one_workspace_upgrading_releases_only_its_own_held_notifications() {
     harness.settle().await;
     assert_eq!(harness.dms().len(), 2, "{:#?}", harness.dm_texts());
 
-    let stopped = harness.stop().await;
-    enqueue_while_stopped(
-        &stopped,
+    let harness = restart_with(
+        harness,
         vec![
             held("T1", "C1", "T1 pull request"),
             held("T2", "C2", "T2 pull request"),
@@ -781,16 +771,9 @@ async fn one_workspace_upgrading_releases_only_its_own_held_notifications() {
         ],
     )
     .await;
-    let harness = start(stopped).await;
-    harness.settle().await;
 
     // T2 upgrades: its two notifications arrive as one digest, its admin's DM is edited.
-    harness
-        .oauth(
-            approval("T2", "xoxb-T2-new", &required_scopes().join(","), "U2ADMIN"),
-            &format!("{PUBLIC_URL}/slack/install?team=T2"),
-        )
-        .await;
+    harness.upgrade("T2", "xoxb-T2-new", "U2ADMIN").await;
     harness.settle().await;
     let posts = harness.slack.wait_for_calls("chat.postMessage", 3).await;
     let channel_posts: Vec<Value> = posts

@@ -12,8 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bitbucket_slack::app;
+use bitbucket_slack::app::installations::Installer;
 use bitbucket_slack::clock::{Clock, ManualClock, SystemClock};
-use bitbucket_slack::config::Config;
+use bitbucket_slack::config::{Config, Secret};
+use bitbucket_slack::slack::web::SlackWeb;
+use bitbucket_slack::store::Store;
 use bitbucket_slack::upgrade::required_scopes;
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -364,6 +367,27 @@ impl Harness {
             .await;
         ack["payload"].clone()
     }
+}
+
+/// Installs `bot_token` as the daemon installs a configured `slack.bot_token` at start,
+/// for tests that run one component without the whole daemon.
+pub async fn install_configured_bot(
+    web: &SlackWeb,
+    store: &Store,
+    clock: &ManualClock,
+    bot_token: &str,
+) {
+    Installer {
+        web: web.clone(),
+        store: store.clone(),
+        clock: Arc::new(clock.clone()),
+        changed: Default::default(),
+        upgrades: Default::default(),
+        allowed_teams: Vec::new(),
+    }
+    .install_configured_token(&Secret::new(bot_token.into()))
+    .await
+    .expect("install the configured bot token");
 }
 
 /// A Socket Mode envelope as Slack sends it.
