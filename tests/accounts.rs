@@ -6,32 +6,30 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use bitbucket_slack::app;
 use bitbucket_slack::app::access::AccessControl;
 use bitbucket_slack::app::accounts::{Accounts, LoginError};
 use bitbucket_slack::bitbucket::Target;
 use bitbucket_slack::bitbucket::accounts::{AccountError, UserOAuthClient};
 use bitbucket_slack::clock::{Clock, ManualClock};
-use bitbucket_slack::config::{Config, PrivateRepositories, Secret};
+use bitbucket_slack::config::{PrivateRepositories, Secret};
 use bitbucket_slack::notify::access::Coverage;
 use bitbucket_slack::oauth_state::{BITBUCKET_LOGIN, StateClaims};
 use bitbucket_slack::slack::web::SlackWeb;
 use bitbucket_slack::store::Store;
 use jiff::{SignedDuration, Timestamp};
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::blocks::section_text;
 use support::daemon::{Page, browse, browse_with_cookie};
-use support::fake_bitbucket_accounts::{FakeAccount, FakeBitbucketAccounts};
-use support::fake_slack::{FakeSlack, FakeSocket};
-use tokio_util::sync::CancellationToken;
+use support::fake_bitbucket::{FakeAccount, FakeBitbucket};
+use support::fake_slack::FakeSlack;
+use support::harness::{
+    Harness, HarnessBuilder, PUBLIC_URL as PUBLIC, TEAM, install_configured_bot,
+};
 
 const KEY: &str = "bb-consumer-key";
 const SECRET: &str = "bb-consumer-secret-never-logged";
-const DAEMON_TOKEN: &str = "bb-daemon-credential";
-const PUBLIC: &str = "http://bitbucket-slack.intranet.example";
 
 fn ada() -> FakeAccount {
     let mut account = FakeAccount::new("{ada-uuid}", "Ada Lovelace", "ada");
@@ -43,16 +41,13 @@ fn grace() -> FakeAccount {
     FakeAccount::new("{grace-uuid}", "Grace Hopper", "grace")
 }
 
-struct Daemon {
-    slack: FakeSlack,
-    bitbucket: FakeBitbucketAccounts,
-    clock: ManualClock,
-    http: String,
-    socket: FakeSocket,
-    shutdown: CancellationToken,
-    running: app::Running,
-    next_id: std::sync::atomic::AtomicU64,
-    _dir: tempfile::TempDir,
+struct Daemon(Harness);
+
+impl std::ops::Deref for Daemon {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
+    }
 }
 
 /// Where Bitbucket's consent page sends the browser back, and the cookie the browser
@@ -70,73 +65,32 @@ impl Callback {
 }
 
 async fn daemon() -> Daemon {
-    daemon_with(&[]).await
+    daemon_with(Harness::builder()).await
 }
 
-/// A daemon with a Bitbucket credential and account linking, both against one fake
-/// Bitbucket holding acme/site (public), acme/engine and acme/secret-plans (private).
-async fn daemon_with(extra: &[(&str, &str)]) -> Daemon {
-    let slack = FakeSlack::start().await;
-    let bitbucket = FakeBitbucketAccounts::start(KEY, SECRET).await;
-    bitbucket.set_callback_url(&format!("{PUBLIC}/bitbucket/oauth/callback"));
-    bitbucket.accept_daemon_token(DAEMON_TOKEN);
-    bitbucket.add_repository("acme/site", false);
-    bitbucket.add_repository("acme/engine", true);
-    bitbucket.add_repository("acme/secret-plans", true);
+/// A fake Bitbucket holding acme/site (public), acme/engine and acme/secret-plans
+/// (private).
+async fn bitbucket() -> FakeBitbucket {
+    let bitbucket = FakeBitbucket::start().await;
+    bitbucket.add_repository("acme/site");
+    bitbucket.add_private_repository("acme/engine");
+    bitbucket.add_private_repository("acme/secret-plans");
+    bitbucket
+}
+
+/// `builder` with a Bitbucket credential and account linking, both against one fake
+/// [`bitbucket`].
+async fn daemon_with(builder: HarnessBuilder) -> Daemon {
     // Every scope granted: an outdated install would refuse new logins (the upgrade gate).
-    slack.add_workspace(
-        "xoxb-accounts-bot",
-        support::fake_slack::FakeWorkspace::new(
-            "T0FAKE",
-            "Fake Team",
-            &bitbucket_slack::upgrade::required_scopes().join(","),
-        ),
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut env: HashMap<String, String> = [
-        ("SLACK__APP_TOKEN", "xapp-1-accounts".to_string()),
-        ("SLACK__BOT_TOKEN", "xoxb-accounts-bot".into()),
-        ("SLACK__API_URL", slack.api_url()),
-        ("SLACK__SOCKET_CONNECTIONS", "1".into()),
-        ("BITBUCKET__API_URL", bitbucket.api_url()),
-        ("BITBUCKET__OAUTH_URL", bitbucket.oauth_url()),
-        ("BITBUCKET__TOKEN", DAEMON_TOKEN.into()),
+    let harness = builder
+        .installed_bot("xoxb-accounts-bot")
+        .bitbucket(bitbucket().await)
+        .bitbucket_logins(KEY, SECRET)
         // Quiet repositories: the poller's own requests stay out of the way.
-        ("BITBUCKET__POLL_INTERVAL_SECS", "3600".into()),
-        ("BITBUCKET__USER_OAUTH__KEY", KEY.into()),
-        ("BITBUCKET__USER_OAUTH__SECRET", SECRET.into()),
-        (
-            "STORAGE__PATH",
-            dir.path().join("data").display().to_string(),
-        ),
-        ("HTTP__LISTEN", "127.0.0.1:0".into()),
-        ("HTTP__PUBLIC_URL", format!("{PUBLIC}/")),
-    ]
-    .into_iter()
-    .map(|(key, value)| (format!("BITBUCKET_SLACK__{key}"), value))
-    .collect();
-    for (key, value) in extra {
-        env.insert(format!("BITBUCKET_SLACK__{key}"), value.to_string());
-    }
-    let config = Config::load(None, &env).expect("valid config");
-    let clock = ManualClock::new(Timestamp::from_second(1_800_000_000).expect("valid"));
-    let shutdown = CancellationToken::new();
-    let running = app::start(config, Arc::new(clock.clone()), shutdown.clone())
-        .await
-        .expect("starts");
-    let http = format!("http://{}", running.http_address);
-    let socket = slack.accept().await;
-    Daemon {
-        slack,
-        bitbucket,
-        clock,
-        http,
-        socket,
-        shutdown,
-        running,
-        next_id: std::sync::atomic::AtomicU64::new(0),
-        _dir: dir,
-    }
+        .set("bitbucket.poll_interval_secs", "3600")
+        .start()
+        .await;
+    Daemon(harness)
 }
 
 impl Daemon {
@@ -145,28 +99,7 @@ impl Daemon {
     }
 
     async fn command_in(&self, user: &str, channel: &str, text: &str) -> Value {
-        let id = format!(
-            "env-{user}-{}",
-            self.next_id
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        self.socket
-            .send_json(&json!({
-                "envelope_id": id, "type": "slash_commands", "accepts_response_payload": true,
-                "payload": {
-                    "team_id": "T0FAKE", "channel_id": channel, "user_id": user,
-                    "command": "/bitbucket", "text": text,
-                    "response_url": self.slack.response_url("r"), "trigger_id": "t"
-                }
-            }))
-            .await;
-        let ack = self.socket.next_ack().await;
-        assert_eq!(ack["envelope_id"], id.as_str());
-        ack["payload"].clone()
-    }
-
-    fn local(&self, url: &str) -> String {
-        url.replace(PUBLIC, &self.http)
+        self.0.command(TEAM, channel, user, text).await
     }
 
     /// The URL of `/bitbucket login`'s Connect button.
@@ -205,11 +138,11 @@ impl Daemon {
         assert!(set_cookie.contains("Max-Age=600"), "{set_cookie}");
         let consent = continue_link(&confirm.body);
         assert!(
-            consent.starts_with(&self.bitbucket.oauth_url()),
+            consent.starts_with(&self.bitbucket().oauth_url()),
             "{consent}"
         );
         assert!(consent.contains(&format!("client_id={KEY}")), "{consent}");
-        self.bitbucket.next_login(outcome);
+        self.bitbucket().next_login(outcome);
         let back = browse(&consent).await;
         assert_eq!(back.status, 302);
         Callback {
@@ -229,8 +162,7 @@ impl Daemon {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.running.wait().await.expect("clean stop");
+        self.0.stop().await;
     }
 }
 
@@ -336,7 +268,7 @@ async fn bad_expired_replayed_state_and_denied_consent_change_nothing() {
             .contains("no Bitbucket account connected")
     );
     let exchanges = daemon
-        .bitbucket
+        .bitbucket()
         .calls()
         .iter()
         .filter(|call| call.ends_with(":authorization_code"))
@@ -374,7 +306,7 @@ async fn a_callback_in_a_browser_that_did_not_confirm_is_refused_and_stores_noth
     );
     assert!(
         !daemon
-            .bitbucket
+            .bitbucket()
             .calls()
             .iter()
             .any(|call| call.ends_with(":authorization_code")),
@@ -418,7 +350,9 @@ async fn a_bitbucket_account_linked_to_another_slack_user_is_refused() {
 #[tokio::test]
 async fn a_refused_oauth_consumer_is_named_as_the_operators_problem() {
     let daemon = daemon().await;
-    daemon.bitbucket.set_consumer_secret("rotated-on-bitbucket");
+    daemon
+        .bitbucket()
+        .set_consumer_secret("rotated-on-bitbucket");
     let page = daemon.login_callback("U1", Ok(ada())).await.open().await;
     assert_eq!(page.status, 502, "{}", page.body);
     assert!(page.body.contains("configuration problem"), "{}", page.body);
@@ -502,7 +436,7 @@ async fn losing_access_pauses_and_tells_once_and_regaining_it_resumes() {
     assert!(accepted.contains("Subscribed"), "{accepted}");
     let dms_before = daemon.slack.calls_to("chat.postMessage").len();
 
-    daemon.bitbucket.set_readable("{ada-uuid}", &[]);
+    daemon.bitbucket().set_readable("{ada-uuid}", &[]);
     // The hourly check asks Bitbucket again (answers are reused for half an hour).
     daemon.clock.advance(SignedDuration::from_hours(1));
     // Two passes at once (the hourly one and a link change, say) tell the change once.
@@ -528,7 +462,7 @@ async fn losing_access_pauses_and_tells_once_and_regaining_it_resumes() {
     );
 
     daemon
-        .bitbucket
+        .bitbucket()
         .set_readable("{ada-uuid}", &["acme/engine"]);
     daemon.clock.advance(SignedDuration::from_hours(1));
     daemon.running.recheck_access().await;
@@ -601,7 +535,7 @@ async fn a_workspace_subscription_leaves_out_private_repositories_the_subscriber
 
 #[tokio::test]
 async fn deny_refuses_every_private_repository() {
-    let daemon = daemon_with(&[("BITBUCKET__PRIVATE_REPOSITORIES", "deny")]).await;
+    let daemon = daemon_with(Harness::builder().private_repositories("deny")).await;
     daemon.link("U1", ada()).await;
     let refused = section_text(&daemon.command("U1", "subscribe acme/engine").await);
     assert!(
@@ -623,7 +557,7 @@ async fn deny_refuses_every_private_repository() {
 
 #[tokio::test]
 async fn credential_lets_the_daemons_credential_decide_and_status_says_so() {
-    let daemon = daemon_with(&[("BITBUCKET__PRIVATE_REPOSITORIES", "credential")]).await;
+    let daemon = daemon_with(Harness::builder().private_repositories("credential")).await;
     let accepted = section_text(&daemon.command("U1", "subscribe acme/secret-plans").await);
     assert!(accepted.contains("Subscribed"), "{accepted}");
     let status = section_text(&daemon.command("U1", "status").await);
@@ -640,8 +574,9 @@ async fn credential_lets_the_daemons_credential_decide_and_status_says_so() {
 
 #[tokio::test]
 async fn a_workspace_outside_the_allowed_ones_is_refused_before_any_request() {
-    let daemon = daemon_with(&[("BITBUCKET__WORKSPACES", "acme, acme-labs")]).await;
-    let before = daemon.bitbucket.calls().len();
+    let daemon =
+        daemon_with(Harness::builder().set("bitbucket.workspaces", "acme, acme-labs")).await;
+    let before = daemon.bitbucket().calls().len();
     for target in ["globex/api", "globex"] {
         let refused = section_text(&daemon.command("U1", &format!("subscribe {target}")).await);
         assert!(
@@ -651,7 +586,7 @@ async fn a_workspace_outside_the_allowed_ones_is_refused_before_any_request() {
         assert!(refused.contains("`acme`, `acme-labs`"), "{refused}");
     }
     assert_eq!(
-        daemon.bitbucket.calls().len(),
+        daemon.bitbucket().calls().len(),
         before,
         "no request was made"
     );
@@ -663,7 +598,7 @@ async fn a_workspace_outside_the_allowed_ones_is_refused_before_any_request() {
 #[tokio::test]
 async fn bad_targets_are_refused_with_the_expected_form_and_no_request() {
     let daemon = daemon().await;
-    let before = daemon.bitbucket.calls().len();
+    let before = daemon.bitbucket().calls().len();
     let long = format!("acme/{}", "a".repeat(63));
     let bad: Vec<String> = [
         "..",
@@ -715,7 +650,7 @@ async fn bad_targets_are_refused_with_the_expected_form_and_no_request() {
         }
     }
     assert_eq!(
-        daemon.bitbucket.calls()[before..],
+        daemon.bitbucket().calls()[before..],
         [] as [String; 0],
         "no bad target reached Bitbucket"
     );
@@ -726,7 +661,7 @@ async fn bad_targets_are_refused_with_the_expected_form_and_no_request() {
 struct Service {
     accounts: Accounts,
     clock: ManualClock,
-    bitbucket: FakeBitbucketAccounts,
+    bitbucket: FakeBitbucket,
     slack: FakeSlack,
     store: Store,
     client: UserOAuthClient,
@@ -735,7 +670,8 @@ struct Service {
 
 async fn service() -> Service {
     let slack = FakeSlack::start().await;
-    let bitbucket = FakeBitbucketAccounts::start(KEY, SECRET).await;
+    let bitbucket = bitbucket().await;
+    bitbucket.accept_oauth_consumer(KEY, SECRET, 7200);
     bitbucket.set_callback_url("http://cb.example/bitbucket/oauth/callback");
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
@@ -748,18 +684,7 @@ async fn service() -> Service {
         Secret::new(SECRET.into()),
     )
     .expect("client");
-    let installer = app::installations::Installer {
-        web: web.clone(),
-        store: store.clone(),
-        clock: Arc::new(clock.clone()),
-        changed: Default::default(),
-        upgrades: Default::default(),
-        allowed_teams: Vec::new(),
-    };
-    installer
-        .install_configured_token(&Secret::new("xoxb-service-bot".into()))
-        .await
-        .expect("install T0FAKE");
+    install_configured_bot(&web, &store, &clock, "xoxb-service-bot").await;
     let accounts = Accounts {
         store: store.clone(),
         web,

@@ -3,9 +3,10 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::daemon::{Daemon, http_get, run_to_end, write_config};
 use support::fake_slack::FakeSlack;
+use support::harness::{Settings, TEAM, envelope, slash_command};
 
 const APP_TOKEN: &str = "xapp-1-A0FAKE-1234-daemon-test-secret";
 const BOT_TOKEN: &str = "xoxb-0000-daemon-bot-secret";
@@ -67,15 +68,19 @@ async fn check_takes_the_config_path_from_the_environment() {
 fn config_for(fake: &FakeSlack, storage: &std::path::Path) -> String {
     let key_file = storage.with_extension("key");
     std::fs::write(&key_file, ENCRYPTION_KEY).expect("write the key file");
-    format!(
-        "[slack]\napp_token = \"{APP_TOKEN}\"\nbot_token = \"{BOT_TOKEN}\"\napi_url = \"{}\"\nsocket_connections = 1\n\
-         client_id = \"4242.4242\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
-         [bitbucket.user_oauth]\nkey = \"consumer-key\"\nsecret = \"{USER_OAUTH_SECRET}\"\n\
-         [storage]\npath = \"{}\"\nencryption_key_file = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"trace\"\n",
-        fake.api_url(),
-        storage.display(),
-        key_file.display()
-    )
+    Settings::base(fake, storage)
+        .set("slack.app_token", APP_TOKEN)
+        .set("slack.bot_token", BOT_TOKEN)
+        .set("slack.client_id", "4242.4242")
+        .set("slack.client_secret", CLIENT_SECRET)
+        .set("bitbucket.user_oauth.key", "consumer-key")
+        .set("bitbucket.user_oauth.secret", USER_OAUTH_SECRET)
+        .set(
+            "storage.encryption_key_file",
+            key_file.display().to_string(),
+        )
+        .set("log.level", "trace")
+        .toml()
 }
 
 #[tokio::test]
@@ -117,16 +122,12 @@ async fn runs_from_a_config_file_answers_help_is_ready_and_drains_on_sigterm() {
     assert_eq!(status, 200);
 
     socket
-        .send_json(&json!({
-            "envelope_id": "e-1",
-            "type": "slash_commands",
-            "accepts_response_payload": true,
-            "payload": {
-                "team_id": "T0FAKE", "channel_id": "C111", "user_id": "U111",
-                "command": "/bitbucket", "text": "help",
-                "response_url": fake.response_url("r1"), "trigger_id": "1.2.3"
-            }
-        }))
+        .send_json(&envelope(
+            "e-1",
+            "slash_commands",
+            true,
+            slash_command(TEAM, "C111", "U111", "help", &fake),
+        ))
         .await;
     let ack = socket.next_ack().await;
     assert_eq!(ack["envelope_id"], "e-1");

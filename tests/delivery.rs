@@ -20,6 +20,7 @@ use bitbucket_slack::slack::web::SlackWeb;
 use bitbucket_slack::store::{NewDelivery, Store};
 use jiff::Timestamp;
 use support::fake_slack::{FakeSlack, RecordedCall};
+use support::harness::install_configured_bot;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -121,17 +122,7 @@ async fn start_with_timeout(slack: FakeSlack, dir: tempfile::TempDir, timeout: D
     let clock = ManualClock::new(Timestamp::from_second(1_800_000_000).expect("valid"));
     let web = SlackWeb::with_timeout(&url::Url::parse(&slack.api_url()).expect("url"), timeout)
         .expect("web");
-    Installer {
-        web: web.clone(),
-        store: store.clone(),
-        clock: Arc::new(clock.clone()),
-        changed: Default::default(),
-        upgrades: Default::default(),
-        allowed_teams: Vec::new(),
-    }
-    .install_configured_token(&Secret::new("xoxb-delivery-bot".into()))
-    .await
-    .expect("install T0FAKE");
+    install_configured_bot(&web, &store, &clock, "xoxb-delivery-bot").await;
     let wake = Arc::new(Notify::new());
     let unpark = Arc::new(Notify::new());
     let stop = CancellationToken::new();

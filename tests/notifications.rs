@@ -5,97 +5,44 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bitbucket_slack::app;
-use bitbucket_slack::clock::SystemClock;
-use bitbucket_slack::config::Config;
-use bitbucket_slack::upgrade::required_scopes;
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::blocks::section_text;
-use support::fake_bitbucket::{Endpoint, FakeBitbucket, TOKEN};
-use support::fake_slack::{FakeSlack, FakeSocket, FakeWorkspace};
-use tokio_util::sync::CancellationToken;
+use support::fake_bitbucket::{Endpoint, FakeBitbucket};
+use support::harness::{Harness, TEAM};
 
-struct Daemon {
-    slack: FakeSlack,
-    bitbucket: FakeBitbucket,
-    socket: FakeSocket,
-    shutdown: CancellationToken,
-    running: app::Running,
-    next: std::sync::atomic::AtomicU64,
-    _dir: tempfile::TempDir,
-}
+struct Daemon(Harness);
 
 async fn daemon(repos: &[&str]) -> Daemon {
     let _ = tracing_subscriber::fmt().with_env_filter("debug,hyper=info,sled=info,reqwest=info,h2=info,tungstenite=info,tokio_tungstenite=info").with_test_writer().try_init();
-    let slack = FakeSlack::start().await;
-    // A current install: subscribing channels needs every channel-notification scope.
-    slack.add_workspace(
-        "xoxb-notify-bot",
-        FakeWorkspace::new("T0FAKE", "Fake Team", &required_scopes().join(",")),
-    );
     let bitbucket = FakeBitbucket::start().await;
     for repo in repos {
         bitbucket.add_repository(repo);
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env: HashMap<String, String> = [
-        ("SLACK__APP_TOKEN", "xapp-1-notify".to_string()),
-        ("SLACK__BOT_TOKEN", "xoxb-notify-bot".into()),
-        ("SLACK__API_URL", slack.api_url()),
-        ("SLACK__SOCKET_CONNECTIONS", "1".into()),
-        ("BITBUCKET__API_URL", bitbucket.api_url()),
-        ("BITBUCKET__OAUTH_URL", bitbucket.oauth_url()),
-        ("BITBUCKET__TOKEN", TOKEN.into()),
-        ("BITBUCKET__POLL_INTERVAL_SECS", "1".into()),
-        (
-            "STORAGE__PATH",
-            dir.path().join("data").display().to_string(),
-        ),
-        ("HTTP__LISTEN", "127.0.0.1:0".into()),
-    ]
-    .into_iter()
-    .map(|(key, value)| (format!("BITBUCKET_SLACK__{key}"), value))
-    .collect();
-    let config = Config::load(None, &env).expect("valid config");
-    let shutdown = CancellationToken::new();
-    let running = app::start(config, Arc::new(SystemClock), shutdown.clone())
-        .await
-        .expect("starts");
-    let socket = slack.accept().await;
-    Daemon {
-        slack,
-        bitbucket,
-        socket,
-        shutdown,
-        running,
-        next: std::sync::atomic::AtomicU64::new(0),
-        _dir: dir,
+    // A current install: subscribing channels needs every channel-notification scope.
+    let harness = Harness::builder()
+        .installed_bot("xoxb-notify-bot")
+        .bitbucket(bitbucket)
+        .set("bitbucket.poll_interval_secs", "1")
+        .system_clock()
+        .start()
+        .await;
+    Daemon(harness)
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
     }
 }
 
 impl Daemon {
     async fn command(&self, channel: &str, text: &str) -> String {
-        let id = format!(
-            "env-{}",
-            self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        self.socket
-            .send_json(&json!({
-                "envelope_id": id, "type": "slash_commands", "accepts_response_payload": true,
-                "payload": {
-                    "team_id": "T0FAKE", "channel_id": channel, "user_id": "U1",
-                    "command": "/bitbucket", "text": text,
-                    "response_url": self.slack.response_url("r"), "trigger_id": "t"
-                }
-            }))
-            .await;
-        let ack = self.socket.next_ack().await;
-        if ack.get("payload").is_some() {
-            return section_text(&ack["payload"]);
+        let payload = self.0.command(TEAM, channel, "U1", text).await;
+        if !payload.is_null() {
+            return section_text(&payload);
         }
         // Over the reply budget: the reply went to response_url.
         let calls = self.slack.wait_for_calls("/response/r", 1).await;
@@ -123,8 +70,7 @@ impl Daemon {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.running.wait().await.expect("clean stop");
+        self.0.stop().await;
     }
 }
 
@@ -148,11 +94,11 @@ async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
 
     // The first poll records a baseline; only what happens after it is news. A second
     // poll starts only once the first is committed.
-    daemon.bitbucket.wait_for(Endpoint::Branches, 2).await;
+    daemon.bitbucket().wait_for(Endpoint::Branches, 2).await;
     daemon
-        .bitbucket
+        .bitbucket()
         .push("acme/api", "feature/retries", &["Retry with backoff"]);
-    let pr = daemon.bitbucket.open_pull_request(
+    let pr = daemon.bitbucket().open_pull_request(
         "acme/api",
         "feature/retries",
         "Add <retries> & backoff",
@@ -177,7 +123,7 @@ async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
         workspace_posts[0]
     );
 
-    daemon.bitbucket.approve("acme/api", pr, "grace");
+    daemon.bitbucket().approve("acme/api", pr, "grace");
     let posts = daemon.posts_in("C1", 2).await;
     assert!(section_text(&posts[1]).contains("approved"), "{}", posts[1]);
     assert!(
@@ -187,7 +133,7 @@ async fn a_pull_request_is_posted_once_then_threaded_then_merged() {
     );
     let parent_ts = posts[1]["thread_ts"].as_str().expect("ts").to_string();
 
-    daemon.bitbucket.merge("acme/api", pr, "ada");
+    daemon.bitbucket().merge("acme/api", pr, "ada");
     let posts = daemon.posts_in("C1", 3).await;
     assert!(section_text(&posts[2]).contains("merged"), "{}", posts[2]);
     assert_eq!(posts[2]["thread_ts"], parent_ts.as_str());

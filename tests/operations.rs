@@ -9,17 +9,16 @@ use std::path::Path;
 use serde_json::{Value, json};
 use support::daemon::{Daemon, run_to_end, write_config};
 use support::fake_slack::{FakeSlack, FakeSocket};
+use support::harness::{Settings, TEAM, envelope, slash_command};
 
 const APP_TOKEN: &str = "xapp-1-A0FAKE-ops-app-secret";
 const BOT_TOKEN: &str = "xoxb-0000-ops-bot-secret";
 
 fn config_text(fake: &FakeSlack, storage: &Path) -> String {
-    format!(
-        "[slack]\napp_token = \"{APP_TOKEN}\"\nbot_token = \"{BOT_TOKEN}\"\napi_url = \"{}\"\n\
-         socket_connections = 1\n[storage]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
-        fake.api_url(),
-        storage.display()
-    )
+    Settings::base(fake, storage)
+        .set("slack.app_token", APP_TOKEN)
+        .set("slack.bot_token", BOT_TOKEN)
+        .toml()
 }
 
 async fn cli(config: &str, args: &[&str]) -> (i32, String, String) {
@@ -43,16 +42,12 @@ async fn stop(mut daemon: Daemon) {
 }
 
 fn help_command(envelope_id: &str, fake: &FakeSlack) -> Value {
-    json!({
-        "envelope_id": envelope_id,
-        "type": "slash_commands",
-        "accepts_response_payload": true,
-        "payload": {
-            "team_id": "T0FAKE", "channel_id": "C1", "user_id": "U1",
-            "command": "/bitbucket", "text": "help",
-            "response_url": fake.response_url("r"), "trigger_id": "t"
-        }
-    })
+    envelope(
+        envelope_id,
+        "slash_commands",
+        true,
+        slash_command(TEAM, "C1", "U1", "help", fake),
+    )
 }
 
 #[tokio::test]

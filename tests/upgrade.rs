@@ -4,13 +4,10 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use bitbucket_slack::app;
 use bitbucket_slack::clock::{Clock, ManualClock};
-use bitbucket_slack::config::Config;
 use bitbucket_slack::message::Message;
 use bitbucket_slack::notify::Notification;
 use bitbucket_slack::store::{NewDelivery, Store};
@@ -19,97 +16,47 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use support::blocks::message_text;
 use support::daemon::browse;
-use support::fake_slack::{FakeSlack, FakeSocket, FakeWorkspace, OAuthApproval, RecordedCall};
-use tokio_util::sync::CancellationToken;
+use support::fake_slack::{FakeSlack, FakeWorkspace, OAuthApproval, RecordedCall};
+use support::harness::{Harness, HarnessBuilder, PUBLIC_URL, Settings, T0};
 
 const APP_TOKEN: &str = "xapp-1-A0FAKE-upgrade-app-secret";
-const CLIENT_ID: &str = "4242424242.5151515151515";
-const CLIENT_SECRET: &str = "client-secret-do-not-log";
-const PUBLIC_URL: &str = "http://bitbucket-slack.intranet.example";
-const T0: i64 = 1_800_000_000;
 
 fn at(days: i64) -> Timestamp {
     Timestamp::from_second(T0 + days * 86_400).expect("valid")
 }
 
-struct Harness {
-    fake: Arc<FakeSlack>,
-    clock: ManualClock,
-    http: String,
-    socket: FakeSocket,
-    shutdown: CancellationToken,
-    running: app::Running,
-    data: PathBuf,
-}
+struct Daemon(Harness);
 
-fn config(fake: &FakeSlack, data: &Path, extra: &[(&str, String)]) -> Config {
-    let mut env: HashMap<String, String> = [
-        ("SLACK__APP_TOKEN", APP_TOKEN.to_string()),
-        ("SLACK__API_URL", fake.api_url()),
-        ("SLACK__SOCKET_CONNECTIONS", "1".into()),
-        ("SLACK__CLIENT_ID", CLIENT_ID.into()),
-        ("SLACK__CLIENT_SECRET", CLIENT_SECRET.into()),
-        ("SLACK__OAUTH_AUTHORIZE_URL", fake.oauth_authorize_url()),
-        ("STORAGE__PATH", data.display().to_string()),
-        ("HTTP__LISTEN", "127.0.0.1:0".into()),
-        ("HTTP__PUBLIC_URL", format!("{PUBLIC_URL}/")),
-    ]
-    .into_iter()
-    .map(|(key, value)| (format!("BITBUCKET_SLACK__{key}"), value))
-    .collect();
-    for (key, value) in extra {
-        env.insert(format!("BITBUCKET_SLACK__{key}"), value.clone());
-    }
-    Config::load(None, &env).expect("valid config")
-}
-
-/// Starts the daemon on `data`; a previous daemon's tasks may still be letting go of the
-/// store, so a locked store is tried again after they ran.
-async fn start_on(
-    fake: Arc<FakeSlack>,
-    clock: ManualClock,
-    data: PathBuf,
-    extra: &[(&str, String)],
-) -> Harness {
-    let shutdown = CancellationToken::new();
-    let mut attempts = 0;
-    let running = loop {
-        let config = config(&fake, &data, extra);
-        match app::start(config, Arc::new(clock.clone()), shutdown.clone()).await {
-            Ok(running) => break running,
-            Err(error) if attempts < 1000 && error.to_string().contains("in use") => {
-                attempts += 1;
-                tokio::task::yield_now().await;
-            }
-            Err(error) => panic!("the daemon does not start: {error:#}"),
-        }
-    };
-    let http = format!("http://{}", running.http_address);
-    let socket = fake.accept().await;
-    Harness {
-        fake,
-        clock,
-        http,
-        socket,
-        shutdown,
-        running,
-        data,
+impl std::ops::Deref for Daemon {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
     }
 }
 
-fn campaign_dates() -> Vec<(&'static str, String)> {
-    vec![
-        ("UPGRADE__AVAILABLE_AT", at(14).to_string()),
-        ("UPGRADE__DEADLINE", at(21).to_string()),
-    ]
+/// The daemon with the app's OAuth client on `fake`, its clock at day `day`.
+fn on(fake: &Arc<FakeSlack>, day: i64) -> HarnessBuilder {
+    Harness::builder()
+        .slack(fake.clone())
+        .slack_oauth()
+        .clock(ManualClock::new(at(day)))
 }
 
-impl Harness {
-    /// Stops the daemon; returns what a restart needs.
-    async fn stop(self) -> (Arc<FakeSlack>, ManualClock, PathBuf) {
-        self.shutdown.cancel();
-        self.running.wait().await.expect("clean stop");
-        (self.fake, self.clock, self.data)
+/// [`on`] with the campaign's dates: available on day 14, the deadline on day 21.
+fn campaign_on(fake: &Arc<FakeSlack>, day: i64) -> HarnessBuilder {
+    on(fake, day)
+        .set("upgrade.available_at", at(14).to_string())
+        .set("upgrade.deadline", at(21).to_string())
+}
+
+async fn start(builder: HarnessBuilder) -> Daemon {
+    Daemon(builder.start().await)
+}
+
+impl Daemon {
+    /// Stops the daemon; returns what starts it again.
+    async fn stop(self) -> HarnessBuilder {
+        self.0.stop().await
     }
 
     async fn advance_days(&self, days: i64) {
@@ -135,78 +82,66 @@ impl Harness {
             .await;
     }
 
+    /// `team` upgrades: its admin goes through `/slack/install?team=` and Slack's consent
+    /// grants every scope to the new `token`.
+    async fn upgrade(&self, team: &str, token: &str, installer: &str) {
+        let scopes = required_scopes().join(",");
+        let start = format!("{PUBLIC_URL}/slack/install?team={team}");
+        self.oauth(approval(team, token, &scopes, installer), &start)
+            .await;
+    }
+
     /// Goes through `/slack/install` (bound to `team` when given) and Slack's consent.
     async fn oauth(&self, approval: OAuthApproval, start: &str) -> u16 {
-        let install = browse(&start.replace(PUBLIC_URL, &self.http)).await;
+        let install = browse(&self.local(start)).await;
         assert_eq!(install.status, 302, "{}", install.body);
-        self.fake.approve_next(approval);
+        self.slack.approve_next(approval);
         let slack = browse(&install.location.expect("a redirect to Slack")).await;
-        let callback = slack
-            .location
-            .expect("Slack redirects back")
-            .replace(PUBLIC_URL, &self.http);
+        let callback = slack.location.expect("Slack redirects back");
+        let callback = self.local(&callback);
         let page = browse(&callback).await;
         assert_eq!(page.status, 200, "{}", page.body);
         page.status
     }
 
     async fn command(&self, team: &str, user: &str, text: &str) -> String {
-        let id = format!("env-{team}-{user}-{text}-{}", next_id());
-        self.socket
-            .send_json(&json!({
-                "envelope_id": id,
-                "type": "slash_commands",
-                "accepts_response_payload": true,
-                "payload": {
-                    "team_id": team, "channel_id": "C1", "user_id": user,
-                    "command": "/bitbucket", "text": text,
-                    "response_url": self.fake.response_url("cmd"), "trigger_id": "t"
-                }
-            }))
-            .await;
-        let ack = self.socket.next_ack().await;
-        assert_eq!(ack["envelope_id"], id.as_str());
-        message_text(&ack["payload"])
+        message_text(&self.0.command(team, "C1", user, text).await)
     }
 
     /// Clicks a button of a DM, shaped like Slack's block_actions payload.
     async fn click(&self, team: &str, user: &str, action_id: &str, response: &str) {
-        let id = format!("env-click-{}", next_id());
-        self.socket
-            .send_json(&json!({
-                "envelope_id": id,
-                "type": "interactive",
-                "accepts_response_payload": false,
-                "payload": {
-                    "type": "block_actions",
-                    "user": {"id": user, "username": "someone", "team_id": team},
-                    "api_app_id": "A0FAKE",
-                    "container": {"type": "message", "message_ts": "1700000000.000100",
-                                  "channel_id": "D1", "is_ephemeral": false},
-                    "trigger_id": "111.222.xxx",
-                    "team": {"id": team, "domain": "acme"},
-                    "channel": {"id": "D1", "name": "directmessage"},
-                    "response_url": self.fake.response_url(response),
-                    "actions": [{
-                        "action_id": action_id, "block_id": "b",
-                        "text": {"type": "plain_text", "text": "Update permissions"},
-                        "type": "button", "action_ts": "1605853645.582706"
-                    }]
-                }
-            }))
-            .await;
-        assert_eq!(self.socket.next_ack().await["envelope_id"], id.as_str());
+        self.envelope(
+            "interactive",
+            false,
+            json!({
+                "type": "block_actions",
+                "user": {"id": user, "username": "someone", "team_id": team},
+                "api_app_id": "A0FAKE",
+                "container": {"type": "message", "message_ts": "1700000000.000100",
+                              "channel_id": "D1", "is_ephemeral": false},
+                "trigger_id": "111.222.xxx",
+                "team": {"id": team, "domain": "acme"},
+                "channel": {"id": "D1", "name": "directmessage"},
+                "response_url": self.slack.response_url(response),
+                "actions": [{
+                    "action_id": action_id, "block_id": "b",
+                    "text": {"type": "plain_text", "text": "Update permissions"},
+                    "type": "button", "action_ts": "1605853645.582706"
+                }]
+            }),
+        )
+        .await;
     }
 
     /// The campaign DMs so far (chat.postMessage to a user id), in order.
     fn dms(&self) -> Vec<Value> {
-        dms(&self.fake.calls_to("chat.postMessage"))
+        dms(&self.slack.calls_to("chat.postMessage"))
     }
 
     async fn wait_for_dms(&self, count: usize) -> Vec<Value> {
-        let all = self.fake.calls_to("chat.postMessage").len();
+        let all = self.slack.calls_to("chat.postMessage").len();
         let missing = count.saturating_sub(self.dms().len());
-        self.fake
+        self.slack
             .wait_for_calls("chat.postMessage", all + missing)
             .await;
         let dms = self.dms();
@@ -223,12 +158,6 @@ fn dms(calls: &[RecordedCall]) -> Vec<Value> {
         .collect()
 }
 
-fn next_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
 fn outdated_scopes() -> String {
     required_scopes()
         .into_iter()
@@ -237,11 +166,9 @@ fn outdated_scopes() -> String {
         .join(",")
 }
 
-/// A fake Slack that knows the app's OAuth client.
+/// A fake Slack for [`on`] (which teaches it the app's OAuth client).
 async fn oauth_fake() -> Arc<FakeSlack> {
-    let fake = Arc::new(FakeSlack::start().await);
-    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
-    fake
+    Arc::new(FakeSlack::start().await)
 }
 
 fn approval(team: &str, token: &str, scopes: &str, installer: &str) -> OAuthApproval {
@@ -281,15 +208,7 @@ async fn open_store(data: &Path) -> Store {
 async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     let fake = oauth_fake().await;
     fake.set_members("T1", &[("UADMIN2", true), ("UPLAIN", false)]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(at(0));
-    let harness = start_on(
-        fake.clone(),
-        clock,
-        dir.path().join("data"),
-        &campaign_dates(),
-    )
-    .await;
+    let harness = start(campaign_on(&fake, 0)).await;
 
     // Installed with the old scopes 14 days before availability: both admins (the
     // workspace admin from users.list and the installer) get the announcement.
@@ -341,26 +260,17 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
 
     // Notifications arrive for the held workspace (written while it is stopped), and the
     // restart in the Overdue phase sends nothing again.
-    let (fake, clock, data) = harness.stop().await;
-    {
-        let store = open_store(&data).await;
-        store
-            .deliveries
-            .enqueue(
-                vec![
-                    held("T1", "C1", "PR #1 opened"),
-                    held("T1", "C1", "PR #2 merged"),
-                    held("T1", "C2", "Pipeline failed"),
-                ],
-                clock.now(),
-            )
-            .await
-            .expect("enqueue");
-    }
-    let harness = start_on(fake, clock, data, &campaign_dates()).await;
-    harness.settle().await;
+    let harness = restart_with(
+        harness,
+        vec![
+            held("T1", "C1", "PR #1 opened"),
+            held("T1", "C1", "PR #2 merged"),
+            held("T1", "C2", "Pipeline failed"),
+        ],
+    )
+    .await;
     // The delivery loop keeps them in the outbox: held, not attempted, not posted.
-    let socket = harness.data.join("admin.sock");
+    let socket = harness.data().join("admin.sock");
     let mut rows = Vec::new();
     for _ in 0..10_000 {
         let answer = admin_request(&socket, r#"{"command":"outbox","dead":false}"#).await;
@@ -387,7 +297,7 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     harness
         .click("T1", "UPLAIN", "upgrade_update_permissions", "plain")
         .await;
-    let answer = harness.fake.wait_for_calls("/response/plain", 1).await;
+    let answer = harness.slack.wait_for_calls("/response/plain", 1).await;
     let text = message_text(&answer[0].json());
     assert!(text.contains("Only workspace admins"), "{text}");
     assert!(text.contains("<@UADMIN2>"), "{text}");
@@ -396,14 +306,14 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     harness
         .click("T1", "UADMIN2", "upgrade_update_permissions", "admin")
         .await;
-    let answer = harness.fake.wait_for_calls("/response/admin", 1).await;
+    let answer = harness.slack.wait_for_calls("/response/admin", 1).await;
     let body = answer[0].json();
     let text = message_text(&body);
     assert!(text.contains("`links:write`"), "{text}");
     let allow = format!("{PUBLIC_URL}/slack/install?team=T1");
     assert!(body.to_string().contains(&allow), "{body}");
     assert!(
-        harness.fake.calls_to("chat.postMessage").len() == 8,
+        harness.slack.calls_to("chat.postMessage").len() == 8,
         "nothing posted while held, nothing resent by the restart"
     );
 
@@ -415,7 +325,7 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
         )
         .await;
     // Every campaign message is edited to say the app is up to date.
-    let updates = harness.fake.wait_for_calls("chat.update", 8).await;
+    let updates = harness.slack.wait_for_calls("chat.update", 8).await;
     assert!(
         updates
             .iter()
@@ -428,7 +338,7 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
         "edited in the DM channels Slack answered, not at the user ids"
     );
     // One digest per channel.
-    let posts = harness.fake.wait_for_calls("chat.postMessage", 10).await;
+    let posts = harness.slack.wait_for_calls("chat.postMessage", 10).await;
     let mut digests: Vec<(String, String)> = posts
         .iter()
         .map(RecordedCall::json)
@@ -458,23 +368,15 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     harness.advance_days(3).await;
     harness.settle().await;
     assert_eq!(harness.dms().len(), 8, "no reminder after the upgrade");
-    assert_eq!(harness.fake.calls_to("chat.update").len(), 8);
+    assert_eq!(harness.slack.calls_to("chat.update").len(), 8);
     harness.stop().await;
 }
 
 #[tokio::test]
 async fn two_workspaces_in_different_phases_at_once() {
     let fake = oauth_fake().await;
-    let dir = tempfile::tempdir().expect("tempdir");
     // The deadline has passed already.
-    let clock = ManualClock::new(at(22));
-    let harness = start_on(
-        fake.clone(),
-        clock,
-        dir.path().join("data"),
-        &campaign_dates(),
-    )
-    .await;
+    let harness = start(campaign_on(&fake, 22)).await;
     harness
         .install("T1", "xoxb-t1", &outdated_scopes(), "U1ADMIN")
         .await;
@@ -500,7 +402,7 @@ async fn two_workspaces_in_different_phases_at_once() {
     // `upgrade-status` through the running daemon's admin socket.
     harness.settle().await;
     let answer = admin_request(
-        &harness.data.join("admin.sock"),
+        &harness.data().join("admin.sock"),
         r#"{"command":"upgrade_status"}"#,
     )
     .await;
@@ -542,9 +444,23 @@ async fn admin_request(socket: &Path, request: &str) -> Value {
 
 /// Stops and starts the daemon on the same store and clock, then waits for the driver's
 /// first pass: whatever a restart would resend has been sent by then.
-async fn restart(harness: Harness) -> Harness {
-    let (fake, clock, data) = harness.stop().await;
-    let harness = start_on(fake, clock, data, &campaign_dates()).await;
+async fn restart(harness: Daemon) -> Daemon {
+    restart_with(harness, Vec::new()).await
+}
+
+/// [`restart`], writing `held` into the outbox while the daemon is stopped, as its
+/// router would have.
+async fn restart_with(harness: Daemon, held: Vec<NewDelivery>) -> Daemon {
+    let stopped = harness.stop().await;
+    if !held.is_empty() {
+        let store = open_store(&stopped.data()).await;
+        store
+            .deliveries
+            .enqueue(held, stopped.manual_clock().now())
+            .await
+            .expect("enqueue");
+    }
+    let harness = start(stopped).await;
     harness.settle().await;
     harness
 }
@@ -552,9 +468,7 @@ async fn restart(harness: Harness) -> Harness {
 #[tokio::test]
 async fn a_restart_in_every_phase_sends_nothing_twice() {
     let fake = oauth_fake().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(at(0));
-    let mut harness = start_on(fake, clock, dir.path().join("data"), &campaign_dates()).await;
+    let mut harness = start(campaign_on(&fake, 0)).await;
     harness
         .install("T1", "xoxb-t1-old", &outdated_scopes(), "U0INSTALLER")
         .await;
@@ -588,38 +502,27 @@ async fn a_restart_in_every_phase_sends_nothing_twice() {
     }
 
     // Upgraded: every DM edited once, and a restart edits and sends nothing more.
-    harness
-        .oauth(
-            approval(
-                "T1",
-                "xoxb-t1-new",
-                &required_scopes().join(","),
-                "U0INSTALLER",
-            ),
-            &format!("{PUBLIC_URL}/slack/install?team=T1"),
-        )
-        .await;
+    harness.upgrade("T1", "xoxb-t1-new", "U0INSTALLER").await;
     harness.settle().await;
-    assert_eq!(harness.fake.calls_to("chat.update").len(), told.len());
+    assert_eq!(harness.slack.calls_to("chat.update").len(), told.len());
     harness = restart(harness).await;
     harness.advance_days(5).await;
     harness.settle().await;
     assert_eq!(harness.dms().len(), told.len());
-    assert_eq!(harness.fake.calls_to("chat.update").len(), told.len());
+    assert_eq!(harness.slack.calls_to("chat.update").len(), told.len());
     harness.stop().await;
 }
 
 #[tokio::test]
 async fn a_refused_login_nudges_the_admins_at_most_once_per_interval() {
     let fake = oauth_fake().await;
-    let dir = tempfile::tempdir().expect("tempdir");
     // No dates: available at once, no deadline. This install also lacks
     // chat:write.public, which subscribing channels needs.
     let scopes: Vec<&str> = required_scopes()
         .into_iter()
         .filter(|scope| *scope != "chat:write.public")
         .collect();
-    let harness = start_on(fake, ManualClock::new(at(0)), dir.path().join("data"), &[]).await;
+    let harness = start(on(&fake, 0)).await;
     harness
         .install("T1", "xoxb-t1", &scopes.join(","), "U0INSTALLER")
         .await;
@@ -675,16 +578,10 @@ async fn a_configured_token_is_updated_by_reinstalling_and_check_again() {
         FakeWorkspace::new("T1", "Acme", &outdated_scopes()),
     );
     fake.set_members("T1", &[("UOWNER", true), ("UPLAIN", false)]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let extra = [
-        ("SLACK__BOT_TOKEN", BOT_TOKEN.to_string()),
-        ("UPGRADE__ADMINS", "U0OPS".to_string()),
-    ];
-    let harness = start_on(
-        fake.clone(),
-        ManualClock::new(at(0)),
-        dir.path().join("data"),
-        &extra,
+    let harness = start(
+        on(&fake, 0)
+            .bot_token(BOT_TOKEN)
+            .set("upgrade.admins", "U0OPS"),
     )
     .await;
     harness.settle().await;
@@ -701,7 +598,7 @@ async fn a_configured_token_is_updated_by_reinstalling_and_check_again() {
     harness
         .click("T1", "UOWNER", "upgrade_update_permissions", "update")
         .await;
-    let answer = harness.fake.wait_for_calls("/response/update", 1).await;
+    let answer = harness.slack.wait_for_calls("/response/update", 1).await;
     let body = answer[0].json();
     assert!(
         message_text(&body).contains("Reinstall to Workspace"),
@@ -714,7 +611,7 @@ async fn a_configured_token_is_updated_by_reinstalling_and_check_again() {
     harness
         .click("T1", "UOWNER", "upgrade_check_again", "early")
         .await;
-    let answer = harness.fake.wait_for_calls("/response/early", 1).await;
+    let answer = harness.slack.wait_for_calls("/response/early", 1).await;
     let text = message_text(&answer[0].json());
     assert!(
         text.contains("Still missing: `links:read`, `links:write`"),
@@ -729,11 +626,11 @@ async fn a_configured_token_is_updated_by_reinstalling_and_check_again() {
     harness
         .click("T1", "UOWNER", "upgrade_check_again", "done")
         .await;
-    let answer = harness.fake.wait_for_calls("/response/done", 1).await;
+    let answer = harness.slack.wait_for_calls("/response/done", 1).await;
     let text = message_text(&answer[0].json());
     assert!(text.contains("up to date"), "{text}");
     harness.settle().await;
-    let updates = harness.fake.calls_to("chat.update");
+    let updates = harness.slack.calls_to("chat.update");
     assert_eq!(updates.len(), 2, "both DMs marked done");
     let login = harness.command("T1", "UNEW", "login").await;
     assert!(!login.contains("needs to update"), "{login}");
@@ -747,14 +644,7 @@ async fn a_configured_token_is_updated_by_reinstalling_and_check_again() {
 async fn admins_are_looked_up_again_before_each_reminder() {
     let fake = oauth_fake().await;
     fake.set_members("T1", &[("UADMIN2", true)]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let harness = start_on(
-        fake.clone(),
-        ManualClock::new(at(0)),
-        dir.path().join("data"),
-        &[],
-    )
-    .await;
+    let harness = start(on(&fake, 0)).await;
     harness
         .install("T1", "xoxb-t1", &outdated_scopes(), "U0INSTALLER")
         .await;
@@ -810,13 +700,11 @@ async fn a_kill_9_after_a_campaign_dm_sends_nothing_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(
         dir.path(),
-        &format!(
-            "[slack]\napp_token = \"{APP_TOKEN}\"\nbot_token = \"{BOT_TOKEN}\"\n\
-             api_url = \"{}\"\nsocket_connections = 1\n[storage]\npath = \"{}\"\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n[upgrade]\nadmins = \"U0OPS\"\n",
-            fake.api_url(),
-            dir.path().join("data").display()
-        ),
+        &Settings::base(&fake, &dir.path().join("data"))
+            .set("slack.app_token", APP_TOKEN)
+            .set("slack.bot_token", BOT_TOKEN)
+            .set("upgrade.admins", "U0OPS")
+            .toml(),
     );
     let mut daemon = Daemon::spawn(&["run", "--config", &config], &[]);
     let _socket = fake.accept().await;
@@ -845,14 +733,7 @@ async fn a_kill_9_after_a_campaign_dm_sends_nothing_twice() {
 #[tokio::test]
 async fn a_rate_limited_campaign_dm_is_sent_after_retry_after() {
     let fake = oauth_fake().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let harness = start_on(
-        fake.clone(),
-        ManualClock::new(at(0)),
-        dir.path().join("data"),
-        &[],
-    )
-    .await;
+    let harness = start(on(&fake, 0)).await;
     fake.rate_limit_posts(1, 0);
     harness
         .install("T1", "xoxb-t1", &outdated_scopes(), "U0INSTALLER")
@@ -863,33 +744,16 @@ async fn a_rate_limited_campaign_dm_is_sent_after_retry_after() {
     assert_eq!(dms.len(), 2, "{:#?}", harness.dm_texts());
     assert_eq!(dms[0], dms[1]);
     // The retry's ts was recorded: the upgrade edits the message.
-    harness
-        .oauth(
-            approval(
-                "T1",
-                "xoxb-t1-new",
-                &required_scopes().join(","),
-                "U0INSTALLER",
-            ),
-            &format!("{PUBLIC_URL}/slack/install?team=T1"),
-        )
-        .await;
+    harness.upgrade("T1", "xoxb-t1-new", "U0INSTALLER").await;
     harness.settle().await;
-    assert_eq!(harness.fake.calls_to("chat.update").len(), 1);
+    assert_eq!(harness.slack.calls_to("chat.update").len(), 1);
     harness.stop().await;
 }
 
 #[tokio::test]
 async fn one_workspace_upgrading_releases_only_its_own_held_notifications() {
     let fake = oauth_fake().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let harness = start_on(
-        fake,
-        ManualClock::new(at(22)),
-        dir.path().join("data"),
-        &campaign_dates(),
-    )
-    .await;
+    let harness = start(campaign_on(&fake, 22)).await;
     for (team, admin) in [("T1", "U1ADMIN"), ("T2", "U2ADMIN")] {
         harness
             .install(team, &format!("xoxb-{team}"), &outdated_scopes(), admin)
@@ -898,34 +762,20 @@ async fn one_workspace_upgrading_releases_only_its_own_held_notifications() {
     harness.settle().await;
     assert_eq!(harness.dms().len(), 2, "{:#?}", harness.dm_texts());
 
-    let (fake, clock, data) = harness.stop().await;
-    {
-        let store = open_store(&data).await;
-        store
-            .deliveries
-            .enqueue(
-                vec![
-                    held("T1", "C1", "T1 pull request"),
-                    held("T2", "C2", "T2 pull request"),
-                    held("T2", "C2", "T2 pipeline"),
-                ],
-                clock.now(),
-            )
-            .await
-            .expect("enqueue");
-    }
-    let harness = start_on(fake, clock, data, &campaign_dates()).await;
-    harness.settle().await;
+    let harness = restart_with(
+        harness,
+        vec![
+            held("T1", "C1", "T1 pull request"),
+            held("T2", "C2", "T2 pull request"),
+            held("T2", "C2", "T2 pipeline"),
+        ],
+    )
+    .await;
 
     // T2 upgrades: its two notifications arrive as one digest, its admin's DM is edited.
-    harness
-        .oauth(
-            approval("T2", "xoxb-T2-new", &required_scopes().join(","), "U2ADMIN"),
-            &format!("{PUBLIC_URL}/slack/install?team=T2"),
-        )
-        .await;
+    harness.upgrade("T2", "xoxb-T2-new", "U2ADMIN").await;
     harness.settle().await;
-    let posts = harness.fake.wait_for_calls("chat.postMessage", 3).await;
+    let posts = harness.slack.wait_for_calls("chat.postMessage", 3).await;
     let channel_posts: Vec<Value> = posts
         .iter()
         .map(RecordedCall::json)
@@ -934,7 +784,7 @@ async fn one_workspace_upgrading_releases_only_its_own_held_notifications() {
     assert_eq!(channel_posts.len(), 1, "{channel_posts:#?}");
     assert_eq!(channel_posts[0]["channel"], "C2");
     assert!(message_text(&channel_posts[0]).contains("2 notifications were held"));
-    let updates = harness.fake.calls_to("chat.update");
+    let updates = harness.slack.calls_to("chat.update");
     assert_eq!(updates.len(), 1);
     assert_eq!(
         updates[0].json()["channel"],
@@ -948,7 +798,7 @@ async fn one_workspace_upgrading_releases_only_its_own_held_notifications() {
     let served = harness.command("T2", "UX", "subscriptions").await;
     assert!(!served.contains("is paused"), "{served}");
     let answer = admin_request(
-        &harness.data.join("admin.sock"),
+        &harness.data().join("admin.sock"),
         r#"{"command":"upgrade_status"}"#,
     )
     .await;

@@ -5,83 +5,32 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use bitbucket_slack::app;
-use bitbucket_slack::clock::ManualClock;
-use bitbucket_slack::config::Config;
 use bitbucket_slack::upgrade::required_scopes;
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use serde_json::{Value, json};
 use support::blocks::section_text;
 use support::daemon::{Page, browse};
-use support::fake_slack::{FakeSlack, FakeSocket, FakeWorkspace, OAuthApproval};
-use tokio_util::sync::CancellationToken;
+use support::fake_slack::{FakeWorkspace, OAuthApproval};
+use support::harness::{CLIENT_ID, CLIENT_SECRET, Harness, HarnessBuilder};
 
-const APP_TOKEN: &str = "xapp-1-A0FAKE-workspaces-app-secret";
-const CLIENT_ID: &str = "4242424242.5151515151515";
-const CLIENT_SECRET: &str = "client-secret-do-not-log";
+/// The daemon with the app's OAuth client, so workspaces install through the browser.
+struct Daemon(Harness);
 
-struct Harness {
-    fake: FakeSlack,
-    clock: ManualClock,
-    http: String,
-    socket: FakeSocket,
-    shutdown: CancellationToken,
-    running: app::Running,
-    _dir: tempfile::TempDir,
-}
-
-async fn start(extra: &[(&str, &str)]) -> Harness {
-    let fake = FakeSlack::start().await;
-    fake.set_oauth_client(CLIENT_ID, CLIENT_SECRET);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut env: HashMap<String, String> = [
-        ("SLACK__APP_TOKEN", APP_TOKEN.to_string()),
-        ("SLACK__API_URL", fake.api_url()),
-        ("SLACK__SOCKET_CONNECTIONS", "1".into()),
-        ("SLACK__CLIENT_ID", CLIENT_ID.into()),
-        ("SLACK__CLIENT_SECRET", CLIENT_SECRET.into()),
-        ("SLACK__OAUTH_AUTHORIZE_URL", fake.oauth_authorize_url()),
-        (
-            "STORAGE__PATH",
-            dir.path().join("data").display().to_string(),
-        ),
-        ("HTTP__LISTEN", "127.0.0.1:0".into()),
-        (
-            "HTTP__PUBLIC_URL",
-            "http://bitbucket-slack.intranet.example/".into(),
-        ),
-    ]
-    .into_iter()
-    .map(|(key, value)| (format!("BITBUCKET_SLACK__{key}"), value))
-    .collect();
-    for (key, value) in extra {
-        env.insert(format!("BITBUCKET_SLACK__{key}"), value.to_string());
-    }
-    let config = Config::load(None, &env).expect("valid config");
-    let clock = ManualClock::new(Timestamp::from_second(1_800_000_000).expect("valid"));
-    let shutdown = CancellationToken::new();
-    let running = app::start(config, Arc::new(clock.clone()), shutdown.clone())
-        .await
-        .expect("the daemon starts");
-    let http = format!("http://{}", running.http_address);
-    let socket = fake.accept().await;
-    Harness {
-        fake,
-        clock,
-        http,
-        socket,
-        shutdown,
-        running,
-        _dir: dir,
+impl std::ops::Deref for Daemon {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
     }
 }
 
-impl Harness {
+async fn start(builder: HarnessBuilder) -> Daemon {
+    Daemon(builder.slack_oauth().start().await)
+}
+
+impl Daemon {
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.running.wait().await.expect("clean stop");
+        self.0.stop().await;
     }
 
     /// The callback URL the browser lands on after Slack's consent screen.
@@ -94,17 +43,17 @@ impl Harness {
         assert_eq!(install.status, 302, "{}", install.body);
         let authorize = install.location.expect("a redirect to Slack");
         assert!(
-            authorize.starts_with(&self.fake.oauth_authorize_url()),
+            authorize.starts_with(&self.slack.oauth_authorize_url()),
             "{authorize}"
         );
         if let Some(approval) = approval {
-            self.fake.approve_next(approval);
+            self.slack.approve_next(approval);
         }
         let slack = browse(&authorize).await;
         assert_eq!(slack.status, 302, "{}", slack.body);
         let callback = slack.location.expect("Slack redirects back");
         // The redirect goes to public_url; the test's "browser" reaches it on the bound port.
-        callback.replace("http://bitbucket-slack.intranet.example", &self.http)
+        self.local(&callback)
     }
 
     async fn install(&self, approval: OAuthApproval) -> Page {
@@ -113,43 +62,25 @@ impl Harness {
     }
 
     async fn command(&self, team: &str, text: &str) -> String {
-        let id = format!("env-{team}-{text}-{}", rand_suffix());
-        self.socket
-            .send_json(&json!({
-                "envelope_id": id,
-                "type": "slash_commands",
-                "accepts_response_payload": true,
-                "payload": {
-                    "team_id": team, "channel_id": "C1", "user_id": "U1",
-                    "command": "/bitbucket", "text": text,
-                    "response_url": self.fake.response_url("r"), "trigger_id": "t"
-                }
-            }))
-            .await;
-        let ack = self.socket.next_ack().await;
-        assert_eq!(ack["envelope_id"], id.as_str());
-        section_text(&ack["payload"])
+        section_text(&self.0.command(team, "C1", "U1", text).await)
     }
 
     async fn event(&self, team: &str, event: Value) {
-        let id = format!("env-event-{}", rand_suffix());
-        self.socket
-            .send_json(&json!({
-                "envelope_id": id,
-                "type": "events_api",
-                "accepts_response_payload": false,
-                "payload": {
-                    "team_id": team, "api_app_id": "A0FAKE", "type": "event_callback",
-                    "event_id": format!("Ev{id}"), "event_time": 1_800_000_000,
-                    "event": event
-                }
-            }))
-            .await;
-        assert_eq!(self.socket.next_ack().await["envelope_id"], id.as_str());
+        let id = format!("Ev{}", event_id());
+        self.envelope(
+            "events_api",
+            false,
+            json!({
+                "team_id": team, "api_app_id": "A0FAKE", "type": "event_callback",
+                "event_id": id, "event_time": 1_800_000_000,
+                "event": event
+            }),
+        )
+        .await;
     }
 }
 
-fn rand_suffix() -> u64 {
+fn event_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
@@ -170,7 +101,7 @@ fn approval(team: &str, name: &str, token: &str, scopes: &str) -> OAuthApproval 
 
 /// Eventually-consistent reads are not needed: events are handled after their ack, so
 /// wait until a command sees the effect.
-async fn wait_until_not_installed(harness: &Harness, team: &str) {
+async fn wait_until_not_installed(harness: &Daemon, team: &str) {
     for _ in 0..200 {
         if harness
             .command(team, "status")
@@ -186,7 +117,7 @@ async fn wait_until_not_installed(harness: &Harness, team: &str) {
 
 #[tokio::test]
 async fn install_redirects_to_slack_with_client_scopes_and_state() {
-    let harness = start(&[]).await;
+    let harness = start(Harness::builder()).await;
     let page = browse(&format!("{}/slack/install", harness.http)).await;
     assert_eq!(page.status, 302);
     let location = url::Url::parse(&page.location.expect("location")).expect("url");
@@ -203,7 +134,7 @@ async fn install_redirects_to_slack_with_client_scopes_and_state() {
 
 #[tokio::test]
 async fn oauth_install_then_reinstall_updates_in_place() {
-    let harness = start(&[]).await;
+    let harness = start(Harness::builder()).await;
     assert!(
         harness
             .command("T1", "help")
@@ -227,7 +158,7 @@ async fn oauth_install_then_reinstall_updates_in_place() {
     );
     assert!(page.body.contains("Acme"), "{}", page.body);
     assert!(page.body.contains("Still missing"), "{}", page.body);
-    let exchange = harness.fake.calls_to("oauth.v2.access");
+    let exchange = harness.slack.calls_to("oauth.v2.access");
     assert_eq!(exchange.len(), 1);
     assert!(
         exchange[0]
@@ -254,7 +185,7 @@ async fn oauth_install_then_reinstall_updates_in_place() {
 
 #[tokio::test]
 async fn a_team_outside_allowed_teams_cannot_install_and_nothing_is_stored() {
-    let harness = start(&[("SLACK__ALLOWED_TEAMS", "T1, E0GRID")]).await;
+    let harness = start(Harness::builder().set("slack.allowed_teams", "T1, E0GRID")).await;
     let page = harness
         .install(approval("T9", "Elsewhere", "xoxb-t9", &all_scopes()))
         .await;
@@ -272,7 +203,7 @@ async fn a_team_outside_allowed_teams_cannot_install_and_nothing_is_stored() {
             .await
             .contains("not installed")
     );
-    let revoked = harness.fake.calls_to("auth.revoke");
+    let revoked = harness.slack.calls_to("auth.revoke");
     assert_eq!(revoked.len(), 1, "the issued token is given back");
     assert_eq!(revoked[0].authorization.as_deref(), Some("Bearer xoxb-t9"));
     // A flow bound to a team outside the list is refused before Slack's page.
@@ -293,7 +224,7 @@ async fn a_team_outside_allowed_teams_cannot_install_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn replayed_tampered_and_expired_states_are_refused_and_change_nothing() {
-    let harness = start(&[]).await;
+    let harness = start(Harness::builder()).await;
     let callback = harness
         .consent(Some(approval("T1", "Acme", "xoxb-t1", &all_scopes())), None)
         .await;
@@ -328,7 +259,7 @@ async fn replayed_tampered_and_expired_states_are_refused_and_change_nothing() {
     assert_eq!(missing.status, 400);
 
     assert_eq!(
-        harness.fake.calls_to("oauth.v2.access").len(),
+        harness.slack.calls_to("oauth.v2.access").len(),
         1,
         "only the good one"
     );
@@ -343,7 +274,7 @@ async fn replayed_tampered_and_expired_states_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn denied_consent_and_slack_errors_give_a_clear_page_and_change_nothing() {
-    let harness = start(&[]).await;
+    let harness = start(Harness::builder()).await;
     let mut denied = approval("T1", "Acme", "xoxb-t1", &all_scopes());
     denied.error = Some("access_denied".into());
     let page = harness.install(denied).await;
@@ -354,7 +285,9 @@ async fn denied_consent_and_slack_errors_give_a_clear_page_and_change_nothing() 
         page.body
     );
 
-    harness.fake.set_oauth_client(CLIENT_ID, "a-rotated-secret");
+    harness
+        .slack
+        .set_oauth_client(CLIENT_ID, "a-rotated-secret");
     let page = harness
         .install(approval("T1", "Acme", "xoxb-t1", &all_scopes()))
         .await;
@@ -377,7 +310,7 @@ async fn denied_consent_and_slack_errors_give_a_clear_page_and_change_nothing() 
 
 #[tokio::test]
 async fn a_flow_bound_to_one_workspace_refuses_another() {
-    let harness = start(&[]).await;
+    let harness = start(Harness::builder()).await;
     let callback = harness
         .consent(
             Some(approval("T2", "Globex", "xoxb-t2", &all_scopes())),
@@ -398,7 +331,7 @@ async fn a_flow_bound_to_one_workspace_refuses_another() {
 
 #[tokio::test]
 async fn two_workspaces_see_only_themselves() {
-    let harness = start(&[]).await;
+    let harness = start(Harness::builder()).await;
     harness
         .install(approval("T1", "Acme", "xoxb-t1", &all_scopes()))
         .await;
@@ -425,7 +358,7 @@ async fn two_workspaces_see_only_themselves() {
 
 #[tokio::test]
 async fn uninstall_and_revoke_in_either_order_stop_serving_the_workspace() {
-    let harness = start(&[]).await;
+    let harness = start(Harness::builder()).await;
     harness
         .install(approval("T1", "Acme", "xoxb-t1", &all_scopes()))
         .await;
@@ -470,7 +403,7 @@ async fn uninstall_and_revoke_in_either_order_stop_serving_the_workspace() {
 
 #[tokio::test]
 async fn a_configured_bot_token_installs_its_workspace_with_header_scopes() {
-    let harness = start(&[("SLACK__BOT_TOKEN", "xoxb-configured-single")]).await;
+    let harness = start(Harness::builder().bot_token("xoxb-configured-single")).await;
     // The fake's default answer for unknown xoxb tokens is team T0FAKE with two scopes.
     let status = harness.command("T0FAKE", "status").await;
     assert!(status.contains("Fake Team"), "{status}");
@@ -480,7 +413,7 @@ async fn a_configured_bot_token_installs_its_workspace_with_header_scopes() {
     );
     assert!(status.contains("outdated"), "{status}");
     // The app is reinstalled from its settings page with more scopes: status re-checks.
-    harness.fake.add_workspace(
+    harness.slack.add_workspace(
         "xoxb-configured-single",
         FakeWorkspace {
             team_id: "T0FAKE".into(),
@@ -498,34 +431,11 @@ async fn a_configured_bot_token_installs_its_workspace_with_header_scopes() {
 
 #[tokio::test]
 async fn install_without_oauth_configured_explains_itself() {
-    let fake = FakeSlack::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env: HashMap<String, String> = [
-        ("BITBUCKET_SLACK__SLACK__APP_TOKEN", APP_TOKEN.to_string()),
-        ("BITBUCKET_SLACK__SLACK__API_URL", fake.api_url()),
-        (
-            "BITBUCKET_SLACK__STORAGE__PATH",
-            dir.path().display().to_string(),
-        ),
-        ("BITBUCKET_SLACK__HTTP__LISTEN", "127.0.0.1:0".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let config = Config::load(None, &env).expect("valid");
-    let shutdown = CancellationToken::new();
-    let running = app::start(
-        config,
-        Arc::new(ManualClock::new(Timestamp::UNIX_EPOCH)),
-        shutdown.clone(),
-    )
-    .await
-    .expect("starts");
-    let page = browse(&format!("http://{}/slack/install", running.http_address)).await;
+    let harness = Harness::builder().start().await;
+    let page = browse(&format!("{}/slack/install", harness.http)).await;
     assert_eq!(page.status, 404);
     assert!(page.body.contains("slack.client_id"), "{}", page.body);
-    shutdown.cancel();
-    running.wait().await.expect("clean stop");
+    harness.stop().await;
 }
 
 /// The bot scopes listed under `oauth_config.scopes.bot` in the manifest.
@@ -574,11 +484,12 @@ fn the_manifest_requests_exactly_the_scope_table() {
 #[tokio::test]
 async fn an_outdated_workspace_is_gated_by_the_upgrade_dates_until_it_upgrades() {
     // The harness clock starts at 2027-01-15.
-    let harness = start(&[
-        ("UPGRADE__AVAILABLE_AT", "2027-01-01T00:00:00Z"),
-        ("UPGRADE__DEADLINE", "2027-02-01T00:00:00Z"),
-        ("UPGRADE__ADMINS", "U0OPS"),
-    ])
+    let harness = start(
+        Harness::builder()
+            .set("upgrade.available_at", "2027-01-01T00:00:00Z")
+            .set("upgrade.deadline", "2027-02-01T00:00:00Z")
+            .set("upgrade.admins", "U0OPS"),
+    )
     .await;
     harness
         .install(approval("T1", "Acme", "xoxb-t1", "commands,chat:write"))

@@ -1,19 +1,44 @@
-//! An in-process fake of Bitbucket Cloud's REST API 2.0 for the poller's tests.
+//! One in-process fake of Bitbucket Cloud (REST API 2.0 and the OAuth 2.0 consumer
+//! endpoints) for the tests and benchmarks. It owns the fake world and its HTTP server;
+//! it never sleeps except for a deliberately slow answer, and never leaves 127.0.0.1.
 //!
 //! A real HTTP/1.1 server (axum) on `127.0.0.1:0` that serves JSON in the shapes of
 //! Bitbucket Cloud's 2.0 REST API (its endpoints and payload objects) for every endpoint
-//! the poller uses: the workspace sweep, repository, pull requests (list, detail, the
+//! the daemon uses: the workspace sweep, repository, pull requests (list, detail, the
 //! repository-wide activity feed), branches, commits between two heads, pipelines, issues
-//! and issue comments, plus the OAuth client-credentials token endpoint. Collections are
-//! paginated with `pagelen` and an opaque `next` link.
+//! and issue comments, `GET /2.0/user`, and the OAuth consumer's `authorize` and
+//! `access_token` endpoints (client credentials for the daemon; authorization code and
+//! rotating refresh tokens for people). Collections are paginated with `pagelen` and an
+//! opaque `next` link.
+//!
+//! One repository model: each repository is public or private. The daemon's credential
+//! ([`TOKEN`], anything given to [`FakeBitbucket::accept`], and client-credentials tokens)
+//! reads every repository; a person's token reads the public ones and those their
+//! account may read ([`FakeAccount::readable`], [`FakeBitbucket::set_readable`]).
 //!
 //! A scriptable timeline changes the fake world (push, open a pull request, approve,
-//! comment, run a pipeline, merge, ...), every request is recorded with its (tokio) time
-//! and counted per [`Endpoint`], and answers can be replaced: a status (429 with or
-//! without `Retry-After`, 500, 404), a slow answer, or a hold until the test releases it.
-//! Nothing sleeps except a deliberately slow answer; waits are event driven with [`WAIT`].
+//! comment, run a pipeline, merge, ...; see `fake_bitbucket/timeline.rs`), every request
+//! is recorded with its (tokio) time and counted per [`Endpoint`], and answers can be
+//! replaced: a status (429 with or without `Retry-After`, 500, 404), a slow answer, or a
+//! hold until the test releases it. Waits are event driven with [`WAIT`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+#[path = "fake_bitbucket/oauth.rs"]
+mod oauth;
+#[path = "fake_bitbucket/payloads.rs"]
+mod payloads;
+#[path = "fake_bitbucket/timeline.rs"]
+mod timeline;
+
+pub use oauth::FakeAccount;
+/// Not every crate that includes this file names a user by uuid.
+#[allow(unused_imports)]
+pub use payloads::uuid_of;
+use payloads::{
+    branches, commits, issue_comments, issues, page, pipelines, pull_request_detail, pull_requests,
+    q_time, repo_json,
+};
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,6 +47,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -48,7 +74,12 @@ pub enum Endpoint {
     Pipelines,
     Issues,
     IssueComments,
+    /// `POST /site/oauth2/access_token`, every grant.
     Token,
+    /// `GET /site/oauth2/authorize`: the consent page a person's browser is sent to.
+    Authorize,
+    /// `GET /2.0/user`.
+    User,
     Unknown,
 }
 
@@ -62,6 +93,8 @@ pub struct Recorded {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub authorization: Option<String>,
+    /// The `grant_type` of a token request.
+    pub grant: Option<String>,
     pub status: u16,
 }
 
@@ -152,7 +185,8 @@ struct FakeRepo {
     pipelines: Vec<FakePipeline>,
     issues: BTreeMap<u64, FakeIssue>,
     next_id: u64,
-    /// Public unless a test says otherwise ([`FakeBitbucket::set_private`]).
+    /// Public unless a test says otherwise ([`FakeBitbucket::set_private`]): then only the
+    /// daemon's credential and the people who may read it see it.
     private: bool,
 }
 
@@ -163,9 +197,11 @@ struct World {
     requests: Vec<Recorded>,
     injections: Vec<Injection>,
     accepted: BTreeSet<String>,
+    /// The OAuth consumer: key, secret, and how long its access tokens live (seconds).
     oauth: Option<(String, String, u64)>,
     tokens_issued: u64,
     rate_limit_header: Option<u32>,
+    people: oauth::People,
 }
 
 struct Inner {
@@ -217,30 +253,6 @@ impl bitbucket_slack::clock::Clock for FakeClock {
     }
 }
 
-fn user(name: &str) -> Value {
-    json!({
-        "type": "user",
-        "display_name": name,
-        "uuid": uuid_of(name),
-        "account_id": format!("5b10a2844c20165700ede{name}"),
-        "nickname": name,
-        "links": {"html": {"href": format!("https://bitbucket.org/%7B{name}%7D/")}}
-    })
-}
-
-/// The `{uuid}` the fake gives a user name.
-pub fn uuid_of(name: &str) -> String {
-    format!("{{{name}-0000-4000-8000-000000000000}}")
-}
-
-fn time(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
-}
-
-fn html(path: String) -> Value {
-    json!({"html": {"href": format!("https://bitbucket.org/{path}")}, "self": {"href": format!("https://api.bitbucket.org/2.0/repositories/{path}")}})
-}
-
 impl FakeBitbucket {
     /// Binds `127.0.0.1:0` and serves on the current runtime.
     pub async fn start() -> FakeBitbucket {
@@ -262,6 +274,7 @@ impl FakeBitbucket {
                 oauth: None,
                 tokens_issued: 0,
                 rate_limit_header: None,
+                people: oauth::People::default(),
             }),
             requests_changed: watch::channel(0).0,
             release: watch::channel(0).0,
@@ -300,7 +313,10 @@ impl FakeBitbucket {
 
     /// The `Authorization` header for Basic credentials.
     pub fn basic(user: &str, password: &str) -> String {
-        format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
     }
 
     /// A clock that reads the fake's time (its epoch plus tokio time), for the poller.
@@ -310,7 +326,7 @@ impl FakeBitbucket {
         }
     }
 
-    /// Access tokens issued by the token endpoint so far.
+    /// Client-credentials access tokens issued by the token endpoint so far.
     pub fn tokens_issued(&self) -> u64 {
         self.inner.lock().tokens_issued
     }
@@ -326,296 +342,6 @@ impl FakeBitbucket {
     /// Sends `X-RateLimit-Limit` with every answer (as for access tokens).
     pub fn send_rate_limit_header(&self, limit: u32) {
         self.inner.lock().rate_limit_header = Some(limit);
-    }
-
-    // -- the timeline --------------------------------------------------------
-
-    /// The fake's clock: its epoch plus tokio time since start, strictly increasing.
-    fn now(&self, world: &mut World) -> Timestamp {
-        let elapsed = SignedDuration::try_from(self.inner.started.elapsed()).expect("elapsed fits");
-        let candidate = self.inner.epoch + elapsed;
-        let next = candidate.max(world.last_time + SignedDuration::from_micros(1));
-        world.last_time = next;
-        next
-    }
-
-    fn with_repo<T>(
-        &self,
-        repo: &str,
-        f: impl FnOnce(&mut FakeRepo, Timestamp, &mut u64) -> T,
-    ) -> T {
-        let mut world = self.inner.lock();
-        let now = self.now(&mut world);
-        let World {
-            repos, next_hash, ..
-        } = &mut *world;
-        let entry = repos
-            .get_mut(repo)
-            .unwrap_or_else(|| panic!("fake bitbucket: no repository {repo}"));
-        f(entry, now, next_hash)
-    }
-
-    /// Creates `repo` (`workspace/slug`) with a `main` branch of one commit.
-    pub fn add_repository(&self, repo: &str) {
-        {
-            let mut world = self.inner.lock();
-            world.repos.insert(
-                repo.to_string(),
-                FakeRepo {
-                    has_issues: true,
-                    next_id: 1,
-                    ..FakeRepo::default()
-                },
-            );
-        }
-        self.push(repo, "main", &["Initial commit"]);
-    }
-
-    /// Makes a repository private (only readers may bring it into a channel).
-    pub fn set_private(&self, repo: &str, private: bool) {
-        self.with_repo(repo, |r, _, _| r.private = private);
-    }
-
-    /// Commits `messages` on `branch` (created from `main` if new); returns the new head.
-    pub fn push(&self, repo: &str, branch: &str, messages: &[&str]) -> String {
-        self.with_repo(repo, |r, now, next_hash| {
-            let mut head = r
-                .branches
-                .get(branch)
-                .or_else(|| r.branches.get("main"))
-                .cloned();
-            for message in messages {
-                let hash = format!("{:040x}", next_hash.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                *next_hash += 1;
-                r.commits.insert(
-                    hash.clone(),
-                    FakeCommit {
-                        hash: hash.clone(),
-                        parents: head.iter().cloned().collect(),
-                        message: message.to_string(),
-                        author: "Ada Lovelace <ada@example.com>".into(),
-                        date: now,
-                    },
-                );
-                head = Some(hash);
-            }
-            let head = head.expect("a push has at least one commit");
-            r.branches.insert(branch.to_string(), head.clone());
-            r.updated_on = Some(now);
-            head
-        })
-    }
-
-    pub fn delete_branch(&self, repo: &str, branch: &str) {
-        self.with_repo(repo, |r, now, _| {
-            r.branches.remove(branch);
-            r.updated_on = Some(now);
-        });
-    }
-
-    /// Opens a pull request from `source` to `main`; returns its id.
-    pub fn open_pull_request(&self, repo: &str, source: &str, title: &str, author: &str) -> u64 {
-        self.with_repo(repo, |r, now, _| {
-            let id = r.next_id;
-            r.next_id += 1;
-            let pr = FakePullRequest {
-                id,
-                title: title.into(),
-                state: "OPEN".into(),
-                source: source.into(),
-                destination: "main".into(),
-                head: r.branches.get(source).cloned().unwrap_or_default(),
-                author: author.into(),
-                participants: BTreeMap::new(),
-                updated_on: now,
-            };
-            let entry = update_entry(repo, &pr, now, None);
-            r.pull_requests.insert(id, pr);
-            r.feed.push((now, entry));
-            id
-        })
-    }
-
-    /// Pushes to a pull request's source branch (the feed gets an update entry).
-    pub fn push_to_pull_request(&self, repo: &str, id: u64, message: &str) -> String {
-        let source = self.with_repo(repo, |r, _, _| r.pull_requests[&id].source.clone());
-        let head = self.push(repo, &source, &[message]);
-        self.with_repo(repo, |r, now, _| {
-            let pr = r.pull_requests.get_mut(&id).expect("pull request");
-            pr.head = head.clone();
-            pr.updated_on = now;
-            let entry = update_entry(repo, pr, now, None);
-            r.feed.push((now, entry));
-        });
-        head
-    }
-
-    pub fn approve(&self, repo: &str, id: u64, who: &str) {
-        self.with_repo(repo, |r, now, _| {
-            let pr = r.pull_requests.get_mut(&id).expect("pull request");
-            pr.participants.insert(who.into(), (true, Some("approved".into())));
-            pr.updated_on = now;
-            let entry = json!({
-                "approval": {"date": time(now), "user": user(who), "pullrequest": condensed(repo, pr)},
-                "pull_request": condensed(repo, pr)
-            });
-            r.feed.push((now, entry));
-        });
-    }
-
-    /// Withdraws an approval: Bitbucket drops the approval entry from the feed.
-    pub fn unapprove(&self, repo: &str, id: u64, who: &str) {
-        self.with_repo(repo, |r, now, _| {
-            let pr = r.pull_requests.get_mut(&id).expect("pull request");
-            pr.participants.insert(who.into(), (false, None));
-            pr.updated_on = now;
-            let uuid = uuid_of(who);
-            r.feed.retain(|(_, entry)| {
-                !(entry["approval"]["user"]["uuid"] == uuid.as_str()
-                    && entry["pull_request"]["id"] == id)
-            });
-        });
-    }
-
-    pub fn request_changes(&self, repo: &str, id: u64, who: &str) {
-        self.with_repo(repo, |r, now, _| {
-            let pr = r.pull_requests.get_mut(&id).expect("pull request");
-            pr.participants
-                .insert(who.into(), (false, Some("changes_requested".into())));
-            pr.updated_on = now;
-            let entry = json!({
-                "changes_request": {"date": time(now), "user": user(who), "pullrequest": condensed(repo, pr)},
-                "pull_request": condensed(repo, pr)
-            });
-            r.feed.push((now, entry));
-        });
-    }
-
-    /// Comments on a pull request (inline when `inline` names a file and line).
-    pub fn comment(
-        &self,
-        repo: &str,
-        id: u64,
-        who: &str,
-        text: &str,
-        inline: Option<(&str, u64)>,
-    ) -> u64 {
-        self.with_repo(repo, |r, now, _| {
-            let comment_id = 1000 + r.next_id;
-            r.next_id += 1;
-            let pr = r.pull_requests.get_mut(&id).expect("pull request");
-            pr.updated_on = now;
-            let mut comment = json!({
-                "type": "pullrequest_comment",
-                "id": comment_id,
-                "content": {"raw": text, "markup": "markdown", "html": format!("<p>{text}</p>"), "type": "rendered"},
-                "user": user(who),
-                "created_on": time(now),
-                "updated_on": time(now),
-                "deleted": false,
-                "pending": false,
-                "links": {"html": {"href": format!("https://bitbucket.org/{repo}/pull-requests/{id}/_/diff#comment-{comment_id}")}},
-                "pullrequest": condensed(repo, pr)
-            });
-            if let Some((path, line)) = inline {
-                comment["inline"] = json!({"path": path, "from": null, "to": line});
-            }
-            r.feed.push((now, json!({"comment": comment, "pull_request": condensed(repo, pr)})));
-            comment_id
-        })
-    }
-
-    /// Merges a pull request: a merge commit on `main`, the feed's MERGED update.
-    pub fn merge(&self, repo: &str, id: u64, who: &str) {
-        let title = self.with_repo(repo, |r, _, _| r.pull_requests[&id].title.clone());
-        self.push(repo, "main", &[&format!("Merged in feature ({title})")]);
-        self.close(repo, id, who, "MERGED", "");
-    }
-
-    pub fn decline(&self, repo: &str, id: u64, who: &str, reason: &str) {
-        self.close(repo, id, who, "DECLINED", reason);
-    }
-
-    fn close(&self, repo: &str, id: u64, who: &str, state: &str, reason: &str) {
-        self.with_repo(repo, |r, now, _| {
-            let pr = r.pull_requests.get_mut(&id).expect("pull request");
-            pr.state = state.into();
-            pr.updated_on = now;
-            let entry = update_entry(repo, pr, now, Some((who, reason)));
-            r.feed.push((now, entry));
-        });
-    }
-
-    /// Starts a pipeline on `branch`'s head; returns its uuid.
-    pub fn start_pipeline(&self, repo: &str, branch: &str) -> String {
-        self.with_repo(repo, |r, now, _| {
-            let build_number = r.pipelines.len() as u64 + 1;
-            let uuid = format!("{{pipeline-{build_number}-0000-4000-8000-000000000000}}");
-            r.pipelines.push(FakePipeline {
-                uuid: uuid.clone(),
-                build_number,
-                branch: branch.into(),
-                commit: r.branches.get(branch).cloned().unwrap_or_default(),
-                state: "IN_PROGRESS".into(),
-                result: None,
-                created_on: now,
-                completed_on: None,
-            });
-            uuid
-        })
-    }
-
-    /// Completes a pipeline with `result`: SUCCESSFUL, FAILED or STOPPED.
-    pub fn finish_pipeline(&self, repo: &str, uuid: &str, result: &str) {
-        self.with_repo(repo, |r, now, _| {
-            let pipeline = r
-                .pipelines
-                .iter_mut()
-                .find(|p| p.uuid == uuid)
-                .expect("pipeline");
-            pipeline.state = "COMPLETED".into();
-            pipeline.result = Some(result.into());
-            pipeline.completed_on = Some(now);
-        });
-    }
-
-    pub fn create_issue(&self, repo: &str, title: &str, reporter: &str) -> u64 {
-        self.with_repo(repo, |r, now, _| {
-            let id = r.issues.len() as u64 + 1;
-            r.issues.insert(
-                id,
-                FakeIssue {
-                    id,
-                    title: title.into(),
-                    state: "new".into(),
-                    reporter: reporter.into(),
-                    created_on: now,
-                    updated_on: now,
-                    comments: Vec::new(),
-                },
-            );
-            id
-        })
-    }
-
-    pub fn update_issue(&self, repo: &str, id: u64, state: &str) {
-        self.with_repo(repo, |r, now, _| {
-            let issue = r.issues.get_mut(&id).expect("issue");
-            issue.state = state.into();
-            issue.updated_on = now;
-        });
-    }
-
-    pub fn comment_issue(&self, repo: &str, id: u64, who: &str, text: &str) {
-        self.with_repo(repo, |r, now, _| {
-            let comment_id = 5000 + r.next_id;
-            r.next_id += 1;
-            let issue = r.issues.get_mut(&id).expect("issue");
-            issue
-                .comments
-                .push((comment_id, text.into(), who.into(), now));
-            issue.updated_on = now;
-        });
     }
 
     // -- failures ------------------------------------------------------------
@@ -647,6 +373,20 @@ impl FakeBitbucket {
         self.inner.lock().requests.clone()
     }
 
+    /// Every request's path in the order they arrived, a token request's followed by
+    /// `:` and its grant type (`/site/oauth2/access_token:refresh_token`).
+    pub fn calls(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .requests
+            .iter()
+            .map(|request| match &request.grant {
+                Some(grant) => format!("{}:{grant}", request.path),
+                None => request.path.clone(),
+            })
+            .collect()
+    }
+
     pub fn count(&self, endpoint: Endpoint) -> usize {
         self.inner
             .lock()
@@ -674,52 +414,18 @@ impl FakeBitbucket {
     }
 }
 
-fn condensed(repo: &str, pr: &FakePullRequest) -> Value {
-    json!({
-        "type": "pullrequest",
-        "id": pr.id,
-        "title": pr.title,
-        "links": html(format!("{repo}/pull-requests/{}", pr.id))
-    })
-}
-
-fn endpoint_json(repo: &str, branch: &str, hash: &str) -> Value {
-    json!({
-        "branch": {"name": branch},
-        "commit": {"type": "commit", "hash": hash},
-        "repository": {"type": "repository", "full_name": repo}
-    })
-}
-
-fn update_entry(
-    repo: &str,
-    pr: &FakePullRequest,
-    now: Timestamp,
-    closed: Option<(&str, &str)>,
-) -> Value {
-    let mut update = json!({
-        "state": pr.state,
-        "title": pr.title,
-        "description": "",
-        "reason": closed.map(|(_, reason)| reason).unwrap_or(""),
-        "source": endpoint_json(repo, &pr.source, &pr.head),
-        "destination": endpoint_json(repo, &pr.destination, ""),
-        "author": user(&pr.author),
-        "date": time(now)
-    });
-    if let Some((who, _)) = closed {
-        update["closed_by"] = user(who);
-    }
-    json!({"update": update, "pull_request": condensed(repo, pr)})
-}
-
 // ---------------------------------------------------------------------------
 // HTTP
 // ---------------------------------------------------------------------------
 
 fn classify(method: &Method, path: &str) -> (Endpoint, Option<String>, Vec<String>) {
-    if method == Method::POST && path == "/site/oauth2/access_token" {
-        return (Endpoint::Token, None, Vec::new());
+    match (method, path) {
+        (&Method::POST, "/site/oauth2/access_token") => {
+            return (Endpoint::Token, None, Vec::new());
+        }
+        (&Method::GET, "/site/oauth2/authorize") => return (Endpoint::Authorize, None, Vec::new()),
+        (&Method::GET, "/2.0/user") => return (Endpoint::User, None, Vec::new()),
+        _ => {}
     }
     let Some(rest) = path.strip_prefix("/2.0/repositories/") else {
         return (Endpoint::Unknown, None, Vec::new());
@@ -777,7 +483,25 @@ async fn handle(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let index = record(&inner, endpoint, &repository, &uri, &query, &authorization);
+    let grant = (endpoint == Endpoint::Token).then(|| {
+        url::form_urlencoded::parse(&body)
+            .find(|(key, _)| key == "grant_type")
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default()
+    });
+    let index = record(
+        &inner,
+        Recorded {
+            at: Instant::now(),
+            endpoint,
+            repository: repository.clone(),
+            path: uri.path().to_string(),
+            query: query.clone(),
+            authorization: authorization.clone(),
+            grant,
+            status: 0,
+        },
+    );
     let injected = take_injection(&inner, endpoint, repository.as_deref());
     let mut status_override = None;
     match injected {
@@ -838,24 +562,9 @@ fn take_injection(inner: &Inner, endpoint: Endpoint, repository: Option<&str>) -
 }
 
 /// Records a request on arrival (status 0 until answered); returns its index.
-fn record(
-    inner: &Inner,
-    endpoint: Endpoint,
-    repository: &Option<String>,
-    uri: &Uri,
-    query: &[(String, String)],
-    authorization: &Option<String>,
-) -> usize {
+fn record(inner: &Inner, request: Recorded) -> usize {
     let mut world = inner.lock();
-    world.requests.push(Recorded {
-        at: Instant::now(),
-        endpoint,
-        repository: repository.clone(),
-        path: uri.path().to_string(),
-        query: query.to_vec(),
-        authorization: authorization.clone(),
-        status: 0,
-    });
+    world.requests.push(request);
     let n = world.requests.len();
     drop(world);
     inner.requests_changed.send_replace(n);
@@ -871,17 +580,29 @@ fn answer(
     authorization: Option<&str>,
     body: &[u8],
 ) -> Response {
-    if endpoint == Endpoint::Token {
-        return token(inner, authorization, body);
+    match endpoint {
+        Endpoint::Token => return oauth::token(inner, authorization, body),
+        Endpoint::Authorize => return oauth::authorize(inner, query),
+        _ => {}
     }
     let mut world = inner.lock();
     let rate_limit = world.rate_limit_header;
-    if !authorization.is_some_and(|a| world.accepted.contains(a)) {
+    let Some(reader) = reader(&world, authorization) else {
         return json_response(
             StatusCode::UNAUTHORIZED,
             json!({"type": "error", "error": {"message": "Access token expired."}}),
             None,
         );
+    };
+    if endpoint == Endpoint::User {
+        return match &reader {
+            Reader::Person { account, .. } => {
+                json_response(StatusCode::OK, oauth::user_json(account), rate_limit)
+            }
+            Reader::Daemon => {
+                json_response(StatusCode::NOT_FOUND, json!({"type": "error"}), rate_limit)
+            }
+        };
     }
     let param = |name: &str| {
         query
@@ -897,6 +618,7 @@ fn answer(
             .repos
             .iter()
             .filter(|(name, _)| name.starts_with(&format!("{workspace}/")))
+            .filter(|(name, r)| reader.reads(name, r))
             .filter_map(|(name, r)| Some((r.updated_on?, repo_json(name, r))))
             .filter(|(t, _)| since.is_none_or(|s| *t > s))
             .collect();
@@ -918,6 +640,13 @@ fn answer(
             rate_limit,
         );
     };
+    if !reader.reads(repo_name, repo) {
+        return json_response(
+            StatusCode::FORBIDDEN,
+            json!({"type": "error", "error": {"message": "Access denied."}}),
+            rate_limit,
+        );
+    }
     let values = match endpoint {
         Endpoint::Repository => {
             return json_response(StatusCode::OK, repo_json(repo_name, repo), rate_limit);
@@ -952,280 +681,33 @@ fn answer(
     )
 }
 
-fn token(inner: &Inner, authorization: Option<&str>, body: &[u8]) -> Response {
-    let mut world = inner.lock();
-    let Some((key, secret, expires_in)) = world.oauth.clone() else {
-        return json_response(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "invalid_client"}),
-            None,
-        );
-    };
-    let expected = format!("Basic {}", base64(format!("{key}:{secret}").as_bytes()));
-    if authorization != Some(expected.as_str()) || body != b"grant_type=client_credentials" {
-        return json_response(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "invalid_client"}),
-            None,
-        );
-    }
-    world.tokens_issued += 1;
-    let token = format!("oauth-{}", world.tokens_issued);
-    world.accepted.insert(format!("Bearer {token}"));
-    json_response(
-        StatusCode::OK,
-        json!({"access_token": token, "scopes": "repository pullrequest pipeline issue", "expires_in": expires_in, "refresh_token": "r", "token_type": "bearer"}),
-        None,
-    )
+/// Whom a request's `Authorization` header speaks for.
+enum Reader {
+    /// The daemon's credential: reads every repository.
+    Daemon,
+    /// A person's token: reads public repositories and those in `readable`.
+    Person {
+        account: FakeAccount,
+        readable: HashSet<String>,
+    },
 }
 
-/// Standard base64 with padding (for the expected Basic credentials).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
+impl Reader {
+    fn reads(&self, name: &str, repo: &FakeRepo) -> bool {
+        match self {
+            Reader::Daemon => true,
+            Reader::Person { readable, .. } => !repo.private || readable.contains(name),
         }
     }
-    out
 }
 
-/// The timestamp of a BBQL `field>"time"` query.
-fn q_time(q: &str) -> Option<Timestamp> {
-    let start = q.find('"')? + 1;
-    let end = start + q[start..].find('"')?;
-    q[start..end].parse().ok()
-}
-
-fn page(values: Vec<Value>, query: &[(String, String)], base: &str, parts: &[String]) -> Value {
-    let pagelen: usize = query
-        .iter()
-        .find(|(k, _)| k == "pagelen")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(10)
-        .clamp(1, 100);
-    let number: usize = query
-        .iter()
-        .find(|(k, _)| k == "page")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    let size = values.len();
-    let slice: Vec<Value> = values
-        .into_iter()
-        .skip((number - 1) * pagelen)
-        .take(pagelen)
-        .collect();
-    let mut body = json!({"pagelen": pagelen, "size": size, "page": number, "values": slice});
-    if number * pagelen < size {
-        let mut next_query: Vec<(String, String)> =
-            query.iter().filter(|(k, _)| k != "page").cloned().collect();
-        next_query.push(("page".into(), (number + 1).to_string()));
-        let encoded = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(next_query)
-            .finish();
-        body["next"] = json!(format!(
-            "{base}/2.0/repositories/{}?{encoded}",
-            parts.join("/")
-        ));
+fn reader(world: &World, authorization: Option<&str>) -> Option<Reader> {
+    let authorization = authorization?;
+    if world.accepted.contains(authorization) {
+        return Some(Reader::Daemon);
     }
-    body
-}
-
-fn repo_json(name: &str, repo: &FakeRepo) -> Value {
-    let slug = name.split('/').nth(1).unwrap_or(name);
-    json!({
-        "type": "repository",
-        "full_name": name,
-        "name": slug,
-        "slug": slug,
-        "uuid": format!("{{repo-{slug}}}"),
-        "is_private": repo.private,
-        "has_issues": repo.has_issues,
-        "mainbranch": {"name": "main", "type": "branch"},
-        "updated_on": repo.updated_on.map(time),
-        "links": html(name.to_string())
-    })
-}
-
-fn pull_request_json(repo: &str, pr: &FakePullRequest) -> Value {
-    json!({
-        "type": "pullrequest",
-        "id": pr.id,
-        "title": pr.title,
-        "state": pr.state,
-        "draft": false,
-        "author": user(&pr.author),
-        "source": endpoint_json(repo, &pr.source, &pr.head),
-        "destination": endpoint_json(repo, &pr.destination, ""),
-        "comment_count": 0,
-        "task_count": 0,
-        "updated_on": time(pr.updated_on),
-        "links": html(format!("{repo}/pull-requests/{}", pr.id))
-    })
-}
-
-fn pull_requests(repo: &str, r: &FakeRepo, query: &[(String, String)]) -> Vec<Value> {
-    let states: Vec<&str> = query
-        .iter()
-        .filter(|(k, _)| k == "state")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    let mut prs: Vec<&FakePullRequest> = r
-        .pull_requests
-        .values()
-        .filter(|pr| {
-            if states.is_empty() {
-                pr.state == "OPEN"
-            } else {
-                states.contains(&pr.state.as_str())
-            }
-        })
-        .collect();
-    prs.sort_by_key(|pr| std::cmp::Reverse(pr.id));
-    prs.into_iter()
-        .map(|pr| pull_request_json(repo, pr))
-        .collect()
-}
-
-fn pull_request_detail(repo: &str, pr: &FakePullRequest) -> Value {
-    let mut body = pull_request_json(repo, pr);
-    body["participants"] = pr
-        .participants
-        .iter()
-        .map(|(who, (approved, state))| {
-            json!({"type": "participant", "user": user(who), "role": "REVIEWER", "approved": approved, "state": state, "participated_on": time(pr.updated_on)})
-        })
-        .collect();
-    body["reviewers"] = json!([]);
-    body
-}
-
-fn commit_json(repo: &str, commit: &FakeCommit) -> Value {
-    json!({
-        "type": "commit",
-        "hash": commit.hash,
-        "date": time(commit.date),
-        "message": format!("{}\n", commit.message),
-        "author": {"type": "author", "raw": commit.author, "user": user("ada")},
-        "parents": commit.parents.iter().map(|p| json!({"hash": p, "type": "commit"})).collect::<Vec<_>>(),
-        "links": html(format!("{repo}/commits/{}", commit.hash))
-    })
-}
-
-fn branches(repo: &str, r: &FakeRepo) -> Vec<Value> {
-    let mut list: Vec<(Timestamp, Value)> = r
-        .branches
-        .iter()
-        .map(|(name, hash)| {
-            let commit = &r.commits[hash];
-            (
-                commit.date,
-                json!({"type": "branch", "name": name, "target": commit_json(repo, commit), "links": html(format!("{repo}/branch/{name}"))}),
-            )
-        })
-        .collect();
-    list.sort_by_key(|b| std::cmp::Reverse(b.0));
-    list.into_iter().map(|(_, v)| v).collect()
-}
-
-fn ancestors(r: &FakeRepo, from: &str) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![from.to_string()];
-    while let Some(hash) = stack.pop() {
-        if let Some(commit) = r.commits.get(&hash) {
-            if seen.insert(hash) {
-                stack.extend(commit.parents.iter().cloned());
-            }
-        }
-    }
-    seen
-}
-
-fn commits(repo: &str, r: &FakeRepo, head: &str, exclude: Option<&str>) -> Vec<Value> {
-    let excluded = exclude.map(|e| ancestors(r, e)).unwrap_or_default();
-    let mut list = Vec::new();
-    let mut at = Some(head.to_string());
-    while let Some(hash) = at {
-        if excluded.contains(&hash) {
-            break;
-        }
-        let Some(commit) = r.commits.get(&hash) else {
-            break;
-        };
-        list.push(commit_json(repo, commit));
-        at = commit.parents.first().cloned();
-    }
-    list
-}
-
-fn pipelines(r: &FakeRepo) -> Vec<Value> {
-    let mut list: Vec<&FakePipeline> = r.pipelines.iter().collect();
-    list.sort_by_key(|p| std::cmp::Reverse(p.created_on));
-    list.into_iter()
-        .map(|p| {
-            let mut state = json!({"name": p.state, "type": "pipeline_state_in_progress"});
-            if let Some(result) = &p.result {
-                state = json!({"name": "COMPLETED", "type": "pipeline_state_completed", "result": {"name": result, "type": "pipeline_state_completed_result"}});
-            }
-            json!({
-                "type": "pipeline",
-                "uuid": p.uuid,
-                "build_number": p.build_number,
-                "creator": user("ada"),
-                "target": {"type": "pipeline_ref_target", "ref_type": "branch", "ref_name": p.branch, "commit": {"type": "commit", "hash": p.commit}},
-                "trigger": {"name": "PUSH", "type": "pipeline_trigger_push"},
-                "state": state,
-                "created_on": time(p.created_on),
-                "completed_on": p.completed_on.map(time),
-                "build_seconds_used": 42
-            })
-        })
-        .collect()
-}
-
-fn issues(repo: &str, r: &FakeRepo, since: Option<Timestamp>) -> Vec<Value> {
-    let mut list: Vec<&FakeIssue> = r
-        .issues
-        .values()
-        .filter(|i| since.is_none_or(|s| i.updated_on > s))
-        .collect();
-    list.sort_by_key(|i| std::cmp::Reverse(i.updated_on));
-    list.into_iter()
-        .map(|i| {
-            json!({
-                "type": "issue", "id": i.id, "title": i.title, "state": i.state, "kind": "bug",
-                "priority": "major", "reporter": user(&i.reporter), "assignee": null,
-                "created_on": time(i.created_on), "updated_on": time(i.updated_on),
-                "links": html(format!("{repo}/issues/{}", i.id))
-            })
-        })
-        .collect()
-}
-
-fn issue_comments(repo: &str, r: &FakeRepo, id: u64, since: Option<Timestamp>) -> Vec<Value> {
-    let Some(issue) = r.issues.get(&id) else {
-        return Vec::new();
-    };
-    issue
-        .comments
-        .iter()
-        .rev()
-        .filter(|(_, _, _, at)| since.is_none_or(|s| *at > s))
-        .map(|(cid, text, who, at)| {
-            json!({
-                "type": "issue_comment", "id": cid, "content": {"raw": text}, "user": user(who),
-                "created_on": time(*at), "links": html(format!("{repo}/issues/{id}#comment-{cid}"))
-            })
-        })
-        .collect()
+    let (account, readable) = world
+        .people
+        .person(authorization.strip_prefix("Bearer ")?)?;
+    Some(Reader::Person { account, readable })
 }

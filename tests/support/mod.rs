@@ -2,5 +2,5 @@
 pub mod blocks;
 pub mod daemon;
 pub mod fake_bitbucket;
-pub mod fake_bitbucket_accounts;
 pub mod fake_slack;
+pub mod harness;
