@@ -6,7 +6,10 @@
 //!
 //! | module      | owns                                                            |
 //! |-------------|-----------------------------------------------------------------|
-//! | `config`    | raw layered config → validated [`config::Config`]; `Secret<T>`  |
+//! | `config`    | raw layered config → validated [`config::Config`], one file per section |
+//! | `message`   | pure: the message type, the one mrkdwn escaper, Block Kit limits |
+//! | `oauth_state` | pure: signed, expiring OAuth `state` values                   |
+//! | `secret`    | `Secret<T>`: a value never printed                              |
 //! | `clock`     | the only reader of the wall clock                               |
 //! | `shutdown`  | the only installer of signal handlers                           |
 //! | `app`       | wiring, supervision, dispatch, installs, accounts, subscriptions, the router, the permission-upgrade driver (the only executor of campaign effects), the admin socket and CLI; the only place combining services |
@@ -16,12 +19,14 @@
 //! | `commands`  | pure: `/bitbucket` text → `Command`, help from the same table   |
 //! | `notify`    | pure: subscriptions and filters, routing, rendering             |
 //! | `upgrade`   | pure: the scope table, permission levels, the campaign state machine |
-//! | `http`      | axum routes: health, readiness, metrics, the OAuth pages        |
+//! | `http`      | axum routes: health, readiness, metrics, the OAuth pages; the `Backend` trait `app` implements |
 //! | `metrics`   | the Prometheus registry handed to each component                |
 //!
 //! Invariants, checked by `tests/tidy.rs`:
-//! 1. `commands/`, `notify/`, `upgrade/`, `bitbucket/diff.rs` (and `slack/envelope.rs`)
-//!    do no I/O, never read the clock, never spawn.
+//! 1. Pure modules (`commands/`, `notify/`, `upgrade/`, `message`, `oauth_state`,
+//!    `bitbucket/diff/`, `slack/envelope.rs`, ...: the list is in `tests/tidy.rs`) do no
+//!    I/O, never read the clock, never spawn, and import no edge module; no two top-level
+//!    modules import each other, directly or round a cycle.
 //! 2. Only `slack/` imports `slack_morphism` or `tokio_tungstenite`; only `bitbucket/`
 //!    knows Bitbucket's JSON; only `store/` imports `sled`.
 //! 3. Only `clock.rs` reads the wall clock.

@@ -3,7 +3,7 @@
 //! Owns the wire shapes of Bitbucket Cloud's 2.0 REST API (paginated collections and the
 //! pull request, activity, commit, pipeline and issue objects). Every field that Bitbucket
 //! may omit is optional, and a date that does not parse becomes `None` rather than failing
-//! the whole page. These types must never leave `src/bitbucket/`: `diff.rs` turns them
+//! the whole page. These types must never leave `src/bitbucket/`: `diff/` turns them
 //! into [`super::activity::Activity`] values and cursors.
 
 use jiff::Timestamp;

@@ -9,7 +9,7 @@
 //! 404/403 marks a repository broken once (one warning, then a retry every few hours);
 //! other failures back off per repository and never stop the loop.
 //!
-//! Must never hold Bitbucket JSON outside `diff.rs`, log a secret, or write an activity
+//! Must never hold Bitbucket JSON outside `diff/`, log a secret, or write an activity
 //! except through `commit_poll`.
 
 use std::collections::{BTreeMap, HashMap};

@@ -5,7 +5,7 @@
 //! polled is exactly this list. Unwatching removes the cursor in the same transaction,
 //! so watching again starts from a fresh baseline. Cursors are only ever advanced by
 //! [`super::ActivityStore::commit_poll`], together with the activities they account for.
-//! Must never interpret a cursor: its shape belongs to `bitbucket/diff.rs`.
+//! Must never interpret a cursor: its shape belongs to `bitbucket/diff/`.
 
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
