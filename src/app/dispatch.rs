@@ -155,7 +155,8 @@ impl Dispatcher {
 
     /// The help, without the commands whose features the workspace's scopes do not allow.
     fn help(&self, installation: &Installation) -> Message {
-        commands::help_without(&upgrade::unavailable_commands(&installation.scopes))
+        let available = upgrade::available_features(&installation.scopes);
+        commands::help_without(&commands::unavailable_commands(&available))
     }
 
     /// A click on one of the campaign's buttons.
@@ -254,7 +255,7 @@ impl Dispatcher {
             }
             upgrade::Gate::LoginRefused | upgrade::Gate::Open => {}
         }
-        let feature = upgrade::command_feature(command.name())?;
+        let feature = command.feature()?;
         if upgrade::is_available(feature, &installation.scopes) {
             return None;
         }
