@@ -61,13 +61,13 @@ impl EnvelopeHandler for RecordingHandler {
     async fn event(&self, event: EventCallback) {
         self.record(format!(
             "event:{}:{}",
-            event.event_type,
+            event.event.type_name(),
             event.event_id.unwrap_or_default()
         ));
     }
 
     async fn interaction(&self, interaction: Interaction) {
-        self.record(format!("interaction:{}", interaction.interaction_type));
+        self.record(format!("interaction:{}", interaction.kind.type_name()));
     }
 }
 
@@ -174,7 +174,7 @@ fn event(envelope_id: &str, event_id: &str, retry_attempt: u32) -> Value {
             "token": "verification-token",
             "team_id": "T111",
             "api_app_id": "A0FAKE",
-            "event": {"type": "app_home_opened", "user": "U111", "tab": "messages"},
+            "event": {"type": "app_home_opened", "user": "U111", "channel": "D111", "tab": "messages"},
             "type": "event_callback",
             "event_id": event_id,
             "event_time": 1_700_000_000

@@ -16,7 +16,9 @@ use crate::commands::status::{StatusView, status_reply};
 use crate::commands::{self, Command};
 use crate::config::Secret;
 use crate::message::Message;
-use crate::slack::envelope::{EventCallback, Interaction, SlashCommand};
+use crate::slack::envelope::{
+    BlockActions, Event, EventCallback, Interaction, InteractionKind, SlashCommand,
+};
 use crate::slack::socket::{EnvelopeHandler, SocketHealth};
 use crate::store::{InstallSource, Installation, Store};
 use crate::upgrade;
@@ -153,19 +155,22 @@ impl Dispatcher {
 
     /// The help, without the commands whose features the workspace's scopes do not allow.
     fn help(&self, installation: &Installation) -> Message {
-        commands::help_without(&upgrade::unavailable_commands(&installation.scopes))
+        let available = upgrade::available_features(&installation.scopes);
+        commands::help_without(&commands::unavailable_commands(&available))
     }
 
     /// A click on one of the campaign's buttons.
-    async fn upgrade_click(&self, interaction: &Interaction, action_id: &str) {
+    async fn upgrade_click(
+        &self,
+        interaction: &Interaction,
+        click: &BlockActions,
+        action_id: &str,
+    ) {
         let Some(team_id) = interaction.team_id.as_deref() else {
             debug!("block_actions without a team id ignored");
             return;
         };
-        let Some(user_id) = interaction.user_id.as_deref() else {
-            debug!("block_actions without a user ignored");
-            return;
-        };
+        let user_id = click.user.as_str();
         // The same resolution as slash commands: the team, else the Grid org.
         let installation = match self
             .context
@@ -186,19 +191,9 @@ impl Dispatcher {
                 return;
             }
         };
-        let payload = &interaction.payload;
-        let answer_to = match payload["response_url"]
-            .as_str()
-            .filter(|url| !url.is_empty())
-        {
-            Some(url) => AnswerTo::ResponseUrl(url.to_string()),
-            None => AnswerTo::Channel(
-                payload["channel"]["id"]
-                    .as_str()
-                    .or_else(|| payload["container"]["channel_id"].as_str())
-                    .unwrap_or(user_id)
-                    .to_string(),
-            ),
+        let answer_to = match &click.response_url {
+            Some(url) => AnswerTo::ResponseUrl(url.clone()),
+            None => AnswerTo::Channel(click.channel.as_deref().unwrap_or(user_id).to_string()),
         };
         if action_id == upgrade::messages::CHECK_AGAIN_ACTION_ID {
             let checked = self.recheck_if_configured(installation).await;
@@ -260,7 +255,7 @@ impl Dispatcher {
             }
             upgrade::Gate::LoginRefused | upgrade::Gate::Open => {}
         }
-        let feature = upgrade::command_feature(command.name())?;
+        let feature = command.feature()?;
         if upgrade::is_available(feature, &installation.scopes) {
             return None;
         }
@@ -302,9 +297,8 @@ impl Dispatcher {
         }
     }
 
-    async fn tokens_revoked(&self, team_id: &str, event: &EventCallback) {
-        let bot_ids = &event.payload["event"]["tokens"]["bot"];
-        if bot_ids.as_array().is_none_or(|ids| ids.is_empty()) {
+    async fn tokens_revoked(&self, team_id: &str, bot_users: &[String]) {
+        if bot_users.is_empty() {
             debug!(
                 team = team_id,
                 "tokens_revoked for user tokens only; no bot token affected"
@@ -412,36 +406,48 @@ impl EnvelopeHandler for Dispatcher {
         }
     }
 
-    async fn event(&self, event: EventCallback) {
-        let Some(team_id) = event.team_id.clone() else {
-            debug!(event_type = %event.event_type, "event without a team id ignored");
+    async fn event(&self, callback: EventCallback) {
+        let event_type = callback.event.type_name();
+        let Some(team_id) = callback.team_id.as_deref() else {
+            debug!(event_type, "event without a team id ignored");
             return;
         };
-        match event.event_type.as_str() {
-            "app_uninstalled" => self.uninstalled(&team_id).await,
-            "tokens_revoked" => self.tokens_revoked(&team_id, &event).await,
-            other => {
-                debug!(event_type = other, team = %team_id, "event received; nothing handles it yet")
+        match &callback.event {
+            Event::AppUninstalled => self.uninstalled(team_id).await,
+            Event::TokensRevoked { bot, .. } => self.tokens_revoked(team_id, bot).await,
+            Event::AppHomeOpened { .. }
+            | Event::LinkShared(_)
+            | Event::MessageIm(_)
+            | Event::Unknown { .. } => {
+                debug!(
+                    event_type,
+                    team = team_id,
+                    "event received; nothing handles it yet"
+                )
             }
         }
     }
 
     async fn interaction(&self, interaction: Interaction) {
-        if interaction.interaction_type != "block_actions" {
-            debug!(interaction_type = %interaction.interaction_type, "interaction received; nothing handles it");
-            return;
-        }
-        let actions = interaction.payload["actions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        for action in actions {
-            match action["action_id"].as_str() {
-                Some(
-                    action_id @ (upgrade::messages::UPDATE_PERMISSIONS_ACTION_ID
-                    | upgrade::messages::CHECK_AGAIN_ACTION_ID),
-                ) => self.upgrade_click(&interaction, action_id).await,
-                other => debug!(action_id = ?other, "button click nothing handles"),
+        let click = match &interaction.kind {
+            InteractionKind::BlockActions(click) => click,
+            InteractionKind::ViewSubmission { .. }
+            | InteractionKind::ViewClosed { .. }
+            | InteractionKind::Unknown { .. } => {
+                debug!(
+                    interaction_type = interaction.kind.type_name(),
+                    "interaction received; nothing handles it"
+                );
+                return;
+            }
+        };
+        for action in &click.actions {
+            match action.action_id.as_str() {
+                action_id @ (upgrade::messages::UPDATE_PERMISSIONS_ACTION_ID
+                | upgrade::messages::CHECK_AGAIN_ACTION_ID) => {
+                    self.upgrade_click(&interaction, click, action_id).await
+                }
+                other => debug!(action_id = other, "button click nothing handles"),
             }
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! Pure: no I/O, no clock, no Slack types. The parser and the help are generated from
 //! one table, [`COMMANDS`], so a command cannot exist without help or help without a
-//! command. Replies are plain data ([`Message`]); `slack/` turns them into Block Kit.
+//! command. The table also says which [`Feature`] a command needs, so gating reads it
+//! rather than a list of names elsewhere. Replies are plain data ([`Message`]); `slack/`
+//! turns them into Block Kit.
 
 pub mod status;
 
@@ -10,6 +12,7 @@ use crate::bitbucket::Target;
 use crate::bitbucket::name::parse_target;
 use crate::message::{Message, escape_inline_code};
 use crate::notify::subscription::{SubscribeWord, parse_word};
+use crate::upgrade::Feature;
 
 /// One subcommand of `/bitbucket`: what it is called, how it is used, what it does.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +20,11 @@ pub struct CommandSpec {
     pub name: &'static str,
     pub usage: &'static str,
     pub summary: &'static str,
+    /// The feature the command needs besides the command itself. Without it the command
+    /// is left out of the help and refused. Only what adds something new is gated:
+    /// subscribing a channel needs every channel-notification scope, while listing,
+    /// unsubscribing and settings manage what already works and keep working.
+    pub feature: Option<Feature>,
     /// Builds the command, or says what is wrong with the arguments.
     parse: fn(&[&str]) -> Result<Command, String>,
 }
@@ -62,6 +70,20 @@ impl Command {
             Command::Upgrade => "upgrade",
         }
     }
+
+    /// The command's row in [`COMMANDS`].
+    pub fn spec(&self) -> &'static CommandSpec {
+        let name = self.name();
+        COMMANDS
+            .iter()
+            .find(|spec| spec.name == name)
+            .expect("every command has a row in COMMANDS")
+    }
+
+    /// The feature the command needs, from its row in [`COMMANDS`].
+    pub fn feature(&self) -> Option<Feature> {
+        self.spec().feature
+    }
 }
 
 fn no_arguments(args: &[&str], command: Command) -> Result<Command, String> {
@@ -100,36 +122,42 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "help",
         usage: "/bitbucket help",
         summary: "Show this list of commands.",
+        feature: None,
         parse: |args| no_arguments(args, Command::Help),
     },
     CommandSpec {
         name: "status",
         usage: "/bitbucket status",
         summary: "Show this workspace's installation: permissions, what is missing, connection health.",
+        feature: None,
         parse: |args| no_arguments(args, Command::Status),
     },
     CommandSpec {
         name: "login",
         usage: "/bitbucket login",
         summary: "Connect your Bitbucket account, so notifications mention you.",
+        feature: None,
         parse: |args| no_arguments(args, Command::Login),
     },
     CommandSpec {
         name: "logout",
         usage: "/bitbucket logout",
         summary: "Disconnect your Bitbucket account and delete its tokens.",
+        feature: None,
         parse: |args| no_arguments(args, Command::Logout),
     },
     CommandSpec {
         name: "whoami",
         usage: "/bitbucket whoami",
         summary: "Show which Bitbucket account you are connected as.",
+        feature: None,
         parse: |args| no_arguments(args, Command::Whoami),
     },
     CommandSpec {
         name: "subscribe",
         usage: "/bitbucket subscribe <workspace>/<repository> [feature ...]",
         summary: "Post Bitbucket activity into this channel. A workspace alone covers all its repositories. See `/bitbucket subscriptions features`.",
+        feature: Some(Feature::ChannelNotifications),
         parse: |args| {
             let (target, words) = target_and_words(args)?;
             Ok(Command::Subscribe { target, words })
@@ -139,6 +167,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "unsubscribe",
         usage: "/bitbucket unsubscribe <workspace>/<repository> [feature ...]",
         summary: "Turn features off, or with none named, remove the subscription.",
+        feature: None,
         parse: |args| {
             let (target, words) = target_and_words(args)?;
             Ok(Command::Unsubscribe { target, words })
@@ -148,6 +177,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "subscriptions",
         usage: "/bitbucket subscriptions [features]",
         summary: "List this channel's subscriptions, or explain the features.",
+        feature: None,
         parse: |args| match args {
             [] => Ok(Command::Subscriptions),
             ["features"] => Ok(Command::SubscriptionFeatures),
@@ -158,12 +188,14 @@ pub const COMMANDS: &[CommandSpec] = &[
         name: "upgrade",
         usage: "/bitbucket upgrade",
         summary: "Admins: update the app's Slack permissions when this version needs new ones.",
+        feature: None,
         parse: |args| no_arguments(args, Command::Upgrade),
     },
     CommandSpec {
         name: "settings",
         usage: "/bitbucket settings threading on|off",
         summary: "Thread a pull request's activity under its first message in this channel (on by default).",
+        feature: None,
         parse: |args| match args {
             ["threading", "on"] => Ok(Command::Threading { on: true }),
             ["threading", "off"] => Ok(Command::Threading { on: false }),
@@ -219,6 +251,19 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
 /// The help: one line per command, from [`COMMANDS`].
 pub fn help() -> Message {
     help_without(&[])
+}
+
+/// The commands whose [`CommandSpec::feature`] is not among `available` (the features
+/// the workspace's permissions allow), in table order.
+pub fn unavailable_commands(available: &[Feature]) -> Vec<&'static str> {
+    COMMANDS
+        .iter()
+        .filter(|spec| {
+            spec.feature
+                .is_some_and(|feature| !available.contains(&feature))
+        })
+        .map(|spec| spec.name)
+        .collect()
 }
 
 /// The help without the commands named in `hidden` (those whose features the
@@ -321,6 +366,60 @@ mod tests {
             "Unknown command `&lt;!channel&gt;&amp;x`."
         );
         assert_eq!(escape_inline_code("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn only_subscribe_needs_a_feature_and_every_command_has_a_row() {
+        let gated: Vec<_> = COMMANDS
+            .iter()
+            .filter_map(|spec| Some((spec.name, spec.feature?)))
+            .collect();
+        assert_eq!(gated, vec![("subscribe", Feature::ChannelNotifications)]);
+        for text in [
+            "help",
+            "status",
+            "login",
+            "logout",
+            "whoami",
+            "subscriptions",
+            "subscriptions features",
+            "upgrade",
+            "settings threading on",
+            "subscribe acme/repo",
+            "unsubscribe acme",
+        ] {
+            let command = parse(text).expect("parses");
+            assert_eq!(command.spec().name, command.name(), "{text}");
+        }
+        assert_eq!(
+            parse("subscribe acme/repo").map(|c| c.feature()),
+            Ok(Some(Feature::ChannelNotifications))
+        );
+        assert_eq!(
+            parse("unsubscribe acme/repo").map(|c| c.feature()),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn commands_whose_feature_is_not_available_are_unavailable() {
+        let all: Vec<Feature> = crate::upgrade::FEATURES
+            .iter()
+            .map(|spec| spec.feature)
+            .collect();
+        assert!(unavailable_commands(&all).is_empty());
+        let without_channels: Vec<Feature> = all
+            .iter()
+            .copied()
+            .filter(|feature| *feature != Feature::ChannelNotifications)
+            .collect();
+        assert_eq!(unavailable_commands(&without_channels), vec!["subscribe"]);
+        assert_eq!(unavailable_commands(&[]), vec!["subscribe"]);
+        let help = help_without(&unavailable_commands(&without_channels))
+            .sections
+            .join("\n");
+        assert!(!help.contains("/bitbucket subscribe "));
+        assert!(help.contains("/bitbucket unsubscribe "));
     }
 
     #[test]

@@ -1,13 +1,24 @@
-//! Socket Mode frames, parsed into one closed enum: [`Inbound`].
+//! Socket Mode frames, parsed into one closed enum: [`Inbound`], down to typed payloads.
 //!
-//! Pure: text in, typed value out. Knows the shape of Slack's frames (hello, disconnect,
-//! envelopes) and pulls out only what routing needs; the rest of a payload stays JSON
-//! for the handler that wants it. Never panics on input: anything that does not fit is a
-//! [`FrameError`] (no envelope id, so nothing to ack) or an [`EnvelopeKind::Unparsed`]
-//! (acked, logged, not handled).
+//! Pure: text in, typed value out; no JSON leaves this module. Knows the shape of
+//! Slack's frames (hello, disconnect, envelopes) and of the payloads the app reads:
+//! slash commands, the events of [`events`] and the interactions of [`interactions`].
+//! Never panics on input: anything that does not fit is a [`FrameError`] (no envelope
+//! id, so nothing to ack) or an [`EnvelopeKind::Unparsed`] whose reason names the
+//! field (acked, logged, not handled). Decides nothing about what a payload means.
+
+pub mod events;
+mod fields;
+pub mod interactions;
 
 use serde::Deserialize;
 use serde_json::Value;
+
+pub use events::{Event, EventCallback, HomeTab, LinkShared, LinkSource, MessageIm, SharedLink};
+pub use fields::{FieldError, FieldProblem, PayloadError};
+pub use interactions::{
+    BlockAction, BlockActions, InputValue, Interaction, InteractionKind, View, ViewInput, ViewType,
+};
 
 /// One text frame from Slack.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,26 +128,6 @@ pub struct SlashCommand {
     pub trigger_id: Option<String>,
 }
 
-/// An Events API callback (`event_callback`), such as `app_uninstalled`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventCallback {
-    pub event_id: Option<String>,
-    pub team_id: Option<String>,
-    pub event_type: String,
-    pub payload: Value,
-}
-
-/// A button click, shortcut, view submission and the like.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Interaction {
-    pub interaction_type: String,
-    pub team_id: Option<String>,
-    /// The Enterprise Grid org, for an org-wide install (`enterprise.id`).
-    pub enterprise_id: Option<String>,
-    pub user_id: Option<String>,
-    pub payload: Value,
-}
-
 /// A frame that cannot be acked or used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -200,38 +191,22 @@ fn parse_kind(frame_type: &str, payload: Value) -> EnvelopeKind {
             Ok(command) => EnvelopeKind::SlashCommand(command),
             Err(error) => unparsed(format!("slash command payload: {error}")),
         },
-        "events_api" => {
-            let Some(event_type) = payload["event"]["type"].as_str() else {
-                return unparsed("events_api payload has no event.type".into());
-            };
-            EnvelopeKind::Event(EventCallback {
-                event_id: payload["event_id"].as_str().map(str::to_string),
-                team_id: payload["team_id"].as_str().map(str::to_string),
-                event_type: event_type.to_string(),
-                payload,
-            })
-        }
-        "interactive" => {
-            let Some(interaction_type) = payload["type"].as_str() else {
-                return unparsed("interactive payload has no type".into());
-            };
-            EnvelopeKind::Interaction(Interaction {
-                interaction_type: interaction_type.to_string(),
-                team_id: payload["team"]["id"]
-                    .as_str()
-                    .or_else(|| payload["user"]["team_id"].as_str())
-                    .map(str::to_string),
-                enterprise_id: payload["enterprise"]["id"]
-                    .as_str()
-                    .or_else(|| payload["team"]["enterprise_id"].as_str())
-                    .map(str::to_string),
-                user_id: payload["user"]["id"].as_str().map(str::to_string),
-                payload,
-            })
-        }
+        "events_api" => match events::parse_event_callback(&payload) {
+            Ok(Some(event)) => EnvelopeKind::Event(event),
+            Ok(None) => unparsed("events_api payload has no event.type".into()),
+            Err(error) => unparsed(error.to_string()),
+        },
+        "interactive" => match interactions::parse_interaction(&payload) {
+            Ok(Some(interaction)) => EnvelopeKind::Interaction(interaction),
+            Ok(None) => unparsed("interactive payload has no type".into()),
+            Err(error) => unparsed(error.to_string()),
+        },
         other => unparsed(format!("unknown envelope type `{other}`")),
     }
 }
+
+#[cfg(test)]
+mod fixtures;
 
 #[cfg(test)]
 mod tests {
@@ -312,7 +287,7 @@ mod tests {
     fn a_click_from_an_enterprise_install_carries_the_org() {
         let frame = r#"{"type":"interactive","envelope_id":"e1","payload":{"type":"block_actions",
             "team":{"id":"T1","domain":"acme","enterprise_id":"E1"},"enterprise":{"id":"E1","name":"Acme Org"},
-            "user":{"id":"U1","team_id":"T1"},"actions":[]}}"#;
+            "user":{"id":"U1","team_id":"T1"},"trigger_id":"t1","actions":[]}}"#;
         let Ok(Inbound::Envelope(envelope)) = parse_frame(frame) else {
             panic!("an envelope");
         };

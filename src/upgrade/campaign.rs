@@ -2,11 +2,11 @@
 //! [`step`]`(state, event, schedule, now) -> (next state, effects)`.
 //!
 //! Owns the phases (NotNeeded → Announced → Available → Overdue → Upgraded), which admin
-//! got which message and when, whether notifications are held, when to wake up next, and
-//! the gating answers handlers need ([`login_allowed`], [`commands_allowed`]). It never
-//! does I/O, never reads the clock (`now` is an argument) and never decides how a message
-//! looks in Slack: `app::upgrade_driver` executes the [`Effect`]s and
-//! [`super::messages`] holds the words.
+//! got which message and when, whether notifications are held and when to wake up next.
+//! Gating (who may log in, which commands answer) is not here: [`super::gate`] decides it
+//! from the scopes and the schedule. It never does I/O, never reads the clock (`now` is
+//! an argument) and never decides how a message looks in Slack: `app::upgrade_driver`
+//! executes the [`Effect`]s and [`super::messages`] holds the words.
 //!
 //! Nothing is sent twice because the state records a message the moment the effect that
 //! sends it is returned. The driver must therefore persist the returned state *before*
@@ -466,36 +466,6 @@ pub fn permissions_answer(
             needs_install_url: false,
         },
     }
-}
-
-/// Whether a user who is not linked yet may `/bitbucket login`: not while an update is
-/// available or overdue.
-pub fn login_allowed(state: &CampaignState) -> bool {
-    !matches!(state.phase, Phase::Available | Phase::Overdue)
-}
-
-/// Whether `/bitbucket` commands are served at all: not from the deadline on.
-pub fn commands_allowed(state: &CampaignState) -> bool {
-    state.phase != Phase::Overdue
-}
-
-/// The answer to a command that [`commands_allowed`] refuses, naming the admins (the
-/// given ones, or else the last known).
-pub fn refusal_message(state: &CampaignState, admins: &[String]) -> Message {
-    messages::commands_refused(if admins.is_empty() {
-        &state.admins
-    } else {
-        admins
-    })
-}
-
-/// The answer to a login that [`login_allowed`] refuses, naming the admins.
-pub fn login_refusal_message(state: &CampaignState, admins: &[String]) -> Message {
-    messages::login_refused(if admins.is_empty() {
-        &state.admins
-    } else {
-        admins
-    })
 }
 
 /// The latest reminder (or other campaign DM) to any current admin.

@@ -75,23 +75,12 @@ pub fn is_available(feature: Feature, granted: &[String]) -> bool {
         .all(|scope| granted.iter().any(|g| g == scope.name))
 }
 
-/// The feature a `/bitbucket` subcommand needs besides the command itself. Without it the
-/// subcommand is left out of the help and refused. Only what adds something new is
-/// gated: subscribing a channel needs every channel-notification scope, while listing,
-/// unsubscribing and settings manage what already works and keep working.
-pub fn command_feature(command: &str) -> Option<Feature> {
-    match command {
-        "subscribe" => Some(Feature::ChannelNotifications),
-        _ => None,
-    }
-}
-
-/// The subcommands [`command_feature`] makes unavailable with these scopes.
-pub fn unavailable_commands(granted: &[String]) -> Vec<&'static str> {
-    crate::commands::COMMANDS
+/// The features an installation that granted `granted` may use, in table order.
+pub fn available_features(granted: &[String]) -> Vec<Feature> {
+    FEATURES
         .iter()
-        .map(|spec| spec.name)
-        .filter(|name| command_feature(name).is_some_and(|feature| !is_available(feature, granted)))
+        .map(|spec| spec.feature)
+        .filter(|feature| is_available(*feature, granted))
         .collect()
 }
 
@@ -193,15 +182,25 @@ mod tests {
     }
 
     #[test]
-    fn commands_needing_missing_scopes_are_unavailable() {
+    fn features_needing_missing_scopes_are_unavailable() {
         let old = granted("commands,chat:write,im:write,users:read,team:read");
-        assert_eq!(unavailable_commands(&old), vec!["subscribe"]);
+        assert_eq!(
+            available_features(&old),
+            vec![
+                Feature::SlashCommands,
+                Feature::DirectMessages,
+                Feature::UserLookup,
+                Feature::WorkspaceInfo
+            ]
+        );
         assert_eq!(
             missing_for(Feature::ChannelNotifications, &old),
             vec!["chat:write.public", "channels:read", "groups:read"]
         );
-        assert!(unavailable_commands(&granted(&required_scopes().join(","))).is_empty());
-        assert_eq!(command_feature("unsubscribe"), None);
+        assert_eq!(
+            available_features(&granted(&required_scopes().join(","))).len(),
+            FEATURES.len()
+        );
     }
 
     #[test]
