@@ -40,6 +40,7 @@ const PURE_MODULES: &[&str] = &[
     "bitbucket/schedule.rs",
     "slack/convert.rs",
     "slack/envelope.rs",
+    "slack/envelope/",
     "slack/socket/next_step.rs",
 ];
 
@@ -131,18 +132,12 @@ const KNOWN_LAYERING_OFFENCES_BEING_REMOVED: &[&str] = &[];
 /// directions of each cycle, so that the list shrinks whichever way a cycle is cut. Delete an
 /// entry when the test says it is no longer on a cycle.
 const KNOWN_CYCLE_EDGES_BEING_REMOVED: &[&str] = &[
-    // commands <-> upgrade: gating reads the command table by name.
-    "commands -> notify", // src/commands/mod.rs:9 `crate::notify::subscription::Target`, :90
-    "commands -> upgrade", // src/commands/status.rs:6 `crate::upgrade::{FEATURES, ...}`
-    "upgrade -> commands", // src/upgrade/campaign.rs:46, messages.rs:10, mod.rs:91 `COMMANDS`
     "notify -> bitbucket", // src/notify/mod.rs:13 `crate::bitbucket::Activity`
     // Found besides: bitbucket mixes pure types (name, activity) with its I/O (client, poller),
     // so every module using a name or an activity closes a loop through it.
-    "commands -> bitbucket", // src/commands/mod.rs:84 `crate::bitbucket::name::EXPECTED_FORM`
     "bitbucket -> store",    // src/bitbucket/poller.rs:29 `crate::store::{PollCommit, Store, ..}`
     "store -> bitbucket",    // src/store/activities.rs:19 `crate::bitbucket::Activity`
     "store -> notify",       // src/store/deliveries.rs:21 `crate::notify::Notification`
-    "store -> upgrade",      // src/store/campaigns.rs:18 `crate::upgrade::campaign::CampaignState`
 ];
 
 /// Global mutable state that is allowed: (file, the offending word, why). None today.
