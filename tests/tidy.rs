@@ -135,9 +135,9 @@ const KNOWN_CYCLE_EDGES_BEING_REMOVED: &[&str] = &[
     "notify -> bitbucket", // src/notify/mod.rs:13 `crate::bitbucket::Activity`
     // Found besides: bitbucket mixes pure types (name, activity) with its I/O (client, poller),
     // so every module using a name or an activity closes a loop through it.
-    "bitbucket -> store",    // src/bitbucket/poller.rs:29 `crate::store::{PollCommit, Store, ..}`
-    "store -> bitbucket",    // src/store/activities.rs:19 `crate::bitbucket::Activity`
-    "store -> notify",       // src/store/deliveries.rs:21 `crate::notify::Notification`
+    "bitbucket -> store", // src/bitbucket/poller.rs:29 `crate::store::{PollCommit, Store, ..}`
+    "store -> bitbucket", // src/store/activities.rs:19 `crate::bitbucket::Activity`
+    "store -> notify",    // src/store/deliveries.rs:21 `crate::notify::Notification`
 ];
 
 /// Global mutable state that is allowed: (file, the offending word, why). None today.

@@ -591,9 +591,7 @@ fn an_offence_after_a_real_test_module_fails_its_rules() {
     assert_eq!(unwrap_or_debug_leftovers(&krate).len(), 1);
     let (cycles, _) = cycles_against(&krate, KNOWN_CYCLE_EDGES_BEING_REMOVED);
     assert!(
-        cycles
-            .iter()
-            .any(|c| c.contains("edge `commands -> app`")),
+        cycles.iter().any(|c| c.contains("edge `commands -> app`")),
         "{cycles:#?}"
     );
 }
