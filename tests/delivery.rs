@@ -1,6 +1,8 @@
 //! The Slack outbox drained against the fake Slack: exactly once, threaded, parent
 //! updated on merge, paused (and the subscriber told) on a channel Slack refuses, 429s
 //! waited out, dead letters after repeated failures, and a restart resumes the queue.
+//! Held notifications are parked when queued, cost nothing while held, come back (or as
+//! a digest) when released, and a hold that starts after queueing still never posts.
 
 mod support;
 
@@ -17,7 +19,9 @@ use bitbucket_slack::notify::subscription::{Features, Filters, Subscription};
 use bitbucket_slack::notify::{render, route};
 use bitbucket_slack::slack::delivery::{Deliverer, DeliverySettings};
 use bitbucket_slack::slack::web::SlackWeb;
-use bitbucket_slack::store::{NewDelivery, Store};
+use bitbucket_slack::store::{
+    InstallSource, Installation, InstallationState, NewDelivery, ParkReason, Store,
+};
 use jiff::Timestamp;
 use support::fake_slack::{FakeSlack, RecordedCall};
 use support::harness::install_configured_bot;
@@ -110,6 +114,62 @@ fn text_delivery(channel: &str, text: &str) -> NewDelivery {
         activity_id: format!("text:{channel}:{text}"),
         notification,
     }
+}
+
+/// Installs T0FAKE straight into a store the deliverer has not opened yet (as the daemon
+/// found it at its last run), so what is queued there is queued, not parked.
+async fn installed_before(store: &Store) {
+    let at = Timestamp::from_second(1_700_000_000).expect("valid");
+    store
+        .installations
+        .upsert(Installation {
+            team_id: "T0FAKE".into(),
+            team_name: "Fake Team".into(),
+            enterprise_id: None,
+            bot_user_id: "U0BOT".into(),
+            bot_id: None,
+            app_id: None,
+            bot_token: Some(Secret::new("xoxb-delivery-bot".into())),
+            scopes: Vec::new(),
+            installer_user_id: None,
+            installed_at: at,
+            updated_at: at,
+            state: InstallationState::Active,
+            source: InstallSource::ConfiguredToken,
+        })
+        .await
+        .expect("install T0FAKE");
+}
+
+/// Releases T0FAKE's hold as the permission upgrade does: its held messages replaced by
+/// one digest per channel listing them, or (without digests) put back in their queues.
+async fn release(store: &Store, now: Timestamp, digest: bool) -> usize {
+    let held = store.campaigns.held_deliveries("T0FAKE").expect("held");
+    let mut by_channel: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for delivery in &held {
+        by_channel
+            .entry(delivery.channel_id.clone())
+            .or_default()
+            .push(delivery.notification.message.text.clone());
+    }
+    let (replaced, digests): (Vec<u64>, Vec<NewDelivery>) = if digest {
+        (
+            held.iter().map(|delivery| delivery.id).collect(),
+            by_channel
+                .into_iter()
+                .map(|(channel, texts)| {
+                    text_delivery(&channel, &format!("digest: {}", texts.join(" + ")))
+                })
+                .collect(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    store
+        .campaigns
+        .release_with_digests("T0FAKE", &replaced, digests, now)
+        .await
+        .expect("release")
 }
 
 async fn start_on(slack: FakeSlack, dir: tempfile::TempDir) -> Outbox {
@@ -430,6 +490,7 @@ async fn one_channels_backlog_never_delays_another_channels_next_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let store = Store::open(dir.path()).expect("store");
+        installed_before(&store).await;
         let mut backlog: Vec<NewDelivery> = (0..40)
             .map(|n| text_delivery("C-BUSY", &format!("busy {n}")))
             .collect();
@@ -511,6 +572,7 @@ async fn a_message_left_in_flight_by_a_crash_is_uncertain_after_the_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let store = Store::open(dir.path()).expect("store");
+        installed_before(&store).await;
         let ids = store
             .deliveries
             .enqueue(
@@ -602,4 +664,142 @@ async fn messages_of_an_uninstalled_workspace_are_parked_until_it_is_installed_a
     let stopped = outbox.stop().await;
     assert!(stopped.store.deliveries.parked().expect("read").is_empty());
     assert_eq!(stopped.slack.calls_to("chat.postMessage").len(), 1);
+}
+
+#[tokio::test]
+async fn a_message_queued_while_held_is_parked_at_once_and_costs_nothing_until_released() {
+    let outbox = start().await;
+    outbox.store.campaigns.hold("T0FAKE").await.expect("hold");
+    outbox.enqueue_text("C1", "held one").await;
+    outbox.enqueue_text("C1", "held two").await;
+    outbox.enqueue_text("C2", "held three").await;
+    // Parked by the enqueue itself: never in a channel's queue, so the delivery loop
+    // never reads, paces or attempts them.
+    let parked = outbox.store.deliveries.parked().expect("read");
+    assert_eq!(parked.len(), 3);
+    assert!(
+        parked.iter().all(|d| d.parked == Some(ParkReason::Held)
+            && d.attempts == 0
+            && d.last_error.is_none()
+            && d.in_flight.is_none()),
+        "{parked:#?}"
+    );
+    assert_eq!(outbox.store.deliveries.depth(), 0);
+    assert!(
+        outbox
+            .store
+            .deliveries
+            .queued_channels()
+            .expect("read")
+            .is_empty()
+    );
+    // Rung to resume parked messages: still held, so nothing moves and nothing posts.
+    outbox.unpark.notify_one();
+    outbox.wake.notify_one();
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(outbox.store.deliveries.parked().expect("read"), parked);
+    assert!(outbox.slack.calls_to("chat.postMessage").is_empty());
+
+    // Released: one digest per channel, listing the held messages in order; they are
+    // never posted themselves.
+    assert_eq!(release(&outbox.store, outbox.clock.now(), true).await, 2);
+    outbox.wake.notify_one();
+    let posts = outbox.posts(2).await;
+    let mut texts: Vec<(String, String)> = posts
+        .iter()
+        .map(|post| {
+            let json = post.json();
+            (
+                json["channel"].as_str().unwrap_or("").to_string(),
+                json["text"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    texts.sort();
+    assert_eq!(
+        texts,
+        [
+            ("C1".to_string(), "digest: held one + held two".to_string()),
+            ("C2".into(), "digest: held three".into())
+        ]
+    );
+    let stopped = outbox.stop().await;
+    assert!(stopped.store.deliveries.parked().expect("read").is_empty());
+    assert_eq!(stopped.store.deliveries.depth(), 0);
+    assert_eq!(stopped.slack.calls_to("chat.postMessage").len(), 2);
+}
+
+#[tokio::test]
+async fn held_messages_released_without_a_digest_are_delivered_in_order() {
+    let outbox = start().await;
+    outbox.store.campaigns.hold("T0FAKE").await.expect("hold");
+    for text in ["first", "second", "third"] {
+        outbox.enqueue_text("C1", text).await;
+    }
+    assert_eq!(outbox.store.deliveries.parked().expect("read").len(), 3);
+    assert_eq!(release(&outbox.store, outbox.clock.now(), false).await, 0);
+    assert!(
+        !outbox.store.campaigns.is_held("T0FAKE").expect("read"),
+        "the hold is lifted"
+    );
+    assert!(
+        outbox.store.deliveries.parked().expect("read").is_empty(),
+        "back in their queue with the release"
+    );
+    outbox.wake.notify_one();
+    let texts: Vec<String> = outbox
+        .posts(3)
+        .await
+        .iter()
+        .map(|post| post.json()["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(texts, ["first", "second", "third"]);
+    let stopped = outbox.stop().await;
+    assert_eq!(stopped.store.deliveries.depth(), 0);
+    assert_eq!(stopped.slack.calls_to("chat.postMessage").len(), 3);
+}
+
+#[tokio::test]
+async fn a_hold_that_starts_after_queueing_parks_the_message_instead_of_posting_it() {
+    // Queued while the workspace could take it; the hold starts before the delivery loop
+    // reaches it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path()).expect("store");
+        installed_before(&store).await;
+        store
+            .deliveries
+            .enqueue(
+                vec![text_delivery("C1", "queued before the hold")],
+                Timestamp::from_second(1_800_000_000).expect("valid"),
+            )
+            .await
+            .expect("enqueue");
+        assert_eq!(store.deliveries.depth(), 1, "queued, not parked");
+        store.campaigns.hold("T0FAKE").await.expect("hold");
+    }
+    let outbox = start_on(FakeSlack::start().await, dir).await;
+    outbox
+        .until("the message is parked", |store| {
+            store.deliveries.parked().expect("read").len() == 1
+        })
+        .await;
+    let parked = outbox.store.deliveries.parked().expect("read");
+    assert_eq!(parked[0].parked, Some(ParkReason::Held));
+    assert_eq!(parked[0].attempts, 0);
+    assert!(parked[0].in_flight.is_none());
+    assert_eq!(outbox.store.deliveries.depth(), 0);
+    assert!(outbox.slack.calls_to("chat.postMessage").is_empty());
+
+    // Released with its digest: the digest is posted, the held message never.
+    assert_eq!(release(&outbox.store, outbox.clock.now(), true).await, 1);
+    outbox.wake.notify_one();
+    let posts = outbox.posts(1).await;
+    assert_eq!(posts[0].json()["text"], "digest: queued before the hold");
+    let stopped = outbox.stop().await;
+    assert_eq!(stopped.slack.calls_to("chat.postMessage").len(), 1);
+    assert!(stopped.store.deliveries.parked().expect("read").is_empty());
+    assert_eq!(stopped.store.deliveries.depth(), 0);
 }

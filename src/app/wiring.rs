@@ -216,11 +216,14 @@ impl Parts {
                 )
             });
         }
+        // Rung by the poller after each commit that appended activities; the router listens.
+        let activities_committed = Arc::new(tokio::sync::Notify::new());
         let bitbucket = poller::spawn(
             &config.bitbucket,
             store.clone(),
             clock.clone(),
             metrics.clone(),
+            activities_committed.clone(),
             &mut supervisor,
         )?;
         spawn_admin(
@@ -319,11 +322,12 @@ impl Parts {
             });
         }
         {
-            let (store, clock, metrics, wake) = (
+            let (store, clock, metrics, wake, committed) = (
                 store.clone(),
                 clock.clone(),
                 metrics.clone(),
                 delivery_wake.clone(),
+                activities_committed.clone(),
             );
             supervisor.spawn("router", move |stop| {
                 router::Router {
@@ -331,6 +335,7 @@ impl Parts {
                     clock: clock.clone(),
                     metrics: metrics.clone(),
                     delivery_wake: wake.clone(),
+                    activities_committed: committed.clone(),
                 }
                 .run(stop)
             });

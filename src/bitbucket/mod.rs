@@ -17,7 +17,7 @@ pub use activity::{
 };
 pub use client::{BitbucketClient, BitbucketError, ClientSettings};
 pub use name::{InvalidRepositoryName, RepositoryName, Target};
-pub use poller::{Poller, PollerSettings, Progress};
+pub use poller::{PollCommit, PollStore, Poller, PollerSettings, Progress};
 
 /// What `/bitbucket subscribe` needs to know about its target.
 #[derive(Debug, Clone, PartialEq, Eq)]

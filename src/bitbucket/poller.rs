@@ -9,23 +9,32 @@
 //! 404/403 marks a repository broken once (one warning, then a retry every few hours);
 //! other failures back off per repository and never stop the loop.
 //!
+//! Storage is what [`PollStore`] says the poller needs (the watched names, each one's
+//! cursor, `commit_poll`, the broken marks, pruning old ids); the store implements it, so
+//! this module never imports `store`. After a commit that appended activities the poller
+//! rings its commit bell ([`Poller::ring_on_commit`]), so whoever routes the outbox does
+//! not wait for its own tick.
+//!
 //! Must never hold Bitbucket JSON outside `diff/`, log a secret, or write an activity
 //! except through `commit_poll`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use jiff::SignedDuration;
-use tokio::sync::watch;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::clock::Clock;
-use crate::store::{PollCommit, Store, StoreError};
 
 use super::activity::{Activity, MAX_COMMITS};
 use super::client::{BitbucketClient, BitbucketError};
@@ -49,6 +58,52 @@ pub struct PollerSettings {
     pub sync_interval: Duration,
 }
 
+/// What [`PollStore::commit_poll`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollCommit {
+    /// The cursor advanced; this many activities were new and appended (the others were
+    /// already in the outbox's history).
+    Committed { appended: usize },
+    /// The repository was unwatched meanwhile: nothing was written.
+    Unwatched,
+}
+
+/// What the poller needs from storage. A cursor is opaque to the storage: it is kept as
+/// it serializes, per repository.
+pub trait PollStore: Send + Sync + 'static {
+    type Error: Display + Send;
+
+    /// The names of the watched repositories.
+    fn watched_names(&self) -> Result<Vec<String>, Self::Error>;
+
+    /// The repository's cursor, or `None` before its baseline.
+    fn cursor<C: DeserializeOwned>(&self, repository: &str) -> Result<Option<C>, Self::Error>;
+
+    /// In one durable transaction: appends those of `activities` whose id was never
+    /// appended, and stores `cursor` as the repository's cursor; nothing when the
+    /// repository is no longer watched.
+    fn commit_poll<C: Serialize + Sync>(
+        &self,
+        repository: &str,
+        cursor: &C,
+        activities: &[Activity],
+    ) -> impl Future<Output = Result<PollCommit, Self::Error>> + Send;
+
+    /// Forgets the ids of activities that happened before `cutoff`; returns how many.
+    fn prune_ids(&self, cutoff: Timestamp) -> Result<usize, Self::Error>;
+
+    /// Marks the repository unreachable; `true` the first time.
+    fn mark_broken(
+        &self,
+        repository: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, Self::Error>;
+
+    /// Clears the mark; `true` when there was one.
+    fn clear_broken(&self, repository: &str) -> Result<bool, Self::Error>;
+}
+
 /// What the poll loop has done so far; for tests and health.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -59,22 +114,24 @@ pub struct Progress {
 }
 
 /// Everything a single poll needs; shared by the concurrent polls.
-struct PollContext {
+struct PollContext<S> {
     client: BitbucketClient,
-    store: Store,
+    store: S,
     clock: Arc<dyn Clock>,
     /// Set once a 401 was logged, until a request succeeds again.
     unauthorized_reported: AtomicBool,
 }
 
-/// The Bitbucket poller of one credential.
-pub struct Poller {
-    context: Arc<PollContext>,
+/// The Bitbucket poller of one credential, over the storage `S`.
+pub struct Poller<S> {
+    context: Arc<PollContext<S>>,
     settings: PollerSettings,
     progress: watch::Sender<Progress>,
+    /// Rung after a commit that appended activities.
+    on_commit: Option<Arc<Notify>>,
 }
 
-impl std::fmt::Debug for Poller {
+impl<S> std::fmt::Debug for Poller<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Poller")
             .field("settings", &self.settings)
@@ -95,10 +152,10 @@ enum Finished {
     },
 }
 
-impl Poller {
+impl<S: PollStore> Poller<S> {
     pub fn new(
         client: BitbucketClient,
-        store: Store,
+        store: S,
         clock: Arc<dyn Clock>,
         settings: PollerSettings,
     ) -> Self {
@@ -111,7 +168,14 @@ impl Poller {
             }),
             settings,
             progress: watch::channel(Progress::default()).0,
+            on_commit: None,
         }
+    }
+
+    /// Rings `bell` each time a poll's commit appended activities.
+    pub fn ring_on_commit(mut self, bell: Arc<Notify>) -> Self {
+        self.on_commit = Some(bell);
+        self
     }
 
     /// Follows the loop's progress.
@@ -183,7 +247,7 @@ impl Poller {
     }
 
     fn sync(&self, scheduler: &mut Scheduler, now: Instant) {
-        match self.context.store.repositories.names() {
+        match self.context.store.watched_names() {
             Ok(names) => {
                 let before = scheduler.len();
                 scheduler.sync(&names, now);
@@ -202,7 +266,7 @@ impl Poller {
         let Ok(cutoff) = self.context.clock.now().checked_sub(ID_RETENTION) else {
             return;
         };
-        match self.context.store.activities.prune_ids(cutoff) {
+        match self.context.store.prune_ids(cutoff) {
             Ok(0) => {}
             Ok(removed) => info!(removed, "forgot the ids of old activities"),
             Err(error) => warn!(%error, "cannot prune old activity ids; will retry"),
@@ -274,6 +338,11 @@ impl Poller {
                 appended
             }
         };
+        if appended > 0 {
+            if let Some(bell) = &self.on_commit {
+                bell.notify_one();
+            }
+        }
         self.progress.send_modify(|progress| {
             progress.polls += 1;
             progress.appended += appended as u64;
@@ -295,8 +364,8 @@ fn failed_work(work: Work) -> Finished {
     }
 }
 
-async fn sweep(
-    context: &PollContext,
+async fn sweep<S: PollStore>(
+    context: &PollContext<S>,
     workspace: &str,
     mut cursor: SweepCursor,
 ) -> Option<(SweepCursor, Vec<String>)> {
@@ -321,8 +390,12 @@ async fn sweep(
 
 /// One poll of one repository: the baseline, or the due lanes. Returns the report for
 /// the scheduler and how many activities were appended.
-async fn poll_repository(context: &PollContext, name: &str, lanes: Lanes) -> (RepoReport, usize) {
-    let cursor = match context.store.repositories.cursor::<RepoCursor>(name) {
+async fn poll_repository<S: PollStore>(
+    context: &PollContext<S>,
+    name: &str,
+    lanes: Lanes,
+) -> (RepoReport, usize) {
+    let cursor = match context.store.cursor::<RepoCursor>(name) {
         Ok(cursor) => cursor,
         Err(error) => {
             error!(%error, "cannot read the repository's cursor");
@@ -337,7 +410,6 @@ async fn poll_repository(context: &PollContext, name: &str, lanes: Lanes) -> (Re
         Some(cursor) if poll.report.done.any() || poll.error.is_none() => {
             match context
                 .store
-                .activities
                 .commit_poll(name, cursor, &poll.activities)
                 .await
             {
@@ -366,7 +438,7 @@ async fn poll_repository(context: &PollContext, name: &str, lanes: Lanes) -> (Re
     (poll.report, appended)
 }
 
-fn store_failed(error: &StoreError) {
+fn store_failed(error: &impl Display) {
     error!(%error, "cannot commit the poll; it will be redone");
 }
 
@@ -393,7 +465,7 @@ fn report_for(cursor: &RepoCursor, done: Lanes, activities: usize, pushed: bool)
 }
 
 /// The first poll: what exists now becomes the cursor; nothing is emitted.
-async fn baseline(context: &PollContext, name: &str) -> Poll {
+async fn baseline<S: PollStore>(context: &PollContext<S>, name: &str) -> Poll {
     let client = &context.client;
     let read = async {
         let info = client.repository(name).await?;
@@ -440,7 +512,12 @@ async fn baseline(context: &PollContext, name: &str) -> Poll {
 
 /// The due lanes, one after another. Each lane works on a copy of the cursor that is
 /// kept only if the whole lane succeeded.
-async fn lanes_poll(context: &PollContext, name: &str, lanes: Lanes, cursor: RepoCursor) -> Poll {
+async fn lanes_poll<S: PollStore>(
+    context: &PollContext<S>,
+    name: &str,
+    lanes: Lanes,
+    cursor: RepoCursor,
+) -> Poll {
     let mut cursor = cursor;
     let mut activities = Vec::new();
     let mut done = Lanes::default();
@@ -490,8 +567,8 @@ async fn lanes_poll(context: &PollContext, name: &str, lanes: Lanes, cursor: Rep
     }
 }
 
-async fn feed_lane(
-    context: &PollContext,
+async fn feed_lane<S: PollStore>(
+    context: &PollContext<S>,
     name: &str,
     cursor: &mut RepoCursor,
 ) -> Result<Vec<Activity>, BitbucketError> {
@@ -513,8 +590,8 @@ async fn feed_lane(
     Ok(diff::feed(cursor, name, &entries))
 }
 
-async fn heads_lane(
-    context: &PollContext,
+async fn heads_lane<S: PollStore>(
+    context: &PollContext<S>,
     name: &str,
     cursor: &mut RepoCursor,
 ) -> Result<(Vec<Activity>, bool), BitbucketError> {
@@ -539,8 +616,8 @@ async fn heads_lane(
     Ok((activities, pushed))
 }
 
-async fn pipelines_lane(
-    context: &PollContext,
+async fn pipelines_lane<S: PollStore>(
+    context: &PollContext<S>,
     name: &str,
     cursor: &mut RepoCursor,
 ) -> Result<Vec<Activity>, BitbucketError> {
@@ -553,8 +630,8 @@ async fn pipelines_lane(
     Ok(diff::pipelines(cursor, name, &page, context.clock.now()))
 }
 
-async fn issues_lane(
-    context: &PollContext,
+async fn issues_lane<S: PollStore>(
+    context: &PollContext<S>,
     name: &str,
     cursor: &mut RepoCursor,
 ) -> Result<Vec<Activity>, BitbucketError> {
@@ -580,8 +657,8 @@ async fn issues_lane(
     Ok(activities)
 }
 
-async fn approvals_lane(
-    context: &PollContext,
+async fn approvals_lane<S: PollStore>(
+    context: &PollContext<S>,
     name: &str,
     cursor: &mut RepoCursor,
 ) -> Result<Vec<Activity>, BitbucketError> {
@@ -601,14 +678,13 @@ async fn approvals_lane(
 }
 
 /// What a failed poll means for the repository, logged once where repeats would flood.
-fn classify(context: &PollContext, name: &str, error: &BitbucketError) -> Outcome {
+fn classify<S: PollStore>(context: &PollContext<S>, name: &str, error: &BitbucketError) -> Outcome {
     match error {
         BitbucketError::RateLimited { .. } => Outcome::RateLimited,
         error if error.is_broken_repository() => {
             let reason = error.to_string();
             match context
                 .store
-                .repositories
                 .mark_broken(name, &reason, context.clock.now())
             {
                 Ok(true) => warn!(
@@ -637,11 +713,11 @@ fn classify(context: &PollContext, name: &str, error: &BitbucketError) -> Outcom
     }
 }
 
-fn recovered(context: &PollContext, name: &str) {
+fn recovered<S: PollStore>(context: &PollContext<S>, name: &str) {
     context
         .unauthorized_reported
         .store(false, Ordering::Relaxed);
-    match context.store.repositories.clear_broken(name) {
+    match context.store.clear_broken(name) {
         Ok(true) => info!("repository reachable again"),
         Ok(false) => {}
         Err(error) => store_failed(&error),

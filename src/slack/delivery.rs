@@ -5,8 +5,20 @@
 //! a channel Slack refuses for good pauses its subscriptions (their creators are told by
 //! DM) and the message becomes a dead letter, as does one that fails too often.
 //!
-//! Owns the delivery loop only; what to post was decided by `notify`, and every state
-//! change goes through `store::deliveries` before the loop moves on.
+//! Owns the delivery loop only: pacing, the post, and recording its outcome. What to post
+//! was decided by `notify`; whether a workspace can take a delivery at all (installed,
+//! not held) was decided when it was queued (`store::deliveries` parks it then), and
+//! every state change goes through `store::deliveries` before the loop moves on. Parked
+//! deliveries cost this loop nothing; it only asks the store to resume those that are
+//! ready, when rung (`unpark`: a workspace installed again) and every few minutes.
+//!
+//! Two things can change between queueing and posting, and both must park, never post:
+//! the workspace is uninstalled (its installation is read here anyway, for the token), or
+//! its notifications become held. The latter is settled by the store in the transaction
+//! that marks the delivery in flight ([`DeliveryStore::begin_post`]), so this loop never
+//! asks about holds itself.
+//!
+//! [`DeliveryStore::begin_post`]: crate::store::DeliveryStore::begin_post
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,7 +34,7 @@ use super::web::{SlackError, SlackWeb};
 use crate::clock::Clock;
 use crate::message::Message;
 use crate::metrics::{KindLabel, Metrics};
-use crate::store::{ChannelKey, ParkReason, PendingDelivery, Store, StoreError};
+use crate::store::{BeginPost, ChannelKey, ParkReason, PendingDelivery, Store, StoreError};
 
 /// Slack errors that mean a channel cannot take messages until a person acts.
 pub const PERMANENT_CHANNEL_ERRORS: &[&str] = &[
@@ -34,9 +46,10 @@ pub const PERMANENT_CHANNEL_ERRORS: &[&str] = &[
     "restricted_action",
 ];
 
-/// How often parked deliveries are looked at again besides a reinstall's ring: a lifted
-/// hold replaces them with digests, so this only bounds a late one.
-const HELD_RECHECK: Duration = Duration::from_secs(600);
+/// How often parked deliveries are looked at again besides the `unpark` ring (a reinstall
+/// rings; a lifted hold requeues or replaces its deliveries itself), so this only bounds
+/// a late one.
+const PARKED_RECHECK: Duration = Duration::from_secs(600);
 
 /// How soon a channel is looked at again after the store failed to answer.
 const STORE_RETRY: Duration = Duration::from_secs(5);
@@ -86,11 +99,11 @@ pub struct Deliverer {
 
 enum Outcome {
     Delivered,
-    /// Try again later (not an attempt: rate limits, a hold that cannot be read).
+    /// Try again later (not an attempt: rate limits, a store that cannot be read).
     Later(Duration, String),
     Failed(String),
     ChannelGone(String),
-    /// Moved out of the queue (workspace not installed, or held).
+    /// Moved out of the queue (workspace not installed, or held), or no longer in it.
     Parked,
     /// Posted or not, nobody knows: never posted again by itself.
     Uncertain(String),
@@ -130,7 +143,7 @@ impl Deliverer {
             }
             if Instant::now() >= next_unpark {
                 self.unpark_ready().await;
-                next_unpark = Instant::now() + HELD_RECHECK;
+                next_unpark = Instant::now() + PARKED_RECHECK;
             }
             let now = self.clock.now();
             for channel in self.store.deliveries.take_enqueued_channels() {
@@ -204,21 +217,10 @@ impl Deliverer {
         }
     }
 
-    /// Puts parked deliveries back into their queues: those of workspaces installed
-    /// again, and held ones whose hold was lifted.
+    /// Asks the store to put parked deliveries whose workspace can take them again back
+    /// into their queues.
     async fn unpark_ready(&self) {
-        let store = &self.store;
-        let resume = |delivery: &PendingDelivery| match delivery.parked {
-            Some(ParkReason::NotInstalled) => matches!(
-                store.installations.get(&delivery.team_id),
-                Ok(Some(installation)) if installation.is_active() && installation.bot_token.is_some()
-            ),
-            Some(ParkReason::Held) => {
-                matches!(store.campaigns.is_held(&delivery.team_id), Ok(false))
-            }
-            None => true,
-        };
-        match store.deliveries.unpark(resume, self.clock.now()).await {
+        match self.store.deliveries.resume_parked(self.clock.now()).await {
             Ok(0) => {}
             Ok(count) => info!(count, "parked messages resumed"),
             Err(error) => warn!(%error, "could not resume parked messages"),
@@ -280,27 +282,21 @@ impl Deliverer {
         let Some(token) = installation.bot_token.as_ref() else {
             return self.park(delivery, ParkReason::NotInstalled).await;
         };
-        // A workspace whose permission upgrade is overdue has its notifications held:
-        // parked (costing nothing) until the upgrade replaces them with a digest. When
-        // the hold cannot be read, the delivery waits: better late than posted while held.
-        match self.store.campaigns.is_held(&delivery.team_id) {
-            Ok(false) => {}
-            Ok(true) => return self.park(delivery, ParkReason::Held).await,
-            Err(error) => {
-                warn!(%error, "cannot read whether the workspace's notifications are held");
-                return Outcome::Later(
-                    STORE_RETRY,
-                    format!("could not read whether notifications are held: {error}"),
-                );
-            }
-        }
+        // Parked instead when the workspace's notifications were held after it was
+        // queued; when that cannot be read, the delivery waits: better late than posted
+        // while held.
         let marked = match self
             .store
             .deliveries
-            .mark_in_flight(delivery, self.clock.now())
+            .begin_post(delivery, self.clock.now())
             .await
         {
-            Ok(marked) => marked,
+            Ok(BeginPost::Post(marked)) => *marked,
+            Ok(BeginPost::Parked(_)) => {
+                self.count("parked");
+                return Outcome::Parked;
+            }
+            Ok(BeginPost::Gone) => return Outcome::Parked,
             Err(error) => return Outcome::Later(STORE_RETRY, error.to_string()),
         };
         match self.post(token, &marked).await {

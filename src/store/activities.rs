@@ -16,20 +16,10 @@ use serde::Serialize;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use crate::bitbucket::Activity;
+use crate::bitbucket::{Activity, PollCommit};
 
 use super::repositories::{decode, encode};
 use super::{StoreError, WriteGate};
-
-/// What [`ActivityStore::commit_poll`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PollCommit {
-    /// The cursor advanced; this many activities were new and appended (the others were
-    /// already in the outbox's history).
-    Committed { appended: usize },
-    /// The repository was unwatched meanwhile: nothing was written.
-    Unwatched,
-}
 
 #[derive(Clone)]
 pub struct ActivityStore {

@@ -1,19 +1,22 @@
 //! Permission-upgrade campaigns: each installation's [`CampaignState`] (as JSON, keyed by
 //! team id) and the set of workspaces whose channel notifications are held.
 //!
-//! Owns persisting the campaign and the hold: the delivery loop asks [`is_held`] before
-//! posting, and [`release_with_digests`] replaces a workspace's held deliveries with one
-//! digest per channel and lifts the hold in a single transaction, so a crash leaves
-//! either the held notifications or the digests, never both and never neither. Every
-//! write is flushed before it returns. Never decides *when* to hold or release: that is
-//! `upgrade::campaign`, executed by `app::upgrade_driver`.
+//! Owns persisting the campaign and the hold: [`hold`] adds the workspace to the held
+//! set, which `store::deliveries` reads when it queues a delivery (parked at once while
+//! held) and just before a post (a delivery queued before the hold is parked then);
+//! [`release_with_digests`] replaces a workspace's held deliveries with one digest per
+//! channel, puts any other held ones back into their queues and lifts the hold in a
+//! single transaction, so a crash leaves either the held notifications or the digests,
+//! never both and never neither. Every write is flushed before it returns. Never decides
+//! *when* to hold or release: that is `upgrade::campaign`, executed by
+//! `app::upgrade_driver`.
 //!
-//! [`is_held`]: CampaignStore::is_held
+//! [`hold`]: CampaignStore::hold
 //! [`release_with_digests`]: CampaignStore::release_with_digests
 
 use jiff::Timestamp;
 
-use super::deliveries::{DeliveryStore, NewDelivery, PendingDelivery};
+use super::deliveries::{DeliveryStore, NewDelivery, ParkReason, PendingDelivery};
 use super::{StoreError, WriteGate};
 use crate::upgrade::campaign::CampaignState;
 
@@ -82,7 +85,8 @@ impl CampaignStore {
         Ok(self.held.contains_key(team_id.as_bytes())?)
     }
 
-    /// Starts holding the workspace's channel notifications.
+    /// Starts holding the workspace's channel notifications: from now on they are queued
+    /// parked, and a queued one is parked instead of posted.
     pub async fn hold(&self, team_id: &str) -> Result<(), StoreError> {
         {
             let _writing = self.gate.writing()?;
@@ -100,15 +104,17 @@ impl CampaignStore {
             self.deliveries
                 .parked()?
                 .into_iter()
-                .filter(|delivery| delivery.parked == Some(super::deliveries::ParkReason::Held)),
+                .filter(|delivery| delivery.parked == Some(ParkReason::Held)),
         );
         held.retain(|delivery| delivery.team_id == team_id && delivery.in_flight.is_none());
         held.sort_by_key(|delivery| delivery.id);
         Ok(held)
     }
 
-    /// Lifts the hold: removes the `replaced` deliveries and enqueues `digests` (due at
-    /// `now`), in one transaction. Returns how many digests were enqueued.
+    /// Lifts the hold: removes the `replaced` deliveries, puts the workspace's other held
+    /// (parked) deliveries back into their queues, and enqueues `digests` (due at `now`;
+    /// parked only if the workspace is not installed), in one transaction. Returns how
+    /// many digests were enqueued.
     pub async fn release_with_digests(
         &self,
         team_id: &str,
@@ -117,7 +123,28 @@ impl CampaignStore {
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         use sled::Transactional;
-        let prepared = self.deliveries.prepare(digests, now)?;
+        let mut prepared = self.deliveries.prepare(digests, now)?;
+        for digest in &mut prepared {
+            // The hold is lifted in the same transaction.
+            if digest.parked == Some(ParkReason::Held) {
+                digest.parked = None;
+            }
+        }
+        let resumed: Vec<PendingDelivery> = self
+            .deliveries
+            .parked()?
+            .into_iter()
+            .filter(|delivery| {
+                delivery.team_id == team_id
+                    && delivery.parked == Some(ParkReason::Held)
+                    && !replaced.contains(&delivery.id)
+            })
+            .map(|mut delivery| {
+                delivery.parked = None;
+                delivery.not_before = now;
+                delivery
+            })
+            .collect();
         let queued: Vec<PendingDelivery> = replaced
             .iter()
             .map(|id| self.deliveries.get(*id))
@@ -135,8 +162,13 @@ impl CampaignStore {
                     for id in replaced {
                         parked.remove(&id.to_be_bytes())?;
                     }
+                    for delivery in &resumed {
+                        if parked.remove(&delivery.id.to_be_bytes())?.is_some() {
+                            DeliveryStore::queue_in(outbox, delivery)?;
+                        }
+                    }
                     for delivery in &prepared {
-                        DeliveryStore::insert_in(outbox, delivery)?;
+                        DeliveryStore::insert_in(outbox, parked, delivery)?;
                     }
                     held.remove(team_id.as_bytes())?;
                     Ok(())
@@ -147,6 +179,7 @@ impl CampaignStore {
         }
         self.db.flush_async().await?;
         self.deliveries.note_enqueued(&prepared);
+        self.deliveries.note_enqueued(&resumed);
         Ok(prepared.len())
     }
 }
@@ -183,6 +216,13 @@ mod tests {
         let now = Timestamp::from_second(1_800_000_000).expect("valid");
         let state = CampaignState::new(InstallMode::OAuth);
         store.campaigns.put("T1", &state).await.expect("put");
+        for team in ["T1", "T2"] {
+            store
+                .installations
+                .upsert(crate::store::installations::tests::sample(team, "xoxb-1"))
+                .await
+                .expect("install");
+        }
         assert_eq!(store.campaigns.get("T1").expect("get"), Some(state));
         assert_eq!(store.campaigns.list().expect("list").len(), 1);
 

@@ -9,14 +9,26 @@
 //! make uncertain, dead-letter and retry. Every change is flushed before it returns, so a
 //! restart resumes exactly where it stopped.
 //!
+//! Owns the park decision too ([`DeliveryStore::park_reason`]): wherever a delivery goes
+//! into the outbox (routed, enqueued, retried, a digest, resumed), one for a workspace
+//! without an active installation, or whose notifications are held (the `held_notifications`
+//! set, written by `store::campaigns`), goes straight into the parked tree instead, where
+//! it costs nothing until [`DeliveryStore::resume_parked`] finds its workspace ready. The
+//! one decision left to post time is [`DeliveryStore::begin_post`]: a hold that began
+//! after the delivery was queued parks it there, in the transaction that would otherwise
+//! mark it in flight, so a held message is never posted.
+//!
 //! Layout of the `deliveries` tree: `d` and the id (big-endian) hold the delivery; `q`,
 //! the team, NUL, the channel, NUL and the id mark it in its channel's queue, so the next
 //! message of a channel is one ordered lookup, whatever the size of the outbox. Parked, uncertain and
 //! dead deliveries live in their own trees, keyed by id, and cost nothing while there.
 
+use std::collections::HashMap;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::installations::InstallationStore;
 use super::{StoreError, WriteGate};
 use crate::notify::Notification;
 
@@ -66,6 +78,17 @@ pub struct NewDelivery {
 /// A channel: (team id, channel id).
 pub type ChannelKey = (String, String);
 
+/// What [`DeliveryStore::begin_post`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeginPost {
+    /// Marked in flight (flushed): post it.
+    Post(Box<PendingDelivery>),
+    /// Its workspace's notifications were held after it was queued: parked instead.
+    Parked(ParkReason),
+    /// No longer queued (replaced by a digest, purged): there is nothing to post.
+    Gone,
+}
+
 #[derive(Clone)]
 pub struct DeliveryStore {
     db: sled::Db,
@@ -74,6 +97,10 @@ pub struct DeliveryStore {
     threads: sled::Tree,
     parked: sled::Tree,
     uncertain: sled::Tree,
+    /// The workspaces whose notifications are held (read only: `store::campaigns` writes it).
+    held: sled::Tree,
+    /// Which workspaces have an active installation.
+    installations: InstallationStore,
     gate: WriteGate,
     /// Channels that got new deliveries since the delivery loop last asked.
     enqueued: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<ChannelKey>>>,
@@ -143,20 +170,41 @@ fn encode(delivery: &PendingDelivery) -> Vec<u8> {
 type TxResult = Result<(), sled::transaction::ConflictableTransactionError<()>>;
 
 impl DeliveryStore {
-    pub(super) fn new(db: sled::Db, gate: WriteGate) -> Result<Self, StoreError> {
+    pub(super) fn new(
+        db: sled::Db,
+        installations: InstallationStore,
+        gate: WriteGate,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             outbox: db.open_tree("deliveries")?,
             dead: db.open_tree("dead_letters")?,
             threads: db.open_tree("threads")?,
             parked: db.open_tree("parked_deliveries")?,
             uncertain: db.open_tree("uncertain_deliveries")?,
+            held: db.open_tree("held_notifications")?,
+            installations,
             db,
             gate,
             enqueued: Default::default(),
         })
     }
 
-    /// Remembers that these deliveries' channels have work (after their commit).
+    /// Why a delivery for `team_id` queued now waits outside its channel's queue: the
+    /// workspace has no active installation (checked first: nothing can be posted
+    /// without its token), or its notifications are held. `None`: it is queued.
+    pub fn park_reason(&self, team_id: &str) -> Result<Option<ParkReason>, StoreError> {
+        match self.installations.get(team_id)? {
+            Some(installation) if installation.is_active() => {}
+            _ => return Ok(Some(ParkReason::NotInstalled)),
+        }
+        Ok(self
+            .held
+            .contains_key(team_id.as_bytes())?
+            .then_some(ParkReason::Held))
+    }
+
+    /// Remembers that these deliveries' channels have work (after their commit); parked
+    /// ones are not work.
     pub(super) fn note_enqueued<'a>(
         &self,
         deliveries: impl IntoIterator<Item = &'a PendingDelivery>,
@@ -166,7 +214,9 @@ impl DeliveryStore {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         for delivery in deliveries {
-            enqueued.insert((delivery.team_id.clone(), delivery.channel_id.clone()));
+            if delivery.parked.is_none() {
+                enqueued.insert((delivery.team_id.clone(), delivery.channel_id.clone()));
+            }
         }
     }
 
@@ -230,19 +280,33 @@ impl DeliveryStore {
         &self.outbox
     }
 
+    pub(super) fn parked_tree(&self) -> &sled::Tree {
+        &self.parked
+    }
+
     pub(super) fn db(&self) -> &sled::Db {
         &self.db
     }
 
-    /// Builds the stored deliveries (with fresh ids) for a routing transaction.
+    /// Builds the stored deliveries (with fresh ids) for a routing transaction, each
+    /// parked already when its workspace cannot take it now ([`Self::park_reason`]).
     pub(super) fn prepare(
         &self,
         deliveries: Vec<NewDelivery>,
         now: Timestamp,
     ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let mut reasons: HashMap<String, Option<ParkReason>> = HashMap::new();
         deliveries
             .into_iter()
             .map(|new| {
+                let parked = match reasons.get(&new.team_id) {
+                    Some(reason) => *reason,
+                    None => {
+                        let reason = self.park_reason(&new.team_id)?;
+                        reasons.insert(new.team_id.clone(), reason);
+                        reason
+                    }
+                };
                 Ok(PendingDelivery {
                     id: self.db.generate_id()?,
                     team_id: new.team_id,
@@ -253,15 +317,29 @@ impl DeliveryStore {
                     not_before: now,
                     last_error: None,
                     in_flight: None,
-                    parked: None,
+                    parked,
                     uncertain: None,
                 })
             })
             .collect()
     }
 
-    /// Queues `delivery` inside a transaction on the `deliveries` tree.
+    /// Stores a prepared `delivery` inside a transaction: into its channel's queue, or,
+    /// when it is parked, into the parked tree.
     pub(super) fn insert_in(
+        outbox: &sled::transaction::TransactionalTree,
+        parked: &sled::transaction::TransactionalTree,
+        delivery: &PendingDelivery,
+    ) -> TxResult {
+        if delivery.parked.is_some() {
+            parked.insert(&delivery.id.to_be_bytes(), encode(delivery))?;
+            return Ok(());
+        }
+        Self::queue_in(outbox, delivery)
+    }
+
+    /// Queues `delivery` inside a transaction on the `deliveries` tree.
+    pub(super) fn queue_in(
         tx: &sled::transaction::TransactionalTree,
         delivery: &PendingDelivery,
     ) -> TxResult {
@@ -281,7 +359,8 @@ impl DeliveryStore {
     }
 
     /// Adds deliveries on their own (routing uses [`super::Store::commit_routing`], which
-    /// also takes the activity off its outbox).
+    /// also takes the activity off its outbox); those whose workspace cannot take them now
+    /// are parked at once.
     pub async fn enqueue(
         &self,
         deliveries: Vec<NewDelivery>,
@@ -290,10 +369,11 @@ impl DeliveryStore {
         let prepared = self.prepare(deliveries, now)?;
         {
             let _writing = self.gate.writing()?;
-            self.outbox
-                .transaction(|outbox| {
+            use sled::Transactional;
+            (&self.outbox, &self.parked)
+                .transaction(|(outbox, parked)| {
                     for delivery in &prepared {
-                        Self::insert_in(outbox, delivery)?;
+                        Self::insert_in(outbox, parked, delivery)?;
                     }
                     Ok(())
                 })
@@ -402,6 +482,47 @@ impl DeliveryStore {
         Ok(())
     }
 
+    /// Just before a post, in one transaction: parks the delivery if its workspace's
+    /// notifications were held since it was queued, else marks it in flight (if the
+    /// process dies during the post, it is found in flight and made uncertain); flushed.
+    /// A hold that begins after this finds the delivery in flight and leaves it to its
+    /// post, which then happened before the hold.
+    pub async fn begin_post(
+        &self,
+        delivery: &PendingDelivery,
+        now: Timestamp,
+    ) -> Result<BeginPost, StoreError> {
+        use sled::Transactional;
+        let mut marked = delivery.clone();
+        marked.in_flight = Some(now);
+        let mut held = delivery.clone();
+        held.in_flight = None;
+        held.parked = Some(ParkReason::Held);
+        let found = {
+            let _writing = self.gate.writing()?;
+            (&self.outbox, &self.parked, &self.held)
+                .transaction(|(outbox, parked, holds)| {
+                    if outbox.get(data_key(delivery.id))?.is_none() {
+                        return Ok(BeginPost::Gone);
+                    }
+                    if holds.get(delivery.team_id.as_bytes())?.is_some() {
+                        Self::remove_in(outbox, delivery)?;
+                        parked.insert(&delivery.id.to_be_bytes(), encode(&held))?;
+                        return Ok(BeginPost::Parked(ParkReason::Held));
+                    }
+                    outbox.insert(data_key(delivery.id), encode(&marked))?;
+                    Ok(BeginPost::Post(Box::new(marked.clone())))
+                })
+                .map_err(|error: sled::transaction::TransactionError<()>| {
+                    StoreError::Io(format!("delivery transaction: {error:?}"))
+                })?
+        };
+        if found != BeginPost::Gone {
+            self.db.flush_async().await?;
+        }
+        Ok(found)
+    }
+
     /// Marks the delivery in flight and flushes, before it is posted: if the process dies
     /// during the post, the delivery is found in flight and made uncertain.
     pub async fn mark_in_flight(
@@ -480,6 +601,26 @@ impl DeliveryStore {
         Ok(recovered)
     }
 
+    /// Puts the parked deliveries whose workspace can take them now ([`Self::park_reason`]
+    /// is `None`) back into their queues, due at `now`: those of workspaces installed
+    /// again, and held ones whose hold was lifted without a digest. One whose workspace
+    /// cannot be read stays parked. Returns how many.
+    pub async fn resume_parked(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut ready: HashMap<String, bool> = HashMap::new();
+        for delivery in self.parked()? {
+            if let std::collections::hash_map::Entry::Vacant(entry) = ready.entry(delivery.team_id)
+            {
+                let can = matches!(self.park_reason(entry.key()), Ok(None));
+                entry.insert(can);
+            }
+        }
+        self.unpark(
+            |delivery| ready.get(&delivery.team_id).copied().unwrap_or(false),
+            now,
+        )
+        .await
+    }
+
     /// Puts parked deliveries for which `resume` says yes back into their queues, due at
     /// `now`. Returns how many.
     pub async fn unpark(
@@ -501,7 +642,8 @@ impl DeliveryStore {
         Ok(moved.len())
     }
 
-    /// Moves `delivery` from `from` (parked, uncertain or dead) back into its queue.
+    /// Moves `delivery` from `from` (parked, uncertain or dead) back into its queue, or
+    /// (from uncertain or dead) into the parked tree when it is parked.
     async fn move_in(
         &self,
         from: &sled::Tree,
@@ -510,10 +652,19 @@ impl DeliveryStore {
         use sled::Transactional;
         {
             let _writing = self.gate.writing()?;
-            (from, &self.outbox)
-                .transaction(|(from, outbox)| {
+            let to = if delivery.parked.is_some() {
+                &self.parked
+            } else {
+                &self.outbox
+            };
+            (from, to)
+                .transaction(|(from, to)| {
                     if from.remove(&delivery.id.to_be_bytes())?.is_some() {
-                        Self::insert_in(outbox, delivery)?;
+                        if delivery.parked.is_some() {
+                            to.insert(&delivery.id.to_be_bytes(), encode(delivery))?;
+                        } else {
+                            Self::queue_in(to, delivery)?;
+                        }
                     }
                     Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
                 })
@@ -530,14 +681,16 @@ impl DeliveryStore {
         self.move_out(&self.dead, &dead).await
     }
 
-    /// Puts dead letters back into the outbox (all of them, or one by id). Returns how many.
+    /// Puts dead letters back into the outbox (all of them, or one by id; parked at once
+    /// when their workspace cannot take them now). Returns how many.
     pub async fn retry_dead(&self, id: Option<u64>, now: Timestamp) -> Result<usize, StoreError> {
         let dead = self.dead_letters()?;
         self.retry_from(&self.dead, dead, id, now).await
     }
 
     /// Puts uncertain deliveries back into the outbox (the operator checked the channel and
-    /// wants them posted): all of them, or one by id. Returns how many.
+    /// wants them posted): all of them, or one by id; parked at once when their workspace
+    /// cannot take them now. Returns how many.
     pub async fn retry_uncertain(
         &self,
         id: Option<u64>,
@@ -559,6 +712,7 @@ impl DeliveryStore {
             if id.is_some_and(|id| id != delivery.id) {
                 continue;
             }
+            delivery.parked = self.park_reason(&delivery.team_id)?;
             delivery.attempts = 0;
             delivery.not_before = now;
             delivery.in_flight = None;
@@ -639,11 +793,152 @@ mod tests {
         );
     }
 
+    fn new_delivery(team: &str, channel: &str, text: &str) -> NewDelivery {
+        NewDelivery {
+            team_id: team.into(),
+            channel_id: channel.into(),
+            activity_id: format!("a-{text}"),
+            notification: Notification {
+                message: Message::text(text),
+                thread_key: None,
+                parent_update: None,
+            },
+        }
+    }
+
+    async fn installed(store: &super::super::Store, team: &str) {
+        store
+            .installations
+            .upsert(super::super::installations::tests::sample(team, "xoxb-1"))
+            .await
+            .expect("install");
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_delivered_now_is_parked_when_queued_and_resumed_when_ready() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = super::super::Store::open(dir.path()).expect("store");
+        let deliveries = &store.deliveries;
+        installed(&store, "T1").await;
+        store.campaigns.hold("T2").await.expect("hold");
+        installed(&store, "T2").await;
+        let ids = deliveries
+            .enqueue(
+                vec![
+                    new_delivery("T1", "C1", "ready"),
+                    new_delivery("T2", "C2", "held"),
+                    new_delivery("T3", "C3", "not installed"),
+                ],
+                Timestamp::UNIX_EPOCH,
+            )
+            .await
+            .expect("enqueue");
+        assert_eq!(deliveries.depth(), 1);
+        let parked: Vec<(u64, Option<ParkReason>)> = deliveries
+            .parked()
+            .expect("parked")
+            .iter()
+            .map(|d| (d.id, d.parked))
+            .collect();
+        assert_eq!(
+            parked,
+            [
+                (ids[1], Some(ParkReason::Held)),
+                (ids[2], Some(ParkReason::NotInstalled))
+            ]
+        );
+        assert_eq!(
+            deliveries
+                .take_enqueued_channels()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [("T1".to_string(), "C1".to_string())],
+            "parked ones are no work for the delivery loop"
+        );
+        assert_eq!(
+            deliveries
+                .resume_parked(Timestamp::UNIX_EPOCH)
+                .await
+                .expect("resume"),
+            0
+        );
+        installed(&store, "T3").await;
+        assert_eq!(
+            deliveries
+                .resume_parked(Timestamp::UNIX_EPOCH)
+                .await
+                .expect("resume"),
+            1
+        );
+        assert_eq!(
+            deliveries.head("T3", "C3").expect("read").map(|d| d.id),
+            Some(ids[2])
+        );
+        // A dead letter retried while its workspace is held is parked, not queued.
+        let queued = deliveries.head("T1", "C1").expect("read").expect("queued");
+        deliveries.dead_letter(&queued).await.expect("dead");
+        store.campaigns.hold("T1").await.expect("hold");
+        assert_eq!(
+            deliveries
+                .retry_dead(None, Timestamp::UNIX_EPOCH)
+                .await
+                .expect("retry"),
+            1
+        );
+        assert_eq!(deliveries.head("T1", "C1").expect("read"), None);
+        assert_eq!(deliveries.parked().expect("parked").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn begin_post_parks_what_a_later_hold_covers_and_skips_what_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = super::super::Store::open(dir.path()).expect("store");
+        let deliveries = &store.deliveries;
+        installed(&store, "T1").await;
+        deliveries
+            .enqueue(
+                vec![
+                    new_delivery("T1", "C1", "one"),
+                    new_delivery("T1", "C2", "two"),
+                ],
+                Timestamp::UNIX_EPOCH,
+            )
+            .await
+            .expect("enqueue");
+        let one = deliveries.head("T1", "C1").expect("read").expect("queued");
+        let two = deliveries.head("T1", "C2").expect("read").expect("queued");
+        let now = Timestamp::from_second(10).expect("valid");
+        match deliveries.begin_post(&one, now).await.expect("begin") {
+            BeginPost::Post(marked) => assert_eq!(marked.in_flight, Some(now)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            deliveries
+                .head("T1", "C1")
+                .expect("read")
+                .and_then(|d| d.in_flight),
+            Some(now),
+            "the marker is stored"
+        );
+        store.campaigns.hold("T1").await.expect("hold");
+        assert_eq!(
+            deliveries.begin_post(&two, now).await.expect("begin"),
+            BeginPost::Parked(ParkReason::Held)
+        );
+        assert_eq!(deliveries.head("T1", "C2").expect("read"), None);
+        assert_eq!(
+            deliveries.begin_post(&two, now).await.expect("begin"),
+            BeginPost::Gone,
+            "no longer queued: nothing to post"
+        );
+    }
+
     #[tokio::test]
     async fn queued_channels_are_found_one_lookup_each_and_heads_follow_ids() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = super::super::Store::open(dir.path()).expect("store");
         let deliveries = &store.deliveries;
+        installed(&store, "T1").await;
         let new = |channel: &str| NewDelivery {
             team_id: "T1".into(),
             channel_id: channel.into(),
@@ -692,8 +987,8 @@ mod tests {
         );
         assert_eq!(
             store.purge_team("T1").await.expect("purge"),
-            8,
-            "4 records, 4 queue keys"
+            9,
+            "4 records, 4 queue keys, the installation"
         );
         assert_eq!(deliveries.depth(), 0);
         assert!(deliveries.queued_channels().expect("channels").is_empty());

@@ -12,6 +12,7 @@ pub mod crypto;
 mod dedup;
 mod deliveries;
 pub(crate) mod installations;
+mod poll;
 mod purge;
 mod repositories;
 mod subscriptions;
@@ -20,11 +21,13 @@ mod user_links;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub use activities::{ActivityStore, PollCommit};
+pub use activities::ActivityStore;
 pub use campaigns::CampaignStore;
 pub use crypto::{KeySource, TokenCipher};
 pub use dedup::{DedupKind, DedupStore};
-pub use deliveries::{ChannelKey, DeliveryStore, NewDelivery, ParkReason, PendingDelivery};
+pub use deliveries::{
+    BeginPost, ChannelKey, DeliveryStore, NewDelivery, ParkReason, PendingDelivery,
+};
 pub use installations::{InstallSource, Installation, InstallationState, InstallationStore};
 pub use purge::PurgedTeam;
 pub use repositories::{Broken, RepositoryStore, WatchedRepository};
@@ -120,6 +123,15 @@ impl WriteGate {
     }
 }
 
+/// What [`Store::commit_routing`] did with an activity's deliveries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Queued {
+    /// Into their channels' queues.
+    pub queued: usize,
+    /// Parked at once: their workspace is not installed, or its notifications are held.
+    pub parked: usize,
+}
+
 /// The open database and its repositories. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -197,7 +209,9 @@ impl Store {
         let gate = WriteGate::default();
         let watched = db.open_tree("bitbucket_repositories")?;
         let cursors = db.open_tree("bitbucket_cursors")?;
-        let deliveries = DeliveryStore::new(db.clone(), gate.clone())?;
+        let installations =
+            InstallationStore::new(db.open_tree("installations")?, cipher.clone(), gate.clone());
+        let deliveries = DeliveryStore::new(db.clone(), installations.clone(), gate.clone())?;
         Ok(Store {
             repositories: RepositoryStore::new(watched.clone(), cursors.clone(), gate.clone()),
             activities: ActivityStore::new(
@@ -208,11 +222,7 @@ impl Store {
                 gate.clone(),
             ),
             dedup: DedupStore::new(db.open_tree("dedup")?, gate.clone()),
-            installations: InstallationStore::new(
-                db.open_tree("installations")?,
-                cipher.clone(),
-                gate.clone(),
-            ),
+            installations,
             campaigns: CampaignStore::new(
                 db.clone(),
                 db.open_tree("campaigns")?,
@@ -270,21 +280,27 @@ impl Store {
     /// Routes one activity: takes it off the activity outbox and puts its deliveries into
     /// the Slack outbox in one transaction, then flushes. A crash leaves either the
     /// activity (routed again after the restart) or the deliveries, never both or neither.
+    /// A delivery whose workspace cannot take it now (not installed, or its notifications
+    /// held) is parked at once ([`DeliveryStore::park_reason`]).
     pub async fn commit_routing(
         &self,
         activity_seq: u64,
         deliveries: Vec<NewDelivery>,
         now: jiff::Timestamp,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Queued, StoreError> {
         use sled::Transactional;
         let prepared = self.deliveries.prepare(deliveries, now)?;
         {
             let _writing = self.gate.writing()?;
-            (self.activities.outbox_tree(), self.deliveries.outbox_tree())
-                .transaction(|(activities, outbox)| {
+            (
+                self.activities.outbox_tree(),
+                self.deliveries.outbox_tree(),
+                self.deliveries.parked_tree(),
+            )
+                .transaction(|(activities, outbox, parked)| {
                     activities.remove(&activity_seq.to_be_bytes())?;
                     for delivery in &prepared {
-                        DeliveryStore::insert_in(outbox, delivery)?;
+                        DeliveryStore::insert_in(outbox, parked, delivery)?;
                     }
                     Ok(())
                 })
@@ -294,7 +310,10 @@ impl Store {
         }
         self.deliveries.db().flush_async().await?;
         self.deliveries.note_enqueued(&prepared);
-        Ok(prepared.len())
+        Ok(Queued {
+            queued: prepared.iter().filter(|d| d.parked.is_none()).count(),
+            parked: prepared.iter().filter(|d| d.parked.is_some()).count(),
+        })
     }
 
     /// Fault injection for tests and drills: while `on`, every write fails as on a full
