@@ -26,8 +26,7 @@ pub struct HttpBackend {
 
 impl http::Backend for HttpBackend {
     fn slack_team_allowed(&self, team: &str) -> bool {
-        let allowed = &self.installer.allowed_teams;
-        allowed.is_empty() || allowed.iter().any(|id| id == team)
+        self.installer.allows([team])
     }
 
     fn complete_slack_install<'a>(

@@ -75,6 +75,17 @@ pub struct Installer {
     pub allowed_teams: Vec<String>,
 }
 
+impl Installer {
+    /// Whether `slack.allowed_teams` lets in a workspace known by these ids (its team id
+    /// and, in a Grid, its organisation's): any of them listed, or the list empty.
+    pub fn allows<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> bool {
+        self.allowed_teams.is_empty()
+            || ids
+                .into_iter()
+                .any(|id| self.allowed_teams.iter().any(|allowed| allowed == id))
+    }
+}
+
 impl std::fmt::Debug for Installer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Installer")
@@ -144,12 +155,8 @@ impl Installer {
             .clone()
             .or_else(|| grant.enterprise_id.clone())
             .ok_or(InstallError::NoWorkspace)?;
-        let allowed = self.allowed_teams.is_empty()
-            || [grant.team_id.as_deref(), grant.enterprise_id.as_deref()]
-                .into_iter()
-                .flatten()
-                .any(|id| self.allowed_teams.iter().any(|allowed| allowed == id));
-        if !allowed {
+        let ids = [grant.team_id.as_deref(), grant.enterprise_id.as_deref()];
+        if !self.allows(ids.into_iter().flatten()) {
             warn!(team = %team_id, enterprise = grant.enterprise_id.as_deref().unwrap_or("-"), "install refused: not in slack.allowed_teams");
             // Nothing is stored, and the token Slack just issued is given back.
             if let Err(error) = self.web.auth_revoke(&grant.bot_token).await {
