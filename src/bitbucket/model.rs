@@ -168,6 +168,13 @@ pub struct Content {
     pub raw: Option<String>,
 }
 
+impl Content {
+    /// The raw (markdown) text of optional content; empty when there is none.
+    pub fn raw_text(content: Option<&Content>) -> &str {
+        content.and_then(|c| c.raw.as_deref()).unwrap_or("")
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Inline {
     pub path: Option<String>,

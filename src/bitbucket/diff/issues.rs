@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::{RepoCursor, activity, actor};
 use crate::bitbucket::activity::{Activity, ActivityKind, CommentRef, IssueRef, excerpt};
-use crate::bitbucket::model::{Issue, IssueComment, Links};
+use crate::bitbucket::model::{Content, Issue, IssueComment, Links};
 
 fn issue_ref(issue: &Issue) -> IssueRef {
     IssueRef {
@@ -105,13 +105,7 @@ pub fn issue_comments(
         .map(|comment| {
             let comment_ref = CommentRef {
                 id: comment.id,
-                excerpt: excerpt(
-                    comment
-                        .content
-                        .as_ref()
-                        .and_then(|c| c.raw.as_deref())
-                        .unwrap_or(""),
-                ),
+                excerpt: excerpt(Content::raw_text(comment.content.as_ref())),
                 link: Links::html(&comment.links),
                 inline_path: None,
                 inline_line: None,

@@ -15,7 +15,7 @@ use crate::bitbucket::activity::{
     Activity, ActivityKind, Actor, CommentRef, PullRequestRef, excerpt,
 };
 use crate::bitbucket::model::{
-    Endpoint, FeedEntry, Links, PullRequestDetail, PullRequestSummary, User,
+    Content, Endpoint, FeedEntry, Links, PullRequestDetail, PullRequestSummary, User,
 };
 
 /// Feed entries this much older than the watermark are read again (and deduplicated by
@@ -225,13 +225,7 @@ fn apply_entry(cursor: &mut RepoCursor, repo: &str, entry: &FeedEntry) -> Option
     let inline = comment.inline.as_ref();
     let comment_ref = CommentRef {
         id: comment.id,
-        excerpt: excerpt(
-            comment
-                .content
-                .as_ref()
-                .and_then(|c| c.raw.as_deref())
-                .unwrap_or(""),
-        ),
+        excerpt: excerpt(Content::raw_text(comment.content.as_ref())),
         link: Links::html(&comment.links),
         inline_path: inline.and_then(|i| i.path.clone()),
         inline_line: inline.and_then(|i| i.to.or(i.from)),
