@@ -33,6 +33,8 @@ fn pipeline(duration: Option<u64>) -> PipelineRef {
         branch: Some("main".into()),
         commit: Some("0123456789abcdef".into()),
         duration_secs: duration,
+        pull_request: None,
+        result: None,
     }
 }
 
@@ -137,6 +139,28 @@ fn pull_request_messages() {
             reason: Some("Superseded by #43".into()),
         },
     );
+    snapshot(
+        "pull_request_draft_created",
+        ActivityKind::PullRequestDraftCreated {
+            pull_request: pull_request(),
+        },
+    );
+    snapshot(
+        "pull_request_ready_for_review",
+        ActivityKind::PullRequestReadyForReview {
+            pull_request: pull_request(),
+        },
+    );
+    snapshot(
+        "pull_request_review_requested",
+        ActivityKind::PullRequestReviewRequested {
+            pull_request: pull_request(),
+            reviewer: Actor {
+                display_name: "Grace Hopper".into(),
+                uuid: Some("{grace}".into()),
+            },
+        },
+    );
 }
 
 #[test]
@@ -199,6 +223,16 @@ fn pipeline_and_issue_messages() {
         "pipeline_stopped",
         ActivityKind::PipelineStopped {
             pipeline: pipeline(Some(10)),
+        },
+    );
+    snapshot(
+        "pipeline_expired_for_a_pull_request",
+        ActivityKind::PipelineFailed {
+            pipeline: PipelineRef {
+                pull_request: Some(42),
+                result: Some("EXPIRED".into()),
+                ..pipeline(Some(3600))
+            },
         },
     );
     snapshot(

@@ -82,6 +82,12 @@ pub struct PipelineRef {
     pub commit: Option<String>,
     /// Seconds from creation to completion, once completed.
     pub duration_secs: Option<u64>,
+    /// The pull request a pull-request pipeline ran for.
+    #[serde(default)]
+    pub pull_request: Option<u64>,
+    /// The completed result as Bitbucket names it (`FAILED`, `ERROR`, `EXPIRED`, ...).
+    #[serde(default)]
+    pub result: Option<String>,
 }
 
 /// An issue of the repository's issue tracker.
@@ -101,6 +107,19 @@ pub struct IssueRef {
 pub enum ActivityKind {
     PullRequestCreated {
         pull_request: PullRequestRef,
+    },
+    /// Opened as a draft: not yet asking for review.
+    PullRequestDraftCreated {
+        pull_request: PullRequestRef,
+    },
+    /// A draft marked ready for review.
+    PullRequestReadyForReview {
+        pull_request: PullRequestRef,
+    },
+    /// `reviewer` was asked to review (the actor is who added them, when known).
+    PullRequestReviewRequested {
+        pull_request: PullRequestRef,
+        reviewer: Actor,
     },
     /// New commits on the source branch; `previous_head` is unknown for a pull request
     /// last seen before the daemon watched the repository.
@@ -179,6 +198,9 @@ impl ActivityKind {
     pub fn name(&self) -> &'static str {
         match self {
             ActivityKind::PullRequestCreated { .. } => "pull_request_created",
+            ActivityKind::PullRequestDraftCreated { .. } => "pull_request_draft_created",
+            ActivityKind::PullRequestReadyForReview { .. } => "pull_request_ready_for_review",
+            ActivityKind::PullRequestReviewRequested { .. } => "pull_request_review_requested",
             ActivityKind::PullRequestUpdated { .. } => "pull_request_updated",
             ActivityKind::PullRequestApproved { .. } => "pull_request_approved",
             ActivityKind::PullRequestUnapproved { .. } => "pull_request_unapproved",

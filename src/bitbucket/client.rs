@@ -49,7 +49,7 @@ pub const MAX_PAGES: usize = 20;
 
 const FIELDS_REPOSITORY: &str = "full_name,has_issues,updated_on";
 const FIELDS_SWEEP: &str = "next,values.full_name,values.updated_on";
-const FIELDS_PULL_REQUESTS: &str = "next,values.id,values.title,values.state,\
+const FIELDS_PULL_REQUESTS: &str = "next,values.id,values.title,values.state,values.draft,\
 values.author.display_name,values.author.uuid,values.source.branch.name,\
 values.source.commit.hash,values.destination.branch.name";
 const FIELDS_FEED: &str = "next,values.pull_request.id,values.pull_request.title,\
@@ -59,19 +59,22 @@ values.update.author.uuid,values.update.closed_by.display_name,values.update.clo
 values.update.source.branch.name,values.update.source.commit.hash,\
 values.update.destination.branch.name,values.approval.date,values.approval.user.display_name,\
 values.approval.user.uuid,values.changes_request.date,values.changes_request.user.display_name,\
-values.changes_request.user.uuid,values.comment.id,values.comment.content.raw,\
+values.changes_request.user.uuid,values.changes_requested.date,\
+values.changes_requested.user.display_name,values.changes_requested.user.uuid,values.comment.id,values.comment.content.raw,\
 values.comment.user.display_name,values.comment.user.uuid,values.comment.created_on,\
 values.comment.deleted,values.comment.pending,values.comment.inline.path,\
 values.comment.inline.to,values.comment.inline.from,values.comment.links.html.href";
-const FIELDS_PULL_REQUEST: &str = "id,title,state,links.html.href,participants.user.display_name,\
-participants.user.uuid,participants.approved";
+const FIELDS_PULL_REQUEST: &str = "id,title,state,links.html.href,reviewers.display_name,\
+reviewers.uuid,participants.user.display_name,participants.user.uuid,participants.role,\
+participants.approved";
 const FIELDS_BRANCHES: &str = "next,values.name,values.target.hash,values.target.date,\
 values.target.message,values.target.author.raw,values.target.author.user.display_name,\
 values.target.author.user.uuid,values.target.links.html.href";
 const FIELDS_COMMITS: &str = "next,values.hash,values.date,values.message,values.author.raw,\
 values.author.user.display_name,values.author.user.uuid,values.links.html.href";
 const FIELDS_PIPELINES: &str = "values.uuid,values.build_number,values.state.name,\
-values.state.result.name,values.target.ref_name,values.target.commit.hash,\
+values.state.stage.name,values.state.result.name,values.target.ref_name,values.target.ref_type,\
+values.target.source,values.target.pullrequest.id,values.target.commit.hash,\
 values.creator.display_name,values.creator.uuid,values.created_on,values.completed_on";
 const FIELDS_ISSUES: &str = "next,values.id,values.title,values.state,values.kind,\
 values.priority,values.reporter.display_name,values.reporter.uuid,values.created_on,\
@@ -317,6 +320,8 @@ impl BitbucketClient {
             &["repositories", repo, "pullrequests"],
             &[
                 ("state", "OPEN"),
+                ("state", "DRAFT"),
+                ("state", "QUEUED"),
                 ("state", "MERGED"),
                 ("state", "DECLINED"),
                 ("state", "SUPERSEDED"),
@@ -688,9 +693,10 @@ fn retry_delay(attempt: u32) -> Duration {
     base.mul_f64(1.0 + rand::rng().random_range(0.0..0.5))
 }
 
-/// A BBQL datetime literal (quoted, RFC 3339, UTC).
+/// A BBQL datetime literal: RFC 3339 in UTC, unquoted (BBQL reads a quoted one as a
+/// string, which a datetime field refuses).
 fn bbql_time(time: Timestamp) -> String {
-    format!("\"{}\"", time.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00"))
+    time.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
 /// A bounded metric label for a request path (`/2.0/repositories/acme/api/refs/branches`

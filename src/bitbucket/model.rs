@@ -100,31 +100,77 @@ pub struct PullRequestSummary {
     pub id: u64,
     pub title: Option<String>,
     pub state: Option<String>,
+    pub draft: Option<bool>,
     pub author: Option<User>,
     pub source: Option<Endpoint>,
     pub destination: Option<Endpoint>,
 }
 
-/// `GET …/pullrequests/{id}`: the only shape with participants.
+/// `GET …/pullrequests/{id}`: the only shape with reviewers and participants.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PullRequestDetail {
     pub id: u64,
     pub title: Option<String>,
     pub state: Option<String>,
     pub links: Option<Links>,
+    /// `None` when the answer did not carry the list (not asked for).
+    pub reviewers: Option<Vec<Option<User>>>,
     #[serde(default)]
     pub participants: Vec<Participant>,
+}
+
+/// A pull request's state, as the API description lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullRequestState {
+    Open,
+    Draft,
+    /// In the merge queue: still open.
+    Queued,
+    Merged,
+    Declined,
+    /// Closed because a newer pull request replaced it.
+    Superseded,
+}
+
+impl PullRequestState {
+    /// Reads a state; an absent state is OPEN (the feed's first entries), an unknown one is
+    /// `None`.
+    pub fn parse(state: Option<&str>) -> Option<Self> {
+        Some(match state.unwrap_or("OPEN") {
+            "OPEN" => Self::Open,
+            "DRAFT" => Self::Draft,
+            "QUEUED" => Self::Queued,
+            "MERGED" => Self::Merged,
+            "DECLINED" => Self::Declined,
+            "SUPERSEDED" => Self::Superseded,
+            _ => return None,
+        })
+    }
+
+    /// Open, draft and queued pull requests can still change.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Open | Self::Draft | Self::Queued)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Participant {
     pub user: Option<User>,
+    /// `REVIEWER` or `PARTICIPANT`.
+    pub role: Option<String>,
     #[serde(default)]
     pub approved: bool,
 }
 
+/// Whether two commit hashes name the same commit: Bitbucket serves 12-character short
+/// hashes in pull requests and full ones on branches and commits.
+pub fn same_commit(a: &str, b: &str) -> bool {
+    !a.is_empty() && !b.is_empty() && (a.starts_with(b) || b.starts_with(a))
+}
+
 /// An entry of the repository-wide `…/pullrequests/activity` feed: exactly one of the
-/// optional parts is set. The request-changes key is disputed, so both spellings are read.
+/// optional parts is set. The request-changes key is disputed, so both spellings are read
+/// (and both are asked for: `fields=` drops every key not named).
 #[derive(Debug, Clone, Deserialize)]
 pub struct FeedEntry {
     pub pull_request: Option<FeedPullRequest>,
@@ -150,7 +196,9 @@ pub struct Update {
     pub reason: Option<String>,
     pub source: Option<Endpoint>,
     pub destination: Option<Endpoint>,
+    /// Who made this update: for a MERGED or DECLINED update, who merged or declined.
     pub author: Option<User>,
+    /// Never present in feed entries (only on the pull request itself); read when it is.
     pub closed_by: Option<User>,
     #[serde(default, deserialize_with = "lenient_time")]
     pub date: Option<Timestamp>,
@@ -222,16 +270,40 @@ pub struct Commit {
     pub links: Option<Links>,
 }
 
+/// `state`: `name` PENDING, IN_PROGRESS (with a `stage`: RUNNING, PAUSED or HALTED) or
+/// COMPLETED (with a `result`: SUCCESSFUL, FAILED, ERROR, STOPPED or EXPIRED).
 #[derive(Debug, Clone, Deserialize)]
 pub struct PipelineState {
     pub name: Option<String>,
+    pub stage: Option<Named>,
     pub result: Option<Named>,
 }
 
+/// `target`: a branch or tag (`ref_name`), a bare commit, or a pull request (`source`,
+/// `destination` and `pullrequest`, no `ref_name`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct PipelineTarget {
     pub ref_name: Option<String>,
+    pub ref_type: Option<String>,
     pub commit: Option<Hash>,
+    pub source: Option<String>,
+    pub pullrequest: Option<PipelinePullRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PipelinePullRequest {
+    pub id: Option<u64>,
+}
+
+impl PipelineTarget {
+    /// The branch the pipeline ran for: the ref of a branch pipeline, the source branch of
+    /// a pull-request pipeline; `None` for tags and bare commits.
+    pub fn branch(&self) -> Option<String> {
+        match self.ref_type.as_deref() {
+            Some("tag") | Some("bookmark") => None,
+            _ => self.ref_name.clone().or_else(|| self.source.clone()),
+        }
+    }
 }
 
 /// An item of `…/pipelines`.

@@ -43,6 +43,8 @@ use super::schedule::{Lanes, Outcome, RepoReport, Scheduler, Work};
 
 /// Feed pages one poll reads at most (50 entries each).
 const MAX_FEED_PAGES: usize = 10;
+/// Pull requests whose reviewers one poll reads at most (newest first).
+const MAX_REVIEWER_CHECKS: usize = 5;
 /// How long activity ids are remembered after the activity happened.
 const ID_RETENTION: SignedDuration = SignedDuration::from_hours(24 * 30);
 const ID_PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -587,7 +589,36 @@ async fn feed_lane<S: PollStore>(
             "the pull request feed had more new entries than one poll reads; older ones are skipped"
         );
     }
-    Ok(diff::feed(cursor, name, &entries))
+    let mut activities = diff::feed(cursor, name, &entries);
+    activities.extend(reviewer_checks(context, name, cursor).await?);
+    Ok(activities)
+}
+
+/// Reads the reviewers of the pull requests whose updates may have added some (the feed
+/// does not say who): at most [`MAX_REVIEWER_CHECKS`] per poll, the rest next time.
+async fn reviewer_checks<S: PollStore>(
+    context: &PollContext<S>,
+    name: &str,
+    cursor: &mut RepoCursor,
+) -> Result<Vec<Activity>, BitbucketError> {
+    let due: Vec<u64> = cursor
+        .reviewer_checks
+        .keys()
+        .rev()
+        .take(MAX_REVIEWER_CHECKS)
+        .copied()
+        .collect();
+    let mut activities = Vec::new();
+    for id in due {
+        match context.client.pull_request(name, id).await {
+            Ok(detail) => activities.extend(diff::reviewers(cursor, name, &detail)),
+            Err(error) if error.is_broken_repository() => {
+                cursor.reviewer_checks.remove(&id);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(activities)
 }
 
 async fn heads_lane<S: PollStore>(

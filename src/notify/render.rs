@@ -133,6 +133,45 @@ pub fn render(activity: &Activity, mention: &dyn Fn(&str) -> Option<String>) -> 
                 None,
             )
         }
+        ActivityKind::PullRequestDraftCreated { pull_request } => {
+            let head = format!(
+                ":pencil2: {who} opened a draft pull request {} in {repo}",
+                pr_title(pull_request)
+            );
+            pr_notification(
+                activity,
+                mention,
+                pull_request,
+                head,
+                branches(pull_request),
+                None,
+            )
+        }
+        ActivityKind::PullRequestReadyForReview { pull_request } => {
+            let text = format!(
+                ":eyes: {who} marked {} ready for review",
+                pr_title(pull_request)
+            );
+            pr_notification(
+                activity,
+                mention,
+                pull_request,
+                text,
+                branches(pull_request),
+                None,
+            )
+        }
+        ActivityKind::PullRequestReviewRequested {
+            pull_request,
+            reviewer,
+        } => {
+            let reviewer = person(Some(reviewer), mention);
+            let text = format!(
+                ":mag: {who} asked {reviewer} to review {}",
+                pr_title(pull_request)
+            );
+            pr_notification(activity, mention, pull_request, text, String::new(), None)
+        }
         ActivityKind::PullRequestUpdated {
             pull_request, head, ..
         } => {
@@ -230,7 +269,12 @@ pub fn render(activity: &Activity, mention: &dyn Fn(&str) -> Option<String>) -> 
             pipeline_message(activity, pipeline, ":large_green_circle:", "succeeded")
         }
         ActivityKind::PipelineFailed { pipeline } => {
-            pipeline_message(activity, pipeline, ":red_circle:", "failed")
+            let outcome = match pipeline.result.as_deref() {
+                Some("EXPIRED") => "expired",
+                Some("ERROR") => "failed with an error",
+                _ => "failed",
+            };
+            pipeline_message(activity, pipeline, ":red_circle:", outcome)
         }
         ActivityKind::PipelineStopped { pipeline } => {
             pipeline_message(activity, pipeline, ":black_square_for_stop:", "was stopped")
@@ -360,11 +404,12 @@ fn pipeline_message(
     icon: &str,
     outcome: &str,
 ) -> Notification {
-    let branch = pipeline
-        .branch
-        .as_deref()
-        .map(|branch| format!(" on {}", code(branch)))
-        .unwrap_or_default();
+    let branch = match (pipeline.pull_request, pipeline.branch.as_deref()) {
+        (Some(id), Some(branch)) => format!(" for pull request #{id} ({})", code(branch)),
+        (Some(id), None) => format!(" for pull request #{id}"),
+        (None, Some(branch)) => format!(" on {}", code(branch)),
+        (None, None) => String::new(),
+    };
     let text = format!(
         "{icon} {} {outcome}{branch} in {}{}",
         link(
@@ -578,6 +623,8 @@ mod tests {
                         branch: Some("main".into()),
                         commit: None,
                         duration_secs: Some(95),
+                        pull_request: None,
+                        result: Some("FAILED".into()),
                     },
                 },
                 "Ada",

@@ -343,6 +343,8 @@ impl Subscription {
         let features = &self.features;
         match &activity.kind {
             ActivityKind::PullRequestCreated { pull_request }
+            | ActivityKind::PullRequestDraftCreated { pull_request }
+            | ActivityKind::PullRequestReadyForReview { pull_request }
             | ActivityKind::PullRequestUpdated { pull_request, .. }
             | ActivityKind::PullRequestMerged { pull_request }
             | ActivityKind::PullRequestDeclined { pull_request, .. } => {
@@ -351,7 +353,8 @@ impl Subscription {
             }
             ActivityKind::PullRequestApproved { pull_request }
             | ActivityKind::PullRequestUnapproved { pull_request }
-            | ActivityKind::PullRequestChangesRequested { pull_request } => {
+            | ActivityKind::PullRequestChangesRequested { pull_request }
+            | ActivityKind::PullRequestReviewRequested { pull_request, .. } => {
                 features.reviews && self.branch_allowed(pull_request.destination_branch.as_deref())
             }
             ActivityKind::PullRequestCommented { pull_request, .. } => {
@@ -501,6 +504,8 @@ pub(crate) mod tests {
                 branch: Some(branch.into()),
                 commit: Some("bbb".into()),
                 duration_secs: Some(90),
+                pull_request: None,
+                result: None,
             },
         }
     }
@@ -630,6 +635,8 @@ pub(crate) mod tests {
                 branch: Some("main".into()),
                 commit: None,
                 duration_secs: None,
+                pull_request: None,
+                result: None,
             },
         };
         check(&["pipelines"], succeeded.clone(), "Ada", false);

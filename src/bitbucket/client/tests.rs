@@ -114,9 +114,86 @@ fn next_links_may_not_leave_the_api() {
 }
 
 #[test]
-fn bbql_times_are_quoted_utc() {
+fn bbql_times_are_unquoted_utc() {
     let time: Timestamp = "2026-01-02T03:04:05.5Z".parse().expect("time");
-    assert_eq!(bbql_time(time), "\"2026-01-02T03:04:05.500000+00:00\"");
+    assert_eq!(bbql_time(time), "2026-01-02T03:04:05.500000+00:00");
+}
+
+/// Keeps only the paths `fields` names (plain whitelist entries, as Bitbucket applies
+/// them; arrays are transparent), to check that each `FIELDS_*` asks for what the models
+/// read.
+fn whitelist(value: &serde_json::Value, fields: &str) -> serde_json::Value {
+    fn keep(value: &serde_json::Value, paths: &[Vec<&str>]) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::Array(items) => Value::Array(items.iter().map(|v| keep(v, paths)).collect()),
+            Value::Object(map) => {
+                let mut out = serde_json::Map::new();
+                for (key, child) in map {
+                    let below: Vec<Vec<&str>> = paths
+                        .iter()
+                        .filter(|p| p.first() == Some(&key.as_str()))
+                        .map(|p| p[1..].to_vec())
+                        .collect();
+                    if below.is_empty() {
+                        continue;
+                    }
+                    if below.iter().any(|p| p.is_empty()) {
+                        out.insert(key.clone(), child.clone());
+                    } else {
+                        out.insert(key.clone(), keep(child, &below));
+                    }
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        }
+    }
+    let paths: Vec<Vec<&str>> = fields.split(',').map(|f| f.split('.').collect()).collect();
+    keep(value, &paths)
+}
+
+#[test]
+fn every_fields_list_asks_for_what_the_models_read() {
+    use crate::bitbucket::model::{FeedEntry, Page, Pipeline, PullRequestDetail};
+    // Both spellings of the request-changes entry survive the feed's whitelist.
+    for key in ["changes_request", "changes_requested"] {
+        let page = serde_json::json!({"values": [{
+            "pull_request": {"type": "pullrequest", "id": 1},
+            key: {"date": "2026-01-01T10:00:00+00:00", "user": {"type": "user", "uuid": "{b}", "display_name": "B"}}
+        }]});
+        let filtered: Page<FeedEntry> =
+            serde_json::from_value(whitelist(&page, FIELDS_FEED)).expect("feed page");
+        assert!(
+            filtered.values[0].changes_request.is_some(),
+            "{key} dropped"
+        );
+    }
+    // A halted pipeline keeps its stage; a pull-request pipeline its source branch.
+    let page = serde_json::json!({"values": [{
+        "uuid": "{p}", "build_number": 1,
+        "state": {"name": "IN_PROGRESS", "type": "pipeline_state_in_progress",
+                  "stage": {"name": "HALTED", "type": "pipeline_state_in_progress_halted"}},
+        "target": {"type": "pipeline_pullrequest_target", "source": "feature",
+                   "destination": "main", "pullrequest": {"id": 7}, "commit": {"hash": "abc"}}
+    }]});
+    let filtered: Page<Pipeline> =
+        serde_json::from_value(whitelist(&page, FIELDS_PIPELINES)).expect("pipelines");
+    let pipeline = &filtered.values[0];
+    let stage = pipeline.state.as_ref().and_then(|s| s.stage.as_ref());
+    assert_eq!(stage.and_then(|s| s.name.as_deref()), Some("HALTED"));
+    let target = pipeline.target.as_ref().expect("target");
+    assert_eq!(target.branch().as_deref(), Some("feature"));
+    assert_eq!(target.pullrequest.as_ref().and_then(|p| p.id), Some(7));
+    // A pull request's reviewers and the participants' roles.
+    let detail = serde_json::json!({"id": 3, "state": "OPEN",
+        "reviewers": [{"type": "user", "uuid": "{r}", "display_name": "R"}],
+        "participants": [{"type": "participant", "role": "REVIEWER", "approved": false,
+                          "user": {"type": "user", "uuid": "{r}"}}]});
+    let filtered: PullRequestDetail =
+        serde_json::from_value(whitelist(&detail, FIELDS_PULL_REQUEST)).expect("detail");
+    assert_eq!(filtered.reviewers.map(|r| r.len()), Some(1));
+    assert_eq!(filtered.participants[0].role.as_deref(), Some("REVIEWER"));
 }
 
 #[test]

@@ -72,28 +72,39 @@ pub fn issues(cursor: &mut RepoCursor, repo: &str, page: &[Issue]) -> IssueChang
     changes
 }
 
-/// A changed issue's newest comments: those after `since` are comment activities; with
-/// none, the change was some other update.
+/// Whether an issue comment is the record of an edit rather than something a person
+/// wrote: Bitbucket attaches one, with `{"raw": null, "html": ""}`, to every change.
+fn is_change_record(comment: &IssueComment) -> bool {
+    comment.content.as_ref().is_none_or(|c| c.raw.is_none())
+}
+
+/// A changed issue's newest comments: those after `since` that people wrote are comment
+/// activities; with none (only change records, or nothing), the change was an update, by
+/// the newest change record's author when there is one.
 pub fn issue_comments(
     repo: &str,
     issue: &Issue,
     comments: &[IssueComment],
     since: Option<Timestamp>,
 ) -> Vec<Activity> {
-    let fresh: Vec<&IssueComment> = comments
+    let (changes, fresh): (Vec<&IssueComment>, Vec<&IssueComment>) = comments
         .iter()
         .filter(|c| {
             c.created_on
                 .is_some_and(|created| since.is_none_or(|s| created > s))
         })
-        .collect();
+        .partition(|c| is_change_record(c));
     if fresh.is_empty() {
         let updated_on = issue.updated_on.unwrap_or(Timestamp::UNIX_EPOCH);
+        let editor = changes
+            .iter()
+            .max_by_key(|c| c.created_on)
+            .and_then(|c| actor(&c.user));
         return vec![activity(
             format!("{repo}:issue:{}:updated:{updated_on}", issue.id),
             repo,
             updated_on,
-            None,
+            editor,
             Links::html(&issue.links),
             ActivityKind::IssueUpdated {
                 issue: issue_ref(issue),
@@ -160,6 +171,27 @@ mod tests {
         assert_eq!(
             kinds(&issue_comments(REPO, old, &[], changes.since)),
             vec![format!("issue:1:updated:{}", at(4))]
+        );
+    }
+
+    #[test]
+    fn an_edit_record_is_an_update_by_its_author_not_an_empty_comment() {
+        let mut cursor = baselined();
+        let page: Vec<Issue> = serde_json::from_value(json!([
+            {"id": 1, "title": "Old", "state": "resolved", "created_on": time(-100), "updated_on": time(4)}
+        ]))
+        .expect("issues");
+        let changes = issues(&mut cursor, REPO, &page);
+        let comments: Vec<IssueComment> = serde_json::from_value(json!([{
+            "id": 8, "content": {"raw": null, "markup": "markdown", "html": ""},
+            "created_on": time(4), "user": {"display_name": "Eve", "uuid": "{eve}", "type": "user"}
+        }]))
+        .expect("comments");
+        let found = issue_comments(REPO, &changes.changed[0], &comments, changes.since);
+        assert_eq!(kinds(&found), vec![format!("issue:1:updated:{}", at(4))]);
+        assert_eq!(
+            found[0].actor.as_ref().map(|a| a.display_name.as_str()),
+            Some("Eve")
         );
     }
 }

@@ -17,20 +17,20 @@ mod pipelines;
 mod pull_requests;
 mod sweep;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::activity::{Activity, ActivityKind, Actor};
-use super::model::{Branch, FeedEntry, PullRequestSummary, RepositoryInfo, User};
+use super::model::{Branch, FeedEntry, PullRequestState, PullRequestSummary, RepositoryInfo, User};
 use branches::branch_heads;
 use pull_requests::{entry_date, feed_silently, tracked_from_summary};
 
 pub use branches::{branches, push};
 pub use issues::{issue_comments, issues};
 pub use pipelines::pipelines;
-pub use pull_requests::{approvals, feed, feed_page_is_enough};
+pub use pull_requests::{approvals, feed, feed_page_is_enough, reviewers};
 pub use sweep::{SweepCursor, sweep, sweep_since};
 
 /// Everything remembered about one repository between polls. Stored as JSON.
@@ -48,6 +48,22 @@ pub struct RepoCursor {
     pub pipelines: PipelineCursor,
     pub issues: IssueCursor,
     pub has_issues: bool,
+    /// Open pull requests whose reviewers must be read from their detail (the feed does
+    /// not list who was added), by id. Read a few per poll by the poller.
+    #[serde(default)]
+    pub reviewer_checks: BTreeMap<u64, ReviewerCheck>,
+}
+
+/// Why a pull request's reviewers are to be read, and what to say about new ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewerCheck {
+    /// The update that may have added reviewers.
+    pub date: Timestamp,
+    /// Who made that update (who added the reviewers).
+    pub by: Option<Actor>,
+    /// Every reviewer found is news (the pull request was just opened); otherwise only
+    /// those not known before, and nothing when none were known (first read).
+    pub announce_all: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +86,12 @@ pub struct TrackedPullRequest {
     pub author: Option<Actor>,
     pub source_branch: Option<String>,
     pub destination_branch: Option<String>,
+    /// A draft: not yet ready for review.
+    #[serde(default)]
+    pub draft: bool,
+    /// Reviewer uuids, once read; `None` until the first read.
+    #[serde(default)]
+    pub reviewers: Option<BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +116,8 @@ pub struct PipelineCursor {
 pub enum PipelinePhase {
     Pending,
     Running,
+    /// IN_PROGRESS at a PAUSED or HALTED stage: waiting for a person.
+    Halted,
     Completed,
 }
 
@@ -110,12 +134,13 @@ pub struct IssueCursor {
 }
 
 impl RepoCursor {
-    /// Whether a pipeline is pending or running: the repository stays hot.
+    /// Whether a pipeline is pending or running: the repository stays hot. A halted one
+    /// waits for a person and does not.
     pub fn pipelines_running(&self) -> bool {
         self.pipelines
             .known
             .values()
-            .any(|known| known.phase != PipelinePhase::Completed)
+            .any(|known| matches!(known.phase, PipelinePhase::Pending | PipelinePhase::Running))
     }
 
     /// Whether any pull request is known to be open.
@@ -145,12 +170,26 @@ pub fn baseline(
     // The feed first, then the pull request list: the list holds today's heads.
     feed_silently(&mut cursor, feed_entries);
     cursor.feed.floor = feed_entries.iter().filter_map(entry_date).min();
+    // The feed's entries asked for nothing to be said; what they queued is re-queued
+    // below, silently, for the pull requests still open.
+    cursor.reviewer_checks.clear();
     for summary in pull_requests {
         cursor.max_pull_request_id = cursor.max_pull_request_id.max(summary.id);
-        if summary.state.as_deref() == Some("OPEN") {
+        let open = PullRequestState::parse(summary.state.as_deref()).is_some_and(|s| s.is_open());
+        if open {
             cursor
                 .pull_requests
                 .insert(summary.id, tracked_from_summary(summary));
+            // Learn today's reviewers quietly, a few per poll, so a reviewer added
+            // later is news.
+            cursor.reviewer_checks.insert(
+                summary.id,
+                ReviewerCheck {
+                    date: now,
+                    by: None,
+                    announce_all: false,
+                },
+            );
         } else {
             cursor.pull_requests.remove(&summary.id);
             cursor.approvals.remove(&summary.id);

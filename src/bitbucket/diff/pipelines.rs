@@ -2,6 +2,13 @@
 //! started, succeeded, failed, stopped and fixed (a success after a failure on the same
 //! branch).
 //!
+//! Every state of the API description has one deliberate meaning: PENDING waits;
+//! IN_PROGRESS is running (stage RUNNING or none), or halted (stage PAUSED or HALTED: a
+//! manual step waits for a person, which is not news and does not keep the repository
+//! hot); COMPLETED carries a result: SUCCESSFUL succeeded (or fixed), FAILED and ERROR
+//! failed, EXPIRED failed too (a halted pipeline that nobody resumed; the message says
+//! "expired"), STOPPED was stopped. A pull-request pipeline's branch is its source branch.
+//!
 //! Owns the pipeline cursor: which pipelines are known and their phase, what is history,
 //! the last result per branch. Must never do I/O, read the clock (`now` is passed in) or
 //! spawn.
@@ -10,17 +17,29 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{KnownPipeline, PipelinePhase, RepoCursor, activity, actor};
 use crate::bitbucket::activity::{Activity, ActivityKind, PipelineRef};
-use crate::bitbucket::model::Pipeline;
+use crate::bitbucket::model::{Pipeline, PipelineTarget};
 
 /// Pipelines remembered per repository (the newest ones).
 const KNOWN_PIPELINES: usize = 50;
 
 fn phase(pipeline: &Pipeline) -> PipelinePhase {
-    match pipeline.state.as_ref().and_then(|s| s.name.as_deref()) {
+    let state = pipeline.state.as_ref();
+    let stage = state
+        .and_then(|s| s.stage.as_ref())
+        .and_then(|stage| stage.name.as_deref());
+    match state.and_then(|s| s.name.as_deref()) {
         Some("COMPLETED") => PipelinePhase::Completed,
-        Some("IN_PROGRESS") | Some("RUNNING") => PipelinePhase::Running,
+        Some("IN_PROGRESS") => match stage {
+            Some("PAUSED") | Some("HALTED") => PipelinePhase::Halted,
+            _ => PipelinePhase::Running,
+        },
         _ => PipelinePhase::Pending,
     }
+}
+
+/// Whether a completed pipeline's result counts as a failure (for "failed" and "fixed").
+fn is_failure(result: &str) -> bool {
+    matches!(result, "FAILED" | "ERROR" | "EXPIRED")
 }
 
 fn result_name(pipeline: &Pipeline) -> String {
@@ -38,14 +57,23 @@ fn pipeline_ref(pipeline: &Pipeline) -> PipelineRef {
         (Some(start), Some(end)) => u64::try_from(end.duration_since(start).as_secs()).ok(),
         _ => None,
     };
+    let result = pipeline
+        .state
+        .as_ref()
+        .and_then(|s| s.result.as_ref())
+        .and_then(|r| r.name.clone());
     PipelineRef {
         uuid: pipeline.uuid.clone(),
         build_number: pipeline.build_number,
-        branch: target.and_then(|t| t.ref_name.clone()),
+        branch: target.and_then(PipelineTarget::branch),
         commit: target
             .and_then(|t| t.commit.as_ref())
             .and_then(|c| c.hash.clone()),
         duration_secs,
+        pull_request: target
+            .and_then(|t| t.pullrequest.as_ref())
+            .and_then(|p| p.id),
+        result,
     }
 }
 
@@ -99,7 +127,7 @@ fn apply_pipeline(
     state
         .known
         .insert(pipeline.uuid.clone(), KnownPipeline { created_on, phase });
-    let branch = pipeline.target.as_ref().and_then(|t| t.ref_name.clone());
+    let branch = pipeline.target.as_ref().and_then(PipelineTarget::branch);
     if is_history || previous == Some(PipelinePhase::Completed) {
         if is_history && phase == PipelinePhase::Completed {
             if let Some(branch) = branch {
@@ -110,7 +138,11 @@ fn apply_pipeline(
     }
     let mut activities = Vec::new();
     let who = actor(&pipeline.creator);
-    let started = previous == Some(PipelinePhase::Running);
+    // A halted pipeline was running before (or is not news); resuming it is not a start.
+    let started = matches!(
+        previous,
+        Some(PipelinePhase::Running) | Some(PipelinePhase::Halted)
+    );
     if phase == PipelinePhase::Running && !started {
         activities.push(activity(
             format!("{repo}:pipeline:{}:started", pipeline.uuid),
@@ -128,7 +160,7 @@ fn apply_pipeline(
         let failed_before = branch
             .as_ref()
             .and_then(|b| state.last_result.get(b))
-            .is_some_and(|r| r == "FAILED" || r == "ERROR");
+            .is_some_and(|r| is_failure(r));
         if let Some(branch) = branch {
             state.last_result.insert(branch, result.clone());
         }
@@ -146,7 +178,7 @@ fn apply_pipeline(
                     pipeline: reference,
                 },
             ),
-            "FAILED" | "ERROR" => (
+            failure if is_failure(failure) => (
                 "failed",
                 ActivityKind::PipelineFailed {
                     pipeline: reference,
@@ -214,5 +246,68 @@ mod tests {
             vec!["pipeline:{p2}:fixed", "pipeline:{p3}:stopped"]
         );
         assert!(!cursor.pipelines_running());
+    }
+    #[test]
+    fn halted_pipelines_are_not_running_and_expired_is_a_failure() {
+        let mut cursor = baselined();
+        let mut halted = pipeline(2, 4, "IN_PROGRESS", None);
+        halted["state"]["stage"] = json!({"name": "HALTED"});
+        let page: Vec<Pipeline> = serde_json::from_value(json!([halted])).expect("page");
+        assert!(
+            pipelines(&mut cursor, REPO, &page, at(5)).is_empty(),
+            "halted is not started"
+        );
+        assert!(
+            !cursor.pipelines_running(),
+            "a halted pipeline does not keep the repository hot"
+        );
+        let page: Vec<Pipeline> =
+            serde_json::from_value(json!([pipeline(2, 4, "COMPLETED", Some("EXPIRED"))]))
+                .expect("page");
+        let found = pipelines(&mut cursor, REPO, &page, at(9));
+        assert_eq!(kinds(&found), vec!["pipeline:{p2}:failed"]);
+        let ActivityKind::PipelineFailed {
+            pipeline: reference,
+        } = &found[0].kind
+        else {
+            panic!("failed");
+        };
+        assert_eq!(reference.result.as_deref(), Some("EXPIRED"));
+        let mut running = pipeline(3, 10, "IN_PROGRESS", None);
+        running["state"]["stage"] = json!({"name": "RUNNING"});
+        let page: Vec<Pipeline> = serde_json::from_value(json!([running])).expect("page");
+        assert_eq!(
+            kinds(&pipelines(&mut cursor, REPO, &page, at(11))),
+            vec!["pipeline:{p3}:started"]
+        );
+    }
+
+    #[test]
+    fn pull_request_pipelines_track_their_source_branch_for_fixed() {
+        let mut cursor = baselined();
+        let pr_pipeline = |number: u64, minute: i64, result: &str| {
+            let mut value = pipeline(number, minute, "COMPLETED", Some(result));
+            value["target"] = json!({"type": "pipeline_pullrequest_target", "source": "feature",
+                                     "destination": "main", "pullrequest": {"id": 4},
+                                     "commit": {"hash": "abc"}});
+            value
+        };
+        let page: Vec<Pipeline> =
+            serde_json::from_value(json!([pr_pipeline(2, 4, "FAILED")])).expect("page");
+        let found = pipelines(&mut cursor, REPO, &page, at(8));
+        let ActivityKind::PipelineFailed {
+            pipeline: reference,
+        } = &found[0].kind
+        else {
+            panic!("failed");
+        };
+        assert_eq!(reference.branch.as_deref(), Some("feature"));
+        assert_eq!(reference.pull_request, Some(4));
+        let page: Vec<Pipeline> =
+            serde_json::from_value(json!([pr_pipeline(3, 9, "SUCCESSFUL")])).expect("page");
+        assert_eq!(
+            kinds(&pipelines(&mut cursor, REPO, &page, at(13))),
+            vec!["pipeline:{p3}:fixed"]
+        );
     }
 }

@@ -10,12 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{RepoCursor, TrackedApproval, TrackedPullRequest, activity, actor};
+use super::{RepoCursor, ReviewerCheck, TrackedApproval, TrackedPullRequest, activity, actor};
 use crate::bitbucket::activity::{
     Activity, ActivityKind, Actor, CommentRef, PullRequestRef, excerpt,
 };
 use crate::bitbucket::model::{
-    Content, Endpoint, FeedEntry, Links, PullRequestDetail, PullRequestSummary, User,
+    Content, Endpoint, FeedEntry, Links, PullRequestDetail, PullRequestState, PullRequestSummary,
+    User, same_commit,
 };
 
 /// Feed entries this much older than the watermark are read again (and deduplicated by
@@ -30,6 +31,8 @@ pub(super) fn tracked_from_summary(summary: &PullRequestSummary) -> TrackedPullR
         author: actor(&summary.author),
         source_branch: Endpoint::branch_name(&summary.source),
         destination_branch: Endpoint::branch_name(&summary.destination),
+        draft: summary.state.as_deref() == Some("DRAFT") || summary.draft == Some(true),
+        reviewers: None,
     }
 }
 
@@ -245,66 +248,89 @@ fn apply_update(cursor: &mut RepoCursor, repo: &str, entry: &FeedEntry) -> Optio
     let date = update.date?;
     let head = Endpoint::commit_hash(&update.source);
     let previous = cursor.pull_requests.get(&pr).cloned();
-    let state = update.state.as_deref().unwrap_or("OPEN");
-    if state == "OPEN" {
+    // An unknown state is not guessed at: the entry is skipped.
+    let state = PullRequestState::parse(update.state.as_deref())?;
+    let author = actor(&update.author);
+    if state.is_open() {
         let tracked = TrackedPullRequest {
             title: update
                 .title
                 .clone()
                 .or_else(|| entry.pull_request.as_ref().and_then(|p| p.title.clone())),
-            head: head.clone(),
-            author: actor(&update.author),
+            head: head
+                .clone()
+                .or_else(|| previous.as_ref().and_then(|p| p.head.clone())),
+            author: previous
+                .as_ref()
+                .and_then(|p| p.author.clone())
+                .or_else(|| author.clone()),
             source_branch: Endpoint::branch_name(&update.source),
             destination_branch: Endpoint::branch_name(&update.destination),
+            draft: state == PullRequestState::Draft,
+            reviewers: previous.as_ref().and_then(|p| p.reviewers.clone()),
         };
         cursor.pull_requests.insert(pr, tracked);
     }
     let pull_request = pull_request_ref(cursor, entry)?;
     let link = pull_request.link.clone();
-    let author = actor(&update.author);
-    let (suffix, kind, who) = match (state, previous) {
-        ("OPEN", None) if pr > cursor.max_pull_request_id => {
+    let created = previous.is_none() && pr > cursor.max_pull_request_id;
+    if state.is_open() {
+        note_reviewers(cursor, pr, author.clone(), date, created);
+    }
+    // Merged and declined updates carry who closed the pull request as their author;
+    // `closed_by` is read when present (it never is in the feed).
+    let closer = actor(&update.closed_by).or_else(|| author.clone());
+    let moved = |previous: &TrackedPullRequest| match (&previous.head, &head) {
+        (Some(before), Some(now)) => !same_commit(before, now),
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    let (suffix, kind, who) = match state {
+        PullRequestState::Open | PullRequestState::Draft if created => {
             cursor.max_pull_request_id = pr;
-            (
-                "created".to_string(),
-                ActivityKind::PullRequestCreated { pull_request },
-                author,
-            )
+            if state == PullRequestState::Draft {
+                let kind = ActivityKind::PullRequestDraftCreated { pull_request };
+                ("draft_created".to_string(), kind, author)
+            } else {
+                let kind = ActivityKind::PullRequestCreated { pull_request };
+                ("created".to_string(), kind, author)
+            }
         }
-        ("OPEN", Some(previous)) if head.is_some() && previous.head != head => {
-            let head = head.unwrap_or_default();
-            (
-                format!("updated:{head}"),
-                ActivityKind::PullRequestUpdated {
+        PullRequestState::Open | PullRequestState::Draft | PullRequestState::Queued => {
+            let previous = previous?;
+            if moved(&previous) {
+                let head = head.unwrap_or_default();
+                let kind = ActivityKind::PullRequestUpdated {
                     pull_request,
                     previous_head: previous.head,
-                    head,
-                },
-                author,
-            )
+                    head: head.clone(),
+                };
+                (format!("updated:{head}"), kind, author)
+            } else if previous.draft && state == PullRequestState::Open {
+                let kind = ActivityKind::PullRequestReadyForReview { pull_request };
+                (format!("ready:{date}"), kind, author)
+            } else {
+                // A title or description edit, a reviewer change (read from the detail),
+                // a move into the merge queue or to draft: not news by itself.
+                return None;
+            }
         }
-        ("MERGED", _) => {
+        PullRequestState::Merged => {
             forget_pull_request(cursor, pr);
-            (
-                "merged".to_string(),
-                ActivityKind::PullRequestMerged { pull_request },
-                actor(&update.closed_by),
-            )
+            let kind = ActivityKind::PullRequestMerged { pull_request };
+            ("merged".to_string(), kind, closer)
         }
-        ("DECLINED", _) => {
+        PullRequestState::Declined => {
             forget_pull_request(cursor, pr);
             let reason = update.reason.clone().filter(|r| !r.trim().is_empty());
-            (
-                format!("declined:{date}"),
-                ActivityKind::PullRequestDeclined {
-                    pull_request,
-                    reason,
-                },
-                actor(&update.closed_by),
-            )
+            let kind = ActivityKind::PullRequestDeclined {
+                pull_request,
+                reason,
+            };
+            (format!("declined:{date}"), kind, closer)
         }
-        ("OPEN", _) => return None,
-        _ => {
+        // Replaced by a newer pull request, which is reported on its own.
+        PullRequestState::Superseded => {
             forget_pull_request(cursor, pr);
             return None;
         }
@@ -313,10 +339,114 @@ fn apply_update(cursor: &mut RepoCursor, repo: &str, entry: &FeedEntry) -> Optio
     Some(activity(id, repo, date, who, link, kind))
 }
 
+/// An update of an open pull request may have changed its reviewers; the feed does not
+/// say who was added, so the pull request's detail is to be read (by the poller, a few per
+/// poll). A just-opened pull request's reviewers are all news.
+fn note_reviewers(
+    cursor: &mut RepoCursor,
+    pr: u64,
+    by: Option<Actor>,
+    date: Timestamp,
+    created: bool,
+) {
+    let announce_all = created
+        || cursor
+            .reviewer_checks
+            .get(&pr)
+            .is_some_and(|check| check.announce_all);
+    cursor.reviewer_checks.insert(
+        pr,
+        ReviewerCheck {
+            date,
+            by,
+            announce_all,
+        },
+    );
+}
+
 fn forget_pull_request(cursor: &mut RepoCursor, pr: u64) {
     cursor.pull_requests.remove(&pr);
     cursor.approvals.remove(&pr);
+    cursor.reviewer_checks.remove(&pr);
     cursor.max_pull_request_id = cursor.max_pull_request_id.max(pr);
+}
+
+/// Reads a pull request's reviewers from its detail, for a queued [`ReviewerCheck`]: each
+/// reviewer not known before is asked to review, by who made the update. The first read
+/// of a pull request the baseline found only records.
+pub fn reviewers(cursor: &mut RepoCursor, repo: &str, detail: &PullRequestDetail) -> Vec<Activity> {
+    let pr = detail.id;
+    let Some(check) = cursor.reviewer_checks.remove(&pr) else {
+        return Vec::new();
+    };
+    if !PullRequestState::parse(detail.state.as_deref()).is_some_and(|s| s.is_open()) {
+        return Vec::new();
+    }
+    let Some(tracked) = cursor.pull_requests.get(&pr) else {
+        return Vec::new();
+    };
+    // `reviewers` when the answer carries it, else the participants in the reviewer role.
+    let now: Vec<&User> = match &detail.reviewers {
+        Some(reviewers) => reviewers.iter().flatten().collect(),
+        None => detail
+            .participants
+            .iter()
+            .filter(|p| p.role.as_deref() == Some("REVIEWER"))
+            .filter_map(|p| p.user.as_ref())
+            .collect(),
+    };
+    let known = tracked.reviewers.clone();
+    let mut activities = Vec::new();
+    let announce = check.announce_all || known.is_some();
+    if announce {
+        let known = known.unwrap_or_default();
+        for user in &now {
+            let Some(uuid) = &user.uuid else { continue };
+            if known.contains(uuid) {
+                continue;
+            }
+            let Some(reviewer) = actor(&Some((*user).clone())) else {
+                continue;
+            };
+            let Some(pull_request) = tracked_pull_request_ref(cursor, pr, detail) else {
+                continue;
+            };
+            let date = check.date;
+            let id = format!("{repo}:pr:{pr}:review_requested:{uuid}:{date}");
+            let link = pull_request.link.clone();
+            let kind = ActivityKind::PullRequestReviewRequested {
+                pull_request,
+                reviewer,
+            };
+            activities.push(activity(id, repo, date, check.by.clone(), link, kind));
+        }
+    }
+    let uuids = now.iter().filter_map(|u| u.uuid.clone()).collect();
+    if let Some(tracked) = cursor.pull_requests.get_mut(&pr) {
+        tracked.reviewers = Some(uuids);
+    }
+    activities
+}
+
+/// A tracked pull request as activities name it, with the detail's title and link.
+fn tracked_pull_request_ref(
+    cursor: &RepoCursor,
+    pr: u64,
+    detail: &PullRequestDetail,
+) -> Option<PullRequestRef> {
+    let tracked = cursor.pull_requests.get(&pr)?;
+    Some(PullRequestRef {
+        id: pr,
+        title: detail
+            .title
+            .clone()
+            .or_else(|| tracked.title.clone())
+            .unwrap_or_default(),
+        link: Links::html(&detail.links),
+        author: tracked.author.clone(),
+        source_branch: tracked.source_branch.clone(),
+        destination_branch: tracked.destination_branch.clone(),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -335,7 +465,11 @@ pub fn approvals(
     let Some(known) = cursor.approvals.remove(&pr) else {
         return Vec::new();
     };
-    if detail.state.as_deref().is_some_and(|state| state != "OPEN") {
+    if detail
+        .state
+        .as_deref()
+        .is_some_and(|state| !PullRequestState::parse(Some(state)).is_some_and(|s| s.is_open()))
+    {
         return Vec::new();
     }
     let approved_now: BTreeSet<String> = detail
@@ -351,19 +485,14 @@ pub fn approvals(
             still.insert(uuid, approval);
             continue;
         }
-        let tracked = cursor.pull_requests.get(&pr);
-        let pull_request = PullRequestRef {
+        let pull_request = tracked_pull_request_ref(cursor, pr, detail).unwrap_or(PullRequestRef {
             id: pr,
-            title: detail
-                .title
-                .clone()
-                .or_else(|| tracked.and_then(|t| t.title.clone()))
-                .unwrap_or_default(),
+            title: detail.title.clone().unwrap_or_default(),
             link: Links::html(&detail.links),
-            author: tracked.and_then(|t| t.author.clone()),
-            source_branch: tracked.and_then(|t| t.source_branch.clone()),
-            destination_branch: tracked.and_then(|t| t.destination_branch.clone()),
-        };
+            author: None,
+            source_branch: None,
+            destination_branch: None,
+        });
         let id = format!("{repo}:pr:{pr}:unapproved:{uuid}:{}", approval.date);
         let who = Actor {
             display_name: approval.display_name.clone(),
@@ -468,5 +597,105 @@ mod tests {
             Some("bob")
         );
         assert!(approvals(&mut cursor, REPO, &detail, at(10)).is_empty());
+    }
+    #[test]
+    fn merged_and_declined_name_the_update_author_as_the_feed_has_no_closed_by() {
+        let mut cursor = baselined();
+        let page = entries(json!([update(3, "MERGED", "h1", 2)]));
+        let found = feed(&mut cursor, REPO, &page);
+        assert_eq!(
+            found[0].actor.as_ref().map(|a| a.display_name.as_str()),
+            Some("Ada"),
+            "who merged is the update's author"
+        );
+    }
+
+    #[test]
+    fn a_short_hash_is_the_same_head_as_the_full_one() {
+        let full = "h1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let feed_page = entries(json!([update(3, "OPEN", full, 0)]));
+        let prs =
+            summaries(json!([{"id": 3, "state": "OPEN", "source": {"commit": {"hash": full}}}]));
+        let mut cursor = crate::bitbucket::diff::baseline(&info(), &prs, &feed_page, &[], at(1));
+        let page = entries(json!([update(3, "OPEN", &full[..12], 2)]));
+        assert!(
+            feed(&mut cursor, REPO, &page).is_empty(),
+            "a 12-character hash of the same commit is not new commits"
+        );
+    }
+
+    #[test]
+    fn drafts_open_quietly_then_become_ready_and_queued_stays_open() {
+        let mut cursor = baselined();
+        let page = entries(json!([update(7, "DRAFT", "d1", 2)]));
+        assert_eq!(
+            kinds(&feed(&mut cursor, REPO, &page)),
+            vec!["pr:7:draft_created"]
+        );
+        assert!(cursor.pull_requests[&7].draft);
+        let page = entries(json!([update(7, "OPEN", "d1", 3)]));
+        assert_eq!(
+            kinds(&feed(&mut cursor, REPO, &page)),
+            vec![format!("pr:7:ready:{}", at(3))],
+            "the later OPEN of a draft is 'ready for review', not lost"
+        );
+        let page = entries(json!([update(7, "QUEUED", "d1", 4)]));
+        assert!(feed(&mut cursor, REPO, &page).is_empty());
+        assert!(
+            cursor.has_open_pull_requests(),
+            "a queued pull request is open"
+        );
+        let page = entries(json!([
+            update(7, "SUPERSEDED", "d1", 5),
+            update(8, "OPEN", "e1", 5)
+        ]));
+        assert_eq!(kinds(&feed(&mut cursor, REPO, &page)), vec!["pr:8:created"]);
+        assert!(!cursor.pull_requests.contains_key(&7));
+    }
+
+    #[test]
+    fn reviewers_added_are_asked_to_review_once() {
+        let mut cursor = baselined();
+        // The baseline queued a quiet first read of PR 3's reviewers.
+        let detail = |reviewers: serde_json::Value| -> PullRequestDetail {
+            serde_json::from_value(
+                json!({"id": 3, "state": "OPEN", "title": "PR 3", "reviewers": reviewers}),
+            )
+            .expect("detail")
+        };
+        let bob = json!({"type": "user", "display_name": "Bob", "uuid": "{bob}"});
+        let cy = json!({"type": "user", "display_name": "Cy", "uuid": "{cy}"});
+        assert!(reviewers(&mut cursor, REPO, &detail(json!([bob]))).is_empty());
+        // An edit adds Cy: the feed entry queues a read; the detail names the new reviewer.
+        feed(
+            &mut cursor,
+            REPO,
+            &entries(json!([update(3, "OPEN", "h1", 4)])),
+        );
+        assert!(cursor.reviewer_checks.contains_key(&3));
+        let found = reviewers(&mut cursor, REPO, &detail(json!([bob, cy])));
+        assert_eq!(
+            kinds(&found),
+            vec![format!("pr:3:review_requested:{{cy}}:{}", at(4))]
+        );
+        assert_eq!(
+            found[0].actor.as_ref().map(|a| a.display_name.as_str()),
+            Some("Ada")
+        );
+        assert!(reviewers(&mut cursor, REPO, &detail(json!([bob, cy]))).is_empty());
+        // A new pull request's reviewers are all asked; deleted accounts are skipped.
+        feed(
+            &mut cursor,
+            REPO,
+            &entries(json!([update(9, "OPEN", "n1", 5)])),
+        );
+        let detail9: PullRequestDetail = serde_json::from_value(json!({
+            "id": 9, "state": "OPEN", "reviewers": [bob, null],
+        }))
+        .expect("detail");
+        assert_eq!(
+            kinds(&reviewers(&mut cursor, REPO, &detail9)),
+            vec![format!("pr:9:review_requested:{{bob}}:{}", at(5))]
+        );
     }
 }
