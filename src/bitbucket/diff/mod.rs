@@ -12,6 +12,8 @@
 //! fails only by skipping an entry it cannot place (a missing date).
 
 mod branches;
+#[cfg(test)]
+mod contract;
 mod issues;
 mod pipelines;
 mod pull_requests;
