@@ -4,9 +4,7 @@
 //! issue state, kind and priority) are parsed by the models and run through the diff; each
 //! row names the activities it must give, so every state has a deliberate behaviour.
 //!
-//! Test-only; reads fixtures from the repository, never from anywhere else.
-
-use std::path::PathBuf;
+//! Test-only; the fixtures are compiled in from the repository (`include_str!`).
 
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
@@ -20,12 +18,38 @@ use crate::bitbucket::model::{
 
 const REPO: &str = "acme/api";
 
+/// The fixtures, compiled in (a pure module reads no files).
+macro_rules! fixtures {
+    ($($name:literal),* $(,)?) => {
+        fn fixture_text(name: &str) -> &'static str {
+            match name {
+                $($name => include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/fixtures/bitbucket/",
+                    $name
+                )),)*
+                other => panic!("no fixture {other}"),
+            }
+        }
+    };
+}
+
+fixtures!(
+    "repository.json",
+    "workspace-repositories.json",
+    "pullrequests.json",
+    "pullrequest.json",
+    "pullrequests-activity.json",
+    "refs-branches.json",
+    "commits.json",
+    "pipelines.json",
+    "issues.json",
+    "issue-comments.json",
+    "issue-comments-edits-only.json",
+);
+
 fn fixture_value(name: &str) -> Value {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/fixtures/bitbucket", name]
-        .iter()
-        .collect();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+    serde_json::from_str(fixture_text(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn fixture<T: DeserializeOwned>(name: &str) -> T {
