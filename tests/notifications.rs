@@ -216,3 +216,33 @@ async fn bad_subscribe_input_is_explained_and_nothing_is_stored() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_then_fixed_external_build_on_main_is_posted_to_a_builds_channel() {
+    let daemon = daemon(&["acme/api"]).await;
+    let reply = daemon.command("C1", "subscribe acme/api builds").await;
+    assert!(reply.contains("pullrequests commits builds"), "{reply}");
+    daemon.bitbucket().wait_for(Endpoint::Branches, 2).await;
+    let bitbucket = daemon.bitbucket();
+
+    let broken = bitbucket.push("acme/api", "main", &["Break the build"]);
+    bitbucket.set_commit_status("acme/api", &broken, "jenkins", "FAILED");
+    // The push, then the failed build (the default: failed and fixed on main).
+    let posts = daemon.posts_in("C1", 2).await;
+    let failed = section_text(&posts[1]);
+    assert!(
+        failed.contains("failed on `main` in `acme/api`") && failed.contains("jenkins #1"),
+        "{failed}"
+    );
+
+    let fixed = bitbucket.push("acme/api", "main", &["Fix the build"]);
+    bitbucket.set_commit_status("acme/api", &fixed, "jenkins", "SUCCESSFUL");
+    let posts = daemon.posts_in("C1", 4).await;
+    let text = section_text(&posts[3]);
+    assert!(text.contains("is fixed on `main`"), "{text}");
+    assert!(
+        bitbucket.count(Endpoint::CommitStatuses) >= 2,
+        "statuses were read"
+    );
+    daemon.stop().await;
+}

@@ -749,3 +749,190 @@ async fn the_workspace_sweep_finds_a_push_in_a_quiet_repository_within_two_inter
     assert!(fake.count(Endpoint::Sweep) > 100);
     stop(running).await;
 }
+
+/// A channel's subscription to `repo` with `words` (features and filters) on top of the
+/// defaults, stored the way `/bitbucket subscribe` stores it.
+async fn subscribe(store: &Store, repo: &str, words: &[&str]) {
+    use bitbucket_slack::notify::subscription::{
+        Features, Filters, SubscribeWord, Subscription, parse_word,
+    };
+    let mut features = Features::defaults();
+    for word in words {
+        match parse_word(word).expect("a feature word") {
+            SubscribeWord::Feature(feature) => features.set(&feature, true),
+            other => panic!("not a feature: {other:?}"),
+        }
+    }
+    let subscription = Subscription {
+        team_id: "T1".into(),
+        channel_id: format!("C-{repo}"),
+        target: bitbucket_slack::bitbucket::Target::Repository(repo.into()),
+        features,
+        filters: Filters::default(),
+        main_branch: Some("main".into()),
+        created_by: "U1".into(),
+        created_at: jiff::Timestamp::UNIX_EPOCH,
+        paused: None,
+        private: Some(false),
+        coverage: Default::default(),
+    };
+    store
+        .subscriptions
+        .put(&subscription)
+        .await
+        .expect("subscribe");
+}
+
+#[tokio::test(start_paused = true)]
+async fn builds_tags_and_deployments_are_polled_only_for_repositories_that_want_them() {
+    let h = Harness::new(&["acme/api", "acme/quiet"]).await;
+    let fake = &h.fake;
+    let repo = "acme/api";
+    subscribe(&h.store, repo, &["builds", "tags", "deployments"]).await;
+    subscribe(&h.store, "acme/quiet", &["pipelines:all"]).await;
+    let production = fake.add_environment(repo, "Production");
+    // History: a tag, a failed build and a deployment from before the daemon watched.
+    fake.create_tag(repo, "v0.9", "main", "ada");
+    let old_head = fake.push(repo, "main", &["Old work"]);
+    fake.set_commit_status(repo, &old_head, "jenkins", "FAILED");
+    let old = fake.start_deployment(repo, &production, "ada");
+    fake.finish_deployment(repo, &old, "FAILED");
+    let mut running = h.start(Options::default());
+    h.until(&mut running, "the baselines", |h| {
+        h.has_cursor(repo) && h.has_cursor("acme/quiet")
+    })
+    .await;
+    // The first read of the tags records them (history).
+    h.until(&mut running, "the first tag read", |h| {
+        let cursor = h.store.repositories.cursor::<serde_json::Value>(repo);
+        cursor
+            .expect("cursor")
+            .is_some_and(|c| !c["tags"].is_null())
+    })
+    .await;
+
+    // A failed external build on main, then the next head fixes it.
+    let head = fake.push(repo, "main", &["Break the build"]);
+    fake.set_commit_status(repo, &head, "jenkins", "INPROGRESS");
+    h.until_kind(&mut running, "build_started", 1).await;
+    fake.set_commit_status(repo, &head, "jenkins", "FAILED");
+    h.until_kind(&mut running, "build_failed", 1).await;
+    let head = fake.push(repo, "main", &["Fix the build"]);
+    fake.set_commit_status(repo, &head, "jenkins", "SUCCESSFUL");
+    h.until_kind(&mut running, "build_fixed", 1).await;
+
+    // A pull request's new head fails: the build names the pull request.
+    fake.push(repo, "feature/login", &["Add login"]);
+    let pr = fake.open_pull_request(repo, "feature/login", "Add login", "ada");
+    h.until_kind(&mut running, "pull_request_created", 1).await;
+    h.until_kind(&mut running, "branch_created", 1).await;
+    let pr_head = fake.push_to_pull_request(repo, pr, "Login form");
+    fake.set_commit_status(repo, &pr_head, "jenkins", "FAILED");
+    h.until_kind(&mut running, "build_failed", 2).await;
+
+    // Tags created and deleted.
+    fake.create_tag(repo, "v1.0", "main", "grace");
+    h.until_kind(&mut running, "tag_created", 1).await;
+    fake.delete_tag(repo, "v0.9");
+    h.until_kind(&mut running, "tag_deleted", 1).await;
+
+    // Deployments run inside pipelines: started, then succeeded; another one fails.
+    let pipeline = fake.start_pipeline(repo, "main");
+    let deployment = fake.start_deployment(repo, &production, "grace");
+    h.until_kind(&mut running, "deployment_started", 1).await;
+    fake.finish_deployment(repo, &deployment, "SUCCESSFUL");
+    fake.finish_pipeline(repo, &pipeline, "SUCCESSFUL");
+    h.until_kind(&mut running, "deployment_succeeded", 1).await;
+    let pipeline = fake.start_pipeline(repo, "main");
+    let deployment = fake.start_deployment(repo, &production, "grace");
+    h.until_kind(&mut running, "deployment_started", 2).await;
+    fake.finish_deployment(repo, &deployment, "FAILED");
+    fake.finish_pipeline(repo, &pipeline, "FAILED");
+    h.until_kind(&mut running, "deployment_failed", 1).await;
+
+    // The quiet repository has pushes and a tag, but nobody wants its tags or builds.
+    fake.push("acme/quiet", "main", &["Quiet work"]);
+    fake.create_tag("acme/quiet", "v1", "main", "ada");
+    h.until(&mut running, "the quiet push", |h| {
+        h.outbox().iter().any(|a| a.repository == "acme/quiet")
+    })
+    .await;
+
+    // Hours more of polling find nothing new.
+    h.polls(&mut running, 300).await;
+    let expected: BTreeMap<String, usize> = [
+        ("branch_created", 1),
+        ("build_failed", 2),
+        ("build_fixed", 1),
+        ("build_started", 1),
+        ("deployment_failed", 1),
+        ("deployment_started", 2),
+        ("deployment_succeeded", 1),
+        ("pipeline_failed", 1),
+        ("pipeline_started", 2),
+        ("pipeline_succeeded", 1),
+        ("pull_request_created", 1),
+        ("pull_request_updated", 1),
+        ("push", 4),
+        ("tag_created", 1),
+        ("tag_deleted", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(h.counts(), expected);
+    let outbox = h.outbox();
+    assert_unique_ids(&outbox);
+    for activity in &outbox {
+        match &activity.kind {
+            ActivityKind::BuildFailed { build } if build.pull_request.is_some() => {
+                let pull_request = build.pull_request.as_ref().expect("a pull request");
+                assert_eq!(pull_request.id, pr);
+                assert_eq!(pull_request.title, "Add login");
+                assert_eq!(build.commit, pr_head);
+                assert_eq!(build.branch.as_deref(), Some("feature/login"));
+            }
+            ActivityKind::BuildFixed { build } => {
+                assert_eq!(build.branch.as_deref(), Some("main"));
+                assert_eq!(build.key, "jenkins");
+                assert!(build.url.is_some());
+            }
+            ActivityKind::DeploymentStarted { deployment } => {
+                assert_eq!(deployment.environment, "Production");
+                assert_eq!(
+                    activity.actor.as_ref().map(|a| a.display_name.as_str()),
+                    Some("grace")
+                );
+            }
+            ActivityKind::TagCreated { tag, .. } => assert_eq!(tag, "v1.0"),
+            _ => {}
+        }
+    }
+    let requests = fake.requests();
+    let extra = [
+        Endpoint::CommitStatuses,
+        Endpoint::Tags,
+        Endpoint::Deployments,
+        Endpoint::Environments,
+    ];
+    let quiet: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.repository.as_deref() == Some("acme/quiet"))
+        .filter(|r| extra.contains(&r.endpoint))
+        .map(|r| r.path.as_str())
+        .collect();
+    assert!(quiet.is_empty(), "requests nobody wanted: {quiet:?}");
+    assert_eq!(
+        fake.count(Endpoint::Environments),
+        1,
+        "names are remembered"
+    );
+    for request in requests.iter().filter(|r| extra.contains(&r.endpoint)) {
+        assert!(
+            request.param("fields").is_some(),
+            "no fields= on {}",
+            request.path
+        );
+    }
+    stop(running).await;
+}

@@ -2,7 +2,8 @@
 //! a message's shape shows up as a reviewed diff of `tests/snapshots/`.
 
 use bitbucket_slack::bitbucket::{
-    Activity, ActivityKind, Actor, CommentRef, CommitRef, IssueRef, PipelineRef, PullRequestRef,
+    Activity, ActivityKind, Actor, BuildRef, CommentRef, CommitRef, DeploymentRef, IssueRef,
+    PipelineRef, PullRequestRef,
 };
 use bitbucket_slack::notify::render;
 use bitbucket_slack::slack::convert::message_content;
@@ -254,6 +255,103 @@ fn pipeline_and_issue_messages() {
         ActivityKind::IssueCommented {
             issue: issue(),
             comment: comment(),
+        },
+    );
+}
+
+fn build(pull_request: Option<PullRequestRef>) -> BuildRef {
+    BuildRef {
+        key: "jenkins-api".into(),
+        name: Some("Jenkins <api> #12".into()),
+        commit: "0123456789abcdef".into(),
+        branch: Some(
+            if pull_request.is_some() {
+                "feature/retries"
+            } else {
+                "main"
+            }
+            .into(),
+        ),
+        url: Some("https://ci.example.com/job/api/12".into()),
+        pull_request,
+    }
+}
+
+fn deployment(duration: Option<u64>) -> DeploymentRef {
+    DeploymentRef {
+        uuid: "{d-3}".into(),
+        environment: "Production".into(),
+        release: Some("#7".into()),
+        commit: Some("0123456789abcdef".into()),
+        url: Some("https://bitbucket.org/acme/api/addon/pipelines/home#!/results/7".into()),
+        duration_secs: duration,
+    }
+}
+
+#[test]
+fn tag_build_and_deployment_messages() {
+    snapshot(
+        "tag_created",
+        ActivityKind::TagCreated {
+            tag: "v2.0.0".into(),
+            commit: "0123456789abcdef".into(),
+        },
+    );
+    snapshot(
+        "tag_deleted",
+        ActivityKind::TagDeleted {
+            tag: "v2.0.0-rc1".into(),
+            previous_commit: "0123456789abcdef".into(),
+        },
+    );
+    snapshot(
+        "build_started",
+        ActivityKind::BuildStarted { build: build(None) },
+    );
+    snapshot(
+        "build_succeeded",
+        ActivityKind::BuildSucceeded { build: build(None) },
+    );
+    snapshot(
+        "build_failed",
+        ActivityKind::BuildFailed { build: build(None) },
+    );
+    snapshot(
+        "build_failed_on_a_pull_request",
+        ActivityKind::BuildFailed {
+            build: build(Some(pull_request())),
+        },
+    );
+    snapshot(
+        "build_stopped",
+        ActivityKind::BuildStopped { build: build(None) },
+    );
+    snapshot(
+        "build_fixed",
+        ActivityKind::BuildFixed { build: build(None) },
+    );
+    snapshot(
+        "deployment_started",
+        ActivityKind::DeploymentStarted {
+            deployment: deployment(None),
+        },
+    );
+    snapshot(
+        "deployment_succeeded",
+        ActivityKind::DeploymentSucceeded {
+            deployment: deployment(Some(95)),
+        },
+    );
+    snapshot(
+        "deployment_failed",
+        ActivityKind::DeploymentFailed {
+            deployment: deployment(Some(30)),
+        },
+    );
+    snapshot(
+        "deployment_stopped",
+        ActivityKind::DeploymentStopped {
+            deployment: deployment(Some(5)),
         },
     );
 }

@@ -4,7 +4,10 @@
 //! Owns the activity kinds and their deterministic ids: the same change seen twice (a
 //! re-read page, a poll redone after a crash) gets the same id, so the outbox keeps it
 //! once. Must never hold Bitbucket's JSON shapes (those stay in `model.rs`) or anything
-//! secret; it is plain data, serialized as JSON in the store.
+//! secret; it is plain data, serialized as JSON in the store. Also [`PollWants`]: which
+//! optional kinds (tags, builds, deployments) a repository's subscribers want polled.
+
+use std::collections::BTreeSet;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -101,6 +104,38 @@ pub struct IssueRef {
     pub link: Option<String>,
 }
 
+/// A build status that a CI system (Jenkins, a GitHub Actions mirror, ...) reported on a
+/// commit through Bitbucket's commit statuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRef {
+    /// The status's key, unique per CI system and build plan.
+    pub key: String,
+    /// The build's own name, e.g. `Jenkins #12`.
+    pub name: Option<String>,
+    pub commit: String,
+    /// The branch the commit was the head of (a pull request's source branch).
+    pub branch: Option<String>,
+    /// The CI system's page for the build.
+    pub url: Option<String>,
+    /// The pull request whose head the commit is, for a pull request's build.
+    pub pull_request: Option<PullRequestRef>,
+}
+
+/// A deployment to an environment (Bitbucket Deployments).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRef {
+    pub uuid: String,
+    /// The environment's name (`Production`), or its uuid when no name was found.
+    pub environment: String,
+    /// The release deployed (named after the pipeline that built it).
+    pub release: Option<String>,
+    pub commit: Option<String>,
+    /// The deployment's page.
+    pub url: Option<String>,
+    /// Seconds from start to completion, once completed.
+    pub duration_secs: Option<u64>,
+}
+
 /// What happened. The variants are exactly the kinds the daemon notifies about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -191,6 +226,42 @@ pub enum ActivityKind {
         issue: IssueRef,
         comment: CommentRef,
     },
+    TagCreated {
+        tag: String,
+        commit: String,
+    },
+    TagDeleted {
+        tag: String,
+        previous_commit: String,
+    },
+    BuildStarted {
+        build: BuildRef,
+    },
+    BuildSucceeded {
+        build: BuildRef,
+    },
+    BuildFailed {
+        build: BuildRef,
+    },
+    BuildStopped {
+        build: BuildRef,
+    },
+    /// A success after a failure of the same build key on the same branch.
+    BuildFixed {
+        build: BuildRef,
+    },
+    DeploymentStarted {
+        deployment: DeploymentRef,
+    },
+    DeploymentSucceeded {
+        deployment: DeploymentRef,
+    },
+    DeploymentFailed {
+        deployment: DeploymentRef,
+    },
+    DeploymentStopped {
+        deployment: DeploymentRef,
+    },
 }
 
 impl ActivityKind {
@@ -219,6 +290,17 @@ impl ActivityKind {
             ActivityKind::IssueCreated { .. } => "issue_created",
             ActivityKind::IssueUpdated { .. } => "issue_updated",
             ActivityKind::IssueCommented { .. } => "issue_commented",
+            ActivityKind::TagCreated { .. } => "tag_created",
+            ActivityKind::TagDeleted { .. } => "tag_deleted",
+            ActivityKind::BuildStarted { .. } => "build_started",
+            ActivityKind::BuildSucceeded { .. } => "build_succeeded",
+            ActivityKind::BuildFailed { .. } => "build_failed",
+            ActivityKind::BuildStopped { .. } => "build_stopped",
+            ActivityKind::BuildFixed { .. } => "build_fixed",
+            ActivityKind::DeploymentStarted { .. } => "deployment_started",
+            ActivityKind::DeploymentSucceeded { .. } => "deployment_succeeded",
+            ActivityKind::DeploymentFailed { .. } => "deployment_failed",
+            ActivityKind::DeploymentStopped { .. } => "deployment_stopped",
         }
     }
 }
@@ -229,6 +311,56 @@ pub fn excerpt(text: &str) -> String {
     match text.char_indices().nth(MAX_EXCERPT) {
         None => text.to_string(),
         Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
+/// What the subscriptions covering one repository want polled beyond what every watched
+/// repository gets: the poller asks its store for these before each poll, so a repository
+/// nobody wants tags, builds or deployments of costs no request for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollWants {
+    /// Tags created and deleted (read with the branch heads).
+    pub tags: bool,
+    /// Commit statuses of which heads; `None`: none.
+    pub builds: Option<BuildHeads>,
+    /// Deployments (read with the pipelines).
+    pub deployments: bool,
+}
+
+/// Which commits' statuses are watched. Pull request heads always are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildHeads {
+    /// The heads pushed to these (main) branches.
+    MainBranches(BTreeSet<String>),
+    /// The heads pushed to any branch.
+    AllBranches,
+}
+
+impl PollWants {
+    /// Both wants together (two subscriptions of the same repository).
+    pub fn merge(&mut self, other: PollWants) {
+        self.tags |= other.tags;
+        self.deployments |= other.deployments;
+        self.builds = match (self.builds.take(), other.builds) {
+            (None, other) => other,
+            (mine, None) => mine,
+            (Some(BuildHeads::AllBranches), _) | (_, Some(BuildHeads::AllBranches)) => {
+                Some(BuildHeads::AllBranches)
+            }
+            (Some(BuildHeads::MainBranches(mut mine)), Some(BuildHeads::MainBranches(other))) => {
+                mine.extend(other);
+                Some(BuildHeads::MainBranches(mine))
+            }
+        };
+    }
+
+    /// Whether a head pushed to `branch` has its statuses watched.
+    pub fn builds_of_branch(&self, branch: &str) -> bool {
+        match &self.builds {
+            None => false,
+            Some(BuildHeads::AllBranches) => true,
+            Some(BuildHeads::MainBranches(main)) => main.contains(branch),
+        }
     }
 }
 
@@ -243,6 +375,29 @@ mod tests {
         let cut = excerpt(&long);
         assert_eq!(cut.chars().count(), MAX_EXCERPT + 1);
         assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn wants_merge_to_the_widest() {
+        let main = |names: &[&str]| PollWants {
+            builds: Some(BuildHeads::MainBranches(
+                names.iter().map(|n| n.to_string()).collect(),
+            )),
+            ..PollWants::default()
+        };
+        let mut wants = PollWants::default();
+        assert!(!wants.builds_of_branch("main"));
+        wants.merge(main(&["main"]));
+        wants.merge(main(&["master"]));
+        assert!(wants.builds_of_branch("master") && !wants.builds_of_branch("dev"));
+        wants.merge(PollWants {
+            tags: true,
+            builds: Some(BuildHeads::AllBranches),
+            deployments: false,
+        });
+        assert!(wants.tags && !wants.deployments && wants.builds_of_branch("dev"));
+        wants.merge(main(&["main"]));
+        assert_eq!(wants.builds, Some(BuildHeads::AllBranches));
     }
 
     #[test]

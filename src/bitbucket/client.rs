@@ -30,8 +30,9 @@ use crate::secret::Secret;
 
 use super::budget::BudgetGate;
 use super::model::{
-    Branch, Commit, FeedEntry, Issue, IssueComment, Page, Pipeline, PullRequestDetail,
-    PullRequestSummary, RepositoryInfo, TokenResponse,
+    Branch, Commit, CommitStatus, Deployment, DeploymentEnvironment, FeedEntry, Issue,
+    IssueComment, Page, Pipeline, PullRequestDetail, PullRequestSummary, RepositoryInfo, Tag,
+    TokenResponse,
 };
 
 /// How long one request may take.
@@ -81,6 +82,25 @@ values.priority,values.reporter.display_name,values.reporter.uuid,values.created
 values.updated_on,values.links.html.href";
 const FIELDS_ISSUE_COMMENTS: &str = "values.id,values.content.raw,values.user.display_name,\
 values.user.uuid,values.created_on,values.links.html.href";
+const FIELDS_COMMIT_STATUSES: &str = "values.key,values.name,values.state,values.url,\
+values.refname,values.created_on,values.updated_on";
+const FIELDS_TAGS: &str = "next,values.name,values.date,values.tagger.raw,\
+values.tagger.user.display_name,values.tagger.user.uuid,values.links.html.href,\
+values.target.hash,values.target.date,values.target.author.raw,\
+values.target.author.user.display_name,values.target.author.user.uuid,\
+values.target.links.html.href";
+const FIELDS_DEPLOYMENTS: &str = "values.uuid,values.state.name,values.state.status.name,\
+values.state.url,values.state.deployer.display_name,values.state.deployer.uuid,\
+values.state.start_date,values.state.completion_date,values.environment.uuid,\
+values.release.name,values.release.url,values.release.commit.hash";
+const FIELDS_ENVIRONMENTS: &str = "values.uuid,values.name";
+/// Tag pages one heads poll reads at most (100 tags each, newest first): beyond, only
+/// tags on recent commits are seen and none counts as deleted.
+pub const MAX_TAG_PAGES: usize = 3;
+/// Statuses read per watched head (one page).
+const STATUS_PAGELEN: &str = "50";
+/// Deployments read per read (one page, newest started first).
+const DEPLOYMENT_PAGELEN: &str = "20";
 
 /// A repository whose privacy Bitbucket did not state is treated as private.
 fn private_unless_said() -> bool {
@@ -449,6 +469,64 @@ impl BitbucketClient {
         Ok(page.values)
     }
 
+    /// The build statuses reported on commit `hash` (one page).
+    pub(crate) async fn commit_statuses(
+        &self,
+        repo: &str,
+        hash: &str,
+    ) -> Result<Vec<CommitStatus>, BitbucketError> {
+        let target = self.target(
+            &["repositories", repo, "commit", hash, "statuses"],
+            &[
+                ("pagelen", STATUS_PAGELEN),
+                ("fields", FIELDS_COMMIT_STATUSES),
+            ],
+        )?;
+        let page: Page<CommitStatus> = self.get(&target).await?;
+        Ok(page.values)
+    }
+
+    /// The tags, newest target first, up to [`MAX_TAG_PAGES`]; `true` when the list is
+    /// complete.
+    pub(crate) async fn tags(&self, repo: &str) -> Result<(Vec<Tag>, bool), BitbucketError> {
+        let target = self.target(
+            &["repositories", repo, "refs/tags"],
+            &[
+                ("pagelen", BRANCH_PAGELEN),
+                ("sort", "-target.date"),
+                ("fields", FIELDS_TAGS),
+            ],
+        )?;
+        self.pages(target, MAX_TAG_PAGES, |_| false).await
+    }
+
+    /// The newest deployments (one page, most recently started first).
+    pub(crate) async fn deployments(&self, repo: &str) -> Result<Vec<Deployment>, BitbucketError> {
+        let target = self.target(
+            &["repositories", repo, "deployments"],
+            &[
+                ("sort", "-state.started_on"),
+                ("pagelen", DEPLOYMENT_PAGELEN),
+                ("fields", FIELDS_DEPLOYMENTS),
+            ],
+        )?;
+        let page: Page<Deployment> = self.get(&target).await?;
+        Ok(page.values)
+    }
+
+    /// The repository's deployment environments with their names (one page of 100).
+    pub(crate) async fn environments(
+        &self,
+        repo: &str,
+    ) -> Result<Vec<DeploymentEnvironment>, BitbucketError> {
+        let target = self.target(
+            &["repositories", repo, "environments"],
+            &[("pagelen", "100"), ("fields", FIELDS_ENVIRONMENTS)],
+        )?;
+        let page: Page<DeploymentEnvironment> = self.get(&target).await?;
+        Ok(page.values)
+    }
+
     // -- plumbing ------------------------------------------------------------
 
     /// Follows `next` links from `first`, at most `max_pages`, stopping after a page for
@@ -716,6 +794,10 @@ fn endpoint_label(path: &str) -> &'static str {
         (_, ["pullrequests", "activity"]) => "pull_request_activity",
         (_, ["pullrequests", ..]) => "pull_request",
         (_, ["refs", "branches", ..]) => "branches",
+        (_, ["refs", "tags", ..]) => "tags",
+        (_, ["commit", _, "statuses", ..]) => "commit_statuses",
+        (_, ["deployments", ..]) => "deployments",
+        (_, ["environments", ..]) => "environments",
         (_, ["commits", ..]) => "commits",
         (_, ["pipelines", ..]) => "pipelines",
         (_, ["issues", _, "comments"]) => "issue_comments",
@@ -743,6 +825,22 @@ mod endpoint_label_tests {
             "workspace_repositories"
         );
         assert_eq!(endpoint_label("/2.0/repositories/acme/api"), "repository");
+        assert_eq!(
+            endpoint_label("/2.0/repositories/acme/api/commit/abc/statuses"),
+            "commit_statuses"
+        );
+        assert_eq!(
+            endpoint_label("/2.0/repositories/acme/api/refs/tags"),
+            "tags"
+        );
+        assert_eq!(
+            endpoint_label("/2.0/repositories/acme/api/deployments/"),
+            "deployments"
+        );
+        assert_eq!(
+            endpoint_label("/2.0/repositories/acme/api/environments/"),
+            "environments"
+        );
         assert_eq!(endpoint_label("/2.0/user"), "other");
     }
 }

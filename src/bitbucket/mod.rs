@@ -13,7 +13,8 @@ pub mod poller;
 pub mod schedule;
 
 pub use activity::{
-    Activity, ActivityKind, Actor, CommentRef, CommitRef, IssueRef, PipelineRef, PullRequestRef,
+    Activity, ActivityKind, Actor, BuildHeads, BuildRef, CommentRef, CommitRef, DeploymentRef,
+    IssueRef, PipelineRef, PollWants, PullRequestRef,
 };
 pub use client::{BitbucketClient, BitbucketError, ClientSettings};
 pub use name::{InvalidRepositoryName, RepositoryName, Target};

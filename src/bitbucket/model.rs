@@ -1,10 +1,11 @@
 //! Bitbucket Cloud's JSON, as serde types: only the fields the poller reads.
 //!
 //! Owns the wire shapes of Bitbucket Cloud's 2.0 REST API (paginated collections and the
-//! pull request, activity, commit, pipeline and issue objects). Every field that Bitbucket
-//! may omit is optional, and a date that does not parse becomes `None` rather than failing
-//! the whole page. These types must never leave `src/bitbucket/`: `diff/` turns them
-//! into [`super::activity::Activity`] values and cursors.
+//! pull request, activity, commit, pipeline, issue, commit status, tag, deployment and
+//! environment objects). Every field that Bitbucket may omit is optional, and a date that
+//! does not parse becomes `None` rather than failing the whole page. These types must
+//! never leave `src/bitbucket/`: `diff/` turns them into [`super::activity::Activity`]
+//! values and cursors.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer};
@@ -353,6 +354,73 @@ pub struct IssueComment {
 pub struct TokenResponse {
     pub access_token: String,
     pub expires_in: Option<u64>,
+}
+
+/// An item of `…/commit/{hash}/statuses`: a build status another CI system (or Bitbucket
+/// Pipelines itself) reported on a commit. `state` is FAILED, INPROGRESS, STOPPED or
+/// SUCCESSFUL.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommitStatus {
+    pub key: String,
+    pub name: Option<String>,
+    pub state: Option<String>,
+    pub url: Option<String>,
+    /// The ref that pointed at the commit when the status was created, if the CI said.
+    pub refname: Option<String>,
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub created_on: Option<Timestamp>,
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub updated_on: Option<Timestamp>,
+}
+
+/// An item of `…/refs/tags`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tag {
+    pub name: String,
+    pub target: Option<Commit>,
+    /// An annotated tag's own date and tagger.
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub date: Option<Timestamp>,
+    pub tagger: Option<CommitAuthor>,
+    pub links: Option<Links>,
+}
+
+/// A deployment's environment: only its uuid unless `…/environments` is asked.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeploymentEnvironment {
+    pub uuid: String,
+    pub name: Option<String>,
+}
+
+/// A deployment's `state`: `name` is UNDEPLOYED, IN_PROGRESS or COMPLETED; a completed one
+/// has `status.name` SUCCESSFUL, FAILED or STOPPED.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeploymentState {
+    pub name: Option<String>,
+    pub status: Option<Named>,
+    pub url: Option<String>,
+    pub deployer: Option<User>,
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub start_date: Option<Timestamp>,
+    #[serde(default, deserialize_with = "lenient_time")]
+    pub completion_date: Option<Timestamp>,
+}
+
+/// What a deployment deploys: a release named after the pipeline that built it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeploymentRelease {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub commit: Option<Hash>,
+}
+
+/// An item of `…/deployments`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Deployment {
+    pub uuid: String,
+    pub state: Option<DeploymentState>,
+    pub environment: Option<DeploymentEnvironment>,
+    pub release: Option<DeploymentRelease>,
 }
 
 #[cfg(test)]

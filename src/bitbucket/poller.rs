@@ -10,7 +10,8 @@
 //! other failures back off per repository and never stop the loop.
 //!
 //! Storage is what [`PollStore`] says the poller needs (the watched names, each one's
-//! cursor, `commit_poll`, the broken marks, pruning old ids); the store implements it, so
+//! cursor and [`PollWants`], `commit_poll`, the broken marks, pruning old ids); the store
+//! implements it, so
 //! this module never imports `store`. After a commit that appended activities the poller
 //! rings its commit bell ([`Poller::ring_on_commit`]), so whoever routes the outbox does
 //! not wait for its own tick.
@@ -36,7 +37,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::clock::Clock;
 
-use super::activity::{Activity, MAX_COMMITS};
+use super::activity::{Activity, ActivityKind, MAX_COMMITS, PollWants};
 use super::client::{BitbucketClient, BitbucketError};
 use super::diff::{self, RepoCursor, SweepCursor};
 use super::schedule::{Lanes, Outcome, RepoReport, Scheduler, Work};
@@ -80,6 +81,10 @@ pub trait PollStore: Send + Sync + 'static {
 
     /// The repository's cursor, or `None` before its baseline.
     fn cursor<C: DeserializeOwned>(&self, repository: &str) -> Result<Option<C>, Self::Error>;
+
+    /// What the active subscriptions covering the repository want polled beyond the
+    /// lanes every watched repository has (tags, builds, deployments).
+    fn wants(&self, repository: &str) -> Result<PollWants, Self::Error>;
 
     /// In one durable transaction: appends those of `activities` whose id was never
     /// appended, and stores `cursor` as the repository's cursor; nothing when the
@@ -397,16 +402,20 @@ async fn poll_repository<S: PollStore>(
     name: &str,
     lanes: Lanes,
 ) -> (RepoReport, usize) {
-    let cursor = match context.store.cursor::<RepoCursor>(name) {
-        Ok(cursor) => cursor,
+    let read = context
+        .store
+        .cursor::<RepoCursor>(name)
+        .and_then(|cursor| Ok((cursor, context.store.wants(name)?)));
+    let (cursor, wants) = match read {
+        Ok(read) => read,
         Err(error) => {
-            error!(%error, "cannot read the repository's cursor");
+            error!(%error, "cannot read the repository's cursor or subscriptions");
             return (RepoReport::new(Outcome::Failed), 0);
         }
     };
     let mut poll = match cursor {
-        None => baseline(context, name).await,
-        Some(cursor) => lanes_poll(context, name, lanes, cursor).await,
+        None => baseline(context, name, &wants).await,
+        Some(cursor) => lanes_poll(context, name, lanes, cursor, &wants).await,
     };
     let appended = match &poll.cursor {
         Some(cursor) if poll.report.done.any() || poll.error.is_none() => {
@@ -452,13 +461,27 @@ struct Poll {
     error: Option<BitbucketError>,
 }
 
-fn report_for(cursor: &RepoCursor, done: Lanes, activities: usize, pushed: bool) -> RepoReport {
+/// What the scheduler learns from a poll. Builds waiting for a status and deployments in
+/// progress keep the pipelines lane hot (they are read with it), and wanted builds or
+/// deployments keep its routine read.
+fn report_for(
+    cursor: &RepoCursor,
+    wants: &PollWants,
+    now: Timestamp,
+    done: Lanes,
+    activities: usize,
+    pushed: bool,
+) -> RepoReport {
     RepoReport {
         done,
         activities,
         pushed,
-        pipelines_running: cursor.pipelines_running(),
-        pipelines_exist: cursor.pipelines.seen_any,
+        pipelines_running: cursor.pipelines_running()
+            || cursor.builds.pending(now)
+            || cursor.deployments.running(),
+        pipelines_exist: cursor.pipelines.seen_any
+            || !cursor.builds.watched.is_empty()
+            || wants.deployments,
         open_pull_requests: cursor.has_open_pull_requests(),
         approvals_tracked: !cursor.approvals.is_empty(),
         has_issues: cursor.has_issues,
@@ -467,7 +490,7 @@ fn report_for(cursor: &RepoCursor, done: Lanes, activities: usize, pushed: bool)
 }
 
 /// The first poll: what exists now becomes the cursor; nothing is emitted.
-async fn baseline<S: PollStore>(context: &PollContext<S>, name: &str) -> Poll {
+async fn baseline<S: PollStore>(context: &PollContext<S>, name: &str, wants: &PollWants) -> Poll {
     let client = &context.client;
     let read = async {
         let info = client.repository(name).await?;
@@ -497,7 +520,7 @@ async fn baseline<S: PollStore>(context: &PollContext<S>, name: &str) -> Poll {
                 approvals: false,
             };
             Poll {
-                report: report_for(&cursor, all, 0, false),
+                report: report_for(&cursor, wants, context.clock.now(), all, 0, false),
                 cursor: Some(cursor),
                 activities: Vec::new(),
                 error: None,
@@ -519,6 +542,7 @@ async fn lanes_poll<S: PollStore>(
     name: &str,
     lanes: Lanes,
     cursor: RepoCursor,
+    wants: &PollWants,
 ) -> Poll {
     let mut cursor = cursor;
     let mut activities = Vec::new();
@@ -533,7 +557,7 @@ async fn lanes_poll<S: PollStore>(
         }
         if lanes.heads {
             let mut next = cursor.clone();
-            let (found, moved) = heads_lane(context, name, &mut next).await?;
+            let (found, moved) = heads_lane(context, name, &mut next, wants).await?;
             pushed = moved;
             activities.extend(found);
             cursor = next;
@@ -541,7 +565,7 @@ async fn lanes_poll<S: PollStore>(
         }
         if lanes.pipelines {
             let mut next = cursor.clone();
-            activities.extend(pipelines_lane(context, name, &mut next).await?);
+            activities.extend(pipelines_lane(context, name, &mut next, wants).await?);
             cursor = next;
             done.pipelines = true;
         }
@@ -560,7 +584,8 @@ async fn lanes_poll<S: PollStore>(
         Ok::<_, BitbucketError>(())
     }
     .await;
-    let report = report_for(&cursor, done, activities.len(), pushed);
+    let now = context.clock.now();
+    let report = report_for(&cursor, wants, now, done, activities.len(), pushed);
     Poll {
         cursor: Some(cursor),
         activities,
@@ -621,16 +646,38 @@ async fn reviewer_checks<S: PollStore>(
     Ok(activities)
 }
 
+/// Branch heads (pushes, branches created and deleted), and the tags when a subscriber
+/// wants them. A head pushed to a branch whose builds are wanted is watched.
 async fn heads_lane<S: PollStore>(
     context: &PollContext<S>,
     name: &str,
     cursor: &mut RepoCursor,
+    wants: &PollWants,
 ) -> Result<(Vec<Activity>, bool), BitbucketError> {
     let now = context.clock.now();
     let (branches, complete) = context.client.branches(name).await?;
     let changes = diff::branches(cursor, name, &branches, complete, now);
     let pushed = !changes.moved.is_empty() || !changes.activities.is_empty();
+    let created = changes.activities.iter().filter_map(|a| match &a.kind {
+        ActivityKind::BranchCreated { branch, head } => Some((branch, head)),
+        _ => None,
+    });
+    let moved = changes.moved.iter().map(|m| (&m.name, &m.head));
+    let pushed_heads: Vec<(String, String)> = created
+        .chain(moved)
+        .filter(|(branch, _)| wants.builds_of_branch(branch))
+        .map(|(branch, head)| (branch.clone(), head.clone()))
+        .collect();
+    for (branch, head) in &pushed_heads {
+        diff::watch_pushed_head(cursor, branch, head, now);
+    }
     let mut activities = changes.activities;
+    if wants.tags {
+        let (tags, complete) = context.client.tags(name).await?;
+        activities.extend(diff::tags(cursor, name, &tags, complete, now));
+    } else {
+        cursor.tags = None;
+    }
     for moved in &changes.moved {
         let listed = context
             .client
@@ -647,10 +694,13 @@ async fn heads_lane<S: PollStore>(
     Ok((activities, pushed))
 }
 
+/// Pipelines, then (when subscribers want them) the watched heads' build statuses and
+/// the deployments.
 async fn pipelines_lane<S: PollStore>(
     context: &PollContext<S>,
     name: &str,
     cursor: &mut RepoCursor,
+    wants: &PollWants,
 ) -> Result<Vec<Activity>, BitbucketError> {
     let page = match context.client.pipelines(name).await {
         Ok(page) => page,
@@ -658,7 +708,66 @@ async fn pipelines_lane<S: PollStore>(
         Err(error) if error.is_broken_repository() => Vec::new(),
         Err(error) => return Err(error),
     };
-    Ok(diff::pipelines(cursor, name, &page, context.clock.now()))
+    let now = context.clock.now();
+    let mut activities = diff::pipelines(cursor, name, &page, now);
+    let pipelines_moved = !activities.is_empty() || cursor.pipelines_running();
+    if wants.builds.is_some() {
+        activities.extend(builds_step(context, name, cursor, now).await?);
+    } else {
+        diff::forget_builds(cursor);
+    }
+    if !wants.deployments {
+        diff::forget_deployments(cursor);
+    } else if cursor.deployments.due(pipelines_moved, now) {
+        activities.extend(deployments_step(context, name, cursor, now).await?);
+    }
+    Ok(activities)
+}
+
+/// One request per watched head: its statuses. A head Bitbucket no longer has is let go.
+async fn builds_step<S: PollStore>(
+    context: &PollContext<S>,
+    name: &str,
+    cursor: &mut RepoCursor,
+    now: Timestamp,
+) -> Result<Vec<Activity>, BitbucketError> {
+    diff::watch_pull_request_heads(cursor, now);
+    let mut activities = Vec::new();
+    for head in cursor.builds.watched_heads() {
+        match context.client.commit_statuses(name, &head).await {
+            Ok(statuses) => activities.extend(diff::builds(cursor, name, &head, &statuses, now)),
+            Err(error) if error.is_broken_repository() => {
+                cursor.builds.watched.remove(&head);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    diff::retire_builds(cursor, now);
+    Ok(activities)
+}
+
+/// One request for the newest deployments, and one for the environments' names when a
+/// deployment names an environment not seen before.
+async fn deployments_step<S: PollStore>(
+    context: &PollContext<S>,
+    name: &str,
+    cursor: &mut RepoCursor,
+    now: Timestamp,
+) -> Result<Vec<Activity>, BitbucketError> {
+    let page = match context.client.deployments(name).await {
+        Ok(page) => page,
+        // Pipelines (and so deployments) not enabled.
+        Err(error) if error.is_broken_repository() => Vec::new(),
+        Err(error) => return Err(error),
+    };
+    if !cursor.deployments.unnamed_environments(&page).is_empty() {
+        match context.client.environments(name).await {
+            Ok(environments) => cursor.deployments.name_environments(&environments),
+            Err(error) if error.is_broken_repository() => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(diff::deployments(cursor, name, &page, now))
 }
 
 async fn issues_lane<S: PollStore>(

@@ -1,12 +1,14 @@
 //! One Slack message per activity: title linked to Bitbucket, who did it, branches, state,
-//! a short excerpt for comments, capped commit lists, pipeline results with duration,
-//! and a plain-text fallback. Also how it threads.
+//! a short excerpt for comments, capped commit lists, pipeline, build and deployment
+//! results with duration, tags, and a plain-text fallback. Also how it threads.
 //!
 //! Pure. All user text (titles, names, comments, branch names) is escaped so it can
 //! neither mention `@channel` nor forge a link, and every section stays inside Slack's
 //! 3,000-character limit.
 
-use crate::bitbucket::{Activity, ActivityKind, Actor, CommentRef, PipelineRef, PullRequestRef};
+use crate::bitbucket::{
+    Activity, ActivityKind, Actor, BuildRef, CommentRef, DeploymentRef, PipelineRef, PullRequestRef,
+};
 use crate::message::{MAX_SECTION_CHARS, Message, code, escape, truncate};
 
 /// A rendered activity and how it threads.
@@ -311,7 +313,50 @@ pub fn render(activity: &Activity, mention: &dyn Fn(&str) -> Option<String>) -> 
                 parent_update: None,
             }
         }
+        ActivityKind::TagCreated { tag, commit } => plain(format!(
+            ":label: {who} created tag {} at {} in {repo}",
+            link(activity.link.as_deref(), tag),
+            code(&short(commit))
+        )),
+        ActivityKind::TagDeleted { tag, .. } => {
+            plain(format!(":label: {who} deleted tag {} in {repo}", code(tag)))
+        }
+        ActivityKind::BuildStarted { build } => {
+            build_message(activity, build, ":arrow_forward:", "started")
+        }
+        ActivityKind::BuildSucceeded { build } => {
+            build_message(activity, build, ":large_green_circle:", "succeeded")
+        }
+        ActivityKind::BuildFailed { build } => {
+            build_message(activity, build, ":red_circle:", "failed")
+        }
+        ActivityKind::BuildStopped { build } => {
+            build_message(activity, build, ":black_square_for_stop:", "was stopped")
+        }
+        ActivityKind::BuildFixed { build } => {
+            build_message(activity, build, ":large_green_circle:", "is fixed")
+        }
+        ActivityKind::DeploymentStarted { deployment } => {
+            deployment_message(activity, deployment, ":rocket:", "started")
+        }
+        ActivityKind::DeploymentSucceeded { deployment } => {
+            deployment_message(activity, deployment, ":large_green_circle:", "succeeded")
+        }
+        ActivityKind::DeploymentFailed { deployment } => {
+            deployment_message(activity, deployment, ":red_circle:", "failed")
+        }
+        ActivityKind::DeploymentStopped { deployment } => deployment_message(
+            activity,
+            deployment,
+            ":black_square_for_stop:",
+            "was stopped",
+        ),
     }
+}
+
+/// A commit hash as people read it: its first seven characters.
+fn short(hash: &str) -> String {
+    hash.chars().take(7).collect()
 }
 
 fn plain(text: String) -> Notification {
@@ -420,6 +465,58 @@ fn pipeline_message(
         duration(pipeline.duration_secs)
     );
     plain(text)
+}
+
+/// A build another CI system reported: on a branch, or on a pull request's head.
+fn build_message(activity: &Activity, build: &BuildRef, icon: &str, outcome: &str) -> Notification {
+    let name = build.name.as_deref().unwrap_or(&build.key);
+    let place = match (&build.pull_request, &build.branch) {
+        (Some(pull_request), _) => format!(" on pull request {}", pr_title(pull_request)),
+        (None, Some(branch)) => format!(" on {}", code(branch)),
+        (None, None) => String::new(),
+    };
+    let head = format!(
+        "{icon} Build {} {outcome}{place} in {}",
+        link(build.url.as_deref(), &truncate(name, 200)),
+        code(&activity.repository)
+    );
+    let mut detail = format!("{} at {}", code(&build.key), code(&short(&build.commit)));
+    if let Some(pull_request) = &build.pull_request {
+        let branches = branches(pull_request);
+        if !branches.is_empty() {
+            detail = format!("{branches} · {detail}");
+        }
+    }
+    Notification {
+        message: message(head.clone(), vec![head, detail]),
+        thread_key: None,
+        parent_update: None,
+    }
+}
+
+/// A deployment of a release to an environment.
+fn deployment_message(
+    activity: &Activity,
+    deployment: &DeploymentRef,
+    icon: &str,
+    outcome: &str,
+) -> Notification {
+    let what = match &deployment.release {
+        Some(release) => format!("Deployment of {}", truncate(release, 200)),
+        None => "Deployment".into(),
+    };
+    let commit = deployment
+        .commit
+        .as_deref()
+        .map(|commit| format!(" ({})", code(&short(commit))))
+        .unwrap_or_default();
+    plain(format!(
+        "{icon} {} to *{}* {outcome} in {}{commit}{}",
+        link(deployment.url.as_deref(), &what),
+        escape(&truncate(&deployment.environment, 200)),
+        code(&activity.repository),
+        duration(deployment.duration_secs)
+    ))
 }
 
 #[cfg(test)]

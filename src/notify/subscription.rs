@@ -3,7 +3,9 @@
 //!
 //! Pure. The feature words (`pullrequests`, `commits:release/*`, `+branch:main`,
 //! `-author:dependabot*`, ...) are parsed here, once, for the command parser and the
-//! help; [`Subscription::matches`] is the one place that decides what a channel sees.
+//! help; [`Subscription::matches`] is the one place that decides what a channel sees, and
+//! [`poll_wants`] the one place that decides which optional lanes (tags, builds,
+//! deployments) a repository's subscriptions make the poller read.
 
 use std::collections::BTreeSet;
 
@@ -12,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::{Coverage, Refusal};
 use super::glob::{Glob, GlobError};
-use crate::bitbucket::{Activity, ActivityKind, Target};
+use crate::bitbucket::{Activity, ActivityKind, BuildHeads, BuildRef, PollWants, Target};
 
 /// Which branches' pushes a channel hears about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +35,16 @@ pub enum PipelineScope {
     All,
 }
 
+/// Which build results (commit statuses from other CI systems) a channel hears about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildScope {
+    /// Failed and fixed on the main branch, and failed on a pull request's head.
+    FailedAndFixedOnMain,
+    /// Every build state change on every branch and pull request.
+    All,
+}
+
 /// The features a subscription has on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Features {
@@ -43,6 +55,12 @@ pub struct Features {
     pub comments: bool,
     pub reviews: bool,
     pub deployments: bool,
+    /// Stored subscriptions from before builds existed load without it.
+    #[serde(default)]
+    pub builds: Option<BuildScope>,
+    /// Stored subscriptions from before tags existed load without it.
+    #[serde(default)]
+    pub tags: bool,
 }
 
 impl Features {
@@ -56,6 +74,8 @@ impl Features {
             comments: false,
             reviews: false,
             deployments: false,
+            builds: None,
+            tags: false,
         }
     }
 
@@ -68,6 +88,8 @@ impl Features {
             comments: false,
             reviews: false,
             deployments: false,
+            builds: None,
+            tags: false,
         }
     }
 
@@ -85,6 +107,8 @@ impl Features {
             FeatureWord::Comments => self.comments = on,
             FeatureWord::Reviews => self.reviews = on,
             FeatureWord::Deployments => self.deployments = on,
+            FeatureWord::Builds(scope) => self.builds = on.then_some(*scope),
+            FeatureWord::Tags => self.tags = on,
         }
     }
 
@@ -104,7 +128,13 @@ impl Features {
             Some(PipelineScope::All) => words.push("pipelines:all".into()),
             None => {}
         }
+        match self.builds {
+            Some(BuildScope::FailedAndFixedOnMain) => words.push("builds".into()),
+            Some(BuildScope::All) => words.push("builds:all".into()),
+            None => {}
+        }
         for (on, word) in [
+            (self.tags, "tags"),
             (self.issues, "issues"),
             (self.comments, "comments"),
             (self.reviews, "reviews"),
@@ -211,6 +241,8 @@ pub enum FeatureWord {
     Comments,
     Reviews,
     Deployments,
+    Builds(BuildScope),
+    Tags,
 }
 
 /// A parsed word: a feature, or a filter.
@@ -237,6 +269,16 @@ pub const FEATURE_HELP: &[(&str, &str)] = &[
         "pipelines that failed, or were fixed, on the main branch",
     ),
     ("pipelines:all", "every pipeline result on every branch"),
+    (
+        "builds",
+        "builds from other CI systems (commit statuses) that failed or were fixed on the \
+         main branch, and failed builds of a pull request's head",
+    ),
+    (
+        "builds:all",
+        "every build result from other CI systems, on every branch and pull request",
+    ),
+    ("tags", "tags created and deleted"),
     ("issues", "issues created, updated or commented"),
     ("comments", "comments on pull requests"),
     (
@@ -245,11 +287,12 @@ pub const FEATURE_HELP: &[(&str, &str)] = &[
     ),
     (
         "deployments",
-        "deployments (accepted; Bitbucket deployments are not polled yet)",
+        "deployments started, succeeded, failed or stopped, per environment",
     ),
     (
         "+branch:<pattern>",
-        "only pull requests into, pushes to and pipelines on matching branches",
+        "only pull requests into, pushes to, pipelines and builds on matching branches \
+         (tags and deployments are not filtered)",
     ),
     (
         "-author:<name>",
@@ -289,6 +332,9 @@ pub fn parse_word(word: &str) -> Result<SubscribeWord, WordError> {
         "comments" => FeatureWord::Comments,
         "reviews" => FeatureWord::Reviews,
         "deployments" => FeatureWord::Deployments,
+        "builds" => FeatureWord::Builds(BuildScope::FailedAndFixedOnMain),
+        "builds:all" => FeatureWord::Builds(BuildScope::All),
+        "tags" => FeatureWord::Tags,
         _ => match word.split_once(':') {
             Some((head, glob)) if head.eq_ignore_ascii_case("commits") => {
                 FeatureWord::Commits(BranchScope::Matching(pattern(glob)?))
@@ -377,6 +423,64 @@ impl Subscription {
                 features.issues
             }
             ActivityKind::IssueCommented { .. } => features.issues || features.comments,
+            // Tags and deployments are on no branch: `+branch:` does not filter them.
+            ActivityKind::TagCreated { .. } | ActivityKind::TagDeleted { .. } => features.tags,
+            ActivityKind::BuildStarted { build }
+            | ActivityKind::BuildSucceeded { build }
+            | ActivityKind::BuildFailed { build }
+            | ActivityKind::BuildStopped { build }
+            | ActivityKind::BuildFixed { build } => {
+                let branch = match &build.pull_request {
+                    Some(pull_request) => pull_request.destination_branch.as_deref(),
+                    None => build.branch.as_deref(),
+                };
+                self.build_wanted(&activity.kind, build) && self.branch_allowed(branch)
+            }
+            ActivityKind::DeploymentStarted { .. }
+            | ActivityKind::DeploymentSucceeded { .. }
+            | ActivityKind::DeploymentFailed { .. }
+            | ActivityKind::DeploymentStopped { .. } => features.deployments,
+        }
+    }
+
+    fn build_wanted(&self, kind: &ActivityKind, build: &BuildRef) -> bool {
+        match self.features.builds {
+            None => false,
+            Some(BuildScope::All) => true,
+            Some(BuildScope::FailedAndFixedOnMain) => {
+                let on_main = build.pull_request.is_none()
+                    && build.branch.as_deref().is_some_and(|b| self.is_main(b));
+                match kind {
+                    ActivityKind::BuildFailed { .. } => on_main || build.pull_request.is_some(),
+                    ActivityKind::BuildFixed { .. } => on_main,
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// What this subscription makes the poller read for `repository` beyond the lanes
+    /// every watched repository has; nothing when it is paused or does not cover it.
+    pub fn poll_wants(&self, repository: &str) -> PollWants {
+        if self.paused.is_some()
+            || !self.target.covers(repository)
+            || !self.coverage.covers(repository)
+        {
+            return PollWants::default();
+        }
+        let main_branches = match &self.main_branch {
+            Some(main) => [main.clone()].into_iter().collect(),
+            None => ["main".to_string(), "master".to_string()]
+                .into_iter()
+                .collect(),
+        };
+        PollWants {
+            tags: self.features.tags,
+            builds: self.features.builds.map(|scope| match scope {
+                BuildScope::FailedAndFixedOnMain => BuildHeads::MainBranches(main_branches),
+                BuildScope::All => BuildHeads::AllBranches,
+            }),
+            deployments: self.features.deployments,
         }
     }
 
@@ -446,6 +550,15 @@ impl Subscription {
             words.join(" ")
         )
     }
+}
+
+/// What all of `subscriptions` together make the poller read for `repository`.
+pub fn poll_wants(subscriptions: &[Subscription], repository: &str) -> PollWants {
+    let mut wants = PollWants::default();
+    for subscription in subscriptions {
+        wants.merge(subscription.poll_wants(repository));
+    }
+    wants
 }
 
 #[cfg(test)]
@@ -682,5 +795,139 @@ pub(crate) mod tests {
             line.contains("(main branch `m'ain &lt;!channel&gt; &amp; &lt;https://evil|x&gt;`)"),
             "{line}"
         );
+    }
+
+    fn build(kind: &str, branch: &str, pull_request: Option<&str>) -> ActivityKind {
+        let build = BuildRef {
+            key: "jenkins".into(),
+            name: Some("Jenkins #4".into()),
+            commit: "bbb".into(),
+            branch: Some(branch.into()),
+            url: Some("https://ci.example/4".into()),
+            pull_request: pull_request.map(pull_request_into),
+        };
+        match kind {
+            "failed" => ActivityKind::BuildFailed { build },
+            "fixed" => ActivityKind::BuildFixed { build },
+            "succeeded" => ActivityKind::BuildSucceeded { build },
+            "started" => ActivityKind::BuildStarted { build },
+            _ => ActivityKind::BuildStopped { build },
+        }
+    }
+
+    fn pull_request_into(destination: &str) -> PullRequestRef {
+        pull_request(destination)
+    }
+
+    #[test]
+    fn builds_default_to_failed_and_fixed_on_main_and_failed_pull_requests() {
+        check(&[], build("failed", "main", None), "Ada", false);
+        check(&["builds"], build("failed", "main", None), "Ada", true);
+        check(&["builds"], build("fixed", "main", None), "Ada", true);
+        check(&["builds"], build("succeeded", "main", None), "Ada", false);
+        check(
+            &["builds"],
+            build("failed", "feature/x", None),
+            "Ada",
+            false,
+        );
+        check(
+            &["builds"],
+            build("failed", "feature/retries", Some("main")),
+            "Ada",
+            true,
+        );
+        check(
+            &["builds"],
+            build("fixed", "feature/retries", Some("main")),
+            "Ada",
+            false,
+        );
+        check(
+            &["builds", "+branch:release/*"],
+            build("failed", "feature/retries", Some("main")),
+            "Ada",
+            false,
+        );
+        check(
+            &["builds:all"],
+            build("started", "feature/x", None),
+            "Ada",
+            true,
+        );
+        check(&["builds:all"], build("stopped", "main", None), "Ada", true);
+        check(
+            &["pipelines:all"],
+            build("failed", "main", None),
+            "Ada",
+            false,
+        );
+    }
+
+    #[test]
+    fn tags_and_deployments_are_their_own_words_and_ignore_branch_filters() {
+        let tag = ActivityKind::TagCreated {
+            tag: "v1.0".into(),
+            commit: "abc".into(),
+        };
+        check(&[], tag.clone(), "Ada", false);
+        check(&["tags", "+branch:main"], tag, "Ada", true);
+        let deployed = ActivityKind::DeploymentSucceeded {
+            deployment: crate::bitbucket::DeploymentRef {
+                uuid: "{d}".into(),
+                environment: "Production".into(),
+                release: Some("#7".into()),
+                commit: None,
+                url: None,
+                duration_secs: Some(30),
+            },
+        };
+        check(&[], deployed.clone(), "Ada", false);
+        check(&["deployments", "+branch:main"], deployed, "Ada", true);
+        let sub = subscription(&["builds:all", "tags", "deployments"]);
+        assert_eq!(
+            sub.describe(),
+            "`acme/api` (main branch `main`): pullrequests commits builds:all tags deployments"
+        );
+    }
+
+    #[test]
+    fn wants_follow_the_subscriptions_that_cover_a_repository() {
+        assert_eq!(
+            poll_wants(&[subscription(&[])], "acme/api"),
+            PollWants::default()
+        );
+        let builds = subscription(&["builds"]);
+        let wants = poll_wants(std::slice::from_ref(&builds), "acme/api");
+        assert!(wants.builds_of_branch("main") && !wants.builds_of_branch("dev"));
+        assert!(!wants.tags && !wants.deployments);
+        assert_eq!(
+            poll_wants(std::slice::from_ref(&builds), "acme/web"),
+            PollWants::default()
+        );
+        let mut workspace = subscription(&["builds", "tags"]);
+        workspace.target = Target::Workspace("acme".into());
+        workspace.main_branch = None;
+        let wants = poll_wants(&[builds, workspace.clone()], "acme/web");
+        assert!(wants.tags && wants.builds_of_branch("master"));
+        workspace.paused = Some(Pause {
+            reason: "channel_not_found".into(),
+            since: Timestamp::UNIX_EPOCH,
+            notified: true,
+            kind: PauseKind::Channel,
+        });
+        assert_eq!(poll_wants(&[workspace], "acme/web"), PollWants::default());
+        let every = poll_wants(&[subscription(&["builds:all", "deployments"])], "acme/api");
+        assert!(every.builds_of_branch("anything") && every.deployments);
+    }
+
+    #[test]
+    fn a_subscription_stored_before_builds_and_tags_still_loads() {
+        let mut stored = serde_json::to_value(subscription(&["pipelines"])).expect("JSON");
+        let features = stored["features"].as_object_mut().expect("features");
+        features.remove("builds");
+        features.remove("tags");
+        let loaded: Subscription = serde_json::from_value(stored).expect("loads");
+        assert_eq!(loaded, subscription(&["pipelines"]));
     }
 }

@@ -2,8 +2,9 @@
 //! never imports `store`) implemented over the watched repositories, their cursors and
 //! the activity outbox.
 //!
-//! Owns only the mapping to [`RepositoryStore`](super::RepositoryStore) and
-//! [`ActivityStore`](super::ActivityStore), which keep every guarantee (one transaction
+//! Owns only the mapping to [`RepositoryStore`](super::RepositoryStore),
+//! [`ActivityStore`](super::ActivityStore) and (for a repository's [`PollWants`], decided
+//! by `notify::subscription::poll_wants`) the subscriptions, which keep every guarantee (one transaction
 //! per poll, flushed before it returns). Must never add behaviour of its own.
 
 use std::future::Future;
@@ -13,7 +14,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Store, StoreError};
-use crate::bitbucket::{Activity, PollCommit, PollStore};
+use crate::bitbucket::{Activity, PollCommit, PollStore, PollWants};
+use crate::notify::subscription::poll_wants;
 
 impl PollStore for Store {
     type Error = StoreError;
@@ -24,6 +26,10 @@ impl PollStore for Store {
 
     fn cursor<C: DeserializeOwned>(&self, repository: &str) -> Result<Option<C>, StoreError> {
         self.repositories.cursor(repository)
+    }
+
+    fn wants(&self, repository: &str) -> Result<PollWants, StoreError> {
+        Ok(poll_wants(&self.subscriptions.list_all()?, repository))
     }
 
     fn commit_poll<C: Serialize + Sync>(

@@ -22,6 +22,8 @@
 //! replaced: a status (429 with or without `Retry-After`, 500, 404), a slow answer, or a
 //! hold until the test releases it. Waits are event driven with [`WAIT`].
 
+#[path = "fake_bitbucket/ci.rs"]
+mod ci;
 #[path = "fake_bitbucket/oauth.rs"]
 mod oauth;
 #[path = "fake_bitbucket/payloads.rs"]
@@ -74,6 +76,11 @@ pub enum Endpoint {
     Pipelines,
     Issues,
     IssueComments,
+    /// `GET …/commit/{hash}/statuses` (see `fake_bitbucket/ci.rs`).
+    CommitStatuses,
+    Tags,
+    Deployments,
+    Environments,
     /// `POST /site/oauth2/access_token`, every grant.
     Token,
     /// `GET /site/oauth2/authorize`: the consent page a person's browser is sent to.
@@ -188,6 +195,8 @@ struct FakeRepo {
     /// Public unless a test says otherwise ([`FakeBitbucket::set_private`]): then only the
     /// daemon's credential and the people who may read it see it.
     private: bool,
+    /// Commit statuses, tags, deployments and environments.
+    ci: ci::CiState,
 }
 
 struct World {
@@ -448,6 +457,10 @@ fn classify(method: &Method, path: &str) -> (Endpoint, Option<String>, Vec<Strin
         (_, ["pipelines"]) => Endpoint::Pipelines,
         (_, ["issues"]) => Endpoint::Issues,
         (_, ["issues", _, "comments"]) => Endpoint::IssueComments,
+        (_, ["commit", _, "statuses"]) => Endpoint::CommitStatuses,
+        (_, ["refs", "tags"]) => Endpoint::Tags,
+        (_, ["deployments"]) => Endpoint::Deployments,
+        (_, ["environments"]) => Endpoint::Environments,
         _ => Endpoint::Unknown,
     };
     (endpoint, repo, parts)
@@ -672,7 +685,12 @@ fn answer(
             let id: u64 = parts[3].parse().unwrap_or(0);
             issue_comments(repo_name, repo, id, param("q").and_then(q_time))
         }
-        _ => return json_response(StatusCode::NOT_FOUND, json!({"type": "error"}), rate_limit),
+        _ => match ci::values(endpoint, repo_name, repo, parts) {
+            Some(values) => values,
+            None => {
+                return json_response(StatusCode::NOT_FOUND, json!({"type": "error"}), rate_limit);
+            }
+        },
     };
     json_response(
         StatusCode::OK,

@@ -96,7 +96,7 @@ pub fn branches(
     changes
 }
 
-fn commit_actor(commit: &Commit) -> Option<Actor> {
+pub(super) fn commit_actor(commit: &Commit) -> Option<Actor> {
     let author = commit.author.as_ref()?;
     if let Some(found) = actor(&author.user) {
         return Some(found);

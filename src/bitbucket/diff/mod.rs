@@ -5,19 +5,24 @@
 //! polls), the baseline of a repository's first poll, and the helpers every lane shares;
 //! each lane's rule of "what counts as new" lives in its own file: `pull_requests.rs`
 //! (the activity feed and approvals), `branches.rs` (branch heads and pushes),
-//! `pipelines.rs`, `issues.rs` (and issue comments), `sweep.rs` (the workspace sweep).
+//! `pipelines.rs`, `issues.rs` (and issue comments), `sweep.rs` (the workspace sweep),
+//! and the lanes only some subscribers want: `tags.rs`, `builds.rs` (other CI systems'
+//! commit statuses), `deployments.rs`.
 //! Callers use the re-exports here (`diff::feed`, `diff::branches`, ...).
 //!
 //! Must never do I/O, read the clock (`now` is passed in) or spawn, nor import tokio; it
 //! fails only by skipping an entry it cannot place (a missing date).
 
 mod branches;
+mod builds;
 #[cfg(test)]
 mod contract;
+mod deployments;
 mod issues;
 mod pipelines;
 mod pull_requests;
 mod sweep;
+mod tags;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,10 +35,15 @@ use branches::branch_heads;
 use pull_requests::{entry_date, feed_silently, tracked_from_summary};
 
 pub use branches::{branches, push};
+pub use builds::{
+    BuildCursor, builds, forget_builds, retire_builds, watch_pull_request_heads, watch_pushed_head,
+};
+pub use deployments::{DeploymentCursor, deployments, forget_deployments};
 pub use issues::{issue_comments, issues};
 pub use pipelines::pipelines;
 pub use pull_requests::{approvals, feed, feed_page_is_enough, reviewers};
 pub use sweep::{SweepCursor, sweep, sweep_since};
+pub use tags::tags;
 
 /// Everything remembered about one repository between polls. Stored as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +60,16 @@ pub struct RepoCursor {
     pub pipelines: PipelineCursor,
     pub issues: IssueCursor,
     pub has_issues: bool,
+    /// Tag name to commit, once a subscriber wanted tags (`None` before: the first read
+    /// is history).
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// The heads whose commit statuses are watched, while a subscriber wants builds.
+    #[serde(default)]
+    pub builds: BuildCursor,
+    /// The deployments seen, while a subscriber wants deployments.
+    #[serde(default)]
+    pub deployments: DeploymentCursor,
     /// Open pull requests whose reviewers must be read from their detail (the feed does
     /// not list who was added), by id. Read a few per poll by the poller.
     #[serde(default)]

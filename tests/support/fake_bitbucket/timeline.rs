@@ -21,7 +21,7 @@ impl FakeBitbucket {
         next
     }
 
-    fn with_repo<T>(
+    pub(super) fn with_repo<T>(
         &self,
         repo: &str,
         f: impl FnOnce(&mut FakeRepo, Timestamp, &mut u64) -> T,
