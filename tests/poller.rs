@@ -348,6 +348,38 @@ async fn each_activity_kind_is_detected_exactly_once() {
     stop(running).await;
 }
 
+/// The feed's MERGED and DECLINED update entries name who merged or declined as their
+/// `author` (they never carry `closed_by`): the activity's actor is that person, not the
+/// pull request's author.
+#[tokio::test(start_paused = true)]
+async fn a_merge_and_a_decline_name_who_merged_and_who_declined() {
+    let h = Harness::new(&["acme/api"]).await;
+    let fake = &h.fake;
+    let repo = "acme/api";
+    let mut running = h.start(Options::default());
+    h.until(&mut running, "the baseline", |h| h.has_cursor(repo))
+        .await;
+    fake.push(repo, "feature/a", &["Work"]);
+    let merged = fake.open_pull_request(repo, "feature/a", "Merge me", "ada");
+    fake.push(repo, "feature/b", &["Other work"]);
+    let declined = fake.open_pull_request(repo, "feature/b", "Decline me", "ada");
+    h.until_kind(&mut running, "pull_request_created", 2).await;
+    fake.merge(repo, merged, "bob");
+    fake.decline(repo, declined, "carol", "Not now");
+    h.until_kind(&mut running, "pull_request_merged", 1).await;
+    h.until_kind(&mut running, "pull_request_declined", 1).await;
+    let actor_of = |kind: &str| {
+        h.outbox()
+            .into_iter()
+            .find(|a| a.kind.name() == kind)
+            .and_then(|a| a.actor)
+            .map(|actor| actor.display_name)
+    };
+    assert_eq!(actor_of("pull_request_merged").as_deref(), Some("bob"));
+    assert_eq!(actor_of("pull_request_declined").as_deref(), Some("carol"));
+    stop(running).await;
+}
+
 /// What a notification needs is in the activities.
 fn check_details(outbox: &[Activity]) {
     for activity in outbox {

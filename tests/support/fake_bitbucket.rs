@@ -6,10 +6,17 @@
 //! Bitbucket Cloud's 2.0 REST API (its endpoints and payload objects) for every endpoint
 //! the daemon uses: the workspace sweep, repository, pull requests (list, detail, the
 //! repository-wide activity feed), branches, commits between two heads, pipelines, issues
-//! and issue comments, `GET /2.0/user`, and the OAuth consumer's `authorize` and
-//! `access_token` endpoints (client credentials for the daemon; authorization code and
+//! and issue comments and changes, `GET /2.0/user`, and the OAuth consumer's `authorize`
+//! and `access_token` endpoints (client credentials for the daemon; authorization code and
 //! rotating refresh tokens for people). Collections are paginated with `pagelen` and an
 //! opaque `next` link.
+//!
+//! Faithful where the daemon could be fooled: every 2.0 answer goes through `fields=` as
+//! Bitbucket applies it (`fake_bitbucket/fields.rs`; the pull-request collection hides
+//! `reviewers` and `participants` unless asked), accounts are served as users, teams or
+//! app users and deleted ones as `null`, pull requests carry 12-digit commit hashes (hash
+//! lookups accept a prefix), feed updates never carry `closed_by`, and a BBQL `q=` with a
+//! quoted datetime is refused with 400 as Bitbucket refuses it.
 //!
 //! One repository model: each repository is public or private. The daemon's credential
 //! ([`TOKEN`], anything given to [`FakeBitbucket::accept`], and client-credentials tokens)
@@ -670,13 +677,12 @@ fn answer(
             None,
         );
     };
-    let (status, body, hidden) = api_answer(
+    let (status, mut body, hidden) = api_answer(
         inner, &mut world, &reader, endpoint, repository, parts, query,
     );
     if !status.is_success() {
         return json_response(status, body, rate_limit);
     }
-    let mut body = body;
     present_accounts(&mut body, &world.accounts);
     let fields = query
         .iter()
