@@ -348,6 +348,38 @@ async fn each_activity_kind_is_detected_exactly_once() {
     stop(running).await;
 }
 
+/// The feed's MERGED and DECLINED update entries name who merged or declined as their
+/// `author` (they never carry `closed_by`): the activity's actor is that person, not the
+/// pull request's author.
+#[tokio::test(start_paused = true)]
+async fn a_merge_and_a_decline_name_who_merged_and_who_declined() {
+    let h = Harness::new(&["acme/api"]).await;
+    let fake = &h.fake;
+    let repo = "acme/api";
+    let mut running = h.start(Options::default());
+    h.until(&mut running, "the baseline", |h| h.has_cursor(repo))
+        .await;
+    fake.push(repo, "feature/a", &["Work"]);
+    let merged = fake.open_pull_request(repo, "feature/a", "Merge me", "ada");
+    fake.push(repo, "feature/b", &["Other work"]);
+    let declined = fake.open_pull_request(repo, "feature/b", "Decline me", "ada");
+    h.until_kind(&mut running, "pull_request_created", 2).await;
+    fake.merge(repo, merged, "bob");
+    fake.decline(repo, declined, "carol", "Not now");
+    h.until_kind(&mut running, "pull_request_merged", 1).await;
+    h.until_kind(&mut running, "pull_request_declined", 1).await;
+    let actor_of = |kind: &str| {
+        h.outbox()
+            .into_iter()
+            .find(|a| a.kind.name() == kind)
+            .and_then(|a| a.actor)
+            .map(|actor| actor.display_name)
+    };
+    assert_eq!(actor_of("pull_request_merged").as_deref(), Some("bob"));
+    assert_eq!(actor_of("pull_request_declined").as_deref(), Some("carol"));
+    stop(running).await;
+}
+
 /// What a notification needs is in the activities.
 fn check_details(outbox: &[Activity]) {
     for activity in outbox {
@@ -935,4 +967,463 @@ async fn builds_tags_and_deployments_are_polled_only_for_repositories_that_want_
         );
     }
     stop(running).await;
+}
+
+/// The fake's `fields=` (tests/support/fake_bitbucket/fields.rs), rule by rule. Pure; run
+/// once, in this binary only.
+mod fake_fields {
+    use super::support::fake_bitbucket::fields::apply;
+    use serde_json::{Value, json};
+
+    fn page() -> Value {
+        json!({
+            "pagelen": 10, "size": 2, "page": 1, "next": "http://next",
+            "values": [
+                {"id": 1, "title": "One", "user": {"display_name": "Ada", "uuid": "{a}", "links": {"html": {"href": "h"}, "self": {"href": "s"}}}, "reviewers": [{"display_name": "Bob"}]},
+                {"id": 2, "title": "Two", "user": null, "reviewers": []}
+            ]
+        })
+    }
+
+    #[test]
+    fn no_parameter_serves_the_default_representation() {
+        assert_eq!(apply(page(), None, &[]), page());
+    }
+
+    #[test]
+    fn a_whitelist_keeps_only_what_it_names_at_every_depth_through_arrays() {
+        let got = apply(page(), Some("values.id,values.user.display_name"), &[]);
+        assert_eq!(
+            got,
+            json!({"values": [
+                {"id": 1, "user": {"display_name": "Ada"}},
+                {"id": 2, "user": null}
+            ]})
+        );
+    }
+
+    #[test]
+    fn next_page_pagelen_and_size_are_ordinary_keys() {
+        let got = apply(page(), Some("next,values.id"), &[]);
+        assert_eq!(
+            got,
+            json!({"next": "http://next", "values": [{"id": 1}, {"id": 2}]})
+        );
+    }
+
+    #[test]
+    fn a_star_keeps_every_key_of_its_level_with_its_whole_sub_tree() {
+        let got = apply(page(), Some("values.user.*"), &[]);
+        assert_eq!(
+            got["values"][0],
+            json!({"user": page()["values"][0]["user"]})
+        );
+        let got = apply(page(), Some("values.*"), &[]);
+        assert_eq!(got, json!({"values": page()["values"]}));
+    }
+
+    #[test]
+    fn a_minus_removes_a_path_from_the_default_representation() {
+        let got = apply(page(), Some("-values.user.links,-size"), &[]);
+        let mut want = page();
+        want.as_object_mut().expect("object").remove("size");
+        want["values"][0]["user"]
+            .as_object_mut()
+            .expect("user")
+            .remove("links");
+        assert_eq!(got, want);
+        // `-links.*` empties the object and keeps it, as in the API description.
+        let got = apply(page(), Some("-values.user.links.*"), &[]);
+        assert_eq!(got["values"][0]["user"]["links"], json!({}));
+    }
+
+    #[test]
+    fn a_minus_applies_within_a_whitelist() {
+        let got = apply(page(), Some("values.user,-values.user.links"), &[]);
+        assert_eq!(
+            got["values"][0],
+            json!({"user": {"display_name": "Ada", "uuid": "{a}"}})
+        );
+    }
+
+    #[test]
+    fn the_last_entry_covering_a_key_decides() {
+        let got = apply(page(), Some("-*,+pagelen"), &[]);
+        assert_eq!(got, json!({"pagelen": 10}));
+    }
+
+    #[test]
+    fn a_plus_is_a_no_op_on_default_fields_and_brings_in_hidden_ones() {
+        let hidden = ["values.reviewers"];
+        let mut without_reviewers = page();
+        for value in without_reviewers["values"].as_array_mut().expect("values") {
+            value.as_object_mut().expect("value").remove("reviewers");
+        }
+        assert_eq!(apply(page(), None, &hidden), without_reviewers);
+        assert_eq!(
+            apply(page(), Some("+values.title"), &hidden),
+            without_reviewers
+        );
+        assert_eq!(apply(page(), Some("+values.reviewers"), &hidden), page());
+        // A whitelist brings a hidden field in only by naming it, not through an ancestor.
+        let got = apply(page(), Some("values"), &hidden);
+        assert_eq!(got, json!({"values": without_reviewers["values"]}));
+        let got = apply(
+            page(),
+            Some("values.id,values.reviewers.display_name"),
+            &hidden,
+        );
+        assert_eq!(
+            got,
+            json!({"values": [
+                {"id": 1, "reviewers": [{"display_name": "Bob"}]},
+                {"id": 2, "reviewers": []}
+            ]})
+        );
+    }
+
+    #[test]
+    fn unknown_paths_are_ignored_without_an_error() {
+        assert_eq!(
+            apply(page(), Some("+values.nothing,-nowhere.at.all"), &[]),
+            page()
+        );
+        assert_eq!(
+            apply(page(), Some("values.id,values.nothing.deeper"), &[]),
+            json!({"values": [{"id": 1}, {"id": 2}]})
+        );
+        assert_eq!(apply(page(), Some("nothing"), &[]), json!({}));
+    }
+}
+
+/// The fake serves what Bitbucket Cloud serves (the API description's shapes), over HTTP.
+mod fake_shapes {
+    use super::support::fake_bitbucket::{CHANGES_REQUEST_KEY, FakeBitbucket, TOKEN};
+    use serde_json::{Value, json};
+
+    async fn get(fake: &FakeBitbucket, path_and_query: &str) -> (u16, Value) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = format!("{}{path_and_query}", fake.api_url());
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("fake bitbucket answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON"))
+    }
+
+    async fn ok(fake: &FakeBitbucket, path_and_query: &str) -> Value {
+        let (status, body) = get(fake, path_and_query).await;
+        assert_eq!(status, 200, "{path_and_query}: {body}");
+        body
+    }
+
+    /// The newest feed entry of `acme/api`.
+    async fn newest_entry(fake: &FakeBitbucket) -> Value {
+        ok(fake, "repositories/acme/api/pullrequests/activity").await["values"][0].clone()
+    }
+
+    async fn fake_with_pull_request() -> (FakeBitbucket, u64) {
+        let fake = FakeBitbucket::start().await;
+        fake.add_repository("acme/api");
+        fake.push("acme/api", "feature/a", &["Work"]);
+        let pr = fake.open_pull_request("acme/api", "feature/a", "Change", "ada");
+        (fake, pr)
+    }
+
+    #[tokio::test]
+    async fn accounts_have_their_kind_and_deleted_ones_are_null() {
+        let (fake, pr) = fake_with_pull_request().await;
+        fake.comment("acme/api", pr, "bob", "Hi", None);
+        fake.approve("acme/api", pr, "ci-bot");
+        let entry = newest_entry(&fake).await;
+        let user = &entry["approval"]["user"];
+        assert_eq!(user["type"], "user");
+        for key in ["display_name", "uuid", "account_id", "nickname", "links"] {
+            assert!(user.get(key).is_some(), "{key} missing from {user}");
+        }
+        fake.set_account_kind("ci-bot", "app_user");
+        let user = newest_entry(&fake).await["approval"]["user"].clone();
+        assert_eq!(user["type"], "app_user");
+        assert!(user.get("nickname").is_none() && user.get("account_id").is_some());
+        fake.set_account_kind("ci-bot", "team");
+        let user = newest_entry(&fake).await["approval"]["user"].clone();
+        assert_eq!(user["type"], "team");
+        assert!(user.get("nickname").is_none() && user.get("account_id").is_none());
+
+        fake.delete_account("bob");
+        let feed = ok(&fake, "repositories/acme/api/pullrequests/activity").await;
+        assert_eq!(feed["values"][1]["comment"]["user"], Value::Null);
+        let detail = ok(&fake, &format!("repositories/acme/api/pullrequests/{pr}")).await;
+        let bob = &detail["participants"][0];
+        assert_eq!(
+            (&bob["user"], &bob["role"]),
+            (&Value::Null, &json!("PARTICIPANT"))
+        );
+    }
+
+    #[tokio::test]
+    async fn pull_requests_carry_short_hashes_and_commits_full_ones() {
+        let (fake, pr) = fake_with_pull_request().await;
+        let head = fake.push_to_pull_request("acme/api", pr, "More");
+        let short = &head[..12];
+        let list = ok(&fake, "repositories/acme/api/pullrequests").await;
+        let detail = ok(&fake, &format!("repositories/acme/api/pullrequests/{pr}")).await;
+        let entry = newest_entry(&fake).await;
+        for source in [
+            &list["values"][0]["source"],
+            &detail["source"],
+            &entry["update"]["source"],
+        ] {
+            assert_eq!(source["commit"]["hash"], short);
+        }
+        for destination in [&detail["destination"], &entry["update"]["destination"]] {
+            assert_eq!(
+                destination["commit"]["hash"].as_str().map(str::len),
+                Some(12)
+            );
+        }
+        let branches = ok(&fake, "repositories/acme/api/refs/branches").await;
+        assert_eq!(branches["values"][0]["target"]["hash"], head.as_str());
+        // A hash lookup accepts a prefix.
+        let commits = ok(&fake, &format!("repositories/acme/api/commits/{short}")).await;
+        assert_eq!(commits["values"][0]["hash"], head.as_str());
+    }
+
+    #[tokio::test]
+    async fn merges_and_declines_name_their_actor_as_the_update_author_never_closed_by() {
+        let (fake, pr) = fake_with_pull_request().await;
+        fake.merge("acme/api", pr, "bob");
+        let update = newest_entry(&fake).await["update"].clone();
+        assert_eq!(update["state"], "MERGED");
+        assert_eq!(update["author"]["display_name"], "bob");
+        assert!(update.get("closed_by").is_none(), "{update}");
+        let detail = ok(&fake, &format!("repositories/acme/api/pullrequests/{pr}")).await;
+        assert_eq!(detail["closed_by"]["display_name"], "bob");
+        assert_eq!(detail["author"]["display_name"], "ada");
+
+        fake.push("acme/api", "feature/b", &["Other"]);
+        let other = fake.open_pull_request("acme/api", "feature/b", "Other", "ada");
+        fake.decline("acme/api", other, "carol", "No");
+        let update = newest_entry(&fake).await["update"].clone();
+        assert_eq!(
+            (
+                &update["state"],
+                &update["author"]["display_name"],
+                &update["reason"]
+            ),
+            (&json!("DECLINED"), &json!("carol"), &json!("No"))
+        );
+        assert!(update.get("closed_by").is_none());
+        let list = ok(&fake, "repositories/acme/api/pullrequests?state=DECLINED").await;
+        assert_eq!(list["values"][0]["closed_by"]["display_name"], "carol");
+    }
+
+    #[tokio::test]
+    async fn drafts_become_ready_and_pull_requests_queue_and_supersede() {
+        let fake = FakeBitbucket::start().await;
+        fake.add_repository("acme/api");
+        fake.push("acme/api", "feature/a", &["Work"]);
+        let pr = fake.open_draft_pull_request("acme/api", "feature/a", "Draft", "ada");
+        let draft = newest_entry(&fake).await["update"].clone();
+        assert_eq!(draft["state"], "DRAFT");
+        let detail = ok(&fake, &format!("repositories/acme/api/pullrequests/{pr}")).await;
+        assert_eq!(
+            (&detail["state"], &detail["draft"]),
+            (&json!("DRAFT"), &json!(true))
+        );
+        fake.mark_ready("acme/api", pr, "ada");
+        let ready = newest_entry(&fake).await["update"].clone();
+        assert_eq!(ready["state"], "OPEN");
+        assert_eq!(ready["source"]["commit"], draft["source"]["commit"]);
+        let detail = ok(&fake, &format!("repositories/acme/api/pullrequests/{pr}")).await;
+        assert_eq!(
+            (&detail["state"], &detail["draft"]),
+            (&json!("OPEN"), &json!(false))
+        );
+        fake.queue_pull_request("acme/api", pr);
+        assert_eq!(newest_entry(&fake).await["update"]["state"], "QUEUED");
+        fake.supersede("acme/api", pr, "bob");
+        assert_eq!(newest_entry(&fake).await["update"]["state"], "SUPERSEDED");
+    }
+
+    #[tokio::test]
+    async fn reviewers_are_on_the_detail_and_hidden_on_the_collection_unless_asked() {
+        let fake = FakeBitbucket::start().await;
+        fake.add_repository("acme/api");
+        fake.push("acme/api", "feature/a", &["Work"]);
+        let pr = fake.open_pull_request_with_reviewers(
+            "acme/api",
+            "feature/a",
+            "Change",
+            "ada",
+            &["bob"],
+        );
+        fake.add_reviewer("acme/api", pr, "carol", "ada");
+        let entry = newest_entry(&fake).await;
+        let update = &entry["update"];
+        assert_eq!(
+            (&update["state"], &update["author"]["display_name"]),
+            (&json!("OPEN"), &json!("ada"))
+        );
+        assert!(update.get("reviewers").is_none(), "{update}");
+        fake.request_changes("acme/api", pr, "bob");
+        assert!(newest_entry(&fake).await.get(CHANGES_REQUEST_KEY).is_some());
+
+        let detail = ok(&fake, &format!("repositories/acme/api/pullrequests/{pr}")).await;
+        let reviewers: Vec<&Value> = detail["reviewers"]
+            .as_array()
+            .expect("reviewers")
+            .iter()
+            .map(|r| &r["display_name"])
+            .collect();
+        assert_eq!(reviewers, [&json!("bob"), &json!("carol")]);
+        let bob = &detail["participants"][0];
+        assert_eq!(bob["role"], "REVIEWER");
+        assert_eq!(bob["state"], "changes_requested");
+        assert_eq!(bob["approved"], false);
+        assert!(bob["participated_on"].is_string());
+        assert_eq!(detail["participants"][1]["participated_on"], Value::Null);
+
+        let list = ok(&fake, "repositories/acme/api/pullrequests").await;
+        assert!(list["values"][0].get("reviewers").is_none());
+        assert!(list["values"][0].get("participants").is_none());
+        let list = ok(
+            &fake,
+            "repositories/acme/api/pullrequests?fields=%2Bvalues.reviewers",
+        )
+        .await;
+        assert_eq!(
+            list["values"][0]["reviewers"].as_array().map(Vec::len),
+            Some(2)
+        );
+        assert!(list["values"][0].get("participants").is_none());
+        let list = ok(
+            &fake,
+            "repositories/acme/api/pullrequests?fields=values.id,values.participants.role",
+        )
+        .await;
+        assert_eq!(
+            list["values"][0],
+            json!({"id": pr, "participants": [{"role": "REVIEWER"}, {"role": "REVIEWER"}]})
+        );
+    }
+
+    #[tokio::test]
+    async fn pipelines_have_states_stages_results_and_targets_as_described() {
+        let (fake, pr) = fake_with_pull_request().await;
+        let pending = fake.pending_pipeline("acme/api", "main");
+        let branch = fake.start_pipeline("acme/api", "main");
+        let pull = fake.start_pull_request_pipeline("acme/api", pr);
+        let state_of = |list: &Value, uuid: &str| {
+            list["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .find(|p| p["uuid"] == uuid)
+                .expect("pipeline")
+                .clone()
+        };
+        let list = ok(&fake, "repositories/acme/api/pipelines").await;
+        assert_eq!(
+            state_of(&list, &pending)["state"],
+            json!({"name": "PENDING", "type": "pipeline_state_pending"})
+        );
+        let running = state_of(&list, &branch);
+        assert_eq!(running["state"]["name"], "IN_PROGRESS");
+        assert_eq!(running["state"]["stage"]["name"], "RUNNING");
+        assert_eq!(running["target"]["type"], "pipeline_ref_target");
+        assert_eq!(running["target"]["ref_type"], "branch");
+        assert_eq!(running["target"]["ref_name"], "main");
+        assert_eq!(
+            running["target"]["commit"]["hash"].as_str().map(str::len),
+            Some(40)
+        );
+        let target = state_of(&list, &pull)["target"].clone();
+        assert_eq!(target["type"], "pipeline_pullrequest_target");
+        assert_eq!(
+            (&target["source"], &target["destination"]),
+            (&json!("feature/a"), &json!("main"))
+        );
+        assert_eq!(target["pullrequest"]["id"], pr);
+        assert!(target.get("ref_name").is_none());
+
+        fake.pause_pipeline("acme/api", &branch, false);
+        fake.pause_pipeline("acme/api", &pull, true);
+        let list = ok(&fake, "repositories/acme/api/pipelines").await;
+        assert_eq!(state_of(&list, &branch)["state"]["stage"]["name"], "PAUSED");
+        assert_eq!(state_of(&list, &pull)["state"]["stage"]["name"], "HALTED");
+        assert_eq!(state_of(&list, &pull)["state"]["name"], "IN_PROGRESS");
+        fake.resume_pipeline("acme/api", &branch);
+        fake.finish_pipeline("acme/api", &pull, "EXPIRED");
+        let list = ok(&fake, "repositories/acme/api/pipelines").await;
+        assert_eq!(
+            state_of(&list, &branch)["state"]["stage"]["name"],
+            "RUNNING"
+        );
+        let expired = state_of(&list, &pull);
+        assert_eq!(expired["state"]["name"], "COMPLETED");
+        assert_eq!(expired["state"]["result"]["name"], "EXPIRED");
+        assert!(expired["completed_on"].is_string());
+    }
+
+    #[tokio::test]
+    async fn an_issue_edit_adds_a_change_and_a_comment_without_text() {
+        let fake = FakeBitbucket::start().await;
+        fake.add_repository("acme/api");
+        let issue = fake.create_issue("acme/api", "Bug", "carol");
+        fake.comment_issue("acme/api", issue, "ada", "Seen it");
+        fake.update_issue("acme/api", issue, "open");
+        let comments = ok(
+            &fake,
+            &format!("repositories/acme/api/issues/{issue}/comments"),
+        )
+        .await;
+        let edit = &comments["values"][0]["content"];
+        assert_eq!(
+            (&edit["raw"], &edit["markup"], &edit["html"]),
+            (&Value::Null, &json!("markdown"), &json!(""))
+        );
+        assert_eq!(comments["values"][1]["content"]["raw"], "Seen it");
+        let changes = ok(
+            &fake,
+            &format!("repositories/acme/api/issues/{issue}/changes"),
+        )
+        .await;
+        assert_eq!(
+            changes["values"][0]["changes"]["state"],
+            json!({"old": "new", "new": "open"})
+        );
+    }
+
+    #[tokio::test]
+    async fn bbql_datetimes_are_unquoted_and_a_quoted_one_is_refused() {
+        let fake = FakeBitbucket::start().await;
+        fake.add_repository("acme/api");
+        fake.create_issue("acme/api", "Bug", "carol");
+        for q in [
+            "updated_on%3E2026-01-01T00:00:00%2B00:00",
+            "updated_on%3E2026-01-01T00:00:00.250000%2B00:00",
+        ] {
+            let issues = ok(&fake, &format!("repositories/acme/api/issues?q={q}")).await;
+            assert_eq!(issues["values"].as_array().map(Vec::len), Some(1), "{q}");
+            let later = q.replace("2026", "2027");
+            let issues = ok(&fake, &format!("repositories/acme/api/issues?q={later}")).await;
+            assert_eq!(
+                issues["values"].as_array().map(Vec::len),
+                Some(0),
+                "{later}"
+            );
+        }
+        let (status, body) = get(
+            &fake,
+            "repositories/acme?q=updated_on%3E%222026-01-01T00:00:00%2B00:00%22",
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(body["type"], "error");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
 }

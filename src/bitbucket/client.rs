@@ -83,7 +83,7 @@ values.updated_on,values.links.html.href";
 const FIELDS_ISSUE_COMMENTS: &str = "values.id,values.content.raw,values.user.display_name,\
 values.user.uuid,values.created_on,values.links.html.href";
 const FIELDS_COMMIT_STATUSES: &str = "values.key,values.name,values.state,values.url,\
-values.refname,values.created_on,values.updated_on";
+values.refname,values.commit.hash,values.created_on,values.updated_on";
 const FIELDS_TAGS: &str = "next,values.name,values.date,values.tagger.raw,\
 values.tagger.user.display_name,values.tagger.user.uuid,values.links.html.href,\
 values.target.hash,values.target.date,values.target.author.raw,\

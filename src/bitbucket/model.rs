@@ -367,6 +367,8 @@ pub struct CommitStatus {
     pub url: Option<String>,
     /// The ref that pointed at the commit when the status was created, if the CI said.
     pub refname: Option<String>,
+    /// The commit, with its full hash (a pull request's head is known by a short one).
+    pub commit: Option<Hash>,
     #[serde(default, deserialize_with = "lenient_time")]
     pub created_on: Option<Timestamp>,
     #[serde(default, deserialize_with = "lenient_time")]

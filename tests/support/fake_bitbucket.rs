@@ -6,10 +6,17 @@
 //! Bitbucket Cloud's 2.0 REST API (its endpoints and payload objects) for every endpoint
 //! the daemon uses: the workspace sweep, repository, pull requests (list, detail, the
 //! repository-wide activity feed), branches, commits between two heads, pipelines, issues
-//! and issue comments, `GET /2.0/user`, and the OAuth consumer's `authorize` and
-//! `access_token` endpoints (client credentials for the daemon; authorization code and
+//! and issue comments and changes, `GET /2.0/user`, and the OAuth consumer's `authorize`
+//! and `access_token` endpoints (client credentials for the daemon; authorization code and
 //! rotating refresh tokens for people). Collections are paginated with `pagelen` and an
 //! opaque `next` link.
+//!
+//! Faithful where the daemon could be fooled: every 2.0 answer goes through `fields=` as
+//! Bitbucket applies it (`fake_bitbucket/fields.rs`; the pull-request collection hides
+//! `reviewers` and `participants` unless asked), accounts are served as users, teams or
+//! app users and deleted ones as `null`, pull requests carry 12-digit commit hashes (hash
+//! lookups accept a prefix), feed updates never carry `closed_by`, and a BBQL `q=` with a
+//! quoted datetime is refused with 400 as Bitbucket refuses it.
 //!
 //! One repository model: each repository is public or private. The daemon's credential
 //! ([`TOKEN`], anything given to [`FakeBitbucket::accept`], and client-credentials tokens)
@@ -24,6 +31,8 @@
 
 #[path = "fake_bitbucket/ci.rs"]
 mod ci;
+#[path = "fake_bitbucket/fields.rs"]
+pub mod fields;
 #[path = "fake_bitbucket/oauth.rs"]
 mod oauth;
 #[path = "fake_bitbucket/payloads.rs"]
@@ -36,9 +45,13 @@ pub use oauth::FakeAccount;
 #[allow(unused_imports)]
 pub use payloads::uuid_of;
 use payloads::{
-    branches, commits, issue_comments, issues, page, pipelines, pull_request_detail, pull_requests,
-    q_time, repo_json,
+    AccountState, PULL_REQUESTS_HIDDEN, branches, commits, error, issue_changes, issue_comments,
+    issues, page, pipelines, present_accounts, pull_request_detail, pull_requests, q_time,
+    repo_json,
 };
+/// Not every crate that includes this file reads the feed's request-changes key.
+#[allow(unused_imports)]
+pub use payloads::{CHANGES_REQUEST_KEY, SHORT_HASH_LEN};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,7 +64,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use jiff::{SignedDuration, Timestamp};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -81,6 +94,8 @@ pub enum Endpoint {
     Tags,
     Deployments,
     Environments,
+    /// `…/issues/{id}/changes`: the edits of an issue.
+    IssueChanges,
     /// `POST /site/oauth2/access_token`, every grant.
     Token,
     /// `GET /site/oauth2/authorize`: the consent page a person's browser is sent to.
@@ -147,24 +162,68 @@ struct FakeCommit {
 struct FakePullRequest {
     id: u64,
     title: String,
+    /// OPEN, DRAFT, QUEUED, MERGED, DECLINED or SUPERSEDED.
     state: String,
+    draft: bool,
     source: String,
     destination: String,
+    /// The source branch's head (full hash; served short).
     head: String,
     author: String,
-    /// uuid-less user name → (approved, state)
-    participants: BTreeMap<String, (bool, Option<String>)>,
+    /// User names, in the order they were asked to review.
+    reviewers: Vec<String>,
+    /// User name → what they did on the pull request.
+    participants: BTreeMap<String, FakeParticipant>,
+    /// Who merged, declined or superseded it (pull request objects only, never the feed).
+    closed_by: Option<String>,
+    reason: String,
+    created_on: Timestamp,
     updated_on: Timestamp,
+}
+
+/// One `participants` entry of a pull request.
+#[derive(Debug, Clone)]
+struct FakeParticipant {
+    /// REVIEWER or PARTICIPANT.
+    role: &'static str,
+    approved: bool,
+    /// `approved`, `changes_requested` or none.
+    state: Option<&'static str>,
+    participated_on: Option<Timestamp>,
+}
+
+/// A pipeline's `state`, as the API description has it.
+#[derive(Debug, Clone)]
+enum PipelineState {
+    Pending,
+    /// `stage`: RUNNING, PAUSED or HALTED.
+    InProgress {
+        stage: String,
+    },
+    /// `result`: SUCCESSFUL, FAILED, ERROR, STOPPED or EXPIRED.
+    Completed {
+        result: String,
+    },
+}
+
+/// What a pipeline runs on.
+#[derive(Debug, Clone)]
+enum PipelineTarget {
+    Branch(String),
+    PullRequest {
+        id: u64,
+        source: String,
+        destination: String,
+    },
 }
 
 #[derive(Debug, Clone)]
 struct FakePipeline {
     uuid: String,
     build_number: u64,
-    branch: String,
+    target: PipelineTarget,
     commit: String,
-    state: String,
-    result: Option<String>,
+    state: PipelineState,
     created_on: Timestamp,
     completed_on: Option<Timestamp>,
 }
@@ -177,7 +236,27 @@ struct FakeIssue {
     reporter: String,
     created_on: Timestamp,
     updated_on: Timestamp,
-    comments: Vec<(u64, String, String, Timestamp)>,
+    comments: Vec<FakeIssueComment>,
+    changes: Vec<FakeIssueChange>,
+}
+
+/// An issue comment; `raw: None` is the empty comment Bitbucket adds for an edit.
+#[derive(Debug, Clone)]
+struct FakeIssueComment {
+    id: u64,
+    raw: Option<String>,
+    user: String,
+    created_on: Timestamp,
+}
+
+/// One edit of an issue (its state), as `…/issues/{id}/changes` serves it.
+#[derive(Debug, Clone)]
+struct FakeIssueChange {
+    id: u64,
+    user: String,
+    old_state: String,
+    new_state: String,
+    created_on: Timestamp,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -211,6 +290,8 @@ struct World {
     tokens_issued: u64,
     rate_limit_header: Option<u32>,
     people: oauth::People,
+    /// Account uuid → what became of it (a team, an app user, deleted).
+    accounts: HashMap<String, AccountState>,
 }
 
 struct Inner {
@@ -284,6 +365,7 @@ impl FakeBitbucket {
                 tokens_issued: 0,
                 rate_limit_header: None,
                 people: oauth::People::default(),
+                accounts: HashMap::new(),
             }),
             requests_changed: watch::channel(0).0,
             release: watch::channel(0).0,
@@ -461,6 +543,7 @@ fn classify(method: &Method, path: &str) -> (Endpoint, Option<String>, Vec<Strin
         (_, ["refs", "tags"]) => Endpoint::Tags,
         (_, ["deployments"]) => Endpoint::Deployments,
         (_, ["environments"]) => Endpoint::Environments,
+        (_, ["issues", _, "changes"]) => Endpoint::IssueChanges,
         _ => Endpoint::Unknown,
     };
     (endpoint, repo, parts)
@@ -603,18 +686,41 @@ fn answer(
     let Some(reader) = reader(&world, authorization) else {
         return json_response(
             StatusCode::UNAUTHORIZED,
-            json!({"type": "error", "error": {"message": "Access token expired."}}),
+            error("Access token expired."),
             None,
         );
     };
+    let (status, mut body, hidden) = api_answer(
+        inner, &mut world, &reader, endpoint, repository, parts, query,
+    );
+    if !status.is_success() {
+        return json_response(status, body, rate_limit);
+    }
+    present_accounts(&mut body, &world.accounts);
+    let fields = query
+        .iter()
+        .find(|(k, _)| k == "fields")
+        .map(|(_, v)| v.as_str());
+    json_response(status, fields::apply(body, fields, hidden), rate_limit)
+}
+
+/// A 2.0 API answer in full (before `fields=` and what became of accounts), with the paths
+/// the endpoint hides by default.
+fn api_answer(
+    inner: &Inner,
+    world: &mut World,
+    reader: &Reader,
+    endpoint: Endpoint,
+    repository: Option<&str>,
+    parts: &[String],
+    query: &[(String, String)],
+) -> (StatusCode, Value, &'static [&'static str]) {
+    let ok = |body: Value| (StatusCode::OK, body, &[] as &'static [&'static str]);
+    let not_found = |message: &str| (StatusCode::NOT_FOUND, error(message), &[] as &[&str]);
     if endpoint == Endpoint::User {
-        return match &reader {
-            Reader::Person { account, .. } => {
-                json_response(StatusCode::OK, oauth::user_json(account), rate_limit)
-            }
-            Reader::Daemon => {
-                json_response(StatusCode::NOT_FOUND, json!({"type": "error"}), rate_limit)
-            }
+        return match reader {
+            Reader::Person { account, .. } => ok(oauth::user_json(account)),
+            Reader::Daemon => not_found("No user for this credential"),
         };
     }
     let param = |name: &str| {
@@ -623,10 +729,13 @@ fn answer(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
+    let since = match param("q").map(q_time).transpose() {
+        Ok(since) => since.flatten(),
+        Err(message) => return (StatusCode::BAD_REQUEST, error(&message), &[]),
+    };
     let base = format!("http://127.0.0.1:{}", inner.port);
     if endpoint == Endpoint::Sweep {
         let workspace = &parts[0];
-        let since = param("q").and_then(q_time);
         let mut repos: Vec<(Timestamp, Value)> = world
             .repos
             .iter()
@@ -637,66 +746,47 @@ fn answer(
             .collect();
         repos.sort_by_key(|r| std::cmp::Reverse(r.0));
         let values = repos.into_iter().map(|(_, v)| v).collect();
-        return json_response(
-            StatusCode::OK,
-            page(values, query, &base, parts),
-            rate_limit,
-        );
+        return ok(page(values, query, &base, parts));
     }
     let Some(repo_name) = repository else {
-        return json_response(StatusCode::NOT_FOUND, json!({"type": "error"}), rate_limit);
+        return not_found("Resource not found");
     };
     let Some(repo) = world.repos.get_mut(repo_name) else {
-        return json_response(
-            StatusCode::NOT_FOUND,
-            json!({"type": "error", "error": {"message": format!("Repository {repo_name} not found")}}),
-            rate_limit,
-        );
+        return not_found(&format!("Repository {repo_name} not found"));
     };
     if !reader.reads(repo_name, repo) {
-        return json_response(
-            StatusCode::FORBIDDEN,
-            json!({"type": "error", "error": {"message": "Access denied."}}),
-            rate_limit,
-        );
+        return (StatusCode::FORBIDDEN, error("Access denied."), &[]);
     }
+    let id: u64 = parts.get(3).and_then(|p| p.parse().ok()).unwrap_or(0);
     let values = match endpoint {
-        Endpoint::Repository => {
-            return json_response(StatusCode::OK, repo_json(repo_name, repo), rate_limit);
+        Endpoint::Repository => return ok(repo_json(repo_name, repo)),
+        Endpoint::PullRequests => {
+            let values = pull_requests(repo_name, repo, query);
+            return (
+                StatusCode::OK,
+                page(values, query, &base, parts),
+                PULL_REQUESTS_HIDDEN,
+            );
         }
-        Endpoint::PullRequests => pull_requests(repo_name, repo, query),
         Endpoint::Feed => repo.feed.iter().rev().map(|(_, e)| e.clone()).collect(),
         Endpoint::PullRequest => {
-            let id: u64 = parts[3].parse().unwrap_or(0);
             return match repo.pull_requests.get(&id) {
-                Some(pr) => json_response(
-                    StatusCode::OK,
-                    pull_request_detail(repo_name, pr),
-                    rate_limit,
-                ),
-                None => json_response(StatusCode::NOT_FOUND, json!({"type": "error"}), rate_limit),
+                Some(pr) => ok(pull_request_detail(repo_name, repo, pr)),
+                None => not_found(&format!("No pull request {id}")),
             };
         }
         Endpoint::Branches => branches(repo_name, repo),
         Endpoint::Commits => commits(repo_name, repo, &parts[3], param("exclude")),
         Endpoint::Pipelines => pipelines(repo),
-        Endpoint::Issues => issues(repo_name, repo, param("q").and_then(q_time)),
-        Endpoint::IssueComments => {
-            let id: u64 = parts[3].parse().unwrap_or(0);
-            issue_comments(repo_name, repo, id, param("q").and_then(q_time))
-        }
+        Endpoint::Issues => issues(repo_name, repo, since),
+        Endpoint::IssueComments => issue_comments(repo_name, repo, id, since),
+        Endpoint::IssueChanges => issue_changes(repo_name, repo, id),
         _ => match ci::values(endpoint, repo_name, repo, parts) {
             Some(values) => values,
-            None => {
-                return json_response(StatusCode::NOT_FOUND, json!({"type": "error"}), rate_limit);
-            }
+            None => return not_found("Resource not found"),
         },
     };
-    json_response(
-        StatusCode::OK,
-        page(values, query, &base, parts),
-        rate_limit,
-    )
+    ok(page(values, query, &base, parts))
 }
 
 /// Whom a request's `Authorization` header speaks for.

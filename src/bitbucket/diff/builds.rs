@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{RepoCursor, TrackedPullRequest, activity};
 use crate::bitbucket::activity::{Activity, ActivityKind, BuildRef, PullRequestRef};
-use crate::bitbucket::model::CommitStatus;
+use crate::bitbucket::model::{CommitStatus, same_commit};
 
 /// A head's statuses are watched at most this long after it was learned.
 pub const BUILD_WATCH_MAX: SignedDuration = SignedDuration::from_hours(2);
@@ -199,7 +199,12 @@ pub fn builds(
         let build = BuildRef {
             key: status.key.clone(),
             name: status.name.clone(),
-            commit: hash.to_string(),
+            commit: status
+                .commit
+                .as_ref()
+                .and_then(|c| c.hash.clone())
+                .filter(|full| same_commit(full, hash))
+                .unwrap_or_else(|| hash.to_string()),
             branch,
             url: status.url.clone(),
             pull_request: head.pull_request.clone(),

@@ -269,11 +269,15 @@ pub(super) fn values(
 ) -> Option<Vec<Value>> {
     match endpoint {
         Endpoint::CommitStatuses => {
-            let hash = &parts[3];
-            Some(
+            // Like Bitbucket, a commit is named by its full hash or a unique prefix.
+            let asked = &parts[3];
+            let found =
                 r.ci.statuses
-                    .get(hash)
-                    .map(|statuses| {
+                    .iter()
+                    .find(|(hash, _)| hash.starts_with(asked.as_str()));
+            Some(
+                found
+                    .map(|(hash, statuses)| {
                         statuses
                             .iter()
                             .map(|s| status_json(repo, hash, s))
