@@ -348,6 +348,112 @@ async fn each_activity_kind_is_detected_exactly_once() {
     stop(running).await;
 }
 
+/// Drafts, reviewers, halted and pull-request pipelines against the faithful fake: a
+/// draft is "draft opened" then "ready for review"; reviewers asked at opening and added
+/// later are asked once each; a halted pipeline is not started twice, nor hot; a
+/// pull-request pipeline fails then is fixed on its source branch.
+#[tokio::test(start_paused = true)]
+async fn drafts_reviewers_and_halted_or_pull_request_pipelines() {
+    let h = Harness::new(&["acme/api"]).await;
+    let fake = &h.fake;
+    let repo = "acme/api";
+    // Open before the daemon watched: its reviewer is history.
+    fake.push(repo, "feature/old", &["Old"]);
+    let old = fake.open_pull_request_with_reviewers(repo, "feature/old", "Old", "ada", &["bob"]);
+    let mut running = h.start(Options::default());
+    h.until(&mut running, "the baseline", |h| h.has_cursor(repo))
+        .await;
+
+    fake.push(repo, "feature/parser", &["Parser"]);
+    let draft = fake.open_draft_pull_request(repo, "feature/parser", "New parser", "ada");
+    h.until_kind(&mut running, "pull_request_draft_created", 1)
+        .await;
+    fake.mark_ready(repo, draft, "ada");
+    h.until_kind(&mut running, "pull_request_ready_for_review", 1)
+        .await;
+    fake.push(repo, "feature/login", &["Login"]);
+    let pr = fake.open_pull_request_with_reviewers(repo, "feature/login", "Login", "ada", &["bob"]);
+    h.until_kind(&mut running, "pull_request_review_requested", 1)
+        .await;
+    fake.add_reviewer(repo, pr, "carol", "ada");
+    h.until_kind(&mut running, "pull_request_review_requested", 2)
+        .await;
+    fake.add_reviewer(repo, old, "carol", "bob");
+    h.until_kind(&mut running, "pull_request_review_requested", 3)
+        .await;
+
+    // Pipelines run after pushes (a push makes the pipeline lane hot).
+    fake.push(repo, "main", &["Release"]);
+    let halted = fake.start_pipeline(repo, "main");
+    h.until_kind(&mut running, "pipeline_started", 1).await;
+    fake.pause_pipeline(repo, &halted, true);
+    h.polls(&mut running, 20).await;
+    fake.resume_pipeline(repo, &halted);
+    h.polls(&mut running, 20).await;
+    fake.finish_pipeline(repo, &halted, "EXPIRED");
+    h.until_kind(&mut running, "pipeline_failed", 1).await;
+    fake.push_to_pull_request(repo, pr, "Validate input");
+    let failing = fake.start_pull_request_pipeline(repo, pr);
+    h.until_kind(&mut running, "pipeline_started", 2).await;
+    fake.finish_pipeline(repo, &failing, "FAILED");
+    h.until_kind(&mut running, "pipeline_failed", 2).await;
+    fake.push_to_pull_request(repo, pr, "Fix validation");
+    let fixing = fake.start_pull_request_pipeline(repo, pr);
+    h.until_kind(&mut running, "pipeline_started", 3).await;
+    fake.finish_pipeline(repo, &fixing, "SUCCESSFUL");
+    h.until_kind(&mut running, "pipeline_fixed", 1).await;
+
+    h.polls(&mut running, 300).await;
+    let expected: BTreeMap<String, usize> = [
+        ("branch_created", 2),
+        ("pipeline_failed", 2),
+        ("pipeline_fixed", 1),
+        ("pipeline_started", 3),
+        ("pull_request_created", 1),
+        ("pull_request_draft_created", 1),
+        ("pull_request_ready_for_review", 1),
+        ("pull_request_review_requested", 3),
+        ("pull_request_updated", 2),
+        // Every moved branch is a push; subscriptions choose which to post.
+        ("push", 3),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(h.counts(), expected);
+    let outbox = h.outbox();
+    assert_unique_ids(&outbox);
+    let asked: Vec<(u64, String, Option<String>)> = outbox
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActivityKind::PullRequestReviewRequested {
+                pull_request,
+                reviewer,
+            } => Some((
+                pull_request.id,
+                reviewer.display_name.clone(),
+                a.actor.as_ref().map(|a| a.display_name.clone()),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        vec![
+            (pr, "bob".to_string(), Some("ada".to_string())),
+            (pr, "carol".to_string(), Some("ada".to_string())),
+            (old, "carol".to_string(), Some("bob".to_string())),
+        ]
+    );
+    for activity in &outbox {
+        if let ActivityKind::PipelineFixed { pipeline } = &activity.kind {
+            assert_eq!(pipeline.branch.as_deref(), Some("feature/login"));
+            assert_eq!(pipeline.pull_request, Some(pr));
+        }
+    }
+    stop(running).await;
+}
+
 /// The feed's MERGED and DECLINED update entries name who merged or declined as their
 /// `author` (they never carry `closed_by`): the activity's actor is that person, not the
 /// pull request's author.
