@@ -6,14 +6,16 @@
 //!
 //! Test-only; the fixtures are compiled in from the repository (`include_str!`).
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::*;
 use crate::bitbucket::model::{
-    Commit, Issue, IssueComment, Page, Pipeline, PullRequestDetail, PullRequestSummary,
-    RepositoryInfo,
+    Commit, CommitStatus, Deployment, DeploymentEnvironment, Issue, IssueComment, Page, Pipeline,
+    PullRequestDetail, PullRequestSummary, RepositoryInfo, Tag,
 };
 
 const REPO: &str = "acme/api";
@@ -46,6 +48,10 @@ fixtures!(
     "issues.json",
     "issue-comments.json",
     "issue-comments-edits-only.json",
+    "commit-statuses.json",
+    "refs-tags.json",
+    "deployments.json",
+    "environments.json",
 );
 
 fn fixture_value(name: &str) -> Value {
@@ -299,5 +305,106 @@ fn branches_commits_and_the_sweep_read_their_answers() {
         sweep_cursor.seen.len(),
         2,
         "a repository without updated_on is skipped"
+    );
+}
+
+#[test]
+fn every_commit_status_state_gives_its_build_activity() {
+    let mut cursor = baselined();
+    let head = "a1".repeat(20);
+    watch_pushed_head(&mut cursor, "main", &head, t(59));
+    let statuses: Vec<CommitStatus> = page("commit-statuses.json");
+    let found = builds(&mut cursor, REPO, &head, &statuses, t(65));
+    let mut kinds: Vec<(String, &'static str)> = found
+        .iter()
+        .map(|a| match &a.kind {
+            ActivityKind::BuildStarted { build }
+            | ActivityKind::BuildSucceeded { build }
+            | ActivityKind::BuildFailed { build }
+            | ActivityKind::BuildStopped { build }
+            | ActivityKind::BuildFixed { build } => (build.key.clone(), a.kind.name()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("gha-e2e".to_string(), "build_stopped"),      // STOPPED
+            ("jenkins-lint".to_string(), "build_started"), // INPROGRESS
+            ("jenkins-unit".to_string(), "build_failed"),  // FAILED
+            ("sonar".to_string(), "build_succeeded"),      // SUCCESSFUL
+                                                           // Bitbucket Pipelines' own status: the pipeline lane reports it.
+        ]
+    );
+    assert!(builds(&mut cursor, REPO, &head, &statuses, t(66)).is_empty());
+}
+
+#[test]
+fn tags_are_created_and_deleted() {
+    let mut cursor = baselined();
+    let old: BTreeMap<String, String> = [
+        ("v1.0".to_string(), "b2".repeat(20)),
+        ("v0.9".to_string(), "c3".repeat(20)),
+    ]
+    .into_iter()
+    .collect();
+    cursor.tags = Some(old);
+    let tag_page: Vec<Tag> = page("refs-tags.json");
+    let found = tags(&mut cursor, REPO, &tag_page, true, t(71));
+    assert_eq!(
+        ids(&found),
+        vec![
+            format!("tag:v1.1:created:{}", "a1".repeat(20)),
+            format!("tag:v0.9:deleted:{}", "c3".repeat(20)),
+        ]
+    );
+    assert_eq!(
+        actors(&found)[0].as_deref(),
+        Some("Ada Lovelace"),
+        "the tagger"
+    );
+}
+
+#[test]
+fn every_deployment_state_and_status_gives_its_activity() {
+    let mut cursor = baselined();
+    let environments: Vec<DeploymentEnvironment> = page("environments.json");
+    cursor.deployments.name_environments(&environments);
+    cursor.deployments.since = Some(t(70));
+    let deployment_page: Vec<Deployment> = page("deployments.json");
+    let found = deployments(&mut cursor, REPO, &deployment_page, t(81));
+    assert_eq!(
+        ids(&found),
+        vec![
+            // UNDEPLOYED ({dp1}): nothing ran yet.
+            "deployment:{dp2}:succeeded", // COMPLETED/SUCCESSFUL, by a deleted account
+            "deployment:{dp3}:failed",    // COMPLETED/FAILED
+            "deployment:{dp4}:stopped",   // COMPLETED/STOPPED
+            "deployment:{dp5}:started",   // IN_PROGRESS, by an app user
+        ]
+    );
+    let environment_names: Vec<String> = found
+        .iter()
+        .map(|a| match &a.kind {
+            ActivityKind::DeploymentStarted { deployment }
+            | ActivityKind::DeploymentSucceeded { deployment }
+            | ActivityKind::DeploymentFailed { deployment }
+            | ActivityKind::DeploymentStopped { deployment } => deployment.environment.clone(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        environment_names,
+        vec!["Test", "Staging", "Staging", "Production"]
+    );
+    assert_eq!(
+        actors(&found),
+        vec![
+            None,
+            Some("Ada Lovelace".to_string()),
+            Some("Ada Lovelace".to_string()),
+            Some("Deploy Bot".to_string())
+        ]
     );
 }
