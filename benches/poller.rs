@@ -259,6 +259,7 @@ impl Sim {
             );
         }
         let mut pushed = false;
+        let mut pushes = 0;
         if lanes.feed {
             let at = self.request();
             let new = self.detect(repo, Kind::PullRequest, at);
@@ -271,6 +272,7 @@ impl Sim {
             let at = self.request();
             let new = self.detect(repo, Kind::Push, at);
             pushed = !new.is_empty();
+            pushes = new.len() as u32;
             for _ in &new {
                 self.request();
             }
@@ -293,6 +295,7 @@ impl Sim {
         }
         let mut report = self.report(repo, lanes, found.len(), pushed);
         report.pipelines_running = running;
+        report.found.pushes = pushes;
         report
     }
 

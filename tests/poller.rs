@@ -749,3 +749,46 @@ async fn the_workspace_sweep_finds_a_push_in_a_quiet_repository_within_two_inter
     assert!(fake.count(Endpoint::Sweep) > 100);
     stop(running).await;
 }
+
+/// Requests to `endpoint` for `repo` so far.
+fn requests_for(fake: &FakeBitbucket, endpoint: Endpoint, repo: &str) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.endpoint == endpoint && r.repository.as_deref() == Some(repo))
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn pushes_to_a_pull_requests_branch_do_not_prove_that_the_sweep_reports_pushes() {
+    let h = Harness::new(&["acme/api", "acme/web"]).await;
+    let fake = &h.fake;
+    let base = Duration::from_secs(60);
+    let mut running = h.start(Options {
+        base,
+        ..Options::default()
+    });
+    h.until(&mut running, "the baselines", |h| {
+        h.has_cursor("acme/api") && h.has_cursor("acme/web")
+    })
+    .await;
+    tokio::time::sleep(10 * base).await;
+    fake.push("acme/api", "feature", &["Start the feature"]);
+    let id = fake.open_pull_request("acme/api", "feature", "Feature", "Ada");
+    h.until_kind(&mut running, "pull_request_created", 1).await;
+    for n in 0..3 {
+        tokio::time::sleep(10 * base).await;
+        fake.push_to_pull_request("acme/api", id, &format!("Review fix {n}"));
+        h.until_kind(&mut running, "push", n + 1).await;
+    }
+    // Each push moved `updated_on` and was flagged by the sweep, but each also moved the
+    // pull request: the quiet repository's branches are still polled with its feed
+    // (every 16 minutes), not at the sweep-trusted rate.
+    let before = requests_for(fake, Endpoint::Branches, "acme/web");
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    let polled = requests_for(fake, Endpoint::Branches, "acme/web") - before;
+    assert!(
+        polled >= 6,
+        "acme/web's branches were read {polled} times in two hours"
+    );
+    stop(running).await;
+}

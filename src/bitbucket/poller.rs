@@ -36,10 +36,10 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::clock::Clock;
 
-use super::activity::{Activity, MAX_COMMITS};
+use super::activity::{Activity, ActivityKind, MAX_COMMITS};
 use super::client::{BitbucketClient, BitbucketError};
 use super::diff::{self, RepoCursor, SweepCursor};
-use super::schedule::{Lanes, Outcome, RepoReport, Scheduler, Work};
+use super::schedule::{Found, Lanes, Outcome, RepoReport, Scheduler, Work};
 
 /// Feed pages one poll reads at most (50 entries each).
 const MAX_FEED_PAGES: usize = 10;
@@ -413,7 +413,10 @@ async fn poll_repository<S: PollStore>(
                 .commit_poll(name, cursor, &poll.activities)
                 .await
             {
-                Ok(PollCommit::Committed { appended }) => appended,
+                Ok(PollCommit::Committed { appended }) => {
+                    poll.report.found = found(cursor, &poll.activities);
+                    appended
+                }
                 Ok(PollCommit::Unwatched) => {
                     poll.report.outcome = Outcome::Gone;
                     0
@@ -462,6 +465,41 @@ fn report_for(cursor: &RepoCursor, done: Lanes, activities: usize, pushed: bool)
         has_issues: cursor.has_issues,
         ..RepoReport::new(Outcome::Done)
     }
+}
+
+/// What a committed poll found, by the kinds the workspace sweep is checked against
+/// (see [`Found`]). A push or new branch counts only where no open pull request has that
+/// branch as its source (`cursor` is after the poll, so a pull request opened from the
+/// branch in the same poll counts as open).
+fn found(cursor: &RepoCursor, activities: &[Activity]) -> Found {
+    let pull_request_branch = |branch: &str| {
+        cursor
+            .pull_requests
+            .values()
+            .any(|pr| pr.source_branch.as_deref() == Some(branch))
+    };
+    let mut found = Found::default();
+    for activity in activities {
+        match &activity.kind {
+            // The feed's kinds; an unapproval comes from the approvals lane, which the
+            // sweep does not drive.
+            ActivityKind::PullRequestCreated { .. }
+            | ActivityKind::PullRequestUpdated { .. }
+            | ActivityKind::PullRequestApproved { .. }
+            | ActivityKind::PullRequestChangesRequested { .. }
+            | ActivityKind::PullRequestCommented { .. }
+            | ActivityKind::PullRequestMerged { .. }
+            | ActivityKind::PullRequestDeclined { .. } => found.pull_requests += 1,
+            // A deleted branch has no date of its own: not counted.
+            ActivityKind::Push { branch, .. } | ActivityKind::BranchCreated { branch, .. }
+                if !pull_request_branch(branch) =>
+            {
+                found.pushes += 1
+            }
+            _ => {}
+        }
+    }
+    found
 }
 
 /// The first poll: what exists now becomes the cursor; nothing is emitted.

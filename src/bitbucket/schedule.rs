@@ -73,6 +73,20 @@ pub struct RepoReport {
     pub open_pull_requests: bool,
     pub approvals_tracked: bool,
     pub has_issues: bool,
+    /// What the poll found, by the kinds the workspace sweep is checked against.
+    pub found: Found,
+}
+
+/// Activities one poll found, counted by the kinds the workspace sweep is checked
+/// against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Found {
+    /// Pull request activities read from the feed.
+    pub pull_requests: u32,
+    /// Pushes and new branches on branches without an open pull request. A push to a
+    /// pull request's branch also moves that pull request, so it proves nothing about
+    /// whether pushes move the repository's `updated_on`: it is not counted.
+    pub pushes: u32,
 }
 
 impl RepoReport {
@@ -87,6 +101,7 @@ impl RepoReport {
             open_pull_requests: false,
             approvals_tracked: false,
             has_issues: false,
+            found: Found::default(),
         }
     }
 }
@@ -130,7 +145,8 @@ struct WorkspaceState {
     due: Instant,
     in_flight: bool,
     failures: u32,
-    /// A flagged repository turned out to have a push: `updated_on` reports pushes.
+    /// A flagged repository turned out to have a push to a branch without an open pull
+    /// request: `updated_on` reports pushes.
     trusted_for_pushes: bool,
 }
 
@@ -334,7 +350,9 @@ impl Scheduler {
                 repo.not_before = None;
             }
         }
-        let confirmed = report.done.heads && repo.flagged && report.pushed;
+        // Only a push outside pull requests proves it: one to a pull request's branch
+        // moved the pull request, and that alone moves `updated_on`.
+        let confirmed = report.done.heads && repo.flagged && report.found.pushes > 0;
         if report.done.heads {
             repo.flagged = false;
         }
@@ -573,10 +591,44 @@ mod tests {
         assert!(!scheduler.sweep_trusted("a"));
         let pushed = RepoReport {
             pushed: true,
+            found: Found {
+                pushes: 1,
+                ..Found::default()
+            },
             ..done(lanes)
         };
         scheduler.repo_done("a/two", &pushed, t);
         assert!(scheduler.sweep_trusted("a"));
+    }
+
+    #[test]
+    fn a_push_to_a_pull_request_branch_does_not_trust_the_sweep() {
+        let now = Instant::now();
+        let mut scheduler = Scheduler::new(BASE);
+        scheduler.sync(&names(&["a/one", "a/two"]), now);
+        scheduler.next_work(now);
+        scheduler.sweep_done("a", Some(&[]), now);
+        for name in ["a/one", "a/two"] {
+            scheduler.next_work(now);
+            scheduler.repo_done(name, &done(all()), now);
+        }
+        let t = now + BASE;
+        scheduler.next_work(t);
+        scheduler.sweep_done("a", Some(&names(&["a/two"])), t);
+        let Some(Work::Repository { lanes, .. }) = scheduler.next_work(t) else {
+            panic!("flagged repository due");
+        };
+        // The branch moved, but it is a pull request's: `found.pushes` stays 0.
+        let pushed_to_pull_request = RepoReport {
+            pushed: true,
+            found: Found {
+                pull_requests: 1,
+                pushes: 0,
+            },
+            ..done(lanes)
+        };
+        scheduler.repo_done("a/two", &pushed_to_pull_request, t);
+        assert!(!scheduler.sweep_trusted("a"));
     }
 
     #[test]
