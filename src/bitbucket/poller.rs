@@ -9,6 +9,11 @@
 //! 404/403 marks a repository broken once (one warning, then a retry every few hours);
 //! other failures back off per repository and never stop the loop.
 //!
+//! The workspace sweep is checked as it is used: the [`Scheduler`] counts, per workspace
+//! and kind, how much of what direct polls found the sweep had flagged first; the poller
+//! logs each change of who decides (a fall-back once, at warn) and publishes the coverage
+//! as `sweep_coverage` in the metrics, which `status` shows too.
+//!
 //! Storage is what [`PollStore`] says the poller needs (the watched names, each one's
 //! cursor, `commit_poll`, the broken marks, pruning old ids); the store implements it, so
 //! this module never imports `store`. After a commit that appended activities the poller
@@ -39,7 +44,9 @@ use crate::clock::Clock;
 use super::activity::{Activity, ActivityKind, MAX_COMMITS};
 use super::client::{BitbucketClient, BitbucketError};
 use super::diff::{self, RepoCursor, SweepCursor};
-use super::schedule::{Found, Lanes, Outcome, RepoReport, Scheduler, Work};
+use super::schedule::{Found, Lanes, ModeChange, Outcome, RepoReport, Scheduler, Work};
+use super::sweep_coverage::{SweepMode, THRESHOLD_PERCENT};
+use crate::metrics::{Metrics, SweepCoverage};
 
 /// Feed pages one poll reads at most (50 entries each).
 const MAX_FEED_PAGES: usize = 10;
@@ -129,6 +136,8 @@ pub struct Poller<S> {
     progress: watch::Sender<Progress>,
     /// Rung after a commit that appended activities.
     on_commit: Option<Arc<Notify>>,
+    /// Where the sweep's coverage is published.
+    metrics: Option<Metrics>,
 }
 
 impl<S> std::fmt::Debug for Poller<S> {
@@ -169,7 +178,14 @@ impl<S: PollStore> Poller<S> {
             settings,
             progress: watch::channel(Progress::default()).0,
             on_commit: None,
+            metrics: None,
         }
+    }
+
+    /// Publishes the workspace sweep's coverage into `metrics` (`sweep_coverage`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Rings `bell` each time a poll's commit appended activities.
@@ -338,6 +354,25 @@ impl<S: PollStore> Poller<S> {
                 appended
             }
         };
+        for change in scheduler.take_mode_changes() {
+            log_mode_change(&change);
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.record_sweep_coverage(
+                scheduler
+                    .coverage()
+                    .into_iter()
+                    .map(|row| SweepCoverage {
+                        workspace: row.workspace,
+                        kind: row.kind.label().to_string(),
+                        decided: row.decided,
+                        covered: row.covered,
+                        pending: row.pending,
+                        mode: row.mode.label().to_string(),
+                    })
+                    .collect(),
+            );
+        }
         if appended > 0 {
             if let Some(bell) = &self.on_commit {
                 bell.notify_one();
@@ -347,6 +382,39 @@ impl<S: PollStore> Poller<S> {
             progress.polls += 1;
             progress.appended += appended as u64;
         });
+    }
+}
+
+/// Says who now decides when a kind is polled in a workspace, and why.
+fn log_mode_change(change: &ModeChange) {
+    let ModeChange {
+        workspace,
+        kind,
+        mode,
+        decided,
+        covered,
+    } = change;
+    let kind = kind.label();
+    match mode {
+        SweepMode::Fallback => warn!(
+            workspace,
+            kind,
+            covered,
+            decided,
+            "the workspace sweep had flagged only {covered} of the last {decided} {kind} \
+             activities that direct polls found (below {THRESHOLD_PERCENT} %): {kind} are \
+             polled per repository again in this workspace"
+        ),
+        SweepMode::Driving => info!(
+            workspace,
+            kind,
+            covered,
+            decided,
+            "the workspace sweep had flagged {covered} of the last {decided} {kind} \
+             activities first: it now decides when {kind} are polled in this workspace, \
+             with an hourly safety net per repository"
+        ),
+        SweepMode::Measuring => {}
     }
 }
 

@@ -67,6 +67,25 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
     print_as(&report, json, render_status)
 }
 
+/// One workspace's sweep coverage of one kind, and who decides when that kind is polled.
+fn sweep_coverage_line(row: &crate::metrics::SweepCoverage) -> String {
+    let coverage = match row.ratio() {
+        Some(ratio) => format!(
+            "{:.0} % flagged first ({} of the last {})",
+            ratio * 100.0,
+            row.covered,
+            row.decided
+        ),
+        None => "no sample yet".into(),
+    };
+    let who = match row.mode.as_str() {
+        "sweep" => "the sweep decides",
+        "fallback" => "polled per repository: coverage below 95 %",
+        _ => "polled per repository while measuring",
+    };
+    format!("{} {}: {coverage}; {who}", row.workspace, row.kind)
+}
+
 fn render_status(report: &StatusReport) -> String {
     let mut out = String::new();
     let running = if report.source == "daemon" {
@@ -102,6 +121,9 @@ fn render_status(report: &StatusReport) -> String {
             "broken:        {}\n",
             report.broken_repositories.join(", ")
         ));
+    }
+    for row in &report.sweep_coverage {
+        out.push_str(&format!("sweep:         {}\n", sweep_coverage_line(row)));
     }
     out.push_str(&format!(
         "outbox:        {} waiting, {} dead letters, {} uncertain, {} parked\n",
