@@ -202,6 +202,9 @@ struct World {
     tokens_issued: u64,
     rate_limit_header: Option<u32>,
     people: oauth::People,
+    /// Whether pull request activity moves the repository's `updated_on` in the
+    /// workspace listing (as recorded responses show); off unless a test turns it on.
+    pull_requests_move_updated_on: bool,
 }
 
 struct Inner {
@@ -275,6 +278,7 @@ impl FakeBitbucket {
                 tokens_issued: 0,
                 rate_limit_header: None,
                 people: oauth::People::default(),
+                pull_requests_move_updated_on: false,
             }),
             requests_changed: watch::channel(0).0,
             release: watch::channel(0).0,
@@ -337,6 +341,12 @@ impl FakeBitbucket {
             .lock()
             .accepted
             .retain(|auth| !auth.starts_with("Bearer oauth-"));
+    }
+
+    /// Makes pull request activity move the repository's `updated_on` in the workspace
+    /// listing, as recorded Bitbucket responses show (pushes always move it here).
+    pub fn pull_request_activity_moves_updated_on(&self) {
+        self.inner.lock().pull_requests_move_updated_on = true;
     }
 
     /// Sends `X-RateLimit-Limit` with every answer (as for access tokens).
@@ -619,7 +629,17 @@ fn answer(
             .iter()
             .filter(|(name, _)| name.starts_with(&format!("{workspace}/")))
             .filter(|(name, r)| reader.reads(name, r))
-            .filter_map(|(name, r)| Some((r.updated_on?, repo_json(name, r))))
+            .filter_map(|(name, r)| {
+                let pull_requests = r
+                    .pull_requests
+                    .values()
+                    .map(|pr| pr.updated_on)
+                    .filter(|_| world.pull_requests_move_updated_on);
+                let updated_on = r.updated_on.into_iter().chain(pull_requests).max()?;
+                let mut json = repo_json(name, r);
+                json["updated_on"] = json!(payloads::time(updated_on));
+                Some((updated_on, json))
+            })
             .filter(|(t, _)| since.is_none_or(|s| *t > s))
             .collect();
         repos.sort_by_key(|r| std::cmp::Reverse(r.0));

@@ -454,6 +454,31 @@ pub async fn restore(config: &Config, file: &Path) -> anyhow::Result<u8> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn status_says_how_well_the_sweep_covers_each_kind_and_who_decides() {
+        let row = |kind: &str, decided, covered, mode: &str| crate::metrics::SweepCoverage {
+            workspace: "acme".into(),
+            kind: kind.into(),
+            decided,
+            covered,
+            pending: 0,
+            mode: mode.into(),
+        };
+        assert_eq!(
+            sweep_coverage_line(&row("pull_requests", 100, 99, "sweep")),
+            "acme pull_requests: 99 % flagged first (99 of the last 100); the sweep decides"
+        );
+        assert_eq!(
+            sweep_coverage_line(&row("pushes", 20, 2, "fallback")),
+            "acme pushes: 10 % flagged first (2 of the last 20); polled per repository: \
+             coverage below 95 %"
+        );
+        assert_eq!(
+            sweep_coverage_line(&row("pushes", 0, 0, "measuring")),
+            "acme pushes: no sample yet; polled per repository while measuring"
+        );
+    }
+
     /// Today's output of every listing, byte for byte.
     mod listings {
         use super::*;
