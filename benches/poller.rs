@@ -7,19 +7,25 @@
 //! requests an hour (80 % spent). Two activity models: `clustered` (pull request
 //! lifecycles: push, create, reviews over hours, merge; busy repositories busier, Zipf)
 //! and `uniform` (every event on a random repository, independent: the worst case for
-//! adaptive intervals). And two sweep models: the workspace sweep reports pushes (the
-//! expected Bitbucket behaviour) or reports nothing (the poller then learns not to trust
-//! it). The naive poll (pull requests + commits + pipelines per repository per minute) is
-//! simulated on the same events. Requests are sequential with 250 ms each.
+//! adaptive intervals). And three sweep models, as the evidence says: pull request
+//! activity moves a repository's `updated_on` within milliseconds (recorded responses),
+//! pushes may or may not (undocumented): the sweep sees pull request activity and pushes,
+//! pull request activity only, or nothing ("blind"). The scheduler measures the sweep's
+//! coverage per kind and lets it decide only where it holds, so the blind rows show the
+//! fall-back. The naive poll (pull requests + commits + pipelines per repository per
+//! minute) is simulated on the same events. Requests are sequential with 250 ms each.
 //!
-//! Run: `cargo bench --bench poller` (about a second once built). Prints the details,
-//! then a markdown table. Under `cargo test` only a smoke run of one scenario happens.
+//! Run: `cargo bench --bench poller` (a few seconds once built). Prints the details, then
+//! a markdown table of latencies and one of request cost per repository-hour by lane.
+//! Under `cargo test` only a smoke run of one scenario happens.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bitbucket_slack::bitbucket::budget::Budget;
-use bitbucket_slack::bitbucket::schedule::{Lanes, Outcome, RepoReport, Scheduler, Work};
+use bitbucket_slack::bitbucket::schedule::{
+    CoverageRow, Found, Lanes, Outcome, RepoReport, Scheduler, Work,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -72,6 +78,50 @@ impl Repo {
         self.open.iter().any(|(from, to)| *from <= t && t < *to)
     }
 }
+
+/// What the simulated workspace sweep sees move `updated_on`.
+#[derive(Clone, Copy)]
+struct SweepModel {
+    pull_requests: bool,
+    pushes: bool,
+}
+
+impl SweepModel {
+    const ALL: [(SweepModel, &'static str); 3] = [
+        (
+            SweepModel {
+                pull_requests: true,
+                pushes: true,
+            },
+            "sees PRs and pushes",
+        ),
+        (
+            SweepModel {
+                pull_requests: true,
+                pushes: false,
+            },
+            "sees PRs, not pushes",
+        ),
+        (
+            SweepModel {
+                pull_requests: false,
+                pushes: false,
+            },
+            "blind",
+        ),
+    ];
+
+    fn sees(self, kind: Kind) -> bool {
+        match kind {
+            Kind::PullRequest => self.pull_requests,
+            Kind::Push => self.pushes,
+            Kind::Pipeline => false,
+        }
+    }
+}
+
+/// The lanes whose requests are counted, for the cost per repository-hour.
+const LANES: [&str; 6] = ["sweep", "baseline", "feed", "heads", "commits", "pipelines"];
 
 #[derive(Clone, Copy)]
 enum Model {
@@ -198,8 +248,8 @@ struct Sim {
     baselined: Vec<bool>,
     pipelines_seen: Vec<bool>,
     last_sweep: f64,
-    sweep_reports_pushes: bool,
-    requests: Vec<f64>,
+    sweep_model: SweepModel,
+    requests: Vec<(f64, &'static str)>,
 }
 
 impl Sim {
@@ -207,8 +257,9 @@ impl Sim {
         self.t0 + Duration::from_secs_f64(t)
     }
 
-    /// One request: waits for the budget, then takes `REQUEST_TIME`. Returns its time.
-    fn request(&mut self) -> f64 {
+    /// One request of `lane`: waits for the budget, then takes `REQUEST_TIME`. Returns
+    /// its time.
+    fn request(&mut self, lane: &'static str) -> f64 {
         loop {
             match self.budget.try_acquire(self.instant(self.now)) {
                 Ok(()) => break,
@@ -216,7 +267,7 @@ impl Sim {
             }
         }
         let at = self.now;
-        self.requests.push(at);
+        self.requests.push((at, lane));
         self.now += REQUEST_TIME;
         at
     }
@@ -237,7 +288,7 @@ impl Sim {
         let mut found = Vec::new();
         if !self.baselined[repo] {
             for _ in 0..4 {
-                self.request();
+                self.request("baseline");
             }
             let at = self.now;
             // History is not reported: mark everything so far as seen.
@@ -259,26 +310,31 @@ impl Sim {
             );
         }
         let mut pushed = false;
+        let mut sightings = Found::default();
         if lanes.feed {
-            let at = self.request();
+            let at = self.request("feed");
             let new = self.detect(repo, Kind::PullRequest, at);
             for _ in 1..new.len().div_ceil(FEED_PAGE) {
-                self.request();
+                self.request("feed");
             }
+            sightings.pull_requests = new.len() as u32;
             found.extend(new);
         }
         if lanes.heads {
-            let at = self.request();
+            let at = self.request("heads");
             let new = self.detect(repo, Kind::Push, at);
             pushed = !new.is_empty();
+            // Every simulated push is outside pull requests (a branch's first push
+            // precedes its pull request; merges land on the destination).
+            sightings.pushes = new.len() as u32;
             for _ in &new {
-                self.request();
+                self.request("commits");
             }
             found.extend(new);
         }
         let mut running = false;
         if lanes.pipelines {
-            let at = self.request();
+            let at = self.request("pipelines");
             let new = self.detect(repo, Kind::Pipeline, at);
             running = self.repos[repo]
                 .events
@@ -293,6 +349,7 @@ impl Sim {
         }
         let mut report = self.report(repo, lanes, found.len(), pushed);
         report.pipelines_running = running;
+        report.found = sightings;
         report
     }
 
@@ -307,19 +364,19 @@ impl Sim {
         }
     }
 
+    /// The repositories whose `updated_on` moved since the last sweep, as far as the
+    /// sweep model lets it move.
     fn sweep(&mut self) -> Vec<String> {
-        let at = self.request();
+        let at = self.request("sweep");
         let since = self.last_sweep;
         self.last_sweep = at;
-        if !self.sweep_reports_pushes {
-            return Vec::new();
-        }
+        let model = self.sweep_model;
         (0..self.repos.len())
             .filter(|i| {
                 self.repos[*i]
                     .events
                     .iter()
-                    .any(|e| e.kind == Kind::Push && e.at > since && e.at <= at)
+                    .any(|e| model.sees(e.kind) && e.at > since && e.at <= at)
             })
             .map(name)
             .collect()
@@ -334,12 +391,14 @@ impl Sim {
                     let changed = self.sweep();
                     let end = self.instant(self.now);
                     self.scheduler.sweep_done(&workspace, Some(&changed), end);
+                    self.scheduler.take_mode_changes();
                 }
                 Some(Work::Repository { name, lanes }) => {
                     let repo = index[&name];
                     let report = self.poll(repo, lanes);
                     let end = self.instant(self.now);
                     self.scheduler.repo_done(&name, &report, end);
+                    self.scheduler.take_mode_changes();
                 }
                 None => {
                     let next = self.scheduler.next_due().unwrap_or(now + BASE);
@@ -353,6 +412,10 @@ impl Sim {
 #[derive(Debug, Clone, Default)]
 struct Stats {
     requests_per_hour: f64,
+    /// Requests per repository-hour, by lane.
+    lane_cost: BTreeMap<&'static str, f64>,
+    /// The sweep's coverage at the end.
+    coverage: Vec<CoverageRow>,
     latencies: BTreeMap<Kind, Vec<f64>>,
     missed: BTreeMap<Kind, usize>,
 }
@@ -365,13 +428,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank]
 }
 
-fn collect(repos: &[Repo], requests: &[f64]) -> Stats {
+fn collect(repos: &[Repo], requests: &[(f64, &'static str)]) -> Stats {
     let (from, to) = (WARM_UP_H * 3600.0, (WARM_UP_H + MEASURE_H) * 3600.0);
+    let measured = || requests.iter().filter(|(t, _)| *t >= from && *t < to);
     let mut stats = Stats {
-        requests_per_hour: requests.iter().filter(|t| **t >= from && **t < to).count() as f64
-            / MEASURE_H,
+        requests_per_hour: measured().count() as f64 / MEASURE_H,
         ..Stats::default()
     };
+    for (_, lane) in measured() {
+        *stats.lane_cost.entry(lane).or_default() += 1.0 / (MEASURE_H * repos.len().max(1) as f64);
+    }
     for event in repos.iter().flat_map(|r| &r.events) {
         if event.at < from || event.at >= to - 1800.0 {
             continue;
@@ -391,7 +457,7 @@ fn collect(repos: &[Repo], requests: &[f64]) -> Stats {
     stats
 }
 
-fn simulate(n: usize, model: Model, sweep_reports_pushes: bool) -> Stats {
+fn simulate(n: usize, model: Model, sweep_model: SweepModel) -> Stats {
     let t0 = Instant::now();
     let mut sim = Sim {
         t0,
@@ -402,13 +468,15 @@ fn simulate(n: usize, model: Model, sweep_reports_pushes: bool) -> Stats {
         baselined: vec![false; n],
         pipelines_seen: vec![false; n],
         last_sweep: 0.0,
-        sweep_reports_pushes,
+        sweep_model,
         requests: Vec::new(),
     };
     let names: Vec<String> = (0..n).map(name).collect();
     sim.scheduler.sync(&names, t0);
     sim.run((WARM_UP_H + MEASURE_H) * 3600.0);
-    collect(&sim.repos, &sim.requests)
+    let mut stats = collect(&sim.repos, &sim.requests);
+    stats.coverage = sim.scheduler.coverage();
+    stats
 }
 
 /// The naive poll: every repository's pull requests, commits and pipelines every
@@ -441,11 +509,11 @@ fn fmt_secs(s: f64) -> String {
 fn main() {
     // `cargo test --all-targets` runs this without `--bench`: a quick smoke check only.
     if !std::env::args().any(|arg| arg == "--bench") {
-        let stats = simulate(100, Model::Clustered, true);
+        let stats = simulate(100, Model::Clustered, SweepModel::ALL[0].0);
         assert!(stats.requests_per_hour <= f64::from(LIMIT * PERCENT / 100));
         print_stats(
             100,
-            "ours, clustered, sweep reports pushes (smoke run)",
+            "ours, clustered, sweep sees PRs and pushes (smoke run)",
             &stats,
         );
         return;
@@ -453,16 +521,16 @@ fn main() {
     let mut rows = Vec::new();
     for n in [100, 1000] {
         for (model, model_name) in [(Model::Clustered, "clustered"), (Model::Uniform, "uniform")] {
-            for sweep in [true, false] {
+            let first = rows.len();
+            for (sweep, sweep_name) in SweepModel::ALL {
                 let stats = simulate(n, model, sweep);
-                let sweep_name = if sweep { "reports pushes" } else { "blind" };
                 let label = format!("ours, {model_name}, sweep {sweep_name}");
                 print_stats(n, &label, &stats);
                 rows.push((n, label, stats));
             }
-            // The naive poll needs an interval matching our p95 on every kind (sweep
-            // reporting pushes, the expected case).
-            let ours = &rows[rows.len() - 2].2;
+            // The naive poll needs an interval matching our p95 on every kind (the sweep
+            // seeing pull requests and pushes, the first row).
+            let ours = &rows[first].2;
             let equal = [Kind::PullRequest, Kind::Push, Kind::Pipeline]
                 .iter()
                 .filter_map(|kind| ours.latencies.get(kind))
@@ -499,6 +567,22 @@ fn main() {
             cell(Kind::Pipeline)
         );
     }
+    println!();
+    println!("Requests per repository-hour, by lane (measured hours):");
+    println!();
+    println!("| repos | poller | sweep | baseline | feed | heads | commits | pipelines | total |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, label, stats) in rows
+        .iter()
+        .filter(|(_, label, _)| label.starts_with("ours"))
+    {
+        let cells: Vec<String> = LANES
+            .iter()
+            .map(|lane| format!("{:.3}", stats.lane_cost.get(lane).copied().unwrap_or(0.0)))
+            .collect();
+        let total: f64 = stats.lane_cost.values().sum();
+        println!("| {n} | {label} | {} | {total:.3} |", cells.join(" | "));
+    }
 }
 
 fn print_stats(n: usize, label: &str, stats: &Stats) {
@@ -514,6 +598,17 @@ fn print_stats(n: usize, label: &str, stats: &Stats) {
             fmt_secs(percentile(list, 50.0)),
             fmt_secs(percentile(list, 95.0)),
             stats.missed.get(kind).copied().unwrap_or(0)
+        );
+    }
+    for row in &stats.coverage {
+        println!(
+            "  sweep coverage, {} {}: {} of {} flagged first, {} pending; mode {:?}",
+            row.workspace,
+            row.kind.label(),
+            row.covered,
+            row.decided,
+            row.pending,
+            row.mode
         );
     }
 }

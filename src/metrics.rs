@@ -5,6 +5,7 @@
 //! plain value (cheap to clone; clones share their counters), so tests build their own.
 //! Labels never carry a token, a user's text or anything unbounded.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,6 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
@@ -51,6 +53,42 @@ pub struct PhaseLabel {
     pub phase: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkspaceKindLabel {
+    pub workspace: String,
+    pub kind: String,
+}
+
+/// How well one workspace's sweep covers one kind of activity (`pull_requests`,
+/// `pushes`): of the last `decided` activities direct polls found, the sweep had flagged
+/// the repository first for `covered`. `mode` says who decides when that kind is polled:
+/// `sweep`, `fallback` (per repository, coverage too low) or `measuring` (too few
+/// samples yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepCoverage {
+    pub workspace: String,
+    pub kind: String,
+    pub decided: usize,
+    pub covered: usize,
+    /// Samples waiting for the next sweep's verdict.
+    pub pending: u32,
+    pub mode: String,
+}
+
+impl SweepCoverage {
+    /// `covered / decided`, or `None` before any sample is decided.
+    pub fn ratio(&self) -> Option<f64> {
+        (self.decided > 0).then(|| self.covered as f64 / self.decided as f64)
+    }
+
+    fn label(&self) -> WorkspaceKindLabel {
+        WorkspaceKindLabel {
+            workspace: self.workspace.clone(),
+            kind: self.kind.clone(),
+        }
+    }
+}
+
 fn ack_latency_histogram() -> Histogram {
     // 50 µs to about 1.6 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -82,6 +120,14 @@ pub struct Metrics {
     pub store_write_failures: Counter,
     /// Supervised components that panicked or ended on their own, by component.
     pub component_failures: Family<ComponentLabel, Counter>,
+    /// The workspace sweep's coverage (0 to 1) per swept workspace and kind, once a
+    /// sample is decided.
+    pub sweep_coverage: Family<WorkspaceKindLabel, Gauge<f64, AtomicU64>>,
+    pub sweep_coverage_samples: Family<WorkspaceKindLabel, Gauge>,
+    /// 1 while the sweep decides when that kind is polled, 0 otherwise.
+    pub sweep_decides: Family<WorkspaceKindLabel, Gauge>,
+    /// The rows behind the three above, for `status`.
+    sweep_coverage_rows: Arc<Mutex<Vec<SweepCoverage>>>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,6 +166,10 @@ impl Default for Metrics {
             http_connections_timed_out: Family::default(),
             component_failures: Family::default(),
             store_write_failures: Counter::default(),
+            sweep_coverage: Family::default(),
+            sweep_coverage_samples: Family::default(),
+            sweep_decides: Family::default(),
+            sweep_coverage_rows: Arc::default(),
         };
         metrics.register_all();
         metrics
@@ -225,6 +275,21 @@ impl Metrics {
             self.http_connections_refused.clone(),
         );
         registry.register(
+            "sweep_coverage",
+            "Of the activities direct polls found, the share whose repository the workspace sweep had flagged first (last 100 decided), by workspace and kind",
+            self.sweep_coverage.clone(),
+        );
+        registry.register(
+            "sweep_coverage_samples",
+            "Decided samples behind sweep_coverage, by workspace and kind",
+            self.sweep_coverage_samples.clone(),
+        );
+        registry.register(
+            "sweep_decides",
+            "1 while the workspace sweep decides when that kind is polled (coverage at least 95 %), 0 while it is polled per repository",
+            self.sweep_decides.clone(),
+        );
+        registry.register(
             "http_connections_timed_out",
             "Connections the HTTP server closed for slowness, by reason (idle, header_read)",
             self.http_connections_timed_out.clone(),
@@ -249,6 +314,49 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
+    }
+
+    /// Replaces the sweep coverage with `rows` (one per swept workspace and kind): label
+    /// sets of workspaces no longer swept are removed, so the labels stay bounded by the
+    /// watched workspaces.
+    pub fn record_sweep_coverage(&self, rows: Vec<SweepCoverage>) {
+        let mut current = self
+            .sweep_coverage_rows
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        for old in current.iter() {
+            if !rows.iter().any(|row| row.label() == old.label()) {
+                self.sweep_coverage.remove(&old.label());
+                self.sweep_coverage_samples.remove(&old.label());
+                self.sweep_decides.remove(&old.label());
+            }
+        }
+        for row in &rows {
+            let label = row.label();
+            match row.ratio() {
+                Some(ratio) => {
+                    self.sweep_coverage.get_or_create(&label).set(ratio);
+                }
+                None => {
+                    self.sweep_coverage.remove(&label);
+                }
+            }
+            self.sweep_coverage_samples
+                .get_or_create(&label)
+                .set(row.decided as i64);
+            self.sweep_decides
+                .get_or_create(&label)
+                .set(i64::from(row.mode == "sweep"));
+        }
+        *current = rows;
+    }
+
+    /// The sweep coverage last recorded.
+    pub fn sweep_coverage_rows(&self) -> Vec<SweepCoverage> {
+        self.sweep_coverage_rows
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     /// Adds further metrics (the poller's, the delivery's) to the same registry.
@@ -303,5 +411,38 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn sweep_coverage_keeps_only_the_workspaces_still_swept() {
+        let metrics = Metrics::default();
+        let row = |workspace: &str, decided, covered, mode: &str| SweepCoverage {
+            workspace: workspace.into(),
+            kind: "pushes".into(),
+            decided,
+            covered,
+            pending: 0,
+            mode: mode.into(),
+        };
+        metrics.record_sweep_coverage(vec![
+            row("acme", 20, 19, "sweep"),
+            row("old", 10, 0, "fallback"),
+        ]);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "bitbucket_slack_sweep_coverage{workspace=\"acme\",kind=\"pushes\"} 0.95"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("bitbucket_slack_sweep_decides{workspace=\"acme\",kind=\"pushes\"} 1"),
+            "{text}"
+        );
+        metrics.record_sweep_coverage(vec![row("acme", 0, 0, "measuring")]);
+        let text = metrics.render();
+        assert!(!text.contains("workspace=\"old\""), "{text}");
+        assert!(!text.contains("bitbucket_slack_sweep_coverage{"), "{text}");
+        assert_eq!(metrics.sweep_coverage_rows().len(), 1);
     }
 }

@@ -14,6 +14,7 @@ use bitbucket_slack::bitbucket::{
     RepositoryName,
 };
 use bitbucket_slack::config::{BitbucketCredential, OAuthConsumerConfig, Secret};
+use bitbucket_slack::metrics::{Metrics, SweepCoverage};
 use bitbucket_slack::store::Store;
 use support::fake_bitbucket::{Answer, Endpoint, FakeBitbucket, TOKEN, WAIT};
 use tokio::sync::watch;
@@ -51,6 +52,7 @@ struct Running {
     stop: CancellationToken,
     task: JoinHandle<()>,
     progress: watch::Receiver<Progress>,
+    metrics: Metrics,
 }
 
 struct Harness {
@@ -95,6 +97,8 @@ impl Harness {
                 sync_interval: options.base,
             },
         );
+        let metrics = Metrics::default();
+        let poller = poller.with_metrics(metrics.clone());
         let progress = poller.progress();
         let stop = CancellationToken::new();
         let task = tokio::spawn(poller.run(stop.clone()));
@@ -102,6 +106,7 @@ impl Harness {
             stop,
             task,
             progress,
+            metrics,
         }
     }
 
@@ -1532,4 +1537,163 @@ mod fake_shapes {
         assert_eq!(body["type"], "error");
         assert!(body["error"]["message"].is_string(), "{body}");
     }
+}
+
+/// Requests to `endpoint` for `repo` so far.
+fn requests_for(fake: &FakeBitbucket, endpoint: Endpoint, repo: &str) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.endpoint == endpoint && r.repository.as_deref() == Some(repo))
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn pushes_to_a_pull_requests_branch_do_not_prove_that_the_sweep_reports_pushes() {
+    let h = Harness::new(&["acme/api", "acme/web"]).await;
+    let fake = &h.fake;
+    let base = Duration::from_secs(60);
+    let mut running = h.start(Options {
+        base,
+        ..Options::default()
+    });
+    h.until(&mut running, "the baselines", |h| {
+        h.has_cursor("acme/api") && h.has_cursor("acme/web")
+    })
+    .await;
+    tokio::time::sleep(10 * base).await;
+    fake.push("acme/api", "feature", &["Start the feature"]);
+    let id = fake.open_pull_request("acme/api", "feature", "Feature", "Ada");
+    h.until_kind(&mut running, "pull_request_created", 1).await;
+    for n in 0..3 {
+        tokio::time::sleep(10 * base).await;
+        fake.push_to_pull_request("acme/api", id, &format!("Review fix {n}"));
+        h.until_kind(&mut running, "push", n + 1).await;
+    }
+    // Each push moved `updated_on` and was flagged by the sweep, but each also moved the
+    // pull request: the quiet repository's branches are still polled with its feed
+    // (every 16 minutes), not at the sweep-trusted rate.
+    let before = requests_for(fake, Endpoint::Branches, "acme/web");
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    let polled = requests_for(fake, Endpoint::Branches, "acme/web") - before;
+    assert!(
+        polled >= 6,
+        "acme/web's branches were read {polled} times in two hours"
+    );
+    stop(running).await;
+}
+
+/// The sweep's coverage row of `workspace` and `kind`, as `status` shows it.
+fn coverage(running: &Running, workspace: &str, kind: &str) -> SweepCoverage {
+    running
+        .metrics
+        .sweep_coverage_rows()
+        .into_iter()
+        .find(|row| row.workspace == workspace && row.kind == kind)
+        .unwrap_or_else(|| panic!("no sweep coverage for {workspace} {kind}"))
+}
+
+/// Three repositories of `acme`, baselined, with a pull request open on `acme/api`.
+async fn acme_with_a_pull_request(h: &Harness, running: &mut Running, base: Duration) -> u64 {
+    h.until(running, "the baselines", |h| {
+        ["acme/api", "acme/web", "acme/docs"]
+            .iter()
+            .all(|r| h.has_cursor(r))
+    })
+    .await;
+    tokio::time::sleep(10 * base).await;
+    h.fake.push("acme/api", "feature", &["Start the feature"]);
+    let id = h
+        .fake
+        .open_pull_request("acme/api", "feature", "Feature", "Ada");
+    h.until_kind(running, "pull_request_created", 1).await;
+    id
+}
+
+#[tokio::test(start_paused = true)]
+async fn where_the_sweep_flags_pull_request_activity_first_it_decides_and_quiet_feeds_slow_to_hourly()
+ {
+    let h = Harness::new(&["acme/api", "acme/web", "acme/docs"]).await;
+    let fake = &h.fake;
+    fake.pull_request_activity_moves_updated_on();
+    let base = Duration::from_secs(60);
+    let mut running = h.start(Options {
+        base,
+        ..Options::default()
+    });
+    let id = acme_with_a_pull_request(&h, &mut running, base).await;
+    for n in 0..12 {
+        tokio::time::sleep(10 * base).await;
+        let commented_at = Instant::now();
+        fake.comment("acme/api", id, "Bob", &format!("Looks good {n}"), None);
+        h.until_kind(&mut running, "pull_request_commented", n + 1)
+            .await;
+        let latency = commented_at.elapsed();
+        assert!(
+            latency <= 2 * base + SECOND,
+            "comment {n} found after {latency:?}"
+        );
+    }
+    let pull_requests = coverage(&running, "acme", "pull_requests");
+    assert_eq!(pull_requests.mode, "sweep", "{pull_requests:?}");
+    assert_eq!(pull_requests.covered, pull_requests.decided);
+    assert!(
+        running
+            .metrics
+            .render()
+            .contains("bitbucket_slack_sweep_decides{workspace=\"acme\",kind=\"pull_requests\"} 1")
+    );
+    // The quiet repository's feed is now the hourly safety net, not every 16 minutes.
+    let before = requests_for(fake, Endpoint::Feed, "acme/web");
+    tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+    let polled = requests_for(fake, Endpoint::Feed, "acme/web") - before;
+    assert!(
+        (2..=4).contains(&polled),
+        "acme/web's feed was read {polled} times in three hours"
+    );
+    // And a comment is still found through the sweep.
+    let commented_at = Instant::now();
+    fake.comment("acme/api", id, "Bob", "One more thing", None);
+    h.until_kind(&mut running, "pull_request_commented", 13)
+        .await;
+    assert!(commented_at.elapsed() <= 2 * base + SECOND);
+    stop(running).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn where_the_sweep_misses_pull_request_activity_it_falls_back_to_polling_each_repository() {
+    // The fake's default: pull request activity does not move `updated_on`.
+    let h = Harness::new(&["acme/api", "acme/web", "acme/docs"]).await;
+    let fake = &h.fake;
+    let base = Duration::from_secs(60);
+    let mut running = h.start(Options {
+        base,
+        ..Options::default()
+    });
+    let id = acme_with_a_pull_request(&h, &mut running, base).await;
+    for n in 0..12 {
+        tokio::time::sleep(10 * base).await;
+        fake.comment("acme/api", id, "Bob", &format!("Looks good {n}"), None);
+        h.until_kind(&mut running, "pull_request_commented", n + 1)
+            .await;
+    }
+    // Let the last samples' verdicts in.
+    tokio::time::sleep(3 * base).await;
+    let pull_requests = coverage(&running, "acme", "pull_requests");
+    assert_eq!(pull_requests.mode, "fallback", "{pull_requests:?}");
+    assert!(pull_requests.decided >= 10, "{pull_requests:?}");
+    assert!(pull_requests.covered * 100 < 95 * pull_requests.decided);
+    let text = running.metrics.render();
+    assert!(
+        text.contains("bitbucket_slack_sweep_decides{workspace=\"acme\",kind=\"pull_requests\"} 0"),
+        "{text}"
+    );
+    // The quiet repository's feed keeps its adaptive cadence (every 16 minutes).
+    let before = requests_for(fake, Endpoint::Feed, "acme/web");
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    let polled = requests_for(fake, Endpoint::Feed, "acme/web") - before;
+    assert!(
+        polled >= 6,
+        "acme/web's feed was read {polled} times in two hours"
+    );
+    stop(running).await;
 }

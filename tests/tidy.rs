@@ -38,6 +38,7 @@ const PURE_MODULES: &[&str] = &[
     "bitbucket/diff/",
     "bitbucket/name.rs",
     "bitbucket/schedule.rs",
+    "bitbucket/sweep_coverage.rs",
     "slack/convert.rs",
     "slack/envelope.rs",
     "slack/envelope/",

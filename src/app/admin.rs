@@ -111,6 +111,9 @@ pub struct StatusReport {
     /// The supervised components (daemon only): running, restarting, failed, stopped.
     #[serde(default)]
     pub components: std::collections::BTreeMap<String, super::supervisor::ComponentStatus>,
+    /// The workspace sweep's coverage per workspace and kind (daemon only).
+    #[serde(default)]
+    pub sweep_coverage: Vec<crate::metrics::SweepCoverage>,
 }
 
 /// One subscription as the CLI shows it.
@@ -328,6 +331,7 @@ pub fn status_report(
         uncertain: store.deliveries.uncertain()?.len(),
         parked: store.deliveries.parked()?.len(),
         components: Default::default(),
+        sweep_coverage: Vec::new(),
     })
 }
 
@@ -344,6 +348,8 @@ pub struct AdminState {
     pub upgrade_schedule: crate::upgrade::campaign::CampaignSchedule,
     /// The supervised components' states.
     pub components: super::supervisor::Components,
+    /// The daemon's metrics, for the sweep's coverage.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Binds the admin socket (replacing a stale file), mode 0600.
@@ -433,6 +439,7 @@ async fn answer(stream: UnixStream, owner: Option<u32>, state: &AdminState) -> s
             )
             .map(|mut report| {
                 report.components = state.components.snapshot();
+                report.sweep_coverage = state.metrics.sweep_coverage_rows();
                 if let Some(client) = &state.bitbucket {
                     report.bitbucket_requests_last_hour = Some(client.budget().used_in_last_hour());
                     report.bitbucket_budget_per_hour = Some(client.budget().allowance());

@@ -41,7 +41,7 @@ pub fn spawn(
     };
     let client = BitbucketClient::new(settings)
         .context("cannot set up the Bitbucket client")?
-        .with_metrics(metrics);
+        .with_metrics(metrics.clone());
     let settings = config.poller_settings();
     let polling = client.clone();
     supervisor.spawn("poller", move |stop| {
@@ -52,6 +52,7 @@ pub fn spawn(
             settings.clone(),
         )
         .ring_on_commit(activities_committed.clone())
+        .with_metrics(metrics.clone())
         .run(stop)
     });
     Ok(Some(client))

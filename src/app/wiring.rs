@@ -237,6 +237,7 @@ impl Parts {
                 bitbucket: bitbucket.clone(),
                 upgrade_schedule: config.upgrade.schedule.clone(),
                 components: components.clone(),
+                metrics: metrics.clone(),
             },
             admin_listener,
         );

@@ -11,6 +11,7 @@ mod model;
 pub mod name;
 pub mod poller;
 pub mod schedule;
+pub mod sweep_coverage;
 
 pub use activity::{
     Activity, ActivityKind, Actor, BuildHeads, BuildRef, CommentRef, CommitRef, DeploymentRef,

@@ -9,6 +9,11 @@
 //! 404/403 marks a repository broken once (one warning, then a retry every few hours);
 //! other failures back off per repository and never stop the loop.
 //!
+//! The workspace sweep is checked as it is used: the [`Scheduler`] counts, per workspace
+//! and kind, how much of what direct polls found the sweep had flagged first; the poller
+//! logs each change of who decides (a fall-back once, at warn) and publishes the coverage
+//! as `sweep_coverage` in the metrics, which `status` shows too.
+//!
 //! Storage is what [`PollStore`] says the poller needs (the watched names, each one's
 //! cursor and [`PollWants`], `commit_poll`, the broken marks, pruning old ids); the store
 //! implements it, so
@@ -40,7 +45,9 @@ use crate::clock::Clock;
 use super::activity::{Activity, ActivityKind, MAX_COMMITS, PollWants};
 use super::client::{BitbucketClient, BitbucketError};
 use super::diff::{self, RepoCursor, SweepCursor};
-use super::schedule::{Lanes, Outcome, RepoReport, Scheduler, Work};
+use super::schedule::{Found, Lanes, ModeChange, Outcome, RepoReport, Scheduler, Work};
+use super::sweep_coverage::{SweepMode, THRESHOLD_PERCENT};
+use crate::metrics::{Metrics, SweepCoverage};
 
 /// Feed pages one poll reads at most (50 entries each).
 const MAX_FEED_PAGES: usize = 10;
@@ -136,6 +143,8 @@ pub struct Poller<S> {
     progress: watch::Sender<Progress>,
     /// Rung after a commit that appended activities.
     on_commit: Option<Arc<Notify>>,
+    /// Where the sweep's coverage is published.
+    metrics: Option<Metrics>,
 }
 
 impl<S> std::fmt::Debug for Poller<S> {
@@ -176,7 +185,14 @@ impl<S: PollStore> Poller<S> {
             settings,
             progress: watch::channel(Progress::default()).0,
             on_commit: None,
+            metrics: None,
         }
+    }
+
+    /// Publishes the workspace sweep's coverage into `metrics` (`sweep_coverage`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Rings `bell` each time a poll's commit appended activities.
@@ -345,6 +361,25 @@ impl<S: PollStore> Poller<S> {
                 appended
             }
         };
+        for change in scheduler.take_mode_changes() {
+            log_mode_change(&change);
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.record_sweep_coverage(
+                scheduler
+                    .coverage()
+                    .into_iter()
+                    .map(|row| SweepCoverage {
+                        workspace: row.workspace,
+                        kind: row.kind.label().to_string(),
+                        decided: row.decided,
+                        covered: row.covered,
+                        pending: row.pending,
+                        mode: row.mode.label().to_string(),
+                    })
+                    .collect(),
+            );
+        }
         if appended > 0 {
             if let Some(bell) = &self.on_commit {
                 bell.notify_one();
@@ -354,6 +389,39 @@ impl<S: PollStore> Poller<S> {
             progress.polls += 1;
             progress.appended += appended as u64;
         });
+    }
+}
+
+/// Says who now decides when a kind is polled in a workspace, and why.
+fn log_mode_change(change: &ModeChange) {
+    let ModeChange {
+        workspace,
+        kind,
+        mode,
+        decided,
+        covered,
+    } = change;
+    let kind = kind.label();
+    match mode {
+        SweepMode::Fallback => warn!(
+            workspace,
+            kind,
+            covered,
+            decided,
+            "the workspace sweep had flagged only {covered} of the last {decided} {kind} \
+             activities that direct polls found (below {THRESHOLD_PERCENT} %): {kind} are \
+             polled per repository again in this workspace"
+        ),
+        SweepMode::Driving => info!(
+            workspace,
+            kind,
+            covered,
+            decided,
+            "the workspace sweep had flagged {covered} of the last {decided} {kind} \
+             activities first: it now decides when {kind} are polled in this workspace, \
+             with an hourly safety net per repository"
+        ),
+        SweepMode::Measuring => {}
     }
 }
 
@@ -424,7 +492,10 @@ async fn poll_repository<S: PollStore>(
                 .commit_poll(name, cursor, &poll.activities)
                 .await
             {
-                Ok(PollCommit::Committed { appended }) => appended,
+                Ok(PollCommit::Committed { appended }) => {
+                    poll.report.found = found(cursor, &poll.activities);
+                    appended
+                }
                 Ok(PollCommit::Unwatched) => {
                     poll.report.outcome = Outcome::Gone;
                     0
@@ -487,6 +558,41 @@ fn report_for(
         has_issues: cursor.has_issues,
         ..RepoReport::new(Outcome::Done)
     }
+}
+
+/// What a committed poll found, by the kinds the workspace sweep is checked against
+/// (see [`Found`]). A push or new branch counts only where no open pull request has that
+/// branch as its source (`cursor` is after the poll, so a pull request opened from the
+/// branch in the same poll counts as open).
+fn found(cursor: &RepoCursor, activities: &[Activity]) -> Found {
+    let pull_request_branch = |branch: &str| {
+        cursor
+            .pull_requests
+            .values()
+            .any(|pr| pr.source_branch.as_deref() == Some(branch))
+    };
+    let mut found = Found::default();
+    for activity in activities {
+        match &activity.kind {
+            // The feed's kinds; an unapproval comes from the approvals lane, which the
+            // sweep does not drive.
+            ActivityKind::PullRequestCreated { .. }
+            | ActivityKind::PullRequestUpdated { .. }
+            | ActivityKind::PullRequestApproved { .. }
+            | ActivityKind::PullRequestChangesRequested { .. }
+            | ActivityKind::PullRequestCommented { .. }
+            | ActivityKind::PullRequestMerged { .. }
+            | ActivityKind::PullRequestDeclined { .. } => found.pull_requests += 1,
+            // A deleted branch has no date of its own: not counted.
+            ActivityKind::Push { branch, .. } | ActivityKind::BranchCreated { branch, .. }
+                if !pull_request_branch(branch) =>
+            {
+                found.pushes += 1
+            }
+            _ => {}
+        }
+    }
+    found
 }
 
 /// The first poll: what exists now becomes the cursor; nothing is emitted.

@@ -2,12 +2,22 @@
 //!
 //! Owns the cadences. Each watched repository has lanes with their own due times: the
 //! pull request feed (every `base` while active, `4·base` with open pull requests,
-//! `16·base` when quiet), branch heads (with the feed, or every `30·base` once the
-//! workspace sweep has proved it reports pushes), pipelines (every `base` while hot: after
-//! a push or while one runs; `60·base` otherwise, only where pipelines exist), issues
-//! (`15·base`, only with an issue tracker) and approvals (`15·base`, only while an
+//! `16·base` when quiet), branch heads (with the feed), pipelines (every `base` while hot:
+//! after a push or while one runs; `60·base` otherwise, only where pipelines exist),
+//! issues (`15·base`, only with an issue tracker) and approvals (`15·base`, only while an
 //! approval could be withdrawn). A workspace with two or more watched repositories is
-//! swept every `base`: one request that flags repositories whose `updated_on` moved.
+//! swept every `base`: one request that flags repositories whose `updated_on` moved; a
+//! flagged repository's feed and heads are due at once.
+//!
+//! The sweep is checked, not trusted (`sweep_coverage.rs` keeps the verdicts). For every
+//! activity a poll's feed or heads lane finds, the sample is *covered* when the sweep had
+//! flagged the repository before the poll ended, *missed* when the first sweep to start
+//! after the poll does not flag it either, and left out when no sweep could have seen it
+//! (the lane's previous poll began before the workspace's first sweep ended, as after a
+//! restart). Where a kind's coverage holds, the sweep decides: that lane of an unflagged
+//! repository is polled only every `60·base`, a safety net that also finds what the sweep
+//! misses. Elsewhere (measuring, fallen back, or while the sweep fails) the adaptive
+//! cadences above apply.
 //!
 //! Fairness: among due work, sweeps go first, then flagged or hot repositories, then
 //! routine polls, each class oldest-due first, so a busy repository cannot starve a quiet
@@ -21,6 +31,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use super::sweep_coverage::Coverage;
+pub use super::sweep_coverage::{SweepKind, SweepMode};
 
 /// The lanes of one poll of a repository.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,6 +86,20 @@ pub struct RepoReport {
     pub open_pull_requests: bool,
     pub approvals_tracked: bool,
     pub has_issues: bool,
+    /// What the poll found, by the kinds the workspace sweep is checked against.
+    pub found: Found,
+}
+
+/// Activities one poll found, counted by the kinds the workspace sweep is checked
+/// against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Found {
+    /// Pull request activities read from the feed.
+    pub pull_requests: u32,
+    /// Pushes and new branches on branches without an open pull request. A push to a
+    /// pull request's branch also moves that pull request, so it proves nothing about
+    /// whether pushes move the repository's `updated_on`: it is not counted.
+    pub pushes: u32,
 }
 
 impl RepoReport {
@@ -87,6 +114,7 @@ impl RepoReport {
             open_pull_requests: false,
             approvals_tracked: false,
             has_issues: false,
+            found: Found::default(),
         }
     }
 }
@@ -95,7 +123,10 @@ impl RepoReport {
 const ACTIVE_WINDOW: u32 = 30;
 const FEED_WITH_OPEN_PULL_REQUESTS: u32 = 4;
 const FEED_QUIET: u32 = 16;
-const HEADS_WHEN_SWEEP_TRUSTED: u32 = 30;
+/// A lane the sweep decides, for an unflagged repository: the safety net.
+const SWEEP_SAFETY_NET: u32 = 60;
+/// Samples waiting for a sweep's verdict, per workspace, at most.
+const MAX_PENDING: usize = 1000;
 const PIPELINES_ROUTINE: u32 = 60;
 const PIPELINES_HOT_MAX: u32 = 120;
 const ISSUES: u32 = 15;
@@ -118,20 +149,71 @@ struct RepoState {
     hot_polls: u32,
     open_pull_requests: bool,
     pipelines_exist: bool,
-    flagged: bool,
+    /// When a sweep flagged the repository, per [`SweepKind`] lane; cleared by a poll of
+    /// that lane that began after it.
+    flagged: [Option<Instant>; 2],
+    /// When the lane's last completed poll began, per [`SweepKind`].
+    lane_polled: [Option<Instant>; 2],
+    /// When the poll in flight began.
+    poll_started: Option<Instant>,
     in_flight: bool,
     not_before: Option<Instant>,
     failures: u32,
     broken: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct WorkspaceState {
-    due: Instant,
+    due: Option<Instant>,
     in_flight: bool,
     failures: u32,
-    /// A flagged repository turned out to have a push: `updated_on` reports pushes.
-    trusted_for_pushes: bool,
+    /// When the sweep in flight began.
+    started: Option<Instant>,
+    /// When the first successful sweep ended: it only records, later ones compare.
+    first_swept: Option<Instant>,
+    /// The coverage per [`SweepKind`].
+    coverage: [Coverage; 2],
+    /// Samples found by polls of unflagged repositories, waiting for the next sweep.
+    pending: Vec<Pending>,
+}
+
+impl WorkspaceState {
+    fn drives(&self, kind: SweepKind) -> bool {
+        self.failures == 0 && self.coverage[kind.index()].mode() == SweepMode::Driving
+    }
+}
+
+/// Activities a poll of an unflagged repository found: the first sweep to start after
+/// `found_at` gives the verdict.
+#[derive(Debug, Clone)]
+struct Pending {
+    repository: String,
+    kind: SweepKind,
+    count: u32,
+    found_at: Instant,
+}
+
+/// The sweep's coverage of one kind in one workspace, for metrics and `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoverageRow {
+    pub workspace: String,
+    pub kind: SweepKind,
+    /// Decided samples in the window, and how many the sweep had flagged first.
+    pub decided: usize,
+    pub covered: usize,
+    /// Samples waiting for the next sweep's verdict.
+    pub pending: u32,
+    pub mode: SweepMode,
+}
+
+/// A kind's mode changed in a workspace; the poller says so in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeChange {
+    pub workspace: String,
+    pub kind: SweepKind,
+    pub mode: SweepMode,
+    pub decided: usize,
+    pub covered: usize,
 }
 
 /// The scheduler of one credential's polling.
@@ -140,6 +222,7 @@ pub struct Scheduler {
     base: Duration,
     repos: BTreeMap<String, RepoState>,
     workspaces: BTreeMap<String, WorkspaceState>,
+    mode_changes: Vec<ModeChange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -154,6 +237,7 @@ impl Scheduler {
             base: base.max(Duration::from_millis(1)),
             repos: BTreeMap::new(),
             workspaces: BTreeMap::new(),
+            mode_changes: Vec::new(),
         }
     }
 
@@ -182,13 +266,15 @@ impl Scheduler {
                 self.workspaces.insert(
                     ws.to_string(),
                     WorkspaceState {
-                        due: now,
-                        in_flight: false,
-                        failures: 0,
-                        trusted_for_pushes: false,
+                        due: Some(now),
+                        ..WorkspaceState::default()
                     },
                 );
             }
+        }
+        let repos = &self.repos;
+        for ws in self.workspaces.values_mut() {
+            ws.pending.retain(|p| repos.contains_key(&p.repository));
         }
     }
 
@@ -200,11 +286,41 @@ impl Scheduler {
         self.repos.is_empty()
     }
 
-    /// Whether the sweep of `workspace` proved that it reports pushes.
-    pub fn sweep_trusted(&self, workspace: &str) -> bool {
+    /// Whether the sweep of `workspace` decides when `kind` is polled now.
+    pub fn sweep_drives(&self, workspace: &str, kind: SweepKind) -> bool {
         self.workspaces
             .get(workspace)
-            .is_some_and(|ws| ws.trusted_for_pushes)
+            .is_some_and(|ws| ws.drives(kind))
+    }
+
+    /// The sweep's coverage per swept workspace and kind.
+    pub fn coverage(&self) -> Vec<CoverageRow> {
+        let mut rows = Vec::new();
+        for (workspace, ws) in &self.workspaces {
+            for kind in SweepKind::ALL {
+                let coverage = &ws.coverage[kind.index()];
+                let (decided, covered) = coverage.counts();
+                rows.push(CoverageRow {
+                    workspace: workspace.clone(),
+                    kind,
+                    decided,
+                    covered,
+                    pending: ws
+                        .pending
+                        .iter()
+                        .filter(|p| p.kind == kind)
+                        .map(|p| p.count)
+                        .sum(),
+                    mode: coverage.mode(),
+                });
+            }
+        }
+        rows
+    }
+
+    /// The mode changes since the last call, oldest first.
+    pub fn take_mode_changes(&mut self) -> Vec<ModeChange> {
+        std::mem::take(&mut self.mode_changes)
     }
 
     fn due_lanes(repo: &RepoState, now: Instant) -> Lanes {
@@ -229,7 +345,7 @@ impl Scheduler {
 
     fn class(repo: &RepoState, now: Instant) -> Class {
         let hot = repo.hot_since.is_some() && repo.pipelines.is_some_and(|at| at <= now);
-        if repo.flagged || hot {
+        if repo.flagged.iter().any(Option::is_some) || hot {
             Class::Urgent
         } else {
             Class::Routine
@@ -241,12 +357,13 @@ impl Scheduler {
         let sweep = self
             .workspaces
             .iter()
-            .filter(|(_, ws)| !ws.in_flight && ws.due <= now)
+            .filter(|(_, ws)| !ws.in_flight && ws.due.is_some_and(|due| due <= now))
             .min_by_key(|(_, ws)| ws.due)
             .map(|(name, _)| name.clone());
         if let Some(workspace) = sweep {
             if let Some(ws) = self.workspaces.get_mut(&workspace) {
                 ws.in_flight = true;
+                ws.started = Some(now);
             }
             return Some(Work::Sweep { workspace });
         }
@@ -260,6 +377,7 @@ impl Scheduler {
             .map(|(name, _, lanes)| (name.clone(), lanes))?;
         if let Some(repo) = self.repos.get_mut(&name) {
             repo.in_flight = true;
+            repo.poll_started = Some(now);
         }
         Some(Work::Repository { name, lanes })
     }
@@ -270,7 +388,7 @@ impl Scheduler {
             .workspaces
             .values()
             .filter(|ws| !ws.in_flight)
-            .map(|ws| ws.due);
+            .filter_map(|ws| ws.due);
         let repos = self
             .repos
             .values()
@@ -280,28 +398,64 @@ impl Scheduler {
     }
 
     /// A sweep of `workspace` ended: `changed` lists watched repositories whose
-    /// `updated_on` moved (`None` when the sweep failed).
+    /// `updated_on` moved (`None` when the sweep failed). Gives the verdict on the samples
+    /// found before it began.
     pub fn sweep_done(&mut self, workspace: &str, changed: Option<&[String]>, now: Instant) {
         let base = self.base;
         let Some(ws) = self.workspaces.get_mut(workspace) else {
             return;
         };
         ws.in_flight = false;
+        let started = ws.started.take().unwrap_or(now);
         match changed {
             Some(changed) => {
                 ws.failures = 0;
-                ws.due = now + base;
+                ws.due = Some(now + base);
+                if ws.first_swept.is_none() {
+                    ws.first_swept = Some(now);
+                }
+                let (judged, waiting): (Vec<Pending>, Vec<Pending>) =
+                    std::mem::take(&mut ws.pending)
+                        .into_iter()
+                        .partition(|p| p.found_at <= started);
+                ws.pending = waiting;
+                for sample in judged {
+                    let covered = changed.contains(&sample.repository);
+                    record(
+                        &mut self.mode_changes,
+                        workspace,
+                        ws,
+                        sample.kind,
+                        covered,
+                        sample.count,
+                    );
+                }
                 for name in changed {
                     if let Some(repo) = self.repos.get_mut(name) {
-                        repo.flagged = true;
+                        repo.flagged = [Some(now); 2];
                         repo.heads = repo.heads.min(now);
                         repo.feed = repo.feed.min(now);
                     }
                 }
             }
             None => {
+                let drove = SweepKind::ALL.map(|kind| ws.drives(kind));
                 ws.failures = ws.failures.saturating_add(1);
-                ws.due = now + backoff(base, ws.failures);
+                ws.due = Some(now + backoff(base, ws.failures));
+                // Without a sweep nothing is flagged: lanes it drove go back to the
+                // adaptive cadence until it works again.
+                for repo in self.repos.values_mut() {
+                    if repo.workspace != workspace {
+                        continue;
+                    }
+                    let adaptive = now + adaptive_every(repo, base, now);
+                    if drove[SweepKind::PullRequests.index()] {
+                        repo.feed = repo.feed.min(adaptive);
+                    }
+                    if drove[SweepKind::Pushes.index()] {
+                        repo.heads = repo.heads.min(adaptive);
+                    }
+                }
             }
         }
     }
@@ -334,23 +488,64 @@ impl Scheduler {
                 repo.not_before = None;
             }
         }
-        let confirmed = report.done.heads && repo.flagged && report.pushed;
-        if report.done.heads {
-            repo.flagged = false;
+        // Only a push outside pull requests proves it: one to a pull request's branch
+        // moved the pull request, and that alone moves `updated_on`.
+        let poll_started = repo.poll_started.take().unwrap_or(now);
+        let lanes_done = [report.done.feed, report.done.heads];
+        let found = [report.found.pull_requests, report.found.pushes];
+        let ws = self.workspaces.get_mut(&repo.workspace);
+        if let Some(ws) = ws {
+            for kind in SweepKind::ALL {
+                let i = kind.index();
+                if !lanes_done[i] || found[i] == 0 {
+                    continue;
+                }
+                if repo.flagged[i].is_some() {
+                    record(
+                        &mut self.mode_changes,
+                        &repo.workspace,
+                        ws,
+                        kind,
+                        true,
+                        found[i],
+                    );
+                } else if ws
+                    .first_swept
+                    .is_some_and(|first| repo.lane_polled[i].is_some_and(|at| at >= first))
+                {
+                    if ws.pending.len() >= MAX_PENDING {
+                        ws.pending.remove(0);
+                    }
+                    ws.pending.push(Pending {
+                        repository: name.to_string(),
+                        kind,
+                        count: found[i],
+                        found_at: now,
+                    });
+                }
+            }
         }
-        if confirmed {
-            if let Some(ws) = self.workspaces.get_mut(&repo.workspace) {
-                ws.trusted_for_pushes = true;
+        for kind in SweepKind::ALL {
+            let i = kind.index();
+            if lanes_done[i] {
+                // A flag raised while this poll ran may be news it did not read.
+                if repo.flagged[i].is_some_and(|at| at <= poll_started) {
+                    repo.flagged[i] = None;
+                }
+                repo.lane_polled[i] = Some(poll_started);
             }
         }
         self.reschedule(name, report, now);
     }
 
     fn reschedule(&mut self, name: &str, report: &RepoReport, now: Instant) {
-        let trusted = self
-            .repos
-            .get(name)
-            .is_some_and(|repo| self.sweep_trusted(&repo.workspace));
+        let drives = |kind| {
+            self.repos
+                .get(name)
+                .is_some_and(|repo| self.sweep_drives(&repo.workspace, kind))
+        };
+        let (pull_requests_driven, pushes_driven) =
+            (drives(SweepKind::PullRequests), drives(SweepKind::Pushes));
         let base = self.base;
         let times = |n: u32| base.saturating_mul(n);
         let Some(repo) = self.repos.get_mut(name) else {
@@ -361,28 +556,26 @@ impl Scheduler {
         if report.activities > 0 || report.pushed {
             repo.active_until = Some(now + times(ACTIVE_WINDOW));
         }
-        let active = repo.active_until.is_some_and(|until| until > now);
-        let feed_every = if active {
-            base
-        } else if repo.open_pull_requests {
-            times(FEED_WITH_OPEN_PULL_REQUESTS)
-        } else {
-            times(FEED_QUIET)
+        let adaptive = adaptive_every(repo, base, now);
+        let every = |driven: bool| {
+            if driven {
+                times(SWEEP_SAFETY_NET)
+            } else {
+                adaptive
+            }
         };
         if report.done.feed {
-            repo.feed = now + feed_every;
+            repo.feed = now + every(pull_requests_driven);
         }
         if report.done.heads {
-            let heads_every = if trusted {
-                times(HEADS_WHEN_SWEEP_TRUSTED)
-            } else {
-                feed_every
-            };
-            repo.heads = now + heads_every;
+            repo.heads = now + every(pushes_driven);
         }
         if report.pushed {
-            // A pull request often follows a push, and so does a pipeline.
-            repo.feed = repo.feed.min(now + base);
+            // A pull request often follows a push (the sweep flags it where it decides),
+            // and so does a pipeline.
+            if !pull_requests_driven {
+                repo.feed = repo.feed.min(now + base);
+            }
             repo.hot_since = Some(now);
             repo.hot_polls = 0;
             repo.pipelines = Some(now + base);
@@ -415,6 +608,40 @@ impl Scheduler {
     }
 }
 
+/// The feed's adaptive cadence (and the heads' where the sweep does not decide): `base`
+/// while active, slower with open pull requests, slowest when quiet.
+fn adaptive_every(repo: &RepoState, base: Duration, now: Instant) -> Duration {
+    if repo.active_until.is_some_and(|until| until > now) {
+        base
+    } else if repo.open_pull_requests {
+        base.saturating_mul(FEED_WITH_OPEN_PULL_REQUESTS)
+    } else {
+        base.saturating_mul(FEED_QUIET)
+    }
+}
+
+/// Records `count` samples of `kind` in `ws`, noting a change of mode.
+fn record(
+    changes: &mut Vec<ModeChange>,
+    workspace: &str,
+    ws: &mut WorkspaceState,
+    kind: SweepKind,
+    covered: bool,
+    count: u32,
+) {
+    let coverage = &mut ws.coverage[kind.index()];
+    if let Some(mode) = coverage.record(covered, count) {
+        let (decided, covered) = coverage.counts();
+        changes.push(ModeChange {
+            workspace: workspace.to_string(),
+            kind,
+            mode,
+            decided,
+            covered,
+        });
+    }
+}
+
 fn new_repo(workspace: String, now: Instant) -> RepoState {
     RepoState {
         workspace,
@@ -428,7 +655,9 @@ fn new_repo(workspace: String, now: Instant) -> RepoState {
         hot_polls: 0,
         open_pull_requests: false,
         pipelines_exist: false,
-        flagged: false,
+        flagged: [None; 2],
+        lane_polled: [None; 2],
+        poll_started: None,
         in_flight: false,
         not_before: None,
         failures: 0,
@@ -445,6 +674,7 @@ fn backoff(base: Duration, failures: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sweep_coverage::MIN_SAMPLES;
     use super::*;
 
     const BASE: Duration = Duration::from_secs(60);
@@ -548,20 +778,50 @@ mod tests {
         assert!(!lanes.pipelines);
     }
 
-    #[test]
-    fn a_sweep_flag_is_urgent_and_a_confirmed_push_trusts_the_sweep() {
-        let now = Instant::now();
+    /// Two repositories of workspace `a`, baselined after a first sweep at `now`.
+    fn swept_pair(now: Instant) -> Scheduler {
         let mut scheduler = Scheduler::new(BASE);
         scheduler.sync(&names(&["a/one", "a/two"]), now);
         scheduler.next_work(now);
         scheduler.sweep_done("a", Some(&[]), now);
         for name in ["a/one", "a/two"] {
-            assert!(matches!(
-                scheduler.next_work(now),
-                Some(Work::Repository { .. })
-            ));
+            scheduler.next_work(now);
             scheduler.repo_done(name, &done(all()), now);
         }
+        scheduler
+    }
+
+    fn found(pull_requests: u32, pushes: u32) -> Found {
+        Found {
+            pull_requests,
+            pushes,
+        }
+    }
+
+    /// Every due repository poll at `t`, `a/two`'s finding `found`.
+    fn round_polls(scheduler: &mut Scheduler, t: Instant, found: Found) {
+        while let Some(Work::Repository { name, lanes }) = scheduler.next_work(t) {
+            let ours = name == "a/two";
+            let report = RepoReport {
+                pushed: ours && found.pushes > 0,
+                found: if ours { found } else { Found::default() },
+                ..done(lanes)
+            };
+            scheduler.repo_done(&name, &report, t);
+        }
+    }
+
+    /// A sweep at `t` flagging `flagged`, then every due poll at `t`.
+    fn round(scheduler: &mut Scheduler, t: Instant, flagged: &[&str], found: Found) {
+        assert!(matches!(scheduler.next_work(t), Some(Work::Sweep { .. })));
+        scheduler.sweep_done("a", Some(&names(flagged)), t);
+        round_polls(scheduler, t, found);
+    }
+
+    #[test]
+    fn a_sweep_flag_is_urgent_and_covered_samples_let_the_sweep_decide() {
+        let now = Instant::now();
+        let mut scheduler = swept_pair(now);
         let t = now + BASE;
         assert!(matches!(scheduler.next_work(t), Some(Work::Sweep { .. })));
         scheduler.sweep_done("a", Some(&names(&["a/two"])), t);
@@ -570,13 +830,125 @@ mod tests {
         };
         assert_eq!(name, "a/two");
         assert!(lanes.heads && lanes.feed);
-        assert!(!scheduler.sweep_trusted("a"));
-        let pushed = RepoReport {
-            pushed: true,
+        let report = RepoReport {
+            found: found(1, 1),
             ..done(lanes)
         };
-        scheduler.repo_done("a/two", &pushed, t);
-        assert!(scheduler.sweep_trusted("a"));
+        scheduler.repo_done("a/two", &report, t);
+        assert!(!scheduler.sweep_drives("a", SweepKind::Pushes));
+        let mut t = t;
+        for _ in 1..MIN_SAMPLES {
+            t += BASE;
+            round(&mut scheduler, t, &["a/two"], found(1, 1));
+        }
+        for kind in SweepKind::ALL {
+            assert!(scheduler.sweep_drives("a", kind), "{kind:?}");
+        }
+        let changes = scheduler.take_mode_changes();
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| c.mode == SweepMode::Driving));
+        // The quiet repository's next feed and heads polls are the safety net's.
+        t += BASE;
+        round(&mut scheduler, t, &["a/one"], Found::default());
+        let due_one = scheduler.repos["a/one"].feed;
+        assert_eq!(due_one, t + BASE * SWEEP_SAFETY_NET);
+        assert_eq!(scheduler.repos["a/one"].heads, due_one);
+    }
+
+    #[test]
+    fn a_push_to_a_pull_request_branch_does_not_count_for_pushes() {
+        let now = Instant::now();
+        let mut scheduler = swept_pair(now);
+        let mut t = now;
+        for _ in 0..2 * MIN_SAMPLES {
+            t += BASE;
+            // The branch moved, but it is a pull request's: `found.pushes` stays 0.
+            round(&mut scheduler, t, &["a/two"], found(1, 0));
+        }
+        assert!(scheduler.sweep_drives("a", SweepKind::PullRequests));
+        assert!(!scheduler.sweep_drives("a", SweepKind::Pushes));
+        let pushes = &scheduler.coverage()[1];
+        assert_eq!((pushes.kind, pushes.decided), (SweepKind::Pushes, 0));
+    }
+
+    #[test]
+    fn what_polls_find_unflagged_and_the_next_sweep_misses_falls_back() {
+        let now = Instant::now();
+        let mut scheduler = swept_pair(now);
+        let mut t = now;
+        for _ in 0..MIN_SAMPLES {
+            // A poll of the unflagged repository finds a push ...
+            t += BASE * FEED_QUIET;
+            round(&mut scheduler, t, &[], found(0, 1));
+            // ... and the sweep that starts after it does not flag it: missed.
+            assert_eq!(scheduler.coverage()[1].pending, 1);
+        }
+        t += BASE;
+        assert!(matches!(scheduler.next_work(t), Some(Work::Sweep { .. })));
+        scheduler.sweep_done("a", Some(&[]), t);
+        let pushes = &scheduler.coverage()[1];
+        assert_eq!(
+            (pushes.decided, pushes.covered, pushes.mode),
+            (MIN_SAMPLES, 0, SweepMode::Fallback)
+        );
+        assert_eq!(
+            scheduler.take_mode_changes(),
+            vec![ModeChange {
+                workspace: "a".into(),
+                kind: SweepKind::Pushes,
+                mode: SweepMode::Fallback,
+                decided: MIN_SAMPLES,
+                covered: 0,
+            }]
+        );
+        // A sweep that flags the repository after such a poll counts it covered.
+        t += BASE * FEED_QUIET;
+        round(&mut scheduler, t, &[], found(0, 1));
+        t += BASE;
+        scheduler.next_work(t);
+        scheduler.sweep_done("a", Some(&names(&["a/two"])), t);
+        assert_eq!(scheduler.coverage()[1].covered, 1);
+    }
+
+    #[test]
+    fn what_no_sweep_could_have_seen_is_not_a_sample() {
+        let now = Instant::now();
+        let mut scheduler = Scheduler::new(BASE);
+        scheduler.sync(&names(&["a/one", "a/two"]), now);
+        // The first sweep fails: the catch-up polls after a restart come first.
+        scheduler.next_work(now);
+        scheduler.sweep_done("a", None, now);
+        round_polls(&mut scheduler, now, found(3, 2));
+        let t = now + BASE;
+        scheduler.next_work(t);
+        scheduler.sweep_done("a", Some(&[]), t);
+        // Their lanes' previous polls began before any sweep: left out.
+        assert!(
+            scheduler
+                .coverage()
+                .iter()
+                .all(|row| row.decided == 0 && row.pending == 0)
+        );
+    }
+
+    #[test]
+    fn a_failing_sweep_gives_the_lanes_it_drove_back_to_the_adaptive_cadence() {
+        let now = Instant::now();
+        let mut scheduler = swept_pair(now);
+        let mut t = now;
+        for _ in 0..MIN_SAMPLES {
+            t += BASE;
+            round(&mut scheduler, t, &["a/two"], found(1, 1));
+        }
+        t += BASE;
+        round(&mut scheduler, t, &["a/one"], Found::default());
+        assert_eq!(scheduler.repos["a/one"].feed, t + BASE * SWEEP_SAFETY_NET);
+        t += BASE;
+        assert!(matches!(scheduler.next_work(t), Some(Work::Sweep { .. })));
+        scheduler.sweep_done("a", None, t);
+        assert!(!scheduler.sweep_drives("a", SweepKind::PullRequests));
+        assert_eq!(scheduler.repos["a/one"].feed, t + BASE * FEED_QUIET);
+        assert_eq!(scheduler.repos["a/one"].heads, t + BASE * FEED_QUIET);
     }
 
     #[test]

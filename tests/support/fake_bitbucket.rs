@@ -292,6 +292,9 @@ struct World {
     people: oauth::People,
     /// Account uuid → what became of it (a team, an app user, deleted).
     accounts: HashMap<String, AccountState>,
+    /// Whether pull request activity moves the repository's `updated_on` in the
+    /// workspace listing (as recorded responses show); off unless a test turns it on.
+    pull_requests_move_updated_on: bool,
 }
 
 struct Inner {
@@ -366,6 +369,7 @@ impl FakeBitbucket {
                 rate_limit_header: None,
                 people: oauth::People::default(),
                 accounts: HashMap::new(),
+                pull_requests_move_updated_on: false,
             }),
             requests_changed: watch::channel(0).0,
             release: watch::channel(0).0,
@@ -428,6 +432,12 @@ impl FakeBitbucket {
             .lock()
             .accepted
             .retain(|auth| !auth.starts_with("Bearer oauth-"));
+    }
+
+    /// Makes pull request activity move the repository's `updated_on` in the workspace
+    /// listing, as recorded Bitbucket responses show (pushes always move it here).
+    pub fn pull_request_activity_moves_updated_on(&self) {
+        self.inner.lock().pull_requests_move_updated_on = true;
     }
 
     /// Sends `X-RateLimit-Limit` with every answer (as for access tokens).
@@ -741,7 +751,17 @@ fn api_answer(
             .iter()
             .filter(|(name, _)| name.starts_with(&format!("{workspace}/")))
             .filter(|(name, r)| reader.reads(name, r))
-            .filter_map(|(name, r)| Some((r.updated_on?, repo_json(name, r))))
+            .filter_map(|(name, r)| {
+                let pull_requests = r
+                    .pull_requests
+                    .values()
+                    .map(|pr| pr.updated_on)
+                    .filter(|_| world.pull_requests_move_updated_on);
+                let updated_on = r.updated_on.into_iter().chain(pull_requests).max()?;
+                let mut json = repo_json(name, r);
+                json["updated_on"] = serde_json::json!(payloads::time(updated_on));
+                Some((updated_on, json))
+            })
             .filter(|(t, _)| since.is_none_or(|s| *t > s))
             .collect();
         repos.sort_by_key(|r| std::cmp::Reverse(r.0));

@@ -67,6 +67,25 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
     print_as(&report, json, render_status)
 }
 
+/// One workspace's sweep coverage of one kind, and who decides when that kind is polled.
+fn sweep_coverage_line(row: &crate::metrics::SweepCoverage) -> String {
+    let coverage = match row.ratio() {
+        Some(ratio) => format!(
+            "{:.0} % flagged first ({} of the last {})",
+            ratio * 100.0,
+            row.covered,
+            row.decided
+        ),
+        None => "no sample yet".into(),
+    };
+    let who = match row.mode.as_str() {
+        "sweep" => "the sweep decides",
+        "fallback" => "polled per repository: coverage below 95 %",
+        _ => "polled per repository while measuring",
+    };
+    format!("{} {}: {coverage}; {who}", row.workspace, row.kind)
+}
+
 fn render_status(report: &StatusReport) -> String {
     let mut out = String::new();
     let running = if report.source == "daemon" {
@@ -102,6 +121,9 @@ fn render_status(report: &StatusReport) -> String {
             "broken:        {}\n",
             report.broken_repositories.join(", ")
         ));
+    }
+    for row in &report.sweep_coverage {
+        out.push_str(&format!("sweep:         {}\n", sweep_coverage_line(row)));
     }
     out.push_str(&format!(
         "outbox:        {} waiting, {} dead letters, {} uncertain, {} parked\n",
@@ -431,6 +453,31 @@ pub async fn restore(config: &Config, file: &Path) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_says_how_well_the_sweep_covers_each_kind_and_who_decides() {
+        let row = |kind: &str, decided, covered, mode: &str| crate::metrics::SweepCoverage {
+            workspace: "acme".into(),
+            kind: kind.into(),
+            decided,
+            covered,
+            pending: 0,
+            mode: mode.into(),
+        };
+        assert_eq!(
+            sweep_coverage_line(&row("pull_requests", 100, 99, "sweep")),
+            "acme pull_requests: 99 % flagged first (99 of the last 100); the sweep decides"
+        );
+        assert_eq!(
+            sweep_coverage_line(&row("pushes", 20, 2, "fallback")),
+            "acme pushes: 10 % flagged first (2 of the last 20); polled per repository: \
+             coverage below 95 %"
+        );
+        assert_eq!(
+            sweep_coverage_line(&row("pushes", 0, 0, "measuring")),
+            "acme pushes: no sample yet; polled per repository while measuring"
+        );
+    }
 
     /// Today's output of every listing, byte for byte.
     mod listings {
