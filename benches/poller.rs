@@ -32,7 +32,13 @@ use tokio::time::Instant;
 
 const BASE: Duration = Duration::from_secs(60);
 const REQUEST_TIME: f64 = 0.25;
-const WARM_UP_H: f64 = 2.0;
+/// Hours before measuring: at least two, and until every repository's first poll (its
+/// baseline, about five requests, sharing the budget with the polls of the repositories
+/// already baselined) is done, so the rows show the steady state.
+fn warm_up_h(repositories: usize) -> f64 {
+    let allowance = f64::from(LIMIT * PERCENT / 100);
+    (repositories as f64 * 10.0 / allowance).max(2.0)
+}
 const MEASURE_H: f64 = 8.0;
 const LIMIT: u32 = 1000;
 const PERCENT: u32 = 80;
@@ -175,7 +181,7 @@ fn pr_event(repo: &mut Repo, at: f64) {
 /// The simulated world: `n` repositories over `hours`, with per-100-repository rates.
 fn world(n: usize, model: Model, seed: u64) -> Vec<Repo> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let horizon = (WARM_UP_H + MEASURE_H) * 3600.0;
+    let horizon = (warm_up_h(n) + MEASURE_H) * 3600.0;
     let mut repos: Vec<Repo> = (0..n)
         .map(|_| Repo {
             has_pipelines: rng.random_bool(0.7),
@@ -429,7 +435,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn collect(repos: &[Repo], requests: &[(f64, &'static str)]) -> Stats {
-    let (from, to) = (WARM_UP_H * 3600.0, (WARM_UP_H + MEASURE_H) * 3600.0);
+    let warm_up = warm_up_h(repos.len());
+    let (from, to) = (warm_up * 3600.0, (warm_up + MEASURE_H) * 3600.0);
     let measured = || requests.iter().filter(|(t, _)| *t >= from && *t < to);
     let mut stats = Stats {
         requests_per_hour: measured().count() as f64 / MEASURE_H,
@@ -463,7 +470,7 @@ fn simulate(n: usize, model: Model, sweep_model: SweepModel) -> Stats {
         t0,
         now: 0.0,
         budget: Budget::new(LIMIT, PERCENT, t0),
-        scheduler: Scheduler::new(BASE),
+        scheduler: Scheduler::new(BASE).with_request_budget(LIMIT * PERCENT / 100),
         repos: world(n, model, 7),
         baselined: vec![false; n],
         pipelines_seen: vec![false; n],
@@ -473,7 +480,7 @@ fn simulate(n: usize, model: Model, sweep_model: SweepModel) -> Stats {
     };
     let names: Vec<String> = (0..n).map(name).collect();
     sim.scheduler.sync(&names, t0);
-    sim.run((WARM_UP_H + MEASURE_H) * 3600.0);
+    sim.run((warm_up_h(n) + MEASURE_H) * 3600.0);
     let mut stats = collect(&sim.repos, &sim.requests);
     stats.coverage = sim.scheduler.coverage();
     stats

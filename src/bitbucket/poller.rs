@@ -270,6 +270,8 @@ impl<S: PollStore> Poller<S> {
     }
 
     fn sync(&self, scheduler: &mut Scheduler, now: Instant) {
+        let allowance = self.context.client.budget().allowance();
+        scheduler.set_request_budget(u32::try_from(allowance).unwrap_or(u32::MAX));
         match self.context.store.watched_names() {
             Ok(names) => {
                 let before = scheduler.len();

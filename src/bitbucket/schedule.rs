@@ -123,8 +123,12 @@ impl RepoReport {
 const ACTIVE_WINDOW: u32 = 30;
 const FEED_WITH_OPEN_PULL_REQUESTS: u32 = 4;
 const FEED_QUIET: u32 = 16;
-/// A lane the sweep decides, for an unflagged repository: the safety net.
+/// A lane the sweep decides, for an unflagged repository: the safety net, at least this
+/// often apart ...
 const SWEEP_SAFETY_NET: u32 = 60;
+/// ... and slower where the safety nets of every watched repository (two lanes each)
+/// would take more than this share of the request budget.
+const SAFETY_NET_BUDGET_SHARE: f64 = 0.1;
 /// Samples waiting for a sweep's verdict, per workspace, at most.
 const MAX_PENDING: usize = 1000;
 const PIPELINES_ROUTINE: u32 = 60;
@@ -220,6 +224,8 @@ pub struct ModeChange {
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     base: Duration,
+    /// The budget's requests an hour, when known (it scales the safety net).
+    requests_per_hour: Option<u32>,
     repos: BTreeMap<String, RepoState>,
     workspaces: BTreeMap<String, WorkspaceState>,
     mode_changes: Vec<ModeChange>,
@@ -235,10 +241,36 @@ impl Scheduler {
     pub fn new(base: Duration) -> Self {
         Self {
             base: base.max(Duration::from_millis(1)),
+            requests_per_hour: None,
             repos: BTreeMap::new(),
             workspaces: BTreeMap::new(),
             mode_changes: Vec::new(),
         }
+    }
+
+    /// The requests an hour the budget allows, so the sweep's safety net can stay within
+    /// [`SAFETY_NET_BUDGET_SHARE`] of it however many repositories are watched.
+    pub fn with_request_budget(mut self, requests_per_hour: u32) -> Self {
+        self.set_request_budget(requests_per_hour);
+        self
+    }
+
+    /// A new allowance (Bitbucket announced another limit).
+    pub fn set_request_budget(&mut self, requests_per_hour: u32) {
+        self.requests_per_hour = Some(requests_per_hour.max(1));
+    }
+
+    /// How long a lane the sweep decides waits for its safety-net poll: `60·base`, or
+    /// longer where two lanes of every watched repository at that pace would take more
+    /// than a tenth of the budget (1,000 repositories on 800 requests an hour: 25 h).
+    fn safety_net(&self) -> Duration {
+        let floor = self.base.saturating_mul(SWEEP_SAFETY_NET);
+        let Some(per_hour) = self.requests_per_hour else {
+            return floor;
+        };
+        let polls_per_round = 2.0 * self.repos.len() as f64;
+        let hours = polls_per_round / (SAFETY_NET_BUDGET_SHARE * f64::from(per_hour));
+        floor.max(Duration::from_secs_f64(hours * 3600.0))
     }
 
     /// Makes the watched set `watched` (full names): new repositories are due at once
@@ -548,6 +580,7 @@ impl Scheduler {
             (drives(SweepKind::PullRequests), drives(SweepKind::Pushes));
         let base = self.base;
         let times = |n: u32| base.saturating_mul(n);
+        let safety_net = self.safety_net();
         let Some(repo) = self.repos.get_mut(name) else {
             return;
         };
@@ -558,11 +591,7 @@ impl Scheduler {
         }
         let adaptive = adaptive_every(repo, base, now);
         let every = |driven: bool| {
-            if driven {
-                times(SWEEP_SAFETY_NET)
-            } else {
-                adaptive
-            }
+            if driven { safety_net } else { adaptive }
         };
         if report.done.feed {
             repo.feed = now + every(pull_requests_driven);
@@ -949,6 +978,31 @@ mod tests {
         assert!(!scheduler.sweep_drives("a", SweepKind::PullRequests));
         assert_eq!(scheduler.repos["a/one"].feed, t + BASE * FEED_QUIET);
         assert_eq!(scheduler.repos["a/one"].heads, t + BASE * FEED_QUIET);
+    }
+
+    #[test]
+    fn the_safety_net_stays_within_a_tenth_of_the_budget() {
+        let t = Instant::now();
+        let many: Vec<String> = (0..1000).map(|i| format!("acme/r{i}")).collect();
+        let mut scheduler = Scheduler::new(BASE);
+        scheduler.sync(&many[..100], t);
+        assert_eq!(
+            scheduler.safety_net(),
+            BASE * SWEEP_SAFETY_NET,
+            "unknown budget"
+        );
+        scheduler.set_request_budget(800);
+        // 100 repositories, two lanes each, hourly: 200 requests, a quarter of 800; a
+        // tenth allows one round every 2.5 hours.
+        assert_eq!(scheduler.safety_net(), Duration::from_secs(9000));
+        scheduler.sync(&many, t);
+        assert_eq!(scheduler.safety_net(), Duration::from_secs(25 * 3600));
+        scheduler.set_request_budget(100_000);
+        assert_eq!(
+            scheduler.safety_net(),
+            BASE * SWEEP_SAFETY_NET,
+            "never under an hour"
+        );
     }
 
     #[test]
