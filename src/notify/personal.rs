@@ -45,9 +45,9 @@ pub enum Reason {
     Merged,
     /// Your pull request was declined.
     Declined,
-    /// A pipeline of your pull request failed.
+    /// A pipeline or build (commit status) of your pull request failed.
     BuildFailed,
-    /// A pipeline of your pull request passed after a failure.
+    /// A pipeline or build of your pull request passed after a failure.
     BuildFixed,
 }
 
@@ -78,8 +78,8 @@ impl Reason {
             Reason::Mentioned => "You were mentioned",
             Reason::Merged => "Your pull request was merged",
             Reason::Declined => "Your pull request was declined",
-            Reason::BuildFailed => "A pipeline failed on your pull request",
-            Reason::BuildFixed => "A pipeline passed again on your pull request",
+            Reason::BuildFailed => "A build failed on your pull request",
+            Reason::BuildFixed => "A build passed again on your pull request",
         }
     }
 
@@ -154,13 +154,13 @@ pub const KINDS: &[KindSpec] = &[
     KindSpec {
         kind: NotifyKind::Builds,
         word: "builds",
-        summary: "a pipeline fails on your pull request",
+        summary: "a pipeline or build fails on your pull request",
         default_on: true,
     },
     KindSpec {
         kind: NotifyKind::Fixes,
         word: "fixes",
-        summary: "a pipeline passes again on your pull request after failing",
+        summary: "a pipeline or build passes again on your pull request after failing",
         default_on: false,
     },
 ];
@@ -240,6 +240,24 @@ pub fn concerned(activity: &Activity) -> Vec<(Person, Reason)> {
         ActivityKind::PipelineFixed { pipeline } => {
             found.extend(
                 account(&pipeline.pull_request_author)
+                    .map(|a| (Person::Account(a), Reason::BuildFixed)),
+            );
+        }
+        ActivityKind::BuildFailed { build } => {
+            found.extend(
+                build
+                    .pull_request
+                    .as_ref()
+                    .and_then(author)
+                    .map(|a| (Person::Account(a), Reason::BuildFailed)),
+            );
+        }
+        ActivityKind::BuildFixed { build } => {
+            found.extend(
+                build
+                    .pull_request
+                    .as_ref()
+                    .and_then(author)
                     .map(|a| (Person::Account(a), Reason::BuildFixed)),
             );
         }
@@ -718,6 +736,23 @@ mod tests {
                     },
                 ),
                 vec![account("ada", Reason::BuildFixed)],
+            ),
+            (
+                "a commit status failing on a pull request: its author",
+                by(
+                    "bob",
+                    ActivityKind::BuildFailed {
+                        build: crate::bitbucket::BuildRef {
+                            key: "ci".into(),
+                            name: None,
+                            commit: "abc".into(),
+                            branch: Some("feature".into()),
+                            url: None,
+                            pull_request: Some(pr()),
+                        },
+                    },
+                ),
+                vec![account("ada", Reason::BuildFailed)],
             ),
             (
                 "a succeeded pipeline is nobody's news",
