@@ -50,6 +50,7 @@ fn pull_request() -> PullRequestRef {
         }),
         source_branch: Some("feature/retries".into()),
         destination_branch: Some("main".into()),
+        reviewers: Vec::new(),
     }
 }
 

@@ -24,6 +24,7 @@ fn pull_request() -> PullRequestRef {
         author: actor("Ada Lovelace"),
         source_branch: Some("feature/retries".into()),
         destination_branch: Some("main".into()),
+        reviewers: Vec::new(),
     }
 }
 
@@ -36,6 +37,7 @@ fn pipeline(duration: Option<u64>) -> PipelineRef {
         duration_secs: duration,
         pull_request: None,
         result: None,
+        pull_request_author: None,
     }
 }
 
@@ -57,6 +59,8 @@ fn comment() -> CommentRef {
         link: Some("https://bitbucket.org/acme/api/pull-requests/42#comment-5".into()),
         inline_path: Some("src/retry.rs".into()),
         inline_line: Some(12),
+        parent_author: None,
+        mentions: Vec::new(),
     }
 }
 
@@ -232,6 +236,7 @@ fn pipeline_and_issue_messages() {
             pipeline: PipelineRef {
                 pull_request: Some(42),
                 result: Some("EXPIRED".into()),
+                pull_request_author: None,
                 ..pipeline(Some(3600))
             },
         },

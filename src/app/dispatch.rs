@@ -399,6 +399,17 @@ impl EnvelopeHandler for Dispatcher {
                     .set_threading(&installation.team_id, &command.channel_id, on)
                     .await
             }
+            Ok(Command::Notify(notify)) => {
+                super::personal::answer(
+                    &self.context.store,
+                    &self.context.accounts,
+                    self.context.clock.now(),
+                    &installation.team_id,
+                    &command.user_id,
+                    &notify,
+                )
+                .await
+            }
             Err(error) => {
                 info!(channel = %command.channel_id, user = %command.user_id, ?error, "slash command did not parse");
                 commands::error_reply(&error)

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod dispatch;
 pub mod http_backend;
 pub mod installations;
+pub mod personal;
 pub mod poller;
 pub mod router;
 pub mod subscriptions;

@@ -9,6 +9,12 @@
 //! Runs when the poller rings after a commit that appended activities, and on a slow
 //! tick as a safety net (a missed ring, activities left by a previous run).
 //!
+//! Also queues personal notifications: one DM per linked person the activity concerns
+//! (`notify::personal`), in each workspace that subscribed its repository (a channel's
+//! subscription covers it), when that workspace's permissions allow direct messages and
+//! the person's settings want it. A DM is a delivery whose channel is the Slack user, so
+//! it is paced as its own queue and queued in the same transaction as the channels'.
+//!
 //! Combines the store and the pure `notify` rules. Never posts to Slack itself.
 
 use std::sync::Arc;
@@ -18,9 +24,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::bitbucket::Activity;
 use crate::clock::Clock;
-use crate::notify::{render, route};
+use crate::notify::personal::{self, Person};
+use crate::notify::{Subscription, render, route};
 use crate::store::{NewDelivery, Store, StoreError};
+use crate::upgrade::{self, Feature};
 
 /// How often the activity outbox is looked at without a ring from the poller.
 pub const SAFETY_TICK: Duration = Duration::from_secs(30);
@@ -65,7 +74,8 @@ impl Router {
         }
         let subscriptions = self.store.subscriptions.list_all()?;
         for (seq, activity) in &pending {
-            let deliveries: Vec<NewDelivery> = route(activity, &subscriptions)
+            let now = self.clock.now();
+            let mut deliveries: Vec<NewDelivery> = route(activity, &subscriptions)
                 .into_iter()
                 .map(|(team_id, channel_id)| {
                     let links = &self.store.user_links;
@@ -78,7 +88,7 @@ impl Router {
                     }
                 })
                 .collect();
-            let now = self.clock.now();
+            deliveries.extend(self.personal_deliveries(activity, &subscriptions, now)?);
             let routed = self.store.commit_routing(*seq, deliveries, now).await?;
             if routed.parked > 0 {
                 self.metrics
@@ -93,6 +103,72 @@ impl Router {
             debug!(activity = %activity.id, repository = %activity.repository, channels = routed.queued, parked = routed.parked, "activity routed");
         }
         Ok(pending.len())
+    }
+
+    /// The DMs `activity` gives: per workspace that subscribed its repository and may
+    /// send direct messages, one per linked person it concerns whose settings want it
+    /// (the first reason they want), never to its actor (a pipeline's result excepted).
+    fn personal_deliveries(
+        &self,
+        activity: &Activity,
+        subscriptions: &[Subscription],
+        now: jiff::Timestamp,
+    ) -> Result<Vec<NewDelivery>, StoreError> {
+        let concerned = personal::concerned(activity);
+        if concerned.is_empty() {
+            return Ok(Vec::new());
+        }
+        let repository = activity.repository.as_str();
+        let teams: std::collections::BTreeSet<&str> = subscriptions
+            .iter()
+            .filter(|s| s.target.covers(repository) && s.coverage.covers(repository))
+            .map(|s| s.team_id.as_str())
+            .collect();
+        let links = &self.store.user_links;
+        let mut deliveries = Vec::new();
+        for team_id in teams {
+            let Some(installation) = self.store.installations.get(team_id)? else {
+                continue;
+            };
+            if !upgrade::is_available(Feature::DirectMessages, &installation.scopes) {
+                continue;
+            }
+            let actor = match activity.actor.as_ref().and_then(|a| a.uuid.as_deref()) {
+                Some(uuid) => links.slack_user_for(team_id, uuid)?,
+                None => None,
+            };
+            let mut served = std::collections::BTreeSet::new();
+            let mut rendered = None;
+            for (person, reason) in &concerned {
+                let user = match person {
+                    Person::Account(uuid) => links.slack_user_for(team_id, uuid)?,
+                    Person::Mentioned(mention) => links.slack_user_mentioned(team_id, mention)?,
+                };
+                let Some(user) = user else { continue };
+                if served.contains(&user)
+                    || (actor.as_ref() == Some(&user) && !reason.tells_the_actor())
+                    || !self
+                        .store
+                        .personal_settings
+                        .get(team_id, &user)?
+                        .wants(*reason, now)
+                {
+                    continue;
+                }
+                let rendered = rendered.get_or_insert_with(|| {
+                    let mention = |uuid: &str| links.slack_user_for(team_id, uuid).ok().flatten();
+                    render(activity, &mention)
+                });
+                deliveries.push(NewDelivery {
+                    team_id: team_id.to_string(),
+                    channel_id: user.clone(),
+                    activity_id: activity.id.clone(),
+                    notification: personal::personal_notification(*reason, rendered),
+                });
+                served.insert(user);
+            }
+        }
+        Ok(deliveries)
     }
 }
 
@@ -156,6 +232,7 @@ mod tests {
                     author: None,
                     source_branch: Some("feature".into()),
                     destination_branch: Some("main".into()),
+                    reviewers: Vec::new(),
                 },
             },
         }
@@ -202,6 +279,79 @@ mod tests {
         assert!(started.elapsed() < SAFETY_TICK, "{:?}", started.elapsed());
         stop.cancel();
         task.await.expect("router");
+    }
+
+    #[tokio::test]
+    async fn dms_go_only_to_linked_people_of_workspaces_that_subscribed_and_may_dm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = subscribed_store(dir.path()).await;
+        let every_scope: Vec<String> = crate::upgrade::required_scopes()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        for team in ["T1", "T2"] {
+            let mut installation = sample(team, "xoxb-1");
+            installation.scopes = every_scope.clone();
+            store
+                .installations
+                .upsert(installation)
+                .await
+                .expect("install");
+            let link = crate::store::UserLink {
+                team_id: team.into(),
+                slack_user_id: "UBOB".into(),
+                bitbucket_uuid: "{bob}".into(),
+                account_id: None,
+                display_name: "Bob".into(),
+                nickname: Some("bob".into()),
+                access_token: crate::config::Secret::new("access".into()),
+                refresh_token: crate::config::Secret::new("refresh".into()),
+                access_expires_at: at(3600),
+                linked_at: at(0),
+                stale: false,
+                stale_notified: false,
+            };
+            store.user_links.put(&link).await.expect("link");
+        }
+        let requested = |id: &str, repository: &str| Activity {
+            id: id.into(),
+            repository: repository.into(),
+            kind: ActivityKind::PullRequestReviewRequested {
+                pull_request: match pull_request_created(id).kind {
+                    ActivityKind::PullRequestCreated { pull_request } => pull_request,
+                    _ => unreachable!(),
+                },
+                reviewer: crate::bitbucket::Actor {
+                    display_name: "Bob".into(),
+                    uuid: Some("{bob}".into()),
+                },
+            },
+            ..pull_request_created(id)
+        };
+        store
+            .activities
+            .commit_poll(
+                "acme/api",
+                &1u32,
+                &[requested("r1", "acme/api"), requested("r2", "acme/other")],
+            )
+            .await
+            .expect("commit");
+        let router = router(&store, Arc::new(Notify::new()));
+        assert_eq!(router.route_pending().await.expect("route"), 2);
+        let dms: Vec<(String, String, String)> = store
+            .deliveries
+            .pending()
+            .expect("outbox")
+            .into_iter()
+            .filter(|d| d.channel_id.starts_with('U'))
+            .map(|d| (d.team_id, d.channel_id, d.activity_id))
+            .collect();
+        assert_eq!(
+            dms,
+            vec![("T1".to_string(), "UBOB".to_string(), "r1".to_string())],
+            "T2 subscribed nothing; nobody subscribed acme/other"
+        );
     }
 
     #[tokio::test]

@@ -52,6 +52,10 @@ pub struct PullRequestRef {
     pub author: Option<Actor>,
     pub source_branch: Option<String>,
     pub destination_branch: Option<String>,
+    /// The uuids of its reviewers, when the daemon has read them (for personal
+    /// notifications; empty in activities stored before it was recorded).
+    #[serde(default)]
+    pub reviewers: Vec<String>,
 }
 
 /// A comment, cut to [`MAX_EXCERPT`].
@@ -63,6 +67,14 @@ pub struct CommentRef {
     /// The file an inline comment is on.
     pub inline_path: Option<String>,
     pub inline_line: Option<u64>,
+    /// The author of the comment this one replies to, when it is a reply and the daemon
+    /// saw that comment.
+    #[serde(default)]
+    pub parent_author: Option<Actor>,
+    /// Who the full text mentions, as written: `{uuid}`, an account id, or a nickname
+    /// (without the `@`), each once.
+    #[serde(default)]
+    pub mentions: Vec<String>,
 }
 
 /// One commit of a push.
@@ -91,6 +103,9 @@ pub struct PipelineRef {
     /// The completed result as Bitbucket names it (`FAILED`, `ERROR`, `EXPIRED`, ...).
     #[serde(default)]
     pub result: Option<String>,
+    /// The author of that pull request, when the daemon knows it.
+    #[serde(default)]
+    pub pull_request_author: Option<Actor>,
 }
 
 /// An issue of the repository's issue tracker.

@@ -64,7 +64,8 @@ values.changes_request.user.uuid,values.changes_requested.date,\
 values.changes_requested.user.display_name,values.changes_requested.user.uuid,values.comment.id,values.comment.content.raw,\
 values.comment.user.display_name,values.comment.user.uuid,values.comment.created_on,\
 values.comment.deleted,values.comment.pending,values.comment.inline.path,\
-values.comment.inline.to,values.comment.inline.from,values.comment.links.html.href";
+values.comment.inline.to,values.comment.inline.from,values.comment.links.html.href,\
+values.comment.parent.id";
 const FIELDS_PULL_REQUEST: &str = "id,title,state,links.html.href,reviewers.display_name,\
 reviewers.uuid,participants.user.display_name,participants.user.uuid,participants.role,\
 participants.approved";

@@ -245,6 +245,15 @@ pub struct PullRequestComment {
     pub pending: bool,
     pub inline: Option<Inline>,
     pub links: Option<Links>,
+    /// The comment this one replies to.
+    #[serde(default)]
+    pub parent: Option<CommentParent>,
+}
+
+/// A reply's `parent`: the comment it answers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommentParent {
+    pub id: Option<u64>,
 }
 
 /// An item of `…/refs/branches`.

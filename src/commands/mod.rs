@@ -11,6 +11,7 @@ pub mod status;
 use crate::bitbucket::Target;
 use crate::bitbucket::name::parse_target;
 use crate::message::{Message, escape_inline_code};
+use crate::notify::personal::{NOTIFY_USAGE, NotifyCommand, parse_notify};
 use crate::notify::subscription::{SubscribeWord, parse_word};
 use crate::upgrade::Feature;
 
@@ -52,6 +53,8 @@ pub enum Command {
     },
     /// Admins: show how to update the app's Slack permissions.
     Upgrade,
+    /// Your personal notifications: list or change them.
+    Notify(NotifyCommand),
 }
 
 impl Command {
@@ -68,6 +71,7 @@ impl Command {
             Command::Subscriptions | Command::SubscriptionFeatures => "subscriptions",
             Command::Threading { .. } => "settings",
             Command::Upgrade => "upgrade",
+            Command::Notify(_) => "notify",
         }
     }
 
@@ -183,6 +187,13 @@ pub const COMMANDS: &[CommandSpec] = &[
             ["features"] => Ok(Command::SubscriptionFeatures),
             _ => Err("the only option is `features`".into()),
         },
+    },
+    CommandSpec {
+        name: "notify",
+        usage: NOTIFY_USAGE,
+        summary: "Your personal notifications by direct message (reviews asked of you, your pull requests' reviews, merges, failed builds): list them, turn a kind on or off, or mute them for a while.",
+        feature: Some(Feature::DirectMessages),
+        parse: |args| parse_notify(args).map(Command::Notify),
     },
     CommandSpec {
         name: "upgrade",
@@ -369,12 +380,18 @@ mod tests {
     }
 
     #[test]
-    fn only_subscribe_needs_a_feature_and_every_command_has_a_row() {
+    fn only_subscribe_and_notify_need_a_feature_and_every_command_has_a_row() {
         let gated: Vec<_> = COMMANDS
             .iter()
             .filter_map(|spec| Some((spec.name, spec.feature?)))
             .collect();
-        assert_eq!(gated, vec![("subscribe", Feature::ChannelNotifications)]);
+        assert_eq!(
+            gated,
+            vec![
+                ("subscribe", Feature::ChannelNotifications),
+                ("notify", Feature::DirectMessages)
+            ]
+        );
         for text in [
             "help",
             "status",
@@ -387,6 +404,9 @@ mod tests {
             "settings threading on",
             "subscribe acme/repo",
             "unsubscribe acme",
+            "notify",
+            "notify off reviews",
+            "notify mute 2h",
         ] {
             let command = parse(text).expect("parses");
             assert_eq!(command.spec().name, command.name(), "{text}");
@@ -414,7 +434,13 @@ mod tests {
             .filter(|feature| *feature != Feature::ChannelNotifications)
             .collect();
         assert_eq!(unavailable_commands(&without_channels), vec!["subscribe"]);
-        assert_eq!(unavailable_commands(&[]), vec!["subscribe"]);
+        assert_eq!(unavailable_commands(&[]), vec!["subscribe", "notify"]);
+        let without_dms: Vec<Feature> = all
+            .iter()
+            .copied()
+            .filter(|feature| *feature != Feature::DirectMessages)
+            .collect();
+        assert_eq!(unavailable_commands(&without_dms), vec!["notify"]);
         let help = help_without(&unavailable_commands(&without_channels))
             .sections
             .join("\n");

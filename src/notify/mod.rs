@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod glob;
+pub mod personal;
 pub mod render;
 pub mod subscription;
 

@@ -650,6 +650,8 @@ mod tests {
             link: None,
             inline_path: Some("src/lib.rs".into()),
             inline_line: Some(3),
+            parent_author: None,
+            mentions: Vec::new(),
         };
         let rendered = render(
             &activity(
@@ -722,6 +724,7 @@ mod tests {
                         duration_secs: Some(95),
                         pull_request: None,
                         result: Some("FAILED".into()),
+                        pull_request_author: None,
                     },
                 },
                 "Ada",

@@ -577,6 +577,7 @@ pub(crate) mod tests {
             }),
             source_branch: Some("feature/retries".into()),
             destination_branch: Some(destination.into()),
+            reviewers: Vec::new(),
         }
     }
 
@@ -619,6 +620,7 @@ pub(crate) mod tests {
                 duration_secs: Some(90),
                 pull_request: None,
                 result: None,
+                pull_request_author: None,
             },
         }
     }
@@ -750,6 +752,7 @@ pub(crate) mod tests {
                 duration_secs: None,
                 pull_request: None,
                 result: None,
+                pull_request_author: None,
             },
         };
         check(&["pipelines"], succeeded.clone(), "Ada", false);

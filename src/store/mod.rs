@@ -12,6 +12,7 @@ pub mod crypto;
 mod dedup;
 mod deliveries;
 pub(crate) mod installations;
+mod personal_settings;
 mod poll;
 mod purge;
 mod repositories;
@@ -29,6 +30,7 @@ pub use deliveries::{
     BeginPost, ChannelKey, DeliveryStore, NewDelivery, ParkReason, PendingDelivery,
 };
 pub use installations::{InstallSource, Installation, InstallationState, InstallationStore};
+pub use personal_settings::PersonalSettingsStore;
 pub use purge::PurgedTeam;
 pub use repositories::{Broken, RepositoryStore, WatchedRepository};
 pub use subscriptions::SubscriptionStore;
@@ -148,6 +150,7 @@ pub struct Store {
     pub repositories: RepositoryStore,
     pub activities: ActivityStore,
     pub campaigns: CampaignStore,
+    pub personal_settings: PersonalSettingsStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -241,6 +244,10 @@ impl Store {
                 db.open_tree("user_links")?,
                 db.open_tree("user_links_by_bitbucket")?,
                 cipher.clone(),
+                gate.clone(),
+            ),
+            personal_settings: PersonalSettingsStore::new(
+                db.open_tree("personal_settings")?,
                 gate.clone(),
             ),
             db,

@@ -42,6 +42,7 @@ const TEAM_TREES: &[(&str, TeamKey)] = &[
     ("user_links_by_bitbucket", TeamKey::Prefix),
     ("subscriptions", TeamKey::Prefix),
     ("channel_settings", TeamKey::Prefix),
+    ("personal_settings", TeamKey::Prefix),
     ("threads", TeamKey::Prefix),
     ("deliveries", TeamKey::Outbox),
     ("dead_letters", TeamKey::ValueTeamId),
@@ -262,6 +263,13 @@ mod tests {
             })
             .await
             .expect("link");
+        let mut personal = crate::notify::personal::PersonalSettings::default();
+        personal.set(crate::notify::personal::NotifyKind::Mentions, true);
+        store
+            .personal_settings
+            .put(team, &format!("U-{team}"), &personal)
+            .await
+            .expect("personal settings");
         store
             .subscriptions
             .put(&Subscription {

@@ -151,6 +151,34 @@ impl UserLinkStore {
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
 
+    /// The Slack user of this workspace whose linked account a comment's mention names
+    /// (see `notify::personal::mention_names`), if any; tokens are not opened.
+    pub fn slack_user_mentioned(
+        &self,
+        team_id: &str,
+        mention: &str,
+    ) -> Result<Option<String>, StoreError> {
+        if mention.starts_with('{') {
+            if let Some(user) = self.slack_user_for(team_id, mention)? {
+                return Ok(Some(user));
+            }
+        }
+        for entry in self.links.scan_prefix(format!("{team_id}:").as_bytes()) {
+            let (_, bytes) = entry?;
+            let stored: StoredLink = serde_json::from_slice(&bytes)
+                .map_err(|error| StoreError::Corrupt(format!("user link record: {error}")))?;
+            if crate::notify::personal::mention_names(
+                mention,
+                &stored.bitbucket_uuid,
+                stored.account_id.as_deref(),
+                stored.nickname.as_deref(),
+            ) {
+                return Ok(Some(stored.slack_user_id));
+            }
+        }
+        Ok(None)
+    }
+
     /// Stores a link (new, refreshed or relinked to another account) and its index entry
     /// in one transaction, then flushes: on return it survives a crash.
     pub async fn put(&self, link: &UserLink) -> Result<(), StoreError> {
@@ -221,6 +249,23 @@ mod tests {
             stale: false,
             stale_notified: false,
         }
+    }
+
+    #[tokio::test]
+    async fn mentions_find_the_linked_person_of_the_workspace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let links = &store.user_links;
+        links.put(&link("T1", "U1", "{ada}")).await.expect("put");
+        for mention in ["{ada}", "{557058:abc}", "ADA"] {
+            assert_eq!(
+                links.slack_user_mentioned("T1", mention).expect("find"),
+                Some("U1".into()),
+                "{mention}"
+            );
+        }
+        assert_eq!(links.slack_user_mentioned("T2", "ada").expect("find"), None);
+        assert_eq!(links.slack_user_mentioned("T1", "bob").expect("find"), None);
     }
 
     #[tokio::test]

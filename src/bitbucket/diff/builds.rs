@@ -118,6 +118,11 @@ fn pull_request_ref(id: u64, tracked: &TrackedPullRequest) -> PullRequestRef {
         author: tracked.author.clone(),
         source_branch: tracked.source_branch.clone(),
         destination_branch: tracked.destination_branch.clone(),
+        reviewers: tracked
+            .reviewers
+            .as_ref()
+            .map(|uuids| uuids.iter().cloned().collect())
+            .unwrap_or_default(),
     }
 }
 

@@ -120,6 +120,10 @@ pub fn issue_comments(
                 link: Links::html(&comment.links),
                 inline_path: None,
                 inline_line: None,
+                parent_author: None,
+                mentions: super::pull_requests::mentions_in(Content::raw_text(
+                    comment.content.as_ref(),
+                )),
             };
             activity(
                 format!("{repo}:issue:{}:comment:{}", issue.id, comment.id),

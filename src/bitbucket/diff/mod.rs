@@ -74,6 +74,10 @@ pub struct RepoCursor {
     /// not list who was added), by id. Read a few per poll by the poller.
     #[serde(default)]
     pub reviewer_checks: BTreeMap<u64, ReviewerCheck>,
+    /// Who wrote the newest pull-request comments seen, by comment id (at most
+    /// [`pull_requests::KNOWN_COMMENT_AUTHORS`]), so a reply can name whom it answers.
+    #[serde(default)]
+    pub comment_authors: BTreeMap<u64, Actor>,
 }
 
 /// Why a pull request's reviewers are to be read, and what to say about new ones.

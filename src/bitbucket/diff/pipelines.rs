@@ -74,6 +74,7 @@ fn pipeline_ref(pipeline: &Pipeline) -> PipelineRef {
             .and_then(|t| t.pullrequest.as_ref())
             .and_then(|p| p.id),
         result,
+        pull_request_author: None,
     }
 }
 
@@ -89,7 +90,10 @@ pub fn pipelines(
     let mut ordered: Vec<&Pipeline> = page.iter().collect();
     ordered.sort_by_key(|p| (p.created_on, p.build_number));
     for pipeline in ordered {
-        activities.extend(apply_pipeline(cursor, repo, pipeline, now));
+        for mut found in apply_pipeline(cursor, repo, pipeline, now) {
+            note_pull_request_author(cursor, &mut found);
+            activities.push(found);
+        }
     }
     let state = &mut cursor.pipelines;
     while state.known.len() > KNOWN_PIPELINES {
@@ -110,6 +114,29 @@ pub fn pipelines(
         state.since = Some(state.since.map_or(after, |since| since.max(after)));
     }
     activities
+}
+
+/// Records who wrote the pull request a pipeline ran for: the pull request it names, else
+/// the open pull request whose source branch it ran on (for personal notifications).
+fn note_pull_request_author(cursor: &RepoCursor, found: &mut Activity) {
+    let pipeline = match &mut found.kind {
+        ActivityKind::PipelineStarted { pipeline }
+        | ActivityKind::PipelineSucceeded { pipeline }
+        | ActivityKind::PipelineFailed { pipeline }
+        | ActivityKind::PipelineStopped { pipeline }
+        | ActivityKind::PipelineFixed { pipeline } => pipeline,
+        _ => return,
+    };
+    let tracked = match pipeline.pull_request {
+        Some(id) => cursor.pull_requests.get(&id),
+        None => pipeline.branch.as_deref().and_then(|branch| {
+            cursor
+                .pull_requests
+                .values()
+                .find(|tracked| tracked.source_branch.as_deref() == Some(branch))
+        }),
+    };
+    pipeline.pull_request_author = tracked.and_then(|tracked| tracked.author.clone());
 }
 
 fn apply_pipeline(

@@ -23,6 +23,9 @@ use crate::bitbucket::model::{
 /// key), because an entry can show up late: a draft comment published after newer ones.
 pub const FEED_LOOKBACK: SignedDuration = SignedDuration::from_mins(10);
 
+/// How many comment authors the cursor remembers, for replies.
+pub const KNOWN_COMMENT_AUTHORS: usize = 500;
+
 /// What the cursor remembers of an open pull request listed at the baseline.
 pub(super) fn tracked_from_summary(summary: &PullRequestSummary) -> TrackedPullRequest {
     TrackedPullRequest {
@@ -177,6 +180,7 @@ fn pull_request_ref(cursor: &RepoCursor, entry: &FeedEntry) -> Option<PullReques
         author: tracked.and_then(|t| t.author.clone()),
         source_branch: tracked.and_then(|t| t.source_branch.clone()),
         destination_branch: tracked.and_then(|t| t.destination_branch.clone()),
+        reviewers: tracked.map(reviewer_uuids).unwrap_or_default(),
     })
 }
 
@@ -226,12 +230,22 @@ fn apply_entry(cursor: &mut RepoCursor, repo: &str, entry: &FeedEntry) -> Option
     }
     let date = comment.created_on?;
     let inline = comment.inline.as_ref();
+    let author = actor(&comment.user);
+    let parent_author = comment
+        .parent
+        .as_ref()
+        .and_then(|parent| parent.id)
+        .and_then(|parent| cursor.comment_authors.get(&parent).cloned());
+    note_comment_author(cursor, comment.id, author.as_ref());
+    let raw = Content::raw_text(comment.content.as_ref());
     let comment_ref = CommentRef {
         id: comment.id,
-        excerpt: excerpt(Content::raw_text(comment.content.as_ref())),
+        excerpt: excerpt(raw),
         link: Links::html(&comment.links),
         inline_path: inline.and_then(|i| i.path.clone()),
         inline_line: inline.and_then(|i| i.to.or(i.from)),
+        parent_author,
+        mentions: mentions_in(raw),
     };
     let id = format!("{repo}:pr:{pr}:comment:{}", comment.id);
     let link = comment_ref.link.clone().or(pull_request.link.clone());
@@ -239,7 +253,69 @@ fn apply_entry(cursor: &mut RepoCursor, repo: &str, entry: &FeedEntry) -> Option
         pull_request,
         comment: comment_ref,
     };
-    Some(activity(id, repo, date, actor(&comment.user), link, kind))
+    Some(activity(id, repo, date, author, link, kind))
+}
+
+/// The reviewers a pull request's activities name: the uuids last read, in order.
+fn reviewer_uuids(tracked: &TrackedPullRequest) -> Vec<String> {
+    tracked
+        .reviewers
+        .as_ref()
+        .map(|uuids| uuids.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Remembers who wrote a comment, so a reply to it can name them; the oldest are
+/// forgotten beyond [`KNOWN_COMMENT_AUTHORS`].
+fn note_comment_author(cursor: &mut RepoCursor, comment: u64, author: Option<&Actor>) {
+    let Some(author) = author else { return };
+    cursor.comment_authors.insert(comment, author.clone());
+    while cursor.comment_authors.len() > KNOWN_COMMENT_AUTHORS {
+        cursor.comment_authors.pop_first();
+    }
+}
+
+/// At most this many mentions are read from one comment.
+pub const MAX_MENTIONS: usize = 20;
+
+/// Who a comment's raw text mentions, each once, in order: `@{...}` (an account id or a
+/// `{uuid}`) as `{...}`, and `@nickname` as the nickname. An `@` inside a word (an
+/// e-mail address) or inside code is not a mention.
+pub fn mentions_in(raw: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut in_code = false;
+    let mut previous: Option<char> = None;
+    for (at, c) in raw.char_indices() {
+        if c == '`' {
+            in_code = !in_code;
+        }
+        let starts_word = previous.is_none_or(|p| !(p.is_alphanumeric() || p == '_' || p == '.'));
+        previous = Some(c);
+        if c != '@' || in_code || !starts_word {
+            continue;
+        }
+        let rest = &raw[at + 1..];
+        let mention = if let Some(braced) = rest.strip_prefix('{') {
+            braced
+                .find('}')
+                .map(|end| &braced[..end])
+                .filter(|inner| !inner.is_empty() && !inner.contains(char::is_whitespace))
+                .map(|inner| format!("{{{inner}}}"))
+        } else {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                .collect();
+            let name = name.trim_end_matches('.').to_string();
+            (!name.is_empty()).then_some(name)
+        };
+        if let Some(mention) = mention {
+            if !found.contains(&mention) && found.len() < MAX_MENTIONS {
+                found.push(mention);
+            }
+        }
+    }
+    found
 }
 
 fn apply_update(cursor: &mut RepoCursor, repo: &str, entry: &FeedEntry) -> Option<Activity> {
@@ -446,6 +522,7 @@ fn tracked_pull_request_ref(
         author: tracked.author.clone(),
         source_branch: tracked.source_branch.clone(),
         destination_branch: tracked.destination_branch.clone(),
+        reviewers: reviewer_uuids(tracked),
     })
 }
 
@@ -492,6 +569,7 @@ pub fn approvals(
             author: None,
             source_branch: None,
             destination_branch: None,
+            reviewers: Vec::new(),
         });
         let id = format!("{repo}:pr:{pr}:unapproved:{uuid}:{}", approval.date);
         let who = Actor {
@@ -541,6 +619,45 @@ mod tests {
         assert!(feed(&mut cursor, REPO, &page).is_empty());
         assert!(feed_page_is_enough(&cursor, &page));
         assert_eq!(cursor.approved_pull_requests(), vec![3]);
+    }
+
+    #[test]
+    fn comments_name_the_author_they_reply_to_and_who_they_mention() {
+        let mut cursor = baselined();
+        let page = entries(json!([
+            json!({"pull_request": pr(3), "comment": {"id": 91, "content": {"raw": "@{557058:x} and @bob, mail ada@example.com, `@code`"},
+                "created_on": time(2), "user": {"display_name": "Cy", "uuid": "{cy}"}, "parent": {"id": 90}}}),
+            comment(3, 90, 1, false),
+        ]));
+        let found = feed(&mut cursor, REPO, &page);
+        let comments: Vec<&CommentRef> = found
+            .iter()
+            .filter_map(|a| match &a.kind {
+                ActivityKind::PullRequestCommented { comment, .. } => Some(comment),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(comments.len(), 2);
+        assert_eq!(comments[0].parent_author, None);
+        assert_eq!(
+            comments[1]
+                .parent_author
+                .as_ref()
+                .and_then(|a| a.uuid.as_deref()),
+            Some("{bob}"),
+            "the reply names the author of comment 90"
+        );
+        assert_eq!(comments[1].mentions, vec!["{557058:x}", "bob"]);
+    }
+
+    #[test]
+    fn mentions_are_read_once_each_and_never_from_addresses_or_code() {
+        assert_eq!(mentions_in("@ada, @ada and @{u-1}."), vec!["ada", "{u-1}"]);
+        assert_eq!(
+            mentions_in("ada@example.com `@x` @ @{} @{a b}"),
+            Vec::<String>::new()
+        );
+        assert_eq!(mentions_in("cc @grace.hopper."), vec!["grace.hopper"]);
     }
 
     #[test]

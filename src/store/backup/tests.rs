@@ -237,3 +237,32 @@ async fn a_restore_into_a_symlinked_storage_path_fills_the_linked_directory() {
         .collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("data")]);
 }
+
+#[tokio::test]
+async fn personal_notification_settings_are_backed_up_and_restored() {
+    use crate::notify::personal::{NotifyKind, PersonalSettings};
+    let source = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(source.path()).expect("open");
+    let mut settings = PersonalSettings::default();
+    settings.set(NotifyKind::Comments, true);
+    store
+        .personal_settings
+        .put("T1", "U1", &settings)
+        .await
+        .expect("put");
+    let bytes = backup_of(&store);
+    let target_parent = tempfile::tempdir().expect("tempdir");
+    let target = target_parent.path().join("restored");
+    std::fs::create_dir(&target).expect("mkdir");
+    std::fs::copy(
+        source.path().join(GENERATED_KEY_FILE),
+        target.join(GENERATED_KEY_FILE),
+    )
+    .expect("copy key");
+    restore(&target, None, &bytes[..]).expect("restore");
+    let restored = Store::open(&target).expect("open restored");
+    assert_eq!(
+        restored.personal_settings.get("T1", "U1").expect("get"),
+        settings
+    );
+}
