@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::clock::Clock;
-use crate::notify::{render, route};
+use crate::notify::{actions, render, route};
 use crate::store::{NewDelivery, Store, StoreError};
+use crate::upgrade::{self, Feature};
 
 /// How often the activity outbox is looked at without a ring from the poller.
 pub const SAFETY_TICK: Duration = Duration::from_secs(30);
@@ -33,6 +34,9 @@ pub struct Router {
     pub delivery_wake: Arc<Notify>,
     /// Rung by the poller after a commit that appended activities.
     pub activities_committed: Arc<Notify>,
+    /// People can link accounts, so messages may carry action buttons (in workspaces
+    /// whose permissions allow the feature).
+    pub action_buttons: bool,
 }
 
 impl Router {
@@ -65,20 +69,28 @@ impl Router {
         }
         let subscriptions = self.store.subscriptions.list_all()?;
         for (seq, activity) in &pending {
+            let now = self.clock.now();
+            let echo = actions::echo_of(activity);
             let deliveries: Vec<NewDelivery> = route(activity, &subscriptions)
                 .into_iter()
+                .filter(|(team_id, channel_id)| {
+                    !self.shown_from_slack(team_id, channel_id, echo.as_deref(), now)
+                })
                 .map(|(team_id, channel_id)| {
                     let links = &self.store.user_links;
                     let mention = |uuid: &str| links.slack_user_for(&team_id, uuid).ok().flatten();
+                    let mut notification = render(activity, &mention);
+                    if self.offers_actions(&team_id) {
+                        actions::add_buttons(&mut notification, activity);
+                    }
                     NewDelivery {
-                        notification: render(activity, &mention),
+                        notification,
                         activity_id: activity.id.clone(),
                         team_id,
                         channel_id,
                     }
                 })
                 .collect();
-            let now = self.clock.now();
             let routed = self.store.commit_routing(*seq, deliveries, now).await?;
             if routed.parked > 0 {
                 self.metrics
@@ -93,6 +105,48 @@ impl Router {
             debug!(activity = %activity.id, repository = %activity.repository, channels = routed.queued, parked = routed.parked, "activity routed");
         }
         Ok(pending.len())
+    }
+
+    /// The channel's message already shows this activity: someone did it from there.
+    fn shown_from_slack(
+        &self,
+        team_id: &str,
+        channel_id: &str,
+        echo: Option<&str>,
+        now: jiff::Timestamp,
+    ) -> bool {
+        let Some(echo) = echo else { return false };
+        match self
+            .store
+            .slack_actions
+            .take(team_id, channel_id, echo, now)
+        {
+            Ok(shown) => {
+                if shown {
+                    debug!(
+                        team = team_id,
+                        channel = channel_id,
+                        "activity already shown by an action from Slack; not posted again"
+                    );
+                }
+                shown
+            }
+            Err(error) => {
+                warn!(team = team_id, %error, "could not read actions done from Slack");
+                false
+            }
+        }
+    }
+
+    /// Whether messages to the team carry action buttons: linking is set up and the
+    /// workspace's permissions allow the feature (read now, so an upgrade needs no
+    /// restart).
+    fn offers_actions(&self, team_id: &str) -> bool {
+        self.action_buttons
+            && matches!(
+                self.store.installations.get(team_id),
+                Ok(Some(installation)) if upgrade::is_available(Feature::PullRequestActions, &installation.scopes)
+            )
     }
 }
 
@@ -168,6 +222,7 @@ mod tests {
             metrics: crate::metrics::Metrics::default(),
             delivery_wake: Arc::new(Notify::new()),
             activities_committed: committed,
+            action_buttons: false,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod status;
 use crate::bitbucket::Target;
 use crate::bitbucket::name::parse_target;
 use crate::message::{Message, escape_inline_code};
+use crate::notify::actions::{EXPECTED_REFERENCE, PullRequestKey, parse_pull_request};
 use crate::notify::subscription::{SubscribeWord, parse_word};
 use crate::upgrade::Feature;
 
@@ -52,6 +53,12 @@ pub enum Command {
     },
     /// Admins: show how to update the app's Slack permissions.
     Upgrade,
+    /// Approve a pull request with one's own Bitbucket account.
+    Approve(PullRequestKey),
+    /// Merge a pull request (after a confirmation step).
+    Merge(PullRequestKey),
+    /// Decline a pull request.
+    Decline(PullRequestKey),
 }
 
 impl Command {
@@ -68,6 +75,9 @@ impl Command {
             Command::Subscriptions | Command::SubscriptionFeatures => "subscriptions",
             Command::Threading { .. } => "settings",
             Command::Upgrade => "upgrade",
+            Command::Approve(_) => "approve",
+            Command::Merge(_) => "merge",
+            Command::Decline(_) => "decline",
         }
     }
 
@@ -114,6 +124,21 @@ fn target_and_words(args: &[&str]) -> Result<(Target, Vec<SubscribeWord>), Strin
         .map(|word| parse_word(word).map_err(|error| crate::message::escape(&error.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((target, words))
+}
+
+/// One pull-request reference: `workspace/repo#N` or its URL.
+fn pull_request_argument(args: &[&str]) -> Result<PullRequestKey, String> {
+    match args {
+        [reference] => parse_pull_request(reference).map_err(|reason| {
+            format!(
+                "`{}` is not a pull request: {}. Expected {EXPECTED_REFERENCE}",
+                escape_inline_code(reference, 80),
+                crate::message::escape(&reason)
+            )
+        }),
+        [] => Err(format!("name the pull request: {EXPECTED_REFERENCE}")),
+        _ => Err(format!("name one pull request: {EXPECTED_REFERENCE}")),
+    }
 }
 
 /// Every subcommand, in the order help lists them.
@@ -201,6 +226,27 @@ pub const COMMANDS: &[CommandSpec] = &[
             ["threading", "off"] => Ok(Command::Threading { on: false }),
             _ => Err("say `threading on` or `threading off`".into()),
         },
+    },
+    CommandSpec {
+        name: "approve",
+        usage: "/bitbucket approve <workspace>/<repository>#<N>",
+        summary: "Approve a pull request as your connected Bitbucket account (its URL works too).",
+        feature: Some(Feature::PullRequestActions),
+        parse: |args| pull_request_argument(args).map(Command::Approve),
+    },
+    CommandSpec {
+        name: "merge",
+        usage: "/bitbucket merge <workspace>/<repository>#<N>",
+        summary: "Merge a pull request as your connected Bitbucket account, after you confirm the strategy.",
+        feature: Some(Feature::PullRequestActions),
+        parse: |args| pull_request_argument(args).map(Command::Merge),
+    },
+    CommandSpec {
+        name: "decline",
+        usage: "/bitbucket decline <workspace>/<repository>#<N>",
+        summary: "Decline a pull request as your connected Bitbucket account.",
+        feature: Some(Feature::PullRequestActions),
+        parse: |args| pull_request_argument(args).map(Command::Decline),
     },
 ];
 
@@ -369,12 +415,20 @@ mod tests {
     }
 
     #[test]
-    fn only_subscribe_needs_a_feature_and_every_command_has_a_row() {
+    fn only_subscribe_and_actions_need_a_feature_and_every_command_has_a_row() {
         let gated: Vec<_> = COMMANDS
             .iter()
             .filter_map(|spec| Some((spec.name, spec.feature?)))
             .collect();
-        assert_eq!(gated, vec![("subscribe", Feature::ChannelNotifications)]);
+        assert_eq!(
+            gated,
+            vec![
+                ("subscribe", Feature::ChannelNotifications),
+                ("approve", Feature::PullRequestActions),
+                ("merge", Feature::PullRequestActions),
+                ("decline", Feature::PullRequestActions)
+            ]
+        );
         for text in [
             "help",
             "status",
@@ -387,6 +441,9 @@ mod tests {
             "settings threading on",
             "subscribe acme/repo",
             "unsubscribe acme",
+            "approve acme/repo#7",
+            "merge https://bitbucket.org/acme/repo/pull-requests/7",
+            "decline acme/repo#7",
         ] {
             let command = parse(text).expect("parses");
             assert_eq!(command.spec().name, command.name(), "{text}");
@@ -414,7 +471,10 @@ mod tests {
             .filter(|feature| *feature != Feature::ChannelNotifications)
             .collect();
         assert_eq!(unavailable_commands(&without_channels), vec!["subscribe"]);
-        assert_eq!(unavailable_commands(&[]), vec!["subscribe"]);
+        assert_eq!(
+            unavailable_commands(&[]),
+            vec!["subscribe", "approve", "merge", "decline"]
+        );
         let help = help_without(&unavailable_commands(&without_channels))
             .sections
             .join("\n");

@@ -15,6 +15,7 @@ pub(crate) mod installations;
 mod poll;
 mod purge;
 mod repositories;
+mod slack_actions;
 mod subscriptions;
 mod user_links;
 
@@ -31,6 +32,7 @@ pub use deliveries::{
 pub use installations::{InstallSource, Installation, InstallationState, InstallationStore};
 pub use purge::PurgedTeam;
 pub use repositories::{Broken, RepositoryStore, WatchedRepository};
+pub use slack_actions::SlackActionStore;
 pub use subscriptions::SubscriptionStore;
 pub use user_links::{UserLink, UserLinkStore};
 
@@ -148,6 +150,8 @@ pub struct Store {
     pub repositories: RepositoryStore,
     pub activities: ActivityStore,
     pub campaigns: CampaignStore,
+    /// Actions done from Slack messages, so the poller's echo is not posted again.
+    pub slack_actions: SlackActionStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -237,6 +241,7 @@ impl Store {
                 db.open_tree("channel_settings")?,
                 gate.clone(),
             ),
+            slack_actions: SlackActionStore::new(db.open_tree("slack_actions")?, gate.clone()),
             user_links: UserLinkStore::new(
                 db.open_tree("user_links")?,
                 db.open_tree("user_links_by_bitbucket")?,

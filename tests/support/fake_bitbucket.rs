@@ -22,6 +22,8 @@
 //! replaced: a status (429 with or without `Retry-After`, 500, 404), a slow answer, or a
 //! hold until the test releases it. Waits are event driven with [`WAIT`].
 
+#[path = "fake_bitbucket/actions.rs"]
+mod actions;
 #[path = "fake_bitbucket/oauth.rs"]
 mod oauth;
 #[path = "fake_bitbucket/payloads.rs"]
@@ -29,6 +31,9 @@ mod payloads;
 #[path = "fake_bitbucket/timeline.rs"]
 mod timeline;
 
+/// Not every crate that includes this file looks at merges.
+#[allow(unused_imports)]
+pub use actions::FakeMerge;
 pub use oauth::FakeAccount;
 /// Not every crate that includes this file names a user by uuid.
 #[allow(unused_imports)]
@@ -80,6 +85,18 @@ pub enum Endpoint {
     Authorize,
     /// `GET /2.0/user`.
     User,
+    /// A person's writes (`fake_bitbucket/actions.rs`): `POST`/`DELETE …/approve`.
+    Approve,
+    Unapprove,
+    RequestChanges,
+    /// `POST …/pullrequests/{id}/comments`.
+    Comment,
+    Merge,
+    Decline,
+    /// `GET …/pipelines/{uuid}`.
+    Pipeline,
+    /// `POST …/pipelines/`: a pipeline started.
+    PipelineRun,
     Unknown,
 }
 
@@ -202,6 +219,7 @@ struct World {
     tokens_issued: u64,
     rate_limit_header: Option<u32>,
     people: oauth::People,
+    actions: actions::ActionRules,
 }
 
 struct Inner {
@@ -275,6 +293,7 @@ impl FakeBitbucket {
                 tokens_issued: 0,
                 rate_limit_header: None,
                 people: oauth::People::default(),
+                actions: Default::default(),
             }),
             requests_changed: watch::channel(0).0,
             release: watch::channel(0).0,
@@ -437,6 +456,9 @@ fn classify(method: &Method, path: &str) -> (Endpoint, Option<String>, Vec<Strin
         .collect();
     let repo = (parts.len() >= 2).then(|| format!("{}/{}", parts[0], parts[1]));
     let tail: Vec<&str> = parts.iter().skip(2).map(String::as_str).collect();
+    if let Some(endpoint) = actions::classify(method, &tail) {
+        return (endpoint, repo, parts);
+    }
     let endpoint = match (parts.len(), tail.as_slice()) {
         (1, _) => Endpoint::Sweep,
         (2, []) => Endpoint::Repository,
@@ -633,6 +655,37 @@ fn answer(
     let Some(repo_name) = repository else {
         return json_response(StatusCode::NOT_FOUND, json!({"type": "error"}), rate_limit);
     };
+    if matches!(
+        endpoint,
+        Endpoint::Approve
+            | Endpoint::Unapprove
+            | Endpoint::RequestChanges
+            | Endpoint::Comment
+            | Endpoint::Merge
+            | Endpoint::Decline
+            | Endpoint::Pipeline
+            | Endpoint::PipelineRun
+    ) {
+        match world.repos.get(repo_name) {
+            None => {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"type": "error", "error": {"message": "Repository not found"}}),
+                    rate_limit,
+                );
+            }
+            Some(r) if !reader.reads(repo_name, r) => {
+                return json_response(
+                    StatusCode::FORBIDDEN,
+                    json!({"type": "error", "error": {"message": "Access denied."}}),
+                    rate_limit,
+                );
+            }
+            Some(_) => {}
+        }
+        return actions::answer(inner, &mut world, endpoint, &reader, repo_name, parts, body);
+    }
+    let strategies = world.actions.strategies_of(repo_name);
     let Some(repo) = world.repos.get_mut(repo_name) else {
         return json_response(
             StatusCode::NOT_FOUND,
@@ -656,11 +709,11 @@ fn answer(
         Endpoint::PullRequest => {
             let id: u64 = parts[3].parse().unwrap_or(0);
             return match repo.pull_requests.get(&id) {
-                Some(pr) => json_response(
-                    StatusCode::OK,
-                    pull_request_detail(repo_name, pr),
-                    rate_limit,
-                ),
+                Some(pr) => {
+                    let mut detail = pull_request_detail(repo_name, pr);
+                    actions::decorate_detail(strategies.as_deref(), &mut detail);
+                    json_response(StatusCode::OK, detail, rate_limit)
+                }
                 None => json_response(StatusCode::NOT_FOUND, json!({"type": "error"}), rate_limit),
             };
         }
