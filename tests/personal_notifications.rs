@@ -50,6 +50,8 @@ fn link(user: &str, uuid: &str, nickname: &str) -> UserLink {
         linked_at: Timestamp::UNIX_EPOCH,
         stale: false,
         stale_notified: false,
+        scopes: None,
+        reconnect_asked: false,
     }
 }
 

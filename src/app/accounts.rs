@@ -197,6 +197,8 @@ impl Accounts {
             linked_at: now,
             stale: false,
             stale_notified: false,
+            scopes: tokens.scopes,
+            reconnect_asked: false,
         };
         self.store.user_links.put(&link).await?;
         self.link_changes.notify_one();
@@ -280,6 +282,9 @@ impl Accounts {
                 link.access_token = tokens.access_token;
                 link.refresh_token = tokens.refresh_token;
                 link.access_expires_at = tokens.expires_at;
+                if tokens.scopes.is_some() {
+                    link.scopes = tokens.scopes;
+                }
                 // The old refresh token is dead now: the new one must be on disk first.
                 self.store.user_links.put(&link).await?;
                 Ok(Some(link.access_token))

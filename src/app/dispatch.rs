@@ -24,6 +24,7 @@ use crate::store::{InstallSource, Installation, Store};
 use crate::upgrade;
 
 use super::accounts::Accounts;
+use super::actions::PullRequestActions;
 use super::installations::Installer;
 use super::subscriptions::Subscriptions;
 use super::upgrade_driver::{AnswerTo, Campaigns};
@@ -36,6 +37,8 @@ pub struct DispatchContext {
     pub sockets: SocketHealth,
     pub installer: Installer,
     pub accounts: Accounts,
+    /// Approve, merge, comment, decline and rerun with the person's own account.
+    pub actions: PullRequestActions,
     pub subscriptions: Subscriptions,
     /// The configured single-workspace token, re-checked by `/bitbucket status`.
     pub configured_bot_token: Option<Secret<String>>,
@@ -157,6 +160,71 @@ impl Dispatcher {
     fn help(&self, installation: &Installation) -> Message {
         let available = upgrade::available_features(&installation.scopes);
         commands::help_without(&commands::unavailable_commands(&available))
+    }
+
+    /// The active installation an interaction comes from (the team, else the Grid org).
+    fn interaction_installation(&self, interaction: &Interaction) -> Option<Installation> {
+        let team_id = interaction.team_id.as_deref();
+        match self
+            .context
+            .store
+            .installations
+            .for_team(team_id, interaction.enterprise_id.as_deref())
+        {
+            Ok(Some(installation)) if installation.is_active() => Some(installation),
+            Ok(_) => {
+                info!(
+                    team = team_id,
+                    "an interaction from a workspace without an active installation"
+                );
+                None
+            }
+            Err(error) => {
+                error!(team = team_id, %error, "could not read the installation");
+                None
+            }
+        }
+    }
+
+    /// Actions need the feature's scopes: before the workspace's permission upgrade the
+    /// person is told an admin must update them, naming the admins.
+    fn actions_refusal(&self, installation: &Installation) -> Option<Message> {
+        let feature = upgrade::Feature::PullRequestActions;
+        if upgrade::is_available(feature, &installation.scopes) {
+            return None;
+        }
+        Some(upgrade::messages::feature_unavailable(
+            feature.spec().name,
+            &upgrade::missing_for(feature, &installation.scopes),
+            &self.admins(installation),
+        ))
+    }
+
+    /// A click on an action button of a pull-request or pipeline message.
+    async fn action_click(
+        &self,
+        interaction: &Interaction,
+        click: &BlockActions,
+        action: &crate::slack::envelope::BlockAction,
+    ) {
+        let Some(installation) = self.interaction_installation(interaction) else {
+            return;
+        };
+        if let Some(refusal) = self.actions_refusal(&installation) {
+            if let (Some(token), Some(channel)) = (&installation.bot_token, &click.channel) {
+                let _ = self
+                    .context
+                    .actions
+                    .web
+                    .post_ephemeral(token, channel, &click.user, &refusal)
+                    .await;
+            }
+            return;
+        }
+        self.context
+            .actions
+            .clicked(&installation, click, action)
+            .await;
     }
 
     /// A click on one of the campaign's buttons.
@@ -393,6 +461,24 @@ impl EnvelopeHandler for Dispatcher {
                 .subscriptions
                 .list(&installation.team_id, &command.channel_id),
             Ok(Command::SubscriptionFeatures) => Subscriptions::features(),
+            Ok(Command::Approve(key)) => {
+                self.context
+                    .actions
+                    .approve_command(&installation, &command.user_id, &key)
+                    .await
+            }
+            Ok(Command::Merge(key)) => {
+                self.context
+                    .actions
+                    .merge_command(&installation, &command.user_id, &key)
+                    .await
+            }
+            Ok(Command::Decline(key)) => {
+                self.context
+                    .actions
+                    .decline_command(&installation, &command.user_id, &key)
+                    .await
+            }
             Ok(Command::Threading { on }) => {
                 self.context
                     .subscriptions
@@ -442,6 +528,19 @@ impl EnvelopeHandler for Dispatcher {
     async fn interaction(&self, interaction: Interaction) {
         let click = match &interaction.kind {
             InteractionKind::BlockActions(click) => click,
+            InteractionKind::ViewSubmission { user, view }
+                if PullRequestActions::handles_view(&view.callback_id) =>
+            {
+                if let Some(installation) = self.interaction_installation(&interaction) {
+                    if self.actions_refusal(&installation).is_none() {
+                        self.context
+                            .actions
+                            .submitted(&installation, user, view)
+                            .await;
+                    }
+                }
+                return;
+            }
             InteractionKind::ViewSubmission { .. }
             | InteractionKind::ViewClosed { .. }
             | InteractionKind::Unknown { .. } => {
@@ -457,6 +556,9 @@ impl EnvelopeHandler for Dispatcher {
                 action_id @ (upgrade::messages::UPDATE_PERMISSIONS_ACTION_ID
                 | upgrade::messages::CHECK_AGAIN_ACTION_ID) => {
                     self.upgrade_click(&interaction, click, action_id).await
+                }
+                action_id if PullRequestActions::handles(action_id) => {
+                    self.action_click(&interaction, click, action).await
                 }
                 other => debug!(action_id = other, "button click nothing handles"),
             }

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod actions;
 pub mod admin;
 mod background;
 pub mod cli;

@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 use crate::bitbucket::Activity;
 use crate::clock::Clock;
 use crate::notify::personal::{self, Person};
-use crate::notify::{Subscription, render, route};
+use crate::notify::{Subscription, actions, render, route};
 use crate::store::{NewDelivery, Store, StoreError};
 use crate::upgrade::{self, Feature};
 
@@ -42,6 +42,9 @@ pub struct Router {
     pub delivery_wake: Arc<Notify>,
     /// Rung by the poller after a commit that appended activities.
     pub activities_committed: Arc<Notify>,
+    /// People can link accounts, so messages may carry action buttons (in workspaces
+    /// whose permissions allow the feature).
+    pub action_buttons: bool,
 }
 
 impl Router {
@@ -75,13 +78,21 @@ impl Router {
         let subscriptions = self.store.subscriptions.list_all()?;
         for (seq, activity) in &pending {
             let now = self.clock.now();
+            let echo = actions::echo_of(activity);
             let mut deliveries: Vec<NewDelivery> = route(activity, &subscriptions)
                 .into_iter()
+                .filter(|(team_id, channel_id)| {
+                    !self.shown_from_slack(team_id, channel_id, echo.as_deref(), now)
+                })
                 .map(|(team_id, channel_id)| {
                     let links = &self.store.user_links;
                     let mention = |uuid: &str| links.slack_user_for(&team_id, uuid).ok().flatten();
+                    let mut notification = render(activity, &mention);
+                    if self.offers_actions(&team_id) {
+                        actions::add_buttons(&mut notification, activity);
+                    }
                     NewDelivery {
-                        notification: render(activity, &mention),
+                        notification,
                         activity_id: activity.id.clone(),
                         team_id,
                         channel_id,
@@ -159,16 +170,62 @@ impl Router {
                     let mention = |uuid: &str| links.slack_user_for(team_id, uuid).ok().flatten();
                     render(activity, &mention)
                 });
+                let mut notification = personal::personal_notification(*reason, rendered);
+                if self.offers_actions(team_id) {
+                    actions::add_buttons(&mut notification, activity);
+                }
                 deliveries.push(NewDelivery {
                     team_id: team_id.to_string(),
                     channel_id: user.clone(),
                     activity_id: activity.id.clone(),
-                    notification: personal::personal_notification(*reason, rendered),
+                    notification,
                 });
                 served.insert(user);
             }
         }
         Ok(deliveries)
+    }
+
+    /// The channel's message already shows this activity: someone did it from there.
+    fn shown_from_slack(
+        &self,
+        team_id: &str,
+        channel_id: &str,
+        echo: Option<&str>,
+        now: jiff::Timestamp,
+    ) -> bool {
+        let Some(echo) = echo else { return false };
+        match self
+            .store
+            .slack_actions
+            .take(team_id, channel_id, echo, now)
+        {
+            Ok(shown) => {
+                if shown {
+                    debug!(
+                        team = team_id,
+                        channel = channel_id,
+                        "activity already shown by an action from Slack; not posted again"
+                    );
+                }
+                shown
+            }
+            Err(error) => {
+                warn!(team = team_id, %error, "could not read actions done from Slack");
+                false
+            }
+        }
+    }
+
+    /// Whether messages to the team carry action buttons: linking is set up and the
+    /// workspace's permissions allow the feature (read now, so an upgrade needs no
+    /// restart).
+    fn offers_actions(&self, team_id: &str) -> bool {
+        self.action_buttons
+            && matches!(
+                self.store.installations.get(team_id),
+                Ok(Some(installation)) if upgrade::is_available(Feature::PullRequestActions, &installation.scopes)
+            )
     }
 }
 
@@ -245,6 +302,7 @@ mod tests {
             metrics: crate::metrics::Metrics::default(),
             delivery_wake: Arc::new(Notify::new()),
             activities_committed: committed,
+            action_buttons: false,
         }
     }
 
@@ -310,6 +368,8 @@ mod tests {
                 linked_at: at(0),
                 stale: false,
                 stale_notified: false,
+                scopes: None,
+                reconnect_asked: false,
             };
             store.user_links.put(&link).await.expect("link");
         }

@@ -330,6 +330,7 @@ impl Parts {
                 delivery_wake.clone(),
                 activities_committed.clone(),
             );
+            let action_buttons = accounts.client.is_some();
             supervisor.spawn("router", move |stop| {
                 router::Router {
                     store: store.clone(),
@@ -337,17 +338,26 @@ impl Parts {
                     metrics: metrics.clone(),
                     delivery_wake: wake.clone(),
                     activities_committed: committed.clone(),
+                    action_buttons,
                 }
                 .run(stop)
             });
         }
 
+        let actions = super::actions::PullRequestActions::new(
+            store.clone(),
+            web.clone(),
+            accounts.clone(),
+            clock.clone(),
+            config.slack.actions_per_minute,
+        );
         let dispatcher = Dispatcher::new(DispatchContext {
             store: store.clone(),
             clock: clock.clone(),
             sockets: health.clone(),
             installer,
             accounts,
+            actions,
             subscriptions,
             upgrade: config.upgrade.clone(),
             configured_bot_token: config.slack.bot_token.clone(),

@@ -14,12 +14,18 @@ use url::Url;
 use super::name::{RepositoryName, push_segments};
 use crate::secret::Secret;
 
+mod actions;
+pub use actions::{ActionError, MergeRequest, PipelineRerun, PullRequestAddress, PullRequestFacts};
+
 /// A person's tokens, as Bitbucket issued them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserTokens {
     pub access_token: Secret<String>,
     pub refresh_token: Secret<String>,
     pub expires_at: Timestamp,
+    /// The scopes Bitbucket granted (its `scopes` answer, space separated); `None` when
+    /// it did not say.
+    pub scopes: Option<Vec<String>>,
 }
 
 /// A Bitbucket account, from `GET /user`.
@@ -76,6 +82,8 @@ struct TokenAnswer {
     refresh_token: String,
     #[serde(default = "one_hour")]
     expires_in: i64,
+    #[serde(default)]
+    scopes: Option<String>,
 }
 
 fn one_hour() -> i64 {
@@ -218,6 +226,13 @@ impl UserOAuthClient {
             expires_at: now
                 .checked_add(SignedDuration::from_secs(answer.expires_in.max(60)))
                 .unwrap_or(now),
+            scopes: answer.scopes.map(|scopes| {
+                scopes
+                    .split([' ', ','])
+                    .filter(|scope| !scope.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }),
         })
     }
 

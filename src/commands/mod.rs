@@ -11,6 +11,7 @@ pub mod status;
 use crate::bitbucket::Target;
 use crate::bitbucket::name::parse_target;
 use crate::message::{Message, escape_inline_code};
+use crate::notify::actions::{EXPECTED_REFERENCE, PullRequestKey, parse_pull_request};
 use crate::notify::personal::{NOTIFY_USAGE, NotifyCommand, parse_notify};
 use crate::notify::subscription::{SubscribeWord, parse_word};
 use crate::upgrade::Feature;
@@ -55,6 +56,12 @@ pub enum Command {
     Upgrade,
     /// Your personal notifications: list or change them.
     Notify(NotifyCommand),
+    /// Approve a pull request with one's own Bitbucket account.
+    Approve(PullRequestKey),
+    /// Merge a pull request (after a confirmation step).
+    Merge(PullRequestKey),
+    /// Decline a pull request.
+    Decline(PullRequestKey),
 }
 
 impl Command {
@@ -72,6 +79,9 @@ impl Command {
             Command::Threading { .. } => "settings",
             Command::Upgrade => "upgrade",
             Command::Notify(_) => "notify",
+            Command::Approve(_) => "approve",
+            Command::Merge(_) => "merge",
+            Command::Decline(_) => "decline",
         }
     }
 
@@ -118,6 +128,21 @@ fn target_and_words(args: &[&str]) -> Result<(Target, Vec<SubscribeWord>), Strin
         .map(|word| parse_word(word).map_err(|error| crate::message::escape(&error.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((target, words))
+}
+
+/// One pull-request reference: `workspace/repo#N` or its URL.
+fn pull_request_argument(args: &[&str]) -> Result<PullRequestKey, String> {
+    match args {
+        [reference] => parse_pull_request(reference).map_err(|reason| {
+            format!(
+                "`{}` is not a pull request: {}. Expected {EXPECTED_REFERENCE}",
+                escape_inline_code(reference, 80),
+                crate::message::escape(&reason)
+            )
+        }),
+        [] => Err(format!("name the pull request: {EXPECTED_REFERENCE}")),
+        _ => Err(format!("name one pull request: {EXPECTED_REFERENCE}")),
+    }
 }
 
 /// Every subcommand, in the order help lists them.
@@ -212,6 +237,27 @@ pub const COMMANDS: &[CommandSpec] = &[
             ["threading", "off"] => Ok(Command::Threading { on: false }),
             _ => Err("say `threading on` or `threading off`".into()),
         },
+    },
+    CommandSpec {
+        name: "approve",
+        usage: "/bitbucket approve <workspace>/<repository>#<N>",
+        summary: "Approve a pull request as your connected Bitbucket account (its URL works too).",
+        feature: Some(Feature::PullRequestActions),
+        parse: |args| pull_request_argument(args).map(Command::Approve),
+    },
+    CommandSpec {
+        name: "merge",
+        usage: "/bitbucket merge <workspace>/<repository>#<N>",
+        summary: "Merge a pull request as your connected Bitbucket account, after you confirm the strategy.",
+        feature: Some(Feature::PullRequestActions),
+        parse: |args| pull_request_argument(args).map(Command::Merge),
+    },
+    CommandSpec {
+        name: "decline",
+        usage: "/bitbucket decline <workspace>/<repository>#<N>",
+        summary: "Decline a pull request as your connected Bitbucket account.",
+        feature: Some(Feature::PullRequestActions),
+        parse: |args| pull_request_argument(args).map(Command::Decline),
     },
 ];
 
@@ -380,7 +426,7 @@ mod tests {
     }
 
     #[test]
-    fn only_subscribe_and_notify_need_a_feature_and_every_command_has_a_row() {
+    fn only_subscribe_notify_and_actions_need_a_feature_and_every_command_has_a_row() {
         let gated: Vec<_> = COMMANDS
             .iter()
             .filter_map(|spec| Some((spec.name, spec.feature?)))
@@ -389,7 +435,10 @@ mod tests {
             gated,
             vec![
                 ("subscribe", Feature::ChannelNotifications),
-                ("notify", Feature::DirectMessages)
+                ("notify", Feature::DirectMessages),
+                ("approve", Feature::PullRequestActions),
+                ("merge", Feature::PullRequestActions),
+                ("decline", Feature::PullRequestActions)
             ]
         );
         for text in [
@@ -407,6 +456,9 @@ mod tests {
             "notify",
             "notify off reviews",
             "notify mute 2h",
+            "approve acme/repo#7",
+            "merge https://bitbucket.org/acme/repo/pull-requests/7",
+            "decline acme/repo#7",
         ] {
             let command = parse(text).expect("parses");
             assert_eq!(command.spec().name, command.name(), "{text}");
@@ -434,7 +486,10 @@ mod tests {
             .filter(|feature| *feature != Feature::ChannelNotifications)
             .collect();
         assert_eq!(unavailable_commands(&without_channels), vec!["subscribe"]);
-        assert_eq!(unavailable_commands(&[]), vec!["subscribe", "notify"]);
+        assert_eq!(
+            unavailable_commands(&[]),
+            vec!["subscribe", "notify", "approve", "merge", "decline"]
+        );
         let without_dms: Vec<Feature> = all
             .iter()
             .copied()

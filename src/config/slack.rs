@@ -32,6 +32,8 @@ pub struct SlackConfig {
     pub allowed_teams: Vec<String>,
     /// The bound on every Slack Web API call (response_url and apps.connections.open too).
     pub request_timeout: Duration,
+    /// How many actions from Slack (approve, merge, ...) one person may take per minute.
+    pub actions_per_minute: u32,
 }
 
 /// The Slack app's OAuth credentials (Basic Information page).
@@ -59,6 +61,7 @@ pub(super) fn read(reader: &mut Reader) -> SlackConfig {
         oauth_authorize_url: reader.url("slack.oauth_authorize_url"),
         allowed_teams: team_ids(reader, "slack.allowed_teams"),
         request_timeout: Duration::from_secs(reader.integer("slack.request_timeout_secs", 1, 300)),
+        actions_per_minute: reader.integer("slack.actions_per_minute", 1, 600) as u32,
         scope_recheck_interval: Duration::from_secs(reader.integer(
             "slack.scope_recheck_interval_secs",
             60,

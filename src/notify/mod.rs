@@ -4,6 +4,7 @@
 //! Pure: no I/O, no clock, no Slack types. `slack::delivery` posts what this decides.
 
 pub mod access;
+pub mod actions;
 pub mod glob;
 pub mod personal;
 pub mod render;

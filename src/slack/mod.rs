@@ -8,4 +8,5 @@ pub mod convert;
 pub mod delivery;
 pub mod envelope;
 pub mod socket;
+pub mod views;
 pub mod web;

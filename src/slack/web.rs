@@ -645,6 +645,24 @@ impl SlackWeb {
         self.count(method, result).map(|_| ())
     }
 
+    /// `views.open`: shows `view` (a modal's JSON, see `slack::views`) to whoever made
+    /// the interaction `trigger_id` came with (valid about three seconds).
+    pub async fn open_view(
+        &self,
+        bot_token: &Secret<String>,
+        trigger_id: &str,
+        view: &Value,
+    ) -> Result<(), SlackError> {
+        let view = view.to_string();
+        self.raw_call(
+            "views.open",
+            RawAuth::Bearer(bot_token),
+            &[("trigger_id", trigger_id), ("view", view.as_str())],
+        )
+        .await
+        .map(drop)
+    }
+
     /// Posts `reply` to a slash command's `response_url` (only the user sees it).
     pub async fn respond(&self, response_url: &str, reply: &Message) -> Result<(), SlackError> {
         let method = "response_url";

@@ -16,6 +16,7 @@ mod personal_settings;
 mod poll;
 mod purge;
 mod repositories;
+mod slack_actions;
 mod subscriptions;
 mod user_links;
 
@@ -33,6 +34,7 @@ pub use installations::{InstallSource, Installation, InstallationState, Installa
 pub use personal_settings::PersonalSettingsStore;
 pub use purge::PurgedTeam;
 pub use repositories::{Broken, RepositoryStore, WatchedRepository};
+pub use slack_actions::SlackActionStore;
 pub use subscriptions::SubscriptionStore;
 pub use user_links::{UserLink, UserLinkStore};
 
@@ -151,6 +153,8 @@ pub struct Store {
     pub activities: ActivityStore,
     pub campaigns: CampaignStore,
     pub personal_settings: PersonalSettingsStore,
+    /// Actions done from Slack messages, so the poller's echo is not posted again.
+    pub slack_actions: SlackActionStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -240,6 +244,7 @@ impl Store {
                 db.open_tree("channel_settings")?,
                 gate.clone(),
             ),
+            slack_actions: SlackActionStore::new(db.open_tree("slack_actions")?, gate.clone()),
             user_links: UserLinkStore::new(
                 db.open_tree("user_links")?,
                 db.open_tree("user_links_by_bitbucket")?,

@@ -44,6 +44,7 @@ const TEAM_TREES: &[(&str, TeamKey)] = &[
     ("channel_settings", TeamKey::Prefix),
     ("personal_settings", TeamKey::Prefix),
     ("threads", TeamKey::Prefix),
+    ("slack_actions", TeamKey::Prefix),
     ("deliveries", TeamKey::Outbox),
     ("dead_letters", TeamKey::ValueTeamId),
     ("parked_deliveries", TeamKey::ValueTeamId),
@@ -260,6 +261,8 @@ mod tests {
                 linked_at: at(0),
                 stale: false,
                 stale_notified: false,
+                scopes: None,
+                reconnect_asked: false,
             })
             .await
             .expect("link");
@@ -292,6 +295,11 @@ mod tests {
             .set_threading(team, "C1", false)
             .await
             .expect("setting");
+        store
+            .slack_actions
+            .record(team, "C1", "acme/api#7:approved:{u}", at(10))
+            .await
+            .expect("action from Slack");
         let ids = store
             .deliveries
             .enqueue(

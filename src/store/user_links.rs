@@ -31,6 +31,11 @@ pub struct UserLink {
     pub stale: bool,
     /// The user was told (once) that the link went stale.
     pub stale_notified: bool,
+    /// The Bitbucket scopes the link was granted; `None` for a link made before they
+    /// were recorded.
+    pub scopes: Option<Vec<String>>,
+    /// The person was asked (once) to reconnect for the permissions actions need.
+    pub reconnect_asked: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,6 +52,10 @@ struct StoredLink {
     linked_at: Timestamp,
     stale: bool,
     stale_notified: bool,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    reconnect_asked: bool,
 }
 
 #[derive(Clone)]
@@ -103,6 +112,8 @@ impl UserLinkStore {
             linked_at: link.linked_at,
             stale: link.stale,
             stale_notified: link.stale_notified,
+            scopes: link.scopes.clone(),
+            reconnect_asked: link.reconnect_asked,
         };
         serde_json::to_vec(&stored).expect("a user link always serializes")
     }
@@ -129,6 +140,8 @@ impl UserLinkStore {
             linked_at: stored.linked_at,
             stale: stored.stale,
             stale_notified: stored.stale_notified,
+            scopes: stored.scopes,
+            reconnect_asked: stored.reconnect_asked,
         })
     }
 
@@ -248,6 +261,8 @@ mod tests {
             linked_at: Timestamp::UNIX_EPOCH,
             stale: false,
             stale_notified: false,
+            scopes: None,
+            reconnect_asked: false,
         }
     }
 

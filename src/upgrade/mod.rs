@@ -190,7 +190,8 @@ mod tests {
                 Feature::SlashCommands,
                 Feature::DirectMessages,
                 Feature::UserLookup,
-                Feature::WorkspaceInfo
+                Feature::WorkspaceInfo,
+                Feature::PullRequestActions
             ]
         );
         assert_eq!(
@@ -235,7 +236,10 @@ mod tests {
         let PermissionLevel::Outdated { blocked, .. } = permission_level(&granted(&scopes)) else {
             panic!("expected outdated");
         };
-        assert_eq!(blocked, vec![Feature::DirectMessages]);
+        assert_eq!(
+            blocked,
+            vec![Feature::DirectMessages, Feature::PullRequestActions]
+        );
         assert!(!is_available(Feature::DirectMessages, &granted(&scopes)));
         assert!(is_available(Feature::SlashCommands, &granted(&scopes)));
     }

@@ -13,6 +13,8 @@ pub enum Feature {
     LinkUnfurls,
     UserLookup,
     WorkspaceInfo,
+    /// Approve, merge, comment, decline and rerun from Slack with one's own account.
+    PullRequestActions,
 }
 
 /// A scope and the reason the app asks for it.
@@ -109,6 +111,12 @@ pub const FEATURES: &[FeatureSpec] = &[
         name: "workspace info",
         description: "the workspace's name in status and install pages",
         scopes: &[TEAM_READ],
+    },
+    FeatureSpec {
+        feature: Feature::PullRequestActions,
+        name: "pull request actions",
+        description: "approving, commenting, merging, declining and re-running pipelines from Slack messages",
+        scopes: &[COMMANDS, CHAT_WRITE, IM_WRITE],
     },
 ];
 

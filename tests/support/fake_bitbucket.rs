@@ -29,6 +29,8 @@
 //! replaced: a status (429 with or without `Retry-After`, 500, 404), a slow answer, or a
 //! hold until the test releases it. Waits are event driven with [`WAIT`].
 
+#[path = "fake_bitbucket/actions.rs"]
+mod actions;
 #[path = "fake_bitbucket/ci.rs"]
 mod ci;
 #[path = "fake_bitbucket/fields.rs"]
@@ -40,6 +42,9 @@ mod payloads;
 #[path = "fake_bitbucket/timeline.rs"]
 mod timeline;
 
+/// Not every crate that includes this file looks at merges.
+#[allow(unused_imports)]
+pub use actions::FakeMerge;
 pub use oauth::FakeAccount;
 /// Not every crate that includes this file names a user by uuid.
 #[allow(unused_imports)]
@@ -102,6 +107,18 @@ pub enum Endpoint {
     Authorize,
     /// `GET /2.0/user`.
     User,
+    /// A person's writes (`fake_bitbucket/actions.rs`): `POST`/`DELETE …/approve`.
+    Approve,
+    Unapprove,
+    RequestChanges,
+    /// `POST …/pullrequests/{id}/comments`.
+    Comment,
+    Merge,
+    Decline,
+    /// `GET …/pipelines/{uuid}`.
+    Pipeline,
+    /// `POST …/pipelines/`: a pipeline started.
+    PipelineRun,
     Unknown,
 }
 
@@ -295,6 +312,7 @@ struct World {
     /// Whether pull request activity moves the repository's `updated_on` in the
     /// workspace listing (as recorded responses show); off unless a test turns it on.
     pull_requests_move_updated_on: bool,
+    actions: actions::ActionRules,
 }
 
 struct Inner {
@@ -370,6 +388,7 @@ impl FakeBitbucket {
                 people: oauth::People::default(),
                 accounts: HashMap::new(),
                 pull_requests_move_updated_on: false,
+                actions: Default::default(),
             }),
             requests_changed: watch::channel(0).0,
             release: watch::channel(0).0,
@@ -538,6 +557,9 @@ fn classify(method: &Method, path: &str) -> (Endpoint, Option<String>, Vec<Strin
         .collect();
     let repo = (parts.len() >= 2).then(|| format!("{}/{}", parts[0], parts[1]));
     let tail: Vec<&str> = parts.iter().skip(2).map(String::as_str).collect();
+    if let Some(endpoint) = actions::classify(method, &tail) {
+        return (endpoint, repo, parts);
+    }
     let endpoint = match (parts.len(), tail.as_slice()) {
         (1, _) => Endpoint::Sweep,
         (2, []) => Endpoint::Repository,
@@ -700,6 +722,29 @@ fn answer(
             None,
         );
     };
+    if actions::is_write(endpoint) {
+        let Some(repo_name) = repository else {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                error("Resource not found"),
+                rate_limit,
+            );
+        };
+        match world.repos.get(repo_name) {
+            None => {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    error("Repository not found"),
+                    rate_limit,
+                );
+            }
+            Some(r) if !reader.reads(repo_name, r) => {
+                return json_response(StatusCode::FORBIDDEN, error("Access denied."), rate_limit);
+            }
+            Some(_) => {}
+        }
+        return actions::answer(inner, &mut world, endpoint, &reader, repo_name, parts, body);
+    }
     let (status, mut body, hidden) = api_answer(
         inner, &mut world, &reader, endpoint, repository, parts, query,
     );
@@ -771,6 +816,7 @@ fn api_answer(
     let Some(repo_name) = repository else {
         return not_found("Resource not found");
     };
+    let strategies = world.actions.strategies_of(repo_name);
     let Some(repo) = world.repos.get_mut(repo_name) else {
         return not_found(&format!("Repository {repo_name} not found"));
     };
@@ -791,7 +837,11 @@ fn api_answer(
         Endpoint::Feed => repo.feed.iter().rev().map(|(_, e)| e.clone()).collect(),
         Endpoint::PullRequest => {
             return match repo.pull_requests.get(&id) {
-                Some(pr) => ok(pull_request_detail(repo_name, repo, pr)),
+                Some(pr) => {
+                    let mut detail = pull_request_detail(repo_name, repo, pr);
+                    actions::decorate_detail(strategies.as_deref(), &mut detail);
+                    ok(detail)
+                }
                 None => not_found(&format!("No pull request {id}")),
             };
         }

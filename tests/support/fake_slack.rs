@@ -749,6 +749,9 @@ async fn handle_http(
             "chat.postEphemeral" => {
                 slack_json(json!({"ok": true, "message_ts": "1700000000.999999"}))
             }
+            "views.open" => {
+                slack_json(json!({"ok": true, "view": {"id": "V0FAKEVIEW", "type": "modal"}}))
+            }
             "users.list" => users_list(&inner, &call),
             "users.info" => users_info(&inner, &call),
             "auth.revoke" => {

@@ -369,6 +369,77 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Sends an interaction (a [`block_actions`] click) and waits for its ack.
+    #[allow(dead_code)]
+    pub async fn click(&self, payload: Value) {
+        self.envelope("interactive", false, payload).await;
+    }
+
+    /// `user` of `team` submits the modal `callback_id` with `private_metadata` and the
+    /// inputs' state `values` (`state.values` as Slack sends it).
+    #[allow(dead_code)]
+    pub async fn submit_view(
+        &self,
+        team: &str,
+        user: &str,
+        callback_id: &str,
+        private_metadata: &str,
+        values: Value,
+    ) {
+        self.envelope(
+            "interactive",
+            false,
+            json!({
+                "type": "view_submission",
+                "team": {"id": team, "domain": "acme"},
+                "user": {"id": user, "username": "someone", "team_id": team},
+                "api_app_id": "A0FAKE",
+                "trigger_id": "333.444.view",
+                "view": {
+                    "id": "V0FAKEVIEW", "type": "modal", "team_id": team,
+                    "callback_id": callback_id, "private_metadata": private_metadata,
+                    "state": {"values": values},
+                    "hash": "h", "title": {"type": "plain_text", "text": "x"}
+                }
+            }),
+        )
+        .await;
+    }
+}
+
+/// A block_actions payload: a button clicked on a bot message.
+#[allow(dead_code)]
+pub fn block_actions(
+    team: &str,
+    channel: &str,
+    ts: &str,
+    sections: &[&str],
+    user: &str,
+    action_id: &str,
+    value: &str,
+) -> Value {
+    let blocks: Vec<Value> = sections
+        .iter()
+        .map(|text| json!({"type": "section", "block_id": "s", "text": {"type": "mrkdwn", "text": text}}))
+        .collect();
+    json!({
+        "type": "block_actions",
+        "user": {"id": user, "username": "someone", "team_id": team},
+        "api_app_id": "A0FAKE",
+        "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": false},
+        "trigger_id": "111.222.trigger",
+        "team": {"id": team, "domain": "acme"},
+        "channel": {"id": channel, "name": "reviews"},
+        "message": {"type": "message", "ts": ts, "text": "fallback", "blocks": blocks},
+        "actions": [{
+            "action_id": action_id, "block_id": "actions", "value": value,
+            "text": {"type": "plain_text", "text": "button"},
+            "type": "button", "action_ts": "1605853645.582706"
+        }]
+    })
+}
+
 /// Installs `bot_token` as the daemon installs a configured `slack.bot_token` at start,
 /// for tests that run one component without the whole daemon.
 pub async fn install_configured_bot(

@@ -217,6 +217,7 @@ fn table() -> Vec<((&'static str, &'static str), Expected)> {
                 trigger_id: "5550003.1001.2a6f0d9c4e81b73f".into(),
                 actions: vec![button("review-pr", "pr-7-actions", "harbour/7")],
                 view: None,
+                message_sections: strings(&["*harbour* #7 Move the tide tables to the new schema"]),
             }))),
         ),
         (
@@ -239,6 +240,7 @@ fn table() -> Vec<((&'static str, &'static str), Expected)> {
                         value: InputValue::Choices(strings(&["review-requested"])),
                     }],
                 }),
+                message_sections: Vec::new(),
             }))),
         ),
         (
@@ -266,6 +268,7 @@ fn table() -> Vec<((&'static str, &'static str), Expected)> {
                         value: InputValue::Choice(some(large_choice)),
                     }],
                 }),
+                message_sections: Vec::new(),
             }))),
         ),
         (

@@ -70,6 +70,10 @@ pub struct BlockActions {
     pub actions: Vec<BlockAction>,
     /// The modal or Home tab clicked in, with its inputs' state.
     pub view: Option<View>,
+    /// The clicked message's section texts (`message.blocks[].text.text` of its section
+    /// blocks), in order, so a handler can show the message again with a change; empty
+    /// when the click was not in a message.
+    pub message_sections: Vec<String>,
 }
 
 /// One element clicked or changed.
@@ -193,6 +197,7 @@ fn parse_kind(root: &Fields<'_>, type_name: String) -> Result<InteractionKind, F
                 })
                 .collect::<Result<_, FieldError>>()?,
             view: root.optional_object("view")?.map(parse_view).transpose()?,
+            message_sections: message_sections(root)?,
         })),
         "view_submission" => InteractionKind::ViewSubmission {
             user: root.text("user.id")?,
@@ -205,6 +210,19 @@ fn parse_kind(root: &Fields<'_>, type_name: String) -> Result<InteractionKind, F
         },
         _ => InteractionKind::Unknown { type_name },
     })
+}
+
+/// The section texts of the clicked message, when there is one.
+fn message_sections(root: &Fields<'_>) -> Result<Vec<String>, FieldError> {
+    let mut sections = Vec::new();
+    for block in root.optional_objects("message.blocks")? {
+        if block.optional_text("type")?.as_deref() == Some("section") {
+            if let Some(text) = block.optional_text("text.text")? {
+                sections.push(text);
+            }
+        }
+    }
+    Ok(sections)
 }
 
 /// The first of `paths` that is there.

@@ -47,7 +47,14 @@ pub(super) struct People {
     issued: u64,
     /// account uuid -> what it reads from now on, in place of [`FakeAccount::readable`].
     readable: HashMap<String, HashSet<String>>,
+    /// The `scopes` the next person tokens are granted with, when a test changed them
+    /// (`Some(None)`: the answer names no scopes, like a link made long ago).
+    granted_scopes: Option<Option<String>>,
 }
+
+/// The scopes a person's token is granted unless a test says otherwise: what the
+/// daemon's actions need.
+pub const PERSON_SCOPES: &str = "account repository pullrequest:write pipeline:write";
 
 impl People {
     /// The account an access token belongs to, and the private repositories it reads.
@@ -97,6 +104,12 @@ impl FakeBitbucket {
             uuid.into(),
             repositories.iter().map(|name| name.to_string()).collect(),
         );
+    }
+
+    /// The scopes people's tokens are granted from now on (`None`: the answer names no
+    /// scopes at all).
+    pub fn grant_scopes(&self, scopes: Option<&str>) {
+        self.inner.lock().people.granted_scopes = Some(scopes.map(str::to_string));
     }
 
     /// The consumer secret the token endpoint accepts from now on.
@@ -218,15 +231,16 @@ pub(super) fn token(inner: &Inner, authorization: Option<&str>, body: &[u8]) -> 
     let refresh = format!("bb-refresh-{}", people.issued);
     people.access.insert(access.clone(), account.clone());
     people.refresh.insert(refresh.clone(), account);
-    json_response(
-        StatusCode::OK,
-        json!({
-            "access_token": access,
-            "scopes": "account repository",
-            "expires_in": expires_in,
-            "refresh_token": refresh,
-            "token_type": "bearer"
-        }),
-        None,
-    )
+    let mut answer = json!({
+        "access_token": access,
+        "expires_in": expires_in,
+        "refresh_token": refresh,
+        "token_type": "bearer"
+    });
+    match people.granted_scopes.clone() {
+        None => answer["scopes"] = json!(PERSON_SCOPES),
+        Some(Some(scopes)) => answer["scopes"] = json!(scopes),
+        Some(None) => {}
+    }
+    json_response(StatusCode::OK, answer, None)
 }

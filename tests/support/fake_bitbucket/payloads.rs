@@ -351,28 +351,7 @@ fn pipeline_json(p: &FakePipeline) -> Value {
             "result": {"name": result, "type": format!("pipeline_state_completed_{}", result.to_lowercase())}
         }),
     };
-    let commit = json!({"type": "commit", "hash": p.commit});
-    let target = match &p.target {
-        PipelineTarget::Branch(branch) => json!({
-            "type": "pipeline_ref_target",
-            "ref_type": "branch",
-            "ref_name": branch,
-            "commit": commit,
-            "selector": {"type": "branches", "pattern": branch}
-        }),
-        PipelineTarget::PullRequest {
-            id,
-            source,
-            destination,
-        } => json!({
-            "type": "pipeline_pullrequest_target",
-            "source": source,
-            "destination": destination,
-            "commit": commit,
-            "pullrequest": {"type": "pullrequest", "id": id},
-            "selector": {"type": "pull-requests", "pattern": "**"}
-        }),
-    };
+    let target = pipeline_target_json(p);
     json!({
         "type": "pipeline",
         "uuid": p.uuid,
@@ -498,4 +477,31 @@ pub(super) fn update_entry(
         "date": time(now)
     });
     json!({"update": update, "pull_request": condensed(repo, pr)})
+}
+
+/// A pipeline's `target`: a branch (`pipeline_ref_target`) or a pull request
+/// (`pipeline_pullrequest_target`, no `ref_name`).
+pub(super) fn pipeline_target_json(p: &FakePipeline) -> Value {
+    let commit = json!({"type": "commit", "hash": p.commit});
+    match &p.target {
+        PipelineTarget::Branch(branch) => json!({
+            "type": "pipeline_ref_target",
+            "ref_type": "branch",
+            "ref_name": branch,
+            "commit": commit,
+            "selector": {"type": "branches", "pattern": branch}
+        }),
+        PipelineTarget::PullRequest {
+            id,
+            source,
+            destination,
+        } => json!({
+            "type": "pipeline_pullrequest_target",
+            "source": source,
+            "destination": destination,
+            "commit": commit,
+            "pullrequest": {"type": "pullrequest", "id": id},
+            "selector": {"type": "pull-requests", "pattern": "**"}
+        }),
+    }
 }

@@ -552,7 +552,7 @@ impl FakeParticipant {
 
 impl FakePullRequest {
     /// `who` approved, requested changes, withdrew or commented at `now`.
-    fn participate(
+    pub(super) fn participate(
         &mut self,
         who: &str,
         now: Timestamp,

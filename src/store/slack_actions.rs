@@ -1,0 +1,130 @@
+//! What people did from Slack messages (an approval, a merge, a rerun, ...) and where
+//! the message showing it is, so the router can drop the poller's later activity for the
+//! same action in that channel instead of posting it a second time.
+//!
+//! Keys are `<team>:<channel>:<echo key>` (the echo key is `notify::actions`'): lookups
+//! never cross workspaces. Values are when it was done (big-endian Unix seconds). A
+//! record is used once, and one older than [`ECHO_LIFETIME`] is ignored and pruned.
+//! Never holds a token or any text a person wrote.
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::{StoreError, WriteGate};
+
+/// How long the poller may take to see an action done from Slack.
+pub const ECHO_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
+
+#[derive(Clone)]
+pub struct SlackActionStore {
+    tree: sled::Tree,
+    gate: WriteGate,
+}
+
+fn key(team_id: &str, channel_id: &str, echo: &str) -> String {
+    format!("{team_id}:{channel_id}:{echo}")
+}
+
+impl SlackActionStore {
+    pub(super) fn new(tree: sled::Tree, gate: WriteGate) -> Self {
+        Self { tree, gate }
+    }
+
+    /// Records that `echo` was done from a message in `channel_id` at `now` (flushed),
+    /// and forgets the team's records older than [`ECHO_LIFETIME`].
+    pub async fn record(
+        &self,
+        team_id: &str,
+        channel_id: &str,
+        echo: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let cutoff = now.as_second() - ECHO_LIFETIME.as_secs();
+        {
+            let _writing = self.gate.writing()?;
+            for entry in self.tree.scan_prefix(format!("{team_id}:").as_bytes()) {
+                let (old, value) = entry?;
+                if seconds(&value) < cutoff {
+                    self.tree.remove(old)?;
+                }
+            }
+            self.tree.insert(
+                key(team_id, channel_id, echo).as_bytes(),
+                &now.as_second().to_be_bytes()[..],
+            )?;
+        }
+        self.tree.flush_async().await?;
+        Ok(())
+    }
+
+    /// True, and the record used up, when `echo` was done from Slack in this channel
+    /// within [`ECHO_LIFETIME`] of `now`.
+    pub fn take(
+        &self,
+        team_id: &str,
+        channel_id: &str,
+        echo: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.gate.writing()?;
+        let Some(value) = self
+            .tree
+            .remove(key(team_id, channel_id, echo).as_bytes())?
+        else {
+            return Ok(false);
+        };
+        Ok(seconds(&value) >= now.as_second() - ECHO_LIFETIME.as_secs())
+    }
+}
+
+fn seconds(value: &[u8]) -> i64 {
+    value.try_into().map(i64::from_be_bytes).unwrap_or(i64::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+
+    fn at(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(second).expect("valid")
+    }
+
+    #[tokio::test]
+    async fn a_record_is_used_once_per_team_and_channel_and_expires() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let actions = &store.slack_actions;
+        actions
+            .record("T1", "C1", "acme/api#7:approved:{u}", at(100))
+            .await
+            .expect("record");
+        assert!(
+            !actions
+                .take("T2", "C1", "acme/api#7:approved:{u}", at(101))
+                .expect("take")
+        );
+        assert!(
+            !actions
+                .take("T1", "C2", "acme/api#7:approved:{u}", at(101))
+                .expect("take")
+        );
+        assert!(
+            actions
+                .take("T1", "C1", "acme/api#7:approved:{u}", at(101))
+                .expect("take")
+        );
+        assert!(
+            !actions
+                .take("T1", "C1", "acme/api#7:approved:{u}", at(102))
+                .expect("used once")
+        );
+        actions
+            .record("T1", "C1", "acme/api#7:merged:{u}", at(100))
+            .await
+            .expect("record");
+        assert!(
+            !actions
+                .take("T1", "C1", "acme/api#7:merged:{u}", at(100 + 2 * 86_400))
+                .expect("expired")
+        );
+    }
+}
