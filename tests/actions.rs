@@ -491,3 +491,55 @@ async fn posts_in(daemon: &Harness, channel: &str, count: usize) -> Vec<Value> {
         total += 1;
     }
 }
+
+/// Personal notifications end to end against the fake Bitbucket: Ada adds Grace as a
+/// reviewer on Bitbucket; Grace (linked) gets one DM, Ada (who added her) none; Bob's
+/// approval then DMs Ada (her pull request's review), and Grace still has one.
+#[tokio::test]
+async fn a_reviewer_added_on_bitbucket_is_told_by_dm_once_and_nobody_else() {
+    let bitbucket = FakeBitbucket::start().await;
+    bitbucket.add_repository(REPO);
+    let daemon = Harness::builder()
+        .installed_bot(BOT)
+        .bitbucket(bitbucket)
+        .bitbucket_logins(KEY, SECRET)
+        .set("bitbucket.poll_interval_secs", "1")
+        .system_clock()
+        .start()
+        .await;
+    link(&daemon, "U1", grace()).await;
+    link(&daemon, "U2", ada()).await;
+    let reply = section_text(&daemon.command(TEAM, "C1", "U1", "subscribe acme/api").await);
+    assert!(reply.contains("Subscribed"), "{reply}");
+    daemon
+        .bitbucket()
+        .wait_for(support::fake_bitbucket::Endpoint::Branches, 2)
+        .await;
+    daemon.bitbucket().push(REPO, "feature/retries", &["Retry"]);
+    daemon
+        .bitbucket()
+        .open_pull_request(REPO, "feature/retries", "Add retries", "ada");
+    posts_in(&daemon, "C1", 1).await;
+    // Each was told of their link by DM when they linked: one post each so far.
+    daemon.bitbucket().add_reviewer(REPO, 1, "grace", "ada");
+    let dms = posts_in(&daemon, "U1", 2).await;
+    let text = section_text(&dms[1]);
+    assert!(text.contains("review"), "{text}");
+    daemon.bitbucket().approve(REPO, 1, "bob");
+    let to_ada = posts_in(&daemon, "U2", 2).await;
+    assert!(section_text(&to_ada[1]).contains("approved"), "{to_ada:?}");
+    let all: Vec<Value> = daemon
+        .slack
+        .calls_to("chat.postMessage")
+        .iter()
+        .map(RecordedCall::json)
+        .collect();
+    let to = |channel: &str| all.iter().filter(|p| p["channel"] == channel).count();
+    assert_eq!(to("U1"), 2, "Grace is told once (after her link's DM)");
+    assert_eq!(
+        to("U2"),
+        2,
+        "Ada is not told of her own change, only of the approval (after her link's DM)"
+    );
+    daemon.stop().await;
+}

@@ -2,8 +2,9 @@
 //!
 //! Owns the cadences. Each watched repository has lanes with their own due times: the
 //! pull request feed (every `base` while active, `4·base` with open pull requests,
-//! `16·base` when quiet), branch heads (with the feed), pipelines (every `base` while hot:
-//! after a push or while one runs; `60·base` otherwise, only where pipelines exist),
+//! `16·base` when quiet), branch heads (with the feed), pipelines (while hot, after a push
+//! or while one runs: twice at `base`, then every `2·base`; `60·base` otherwise, only where
+//! pipelines exist),
 //! issues (`15·base`, only with an issue tracker) and approvals (`15·base`, only while an
 //! approval could be withdrawn). A workspace with two or more watched repositories is
 //! swept every `base`: one request that flags repositories whose `updated_on` moved; a
@@ -133,6 +134,8 @@ const SAFETY_NET_BUDGET_SHARE: f64 = 0.1;
 const MAX_PENDING: usize = 1000;
 const PIPELINES_ROUTINE: u32 = 60;
 const PIPELINES_HOT_MAX: u32 = 120;
+/// Polls of a hot repository's pipelines at `base` before they slow to `2·base`.
+const HOT_POLLS_AT_BASE: u32 = 2;
 const ISSUES: u32 = 15;
 const APPROVALS: u32 = 15;
 const BROKEN_RETRY: u32 = 360;
@@ -614,11 +617,19 @@ impl Scheduler {
         }
         if let Some(since) = repo.hot_since {
             let too_long = now.saturating_duration_since(since) >= times(PIPELINES_HOT_MAX);
-            let settled = repo.hot_polls >= 2 && !report.pipelines_running;
+            let settled = repo.hot_polls >= HOT_POLLS_AT_BASE && !report.pipelines_running;
             if report.done.pipelines && (too_long || settled) {
                 repo.hot_since = None;
             } else if report.done.pipelines {
-                repo.pipelines = Some(now + base);
+                // The first polls catch a pipeline starting; a running one is then looked
+                // at every other interval (its end is reported at most one interval later,
+                // and hot repositories cost half as much).
+                let every = if repo.hot_polls >= HOT_POLLS_AT_BASE {
+                    times(2)
+                } else {
+                    base
+                };
+                repo.pipelines = Some(now + every);
             }
         }
         if repo.hot_since.is_none() && (report.done.pipelines || repo.pipelines.is_none()) {
@@ -785,8 +796,16 @@ mod tests {
         scheduler.repo_done("b/solo", &pushed, now);
         let mut t = now;
         let mut pipeline_polls = 0;
-        for running in [true, true, false] {
-            t += BASE;
+        // Two polls a base interval apart, then every other interval while it runs.
+        for (running, after) in [(true, BASE), (true, BASE), (false, BASE * 2)] {
+            if after > BASE {
+                // One interval in, only the (active) feed and heads are due.
+                if let Some(Work::Repository { lanes, .. }) = scheduler.next_work(t + BASE) {
+                    assert!(!lanes.pipelines, "a running pipeline waits two intervals");
+                    scheduler.repo_done("b/solo", &done(lanes), t + BASE);
+                }
+            }
+            t += after;
             let Some(Work::Repository { lanes, .. }) = scheduler.next_work(t) else {
                 panic!("due");
             };
