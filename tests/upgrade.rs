@@ -166,6 +166,16 @@ fn outdated_scopes() -> String {
         .join(",")
 }
 
+/// An older granular install without `im:write` either: no personal notifications or
+/// actions until the upgrade.
+fn outdated_scopes_without_direct_messages() -> String {
+    required_scopes()
+        .into_iter()
+        .filter(|scope| !scope.starts_with("links:") && *scope != "im:write")
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A fake Slack for [`on`] (which teaches it the app's OAuth client).
 async fn oauth_fake() -> Arc<FakeSlack> {
     Arc::new(FakeSlack::start().await)
@@ -213,7 +223,12 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     // Installed with the old scopes 14 days before availability: both admins (the
     // workspace admin from users.list and the installer) get the announcement.
     harness
-        .install("T1", "xoxb-t1-old", &outdated_scopes(), "U0INSTALLER")
+        .install(
+            "T1",
+            "xoxb-t1-old",
+            &outdated_scopes_without_direct_messages(),
+            "U0INSTALLER",
+        )
         .await;
     let dms = harness.wait_for_dms(2).await;
     let recipients: Vec<&str> = dms.iter().filter_map(|d| d["channel"].as_str()).collect();
@@ -241,6 +256,11 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     );
     let status = harness.command("T1", "UNEW", "status").await;
     assert!(status.contains("available"), "{status}");
+    // New features stay off: personal notifications are left out of the help and refused.
+    let help = harness.command("T1", "UNEW", "help").await;
+    assert!(!help.contains("/bitbucket notify"), "{help}");
+    let notify = harness.command("T1", "UNEW", "notify").await;
+    assert!(notify.contains("`im:write`"), "{notify}");
 
     // A day later: a reminder to each admin.
     harness.advance_days(1).await;
@@ -365,6 +385,12 @@ async fn a_whole_campaign_from_announcement_to_instant_upgrade() {
     assert!(!login.contains("needs to update"), "{login}");
     let status = harness.command("T1", "UNEW", "status").await;
     assert!(!status.contains("Permission update"), "{status}");
+    // The new features are on at once: `notify` is in the help and answers (an unlinked
+    // person is asked to connect first).
+    let help = harness.command("T1", "UNEW", "help").await;
+    assert!(help.contains("/bitbucket notify"), "{help}");
+    let notify = harness.command("T1", "UNEW", "notify").await;
+    assert!(!notify.contains("`im:write`"), "{notify}");
     harness.advance_days(3).await;
     harness.settle().await;
     assert_eq!(harness.dms().len(), 8, "no reminder after the upgrade");
