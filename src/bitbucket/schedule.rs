@@ -3,8 +3,8 @@
 //! Owns the cadences. Each watched repository has lanes with their own due times: the
 //! pull request feed (every `base` while active, `4·base` with open pull requests,
 //! `16·base` when quiet), branch heads (with the feed), pipelines (while hot, after a push
-//! or while one runs: twice at `base`, then every `2·base`; `60·base` otherwise, only where
-//! pipelines exist),
+//! or while one runs: twice at `base`, then every `2·base`; `60·base` otherwise, or slower
+//! where that would take more than a tenth of the budget, only where pipelines exist),
 //! issues (`15·base`, only with an issue tracker) and approvals (`15·base`, only while an
 //! approval could be withdrawn). A workspace with two or more watched repositories is
 //! swept every `base`: one request that flags repositories whose `updated_on` moved; a
@@ -267,11 +267,25 @@ impl Scheduler {
     /// longer where two lanes of every watched repository at that pace would take more
     /// than a tenth of the budget (1,000 repositories on 800 requests an hour: 25 h).
     fn safety_net(&self) -> Duration {
-        let floor = self.base.saturating_mul(SWEEP_SAFETY_NET);
+        self.within_share(SWEEP_SAFETY_NET, 2.0)
+    }
+
+    /// The routine pipeline poll of a repository that has pipelines, when nothing made it
+    /// hot (a pipeline started by hand or on a schedule): `60·base`, or longer where one
+    /// poll of every watched repository at that pace would take more than a tenth of the
+    /// budget (1,000 repositories on 800 requests an hour: 12.5 h).
+    fn pipelines_routine(&self) -> Duration {
+        self.within_share(PIPELINES_ROUTINE, 1.0)
+    }
+
+    /// `floor·base`, or the round of `lanes` polls of every watched repository that fits
+    /// in [`SAFETY_NET_BUDGET_SHARE`] of the budget, whichever is longer.
+    fn within_share(&self, floor: u32, lanes: f64) -> Duration {
+        let floor = self.base.saturating_mul(floor);
         let Some(per_hour) = self.requests_per_hour else {
             return floor;
         };
-        let polls_per_round = 2.0 * self.repos.len() as f64;
+        let polls_per_round = lanes * self.repos.len() as f64;
         let hours = polls_per_round / (SAFETY_NET_BUDGET_SHARE * f64::from(per_hour));
         floor.max(Duration::from_secs_f64(hours * 3600.0))
     }
@@ -584,6 +598,7 @@ impl Scheduler {
         let base = self.base;
         let times = |n: u32| base.saturating_mul(n);
         let safety_net = self.safety_net();
+        let pipelines_routine = self.pipelines_routine();
         let Some(repo) = self.repos.get_mut(name) else {
             return;
         };
@@ -633,7 +648,7 @@ impl Scheduler {
             }
         }
         if repo.hot_since.is_none() && (report.done.pipelines || repo.pipelines.is_none()) {
-            repo.pipelines = repo.pipelines_exist.then(|| now + times(PIPELINES_ROUTINE));
+            repo.pipelines = repo.pipelines_exist.then(|| now + pipelines_routine);
         }
         repo.issues = match (report.has_issues, repo.issues) {
             (false, _) => None,
@@ -1000,7 +1015,7 @@ mod tests {
     }
 
     #[test]
-    fn the_safety_net_stays_within_a_tenth_of_the_budget() {
+    fn the_safety_net_and_routine_pipeline_polls_stay_within_a_tenth_of_the_budget() {
         let t = Instant::now();
         let many: Vec<String> = (0..1000).map(|i| format!("acme/r{i}")).collect();
         let mut scheduler = Scheduler::new(BASE);
