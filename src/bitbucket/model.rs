@@ -152,6 +152,11 @@ impl PullRequestState {
     pub fn is_open(self) -> bool {
         matches!(self, Self::Open | Self::Draft | Self::Queued)
     }
+
+    /// Whether a state as Bitbucket wrote it is an open one (absent: OPEN; unknown: not).
+    pub fn names_open(state: Option<&str>) -> bool {
+        Self::parse(state).is_some_and(Self::is_open)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

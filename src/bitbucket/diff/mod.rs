@@ -201,7 +201,7 @@ pub fn baseline(
     cursor.reviewer_checks.clear();
     for summary in pull_requests {
         cursor.max_pull_request_id = cursor.max_pull_request_id.max(summary.id);
-        let open = PullRequestState::parse(summary.state.as_deref()).is_some_and(|s| s.is_open());
+        let open = PullRequestState::names_open(summary.state.as_deref());
         if open {
             cursor
                 .pull_requests

@@ -455,7 +455,7 @@ pub fn reviewers(cursor: &mut RepoCursor, repo: &str, detail: &PullRequestDetail
     let Some(check) = cursor.reviewer_checks.remove(&pr) else {
         return Vec::new();
     };
-    if !PullRequestState::parse(detail.state.as_deref()).is_some_and(|s| s.is_open()) {
+    if !PullRequestState::names_open(detail.state.as_deref()) {
         return Vec::new();
     }
     let Some(tracked) = cursor.pull_requests.get(&pr) else {
@@ -542,11 +542,7 @@ pub fn approvals(
     let Some(known) = cursor.approvals.remove(&pr) else {
         return Vec::new();
     };
-    if detail
-        .state
-        .as_deref()
-        .is_some_and(|state| !PullRequestState::parse(Some(state)).is_some_and(|s| s.is_open()))
-    {
+    if !PullRequestState::names_open(detail.state.as_deref()) {
         return Vec::new();
     }
     let approved_now: BTreeSet<String> = detail
