@@ -17,6 +17,7 @@
 //!
 //! Combines the store and the pure `notify` rules. Never posts to Slack itself.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use crate::bitbucket::Activity;
 use crate::clock::Clock;
 use crate::notify::personal::{self, Person};
 use crate::notify::{Subscription, actions, render, route};
+use crate::store::installations::Installation;
 use crate::store::{NewDelivery, Store, StoreError};
 use crate::upgrade::{self, Feature};
 
@@ -79,26 +81,29 @@ impl Router {
         for (seq, activity) in &pending {
             let now = self.clock.now();
             let echo = actions::echo_of(activity);
-            let mut deliveries: Vec<NewDelivery> = route(activity, &subscriptions)
-                .into_iter()
-                .filter(|(team_id, channel_id)| {
-                    !self.shown_from_slack(team_id, channel_id, echo.as_deref(), now)
-                })
-                .map(|(team_id, channel_id)| {
-                    let links = &self.store.user_links;
-                    let mention = |uuid: &str| links.slack_user_for(&team_id, uuid).ok().flatten();
-                    let mut notification = render(activity, &mention);
-                    if self.offers_actions(&team_id) {
-                        actions::add_buttons(&mut notification, activity);
-                    }
-                    NewDelivery {
-                        notification,
-                        activity_id: activity.id.clone(),
-                        team_id,
-                        channel_id,
-                    }
-                })
-                .collect();
+            // Whether a team's messages carry buttons, read once per team and activity.
+            let mut offers_actions: BTreeMap<String, bool> = BTreeMap::new();
+            let mut deliveries = Vec::new();
+            for (team_id, channel_id) in route(activity, &subscriptions) {
+                if self.shown_from_slack(&team_id, &channel_id, echo.as_deref(), now) {
+                    continue;
+                }
+                let links = &self.store.user_links;
+                let mention = |uuid: &str| links.slack_user_for(&team_id, uuid).ok().flatten();
+                let mut notification = render(activity, &mention);
+                let buttons = *offers_actions
+                    .entry(team_id.clone())
+                    .or_insert_with(|| self.offers_actions(&team_id));
+                if buttons {
+                    actions::add_buttons(&mut notification, activity);
+                }
+                deliveries.push(NewDelivery {
+                    notification,
+                    activity_id: activity.id.clone(),
+                    team_id,
+                    channel_id,
+                });
+            }
             deliveries.extend(self.personal_deliveries(activity, &subscriptions, now)?);
             let routed = self.store.commit_routing(*seq, deliveries, now).await?;
             if routed.parked > 0 {
@@ -144,6 +149,7 @@ impl Router {
             if !upgrade::is_available(Feature::DirectMessages, &installation.scopes) {
                 continue;
             }
+            let buttons = self.allows_actions(&installation);
             let actor = match activity.actor.as_ref().and_then(|a| a.uuid.as_deref()) {
                 Some(uuid) => links.slack_user_for(team_id, uuid)?,
                 None => None,
@@ -171,7 +177,7 @@ impl Router {
                     render(activity, &mention)
                 });
                 let mut notification = personal::personal_notification(*reason, rendered);
-                if self.offers_actions(team_id) {
+                if buttons {
                     actions::add_buttons(&mut notification, activity);
                 }
                 deliveries.push(NewDelivery {
@@ -221,11 +227,16 @@ impl Router {
     /// workspace's permissions allow the feature (read now, so an upgrade needs no
     /// restart).
     fn offers_actions(&self, team_id: &str) -> bool {
+        matches!(
+            self.store.installations.get(team_id),
+            Ok(Some(installation)) if self.allows_actions(&installation)
+        )
+    }
+
+    /// Whether `installation`'s messages carry action buttons (see [`Self::offers_actions`]).
+    fn allows_actions(&self, installation: &Installation) -> bool {
         self.action_buttons
-            && matches!(
-                self.store.installations.get(team_id),
-                Ok(Some(installation)) if upgrade::is_available(Feature::PullRequestActions, &installation.scopes)
-            )
+            && upgrade::is_available(Feature::PullRequestActions, &installation.scopes)
     }
 }
 
