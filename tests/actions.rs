@@ -49,6 +49,20 @@ async fn daemon_with(builder: HarnessBuilder, bitbucket: FakeBitbucket) -> Harne
         .await
 }
 
+/// A daemon that really polls acme/api (empty at first) every second, on the system clock.
+async fn polling_daemon() -> Harness {
+    let bitbucket = FakeBitbucket::start().await;
+    bitbucket.add_repository(REPO);
+    Harness::builder()
+        .installed_bot(BOT)
+        .bitbucket(bitbucket)
+        .bitbucket_logins(KEY, SECRET)
+        .set("bitbucket.poll_interval_secs", "1")
+        .system_clock()
+        .start()
+        .await
+}
+
 async fn daemon() -> Harness {
     daemon_with(Harness::builder().installed_bot(BOT), bitbucket().await).await
 }
@@ -415,16 +429,7 @@ async fn actions_are_off_before_the_permission_upgrade_and_on_after_it_without_a
 /// it; the real poller and router, on the system clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pollers_later_approval_is_not_posted_a_second_time() {
-    let bitbucket = FakeBitbucket::start().await;
-    bitbucket.add_repository(REPO);
-    let daemon = Harness::builder()
-        .installed_bot(BOT)
-        .bitbucket(bitbucket)
-        .bitbucket_logins(KEY, SECRET)
-        .set("bitbucket.poll_interval_secs", "1")
-        .system_clock()
-        .start()
-        .await;
+    let daemon = polling_daemon().await;
     link(&daemon, "U1", grace()).await;
     let reply = section_text(
         &daemon
@@ -497,16 +502,7 @@ async fn posts_in(daemon: &Harness, channel: &str, count: usize) -> Vec<Value> {
 /// approval then DMs Ada (her pull request's review), and Grace still has one.
 #[tokio::test]
 async fn a_reviewer_added_on_bitbucket_is_told_by_dm_once_and_nobody_else() {
-    let bitbucket = FakeBitbucket::start().await;
-    bitbucket.add_repository(REPO);
-    let daemon = Harness::builder()
-        .installed_bot(BOT)
-        .bitbucket(bitbucket)
-        .bitbucket_logins(KEY, SECRET)
-        .set("bitbucket.poll_interval_secs", "1")
-        .system_clock()
-        .start()
-        .await;
+    let daemon = polling_daemon().await;
     link(&daemon, "U1", grace()).await;
     link(&daemon, "U2", ada()).await;
     let reply = section_text(&daemon.command(TEAM, "C1", "U1", "subscribe acme/api").await);
