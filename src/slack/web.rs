@@ -663,6 +663,64 @@ impl SlackWeb {
         .map(drop)
     }
 
+    /// `views.publish`: shows `view` (a home tab's JSON) as `user`'s Home tab.
+    pub async fn publish_home(
+        &self,
+        bot_token: &Secret<String>,
+        user: &str,
+        view: &Value,
+    ) -> Result<(), SlackError> {
+        let view = view.to_string();
+        self.raw_call(
+            "views.publish",
+            RawAuth::Bearer(bot_token),
+            &[("user_id", user), ("view", view.as_str())],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `chat.unfurl`: the previews (`unfurls`, URL to attachment-or-blocks JSON) of the
+    /// links of one `link_shared` event, named by its `unfurl_id` and `source` when the
+    /// event had them, else by the message's channel and ts.
+    pub async fn unfurl(
+        &self,
+        bot_token: &Secret<String>,
+        at: &UnfurlTarget<'_>,
+        unfurls: &Value,
+    ) -> Result<(), SlackError> {
+        let unfurls = unfurls.to_string();
+        let mut form = vec![("unfurls", unfurls.as_str())];
+        match at {
+            UnfurlTarget::Event { unfurl_id, source } => {
+                form.push(("unfurl_id", unfurl_id));
+                form.push(("source", source));
+            }
+            UnfurlTarget::Message { channel, ts } => {
+                form.push(("channel", channel));
+                form.push(("ts", ts));
+            }
+        }
+        self.raw_call("chat.unfurl", RawAuth::Bearer(bot_token), &form)
+            .await
+            .map(drop)
+    }
+
+    /// `users.info`: a person's IANA time zone (`tz`, like `Europe/Paris`), if Slack says.
+    pub async fn user_time_zone(
+        &self,
+        bot_token: &Secret<String>,
+        user: &str,
+    ) -> Result<Option<String>, SlackError> {
+        let (_, json) = self
+            .raw_call("users.info", RawAuth::Bearer(bot_token), &[("user", user)])
+            .await?;
+        Ok(json["user"]["tz"]
+            .as_str()
+            .filter(|tz| !tz.trim().is_empty())
+            .map(str::to_string))
+    }
+
     /// Posts `reply` to a slash command's `response_url` (only the user sees it).
     pub async fn respond(&self, response_url: &str, reply: &Message) -> Result<(), SlackError> {
         let method = "response_url";
@@ -680,6 +738,16 @@ impl SlackWeb {
             .await;
         self.count(method, result).map(|_| ())
     }
+}
+
+/// Which shared message a `chat.unfurl` call previews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnfurlTarget<'a> {
+    /// The `unfurl_id` and `source` a `link_shared` event carried (Slack's preferred form;
+    /// also covers links in the message composer).
+    Event { unfurl_id: &'a str, source: &'a str },
+    /// The message's channel and ts (events without an `unfurl_id`).
+    Message { channel: &'a str, ts: &'a str },
 }
 
 /// The Web API token of a bot token.

@@ -191,7 +191,8 @@ mod tests {
                 Feature::DirectMessages,
                 Feature::UserLookup,
                 Feature::WorkspaceInfo,
-                Feature::PullRequestActions
+                Feature::PullRequestActions,
+                Feature::ReviewReminders
             ]
         );
         assert_eq!(
@@ -238,7 +239,12 @@ mod tests {
         };
         assert_eq!(
             blocked,
-            vec![Feature::DirectMessages, Feature::PullRequestActions]
+            vec![
+                Feature::DirectMessages,
+                Feature::PullRequestActions,
+                Feature::AppHome,
+                Feature::ReviewReminders
+            ]
         );
         assert!(!is_available(Feature::DirectMessages, &granted(&scopes)));
         assert!(is_available(Feature::SlashCommands, &granted(&scopes)));

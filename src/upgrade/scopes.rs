@@ -15,6 +15,12 @@ pub enum Feature {
     WorkspaceInfo,
     /// Approve, merge, comment, decline and rerun from Slack with one's own account.
     PullRequestActions,
+    /// The Home tab as a person's dashboard (and an admin's control panel), and answers
+    /// to direct messages sent to the app.
+    AppHome,
+    /// Scheduled lists of pull requests waiting for review, in channels and as a personal
+    /// morning digest.
+    ReviewReminders,
 }
 
 /// A scope and the reason the app asks for it.
@@ -56,6 +62,10 @@ const GROUPS_READ: ScopeSpec = ScopeSpec {
 const IM_WRITE: ScopeSpec = ScopeSpec {
     name: "im:write",
     reason: "Send direct messages: personal notifications and notices to admins.",
+};
+const IM_HISTORY: ScopeSpec = ScopeSpec {
+    name: "im:history",
+    reason: "Hear direct messages sent to the app, to answer them with help.",
 };
 const LINKS_READ: ScopeSpec = ScopeSpec {
     name: "links:read",
@@ -117,6 +127,18 @@ pub const FEATURES: &[FeatureSpec] = &[
         name: "pull request actions",
         description: "approving, commenting, merging, declining and re-running pipelines from Slack messages",
         scopes: &[COMMANDS, CHAT_WRITE, IM_WRITE],
+    },
+    FeatureSpec {
+        feature: Feature::AppHome,
+        name: "home tab",
+        description: "your pull requests, reviews and settings in the app's Home tab, and help when you message the app",
+        scopes: &[IM_HISTORY, IM_WRITE],
+    },
+    FeatureSpec {
+        feature: Feature::ReviewReminders,
+        name: "review reminders",
+        description: "scheduled lists of pull requests waiting for review, in channels and as a personal digest",
+        scopes: &[CHAT_WRITE, IM_WRITE, USERS_READ],
     },
 ];
 

@@ -119,6 +119,8 @@ struct SharedState {
     members: std::collections::HashMap<String, Vec<(String, bool)>>,
     /// users.info answers: user id -> display name.
     user_names: std::collections::HashMap<String, String>,
+    /// IANA time zones users.info gives, by user id.
+    user_time_zones: std::collections::HashMap<String, String>,
     /// The next this-many chat.postMessage calls are received and never answered.
     hung_posts: u32,
     /// Opt-in redelivery of unacked envelopes; `None` (the default) tracks nothing.
@@ -247,6 +249,7 @@ impl FakeSlack {
                 channels: std::collections::HashMap::new(),
                 members: std::collections::HashMap::new(),
                 user_names: std::collections::HashMap::new(),
+                user_time_zones: std::collections::HashMap::new(),
                 hung_posts: 0,
                 redelivery: None,
                 envelopes: std::collections::HashMap::new(),
@@ -749,6 +752,8 @@ async fn handle_http(
             "chat.postEphemeral" => {
                 slack_json(json!({"ok": true, "message_ts": "1700000000.999999"}))
             }
+            "views.publish" => views_publish(&call),
+            "chat.unfurl" => chat_unfurl(&inner, &call),
             "views.open" => {
                 slack_json(json!({"ok": true, "view": {"id": "V0FAKEVIEW", "type": "modal"}}))
             }
@@ -1434,6 +1439,14 @@ impl FakeSlack {
             .insert(user.to_owned(), name.to_owned());
     }
 
+    /// The time zone (`tz`) users.info gives for `user`.
+    pub fn set_user_time_zone(&self, user: &str, tz: &str) {
+        self.inner
+            .lock()
+            .user_time_zones
+            .insert(user.to_owned(), tz.to_owned());
+    }
+
     /// Makes auth.test answer `token_revoked` for this token from now on.
     pub fn revoke_token(&self, bot_token: &str) {
         self.inner.lock().revoked.insert(bot_token.to_owned());
@@ -1610,10 +1623,17 @@ fn users_info(inner: &Inner, call: &RecordedCall) -> Response {
                 .map(|(_, value)| value.into_owned())
         })
         .unwrap_or_default();
+    let tz = state.user_time_zones.get(&user).cloned();
     match state.user_names.get(&user) {
         Some(name) => slack_json(json!({"ok": true, "user": {
             "id": user, "team_id": workspace.team_id, "name": name.to_lowercase(),
+            "tz": tz.unwrap_or_else(|| "America/Los_Angeles".to_string()),
             "profile": {"display_name": name, "real_name": name}
+        }})),
+        // Slack knows every member: one without a name set answers with its id.
+        None if tz.is_some() => slack_json(json!({"ok": true, "user": {
+            "id": user, "team_id": workspace.team_id, "name": user.to_lowercase(),
+            "tz": tz, "profile": {"display_name": "", "real_name": ""}
         }})),
         None => slack_json(json!({"ok": false, "error": "user_not_found"})),
     }
@@ -1637,6 +1657,66 @@ fn users_list(inner: &Inner, call: &RecordedCall) -> Response {
         .map(|(id, admin)| json!({"id": id, "is_admin": admin, "is_owner": false, "deleted": false, "is_bot": false}))
         .collect();
     slack_json(json!({"ok": true, "members": members, "response_metadata": {"next_cursor": ""}}))
+}
+
+/// The form field `key` of a form-encoded call (or its JSON field).
+fn form_field(call: &RecordedCall, key: &str) -> Option<String> {
+    if let Some(value) = call
+        .try_json()
+        .ok()
+        .and_then(|json| json.get(key).and_then(Value::as_str).map(str::to_string))
+    {
+        return Some(value);
+    }
+    url::form_urlencoded::parse(call.body.as_bytes())
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// `views.publish`: a user id and a home view whose JSON parses, like Slack checks.
+fn views_publish(call: &RecordedCall) -> Response {
+    let user = form_field(call, "user_id").unwrap_or_default();
+    let view = form_field(call, "view").and_then(|view| serde_json::from_str::<Value>(&view).ok());
+    match view {
+        _ if user.is_empty() => slack_json(json!({"ok": false, "error": "invalid_arguments"})),
+        Some(view) if view["type"] == "home" => {
+            let blocks = view["blocks"].as_array().map_or(0, Vec::len);
+            if blocks > 100 {
+                return slack_json(json!({"ok": false, "error": "invalid_blocks"}));
+            }
+            slack_json(json!({"ok": true, "view": {"id": "V0FAKEHOME", "type": "home"}}))
+        }
+        _ => slack_json(json!({"ok": false, "error": "invalid_arguments"})),
+    }
+}
+
+/// `chat.unfurl`: needs `links:write`, an `unfurls` JSON object and either
+/// `unfurl_id`+`source` or `channel`+`ts`.
+fn chat_unfurl(inner: &Inner, call: &RecordedCall) -> Response {
+    let token = call.bearer().unwrap_or_default().to_string();
+    {
+        let state = inner.lock();
+        let Some(workspace) = state.workspaces.get(&token) else {
+            return slack_json(json!({"ok": false, "error": "invalid_auth"}));
+        };
+        if !workspace
+            .scopes
+            .split(',')
+            .any(|scope| scope.trim() == "links:write")
+        {
+            return slack_json(json!({"ok": false, "error": "missing_scope"}));
+        }
+    }
+    let unfurls = form_field(call, "unfurls")
+        .and_then(|unfurls| serde_json::from_str::<Value>(&unfurls).ok())
+        .filter(Value::is_object);
+    let named = (form_field(call, "unfurl_id").is_some() && form_field(call, "source").is_some())
+        || (form_field(call, "channel").is_some() && form_field(call, "ts").is_some());
+    match unfurls {
+        Some(_) if named => slack_json(json!({"ok": true})),
+        Some(_) => slack_json(json!({"ok": false, "error": "invalid_arguments"})),
+        None => slack_json(json!({"ok": false, "error": "invalid_unfurls_format"})),
+    }
 }
 
 fn chat_update(call: &RecordedCall) -> Response {
