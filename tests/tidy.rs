@@ -37,6 +37,7 @@ const PURE_MODULES: &[&str] = &[
     "bitbucket/activity.rs",
     "bitbucket/diff/",
     "bitbucket/name.rs",
+    "bitbucket/open_pulls.rs",
     "bitbucket/schedule.rs",
     "bitbucket/sweep_coverage.rs",
     "slack/convert.rs",

@@ -320,6 +320,49 @@ impl UserOAuthClient {
         Ok(names)
     }
 
+    /// The open pull requests of `full_name` as the token's owner sees them (the newest
+    /// updated first, at most [`OPEN_MAX_PAGES`](super::open_pulls::OPEN_MAX_PAGES) pages).
+    /// A repository they cannot read answers `Http { status: 403 | 404 }`.
+    pub async fn open_pull_requests(
+        &self,
+        access_token: &Secret<String>,
+        full_name: &str,
+    ) -> Result<Vec<super::open_pulls::OpenPullRequest>, AccountError> {
+        use super::open_pulls::{FIELDS_OPEN, OPEN_MAX_PAGES, OPEN_PAGELEN, OpenPage};
+        let name: RepositoryName = full_name.parse()?;
+        let mut url = Self::endpoint(
+            &self.api_url,
+            &["repositories", name.as_str(), "pullrequests"],
+        )?;
+        url.query_pairs_mut()
+            .append_pair("state", "OPEN")
+            .append_pair("sort", "-updated_on")
+            .append_pair("pagelen", OPEN_PAGELEN)
+            .append_pair("fields", FIELDS_OPEN);
+        let mut open = Vec::new();
+        for _ in 0..OPEN_MAX_PAGES {
+            let body = self.get(url.clone(), access_token).await?;
+            let page: OpenPage = serde_json::from_slice(&body)
+                .map_err(|error| AccountError::Decode(error.to_string()))?;
+            open.extend(
+                page.values
+                    .into_iter()
+                    .filter_map(|pr| pr.into_open(name.as_str())),
+            );
+            let Some(next) = page.next else { break };
+            match Url::parse(&next) {
+                Ok(next)
+                    if next.origin() == self.api_url.origin()
+                        && next.path().starts_with(self.api_url.path()) =>
+                {
+                    url = next;
+                }
+                _ => return Err(AccountError::Decode("a next link outside the API".into())),
+            }
+        }
+        Ok(open)
+    }
+
     async fn get(&self, url: Url, access_token: &Secret<String>) -> Result<Vec<u8>, AccountError> {
         let response = self
             .http

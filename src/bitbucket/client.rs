@@ -381,6 +381,32 @@ impl BitbucketClient {
         self.get(&target).await
     }
 
+    /// The open pull requests of `repo` with their reviewers and approvals, the newest
+    /// updated first (at most [`OPEN_MAX_PAGES`](super::open_pulls::OPEN_MAX_PAGES) pages),
+    /// read with the daemon's credential through its budget.
+    pub async fn open_pull_requests(
+        &self,
+        repo: &str,
+    ) -> Result<Vec<super::open_pulls::OpenPullRequest>, BitbucketError> {
+        use super::open_pulls::{FIELDS_OPEN, OPEN_MAX_PAGES, OPEN_PAGELEN, WirePullRequest};
+        let target = self.target(
+            &["repositories", repo, "pullrequests"],
+            &[
+                ("state", "OPEN"),
+                ("sort", "-updated_on"),
+                ("pagelen", OPEN_PAGELEN),
+                ("fields", FIELDS_OPEN),
+            ],
+        )?;
+        let (pages, _) = self
+            .pages::<WirePullRequest>(target, OPEN_MAX_PAGES, |_| false)
+            .await?;
+        Ok(pages
+            .into_iter()
+            .filter_map(|pr| pr.into_open(repo))
+            .collect())
+    }
+
     /// Every branch with its head; `true` when the list is complete.
     pub(crate) async fn branches(&self, repo: &str) -> Result<(Vec<Branch>, bool), BitbucketError> {
         let target = self.target(

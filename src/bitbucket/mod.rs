@@ -9,6 +9,7 @@ mod diff;
 mod lookup;
 mod model;
 pub mod name;
+pub mod open_pulls;
 pub mod poller;
 pub mod schedule;
 pub mod sweep_coverage;
