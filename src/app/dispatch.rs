@@ -17,7 +17,7 @@ use crate::commands::{self, Command};
 use crate::config::Secret;
 use crate::message::Message;
 use crate::slack::envelope::{
-    BlockActions, Event, EventCallback, Interaction, InteractionKind, SlashCommand,
+    BlockActions, Event, EventCallback, Interaction, InteractionKind, MessageIm, SlashCommand,
 };
 use crate::slack::socket::{EnvelopeHandler, SocketHealth};
 use crate::store::{InstallSource, Installation, Store};
@@ -344,6 +344,80 @@ impl Dispatcher {
             .await;
     }
 
+    /// A message someone sent the app in a direct message: answered once (Slack's retries
+    /// are deduplicated before this) with the help and the Home tab's link (the app id
+    /// from the installation, else from the event). Never answers a
+    /// bot, itself included, so it cannot talk to itself; a workspace whose permissions do
+    /// not include the home tab's gets no answer (Slack would not send the event anyway).
+    async fn direct_message(&self, team_id: &str, app_id: Option<&str>, message: &MessageIm) {
+        if message.bot_id.is_some() {
+            debug!(team = team_id, "a bot's direct message is not answered");
+            return;
+        }
+        let installation = match self
+            .context
+            .store
+            .installations
+            .for_team(Some(team_id), None)
+        {
+            Ok(Some(installation)) if installation.is_active() => installation,
+            Ok(_) => {
+                info!(
+                    team = team_id,
+                    "a direct message from a workspace without an active installation"
+                );
+                return;
+            }
+            Err(error) => {
+                error!(team = team_id, %error, "could not read the installation");
+                return;
+            }
+        };
+        if message.user == installation.bot_user_id {
+            return;
+        }
+        if !upgrade::is_available(upgrade::Feature::AppHome, &installation.scopes) {
+            debug!(
+                team = team_id,
+                "a direct message before the permission upgrade is not answered"
+            );
+            return;
+        }
+        let Some(token) = &installation.bot_token else {
+            return;
+        };
+        let home = installation
+            .app_id
+            .as_deref()
+            .or(app_id)
+            .and_then(|app_id| commands::home_tab_link(&installation.team_id, app_id));
+        let available = upgrade::available_features(&installation.scopes);
+        let reply = commands::direct_message_reply(
+            home.as_deref(),
+            &commands::unavailable_commands(&available),
+        );
+        match self
+            .context
+            .actions
+            .web
+            .post_in_thread(
+                token,
+                &message.channel,
+                &reply,
+                message.thread_ts.as_deref(),
+                false,
+            )
+            .await
+        {
+            Ok(_) => {
+                info!(team = team_id, user = %message.user, "answered a direct message with help")
+            }
+            Err(error) => {
+                warn!(team = team_id, user = %message.user, %error, "could not answer a direct message")
+            }
+        }
+    }
+
     async fn uninstalled(&self, team_id: &str) {
         let now = self.context.clock.now();
         match self
@@ -512,10 +586,11 @@ impl EnvelopeHandler for Dispatcher {
         match &callback.event {
             Event::AppUninstalled => self.uninstalled(team_id).await,
             Event::TokensRevoked { bot, .. } => self.tokens_revoked(team_id, bot).await,
-            Event::AppHomeOpened { .. }
-            | Event::LinkShared(_)
-            | Event::MessageIm(_)
-            | Event::Unknown { .. } => {
+            Event::MessageIm(message) => {
+                self.direct_message(team_id, callback.api_app_id.as_deref(), message)
+                    .await
+            }
+            Event::AppHomeOpened { .. } | Event::LinkShared(_) | Event::Unknown { .. } => {
                 debug!(
                     event_type,
                     team = team_id,

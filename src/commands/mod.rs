@@ -341,6 +341,32 @@ pub fn help_without(hidden: &[&str]) -> Message {
     }
 }
 
+/// The answer to a direct message sent to the app: it reads no messages, so it says
+/// where things are (the commands, and the Home tab when `home` is the tab's deep link)
+/// and hides the commands in `hidden`.
+pub fn direct_message_reply(home: Option<&str>, hidden: &[&str]) -> Message {
+    let mut reply = help_without(hidden);
+    let first = "Hi! I do not read messages here. Use `/bitbucket` in any channel or here: \
+                 `/bitbucket subscribe workspace/repository` sends a repository's news to a \
+                 channel, `/bitbucket login` connects your Bitbucket account.";
+    let home = match home {
+        Some(link) => format!(
+            "Your pull requests, the reviews waiting for you and your notification settings are on my <{link}|Home tab>."
+        ),
+        None => "Your pull requests, the reviews waiting for you and your notification settings are on my Home tab.".to_string(),
+    };
+    reply.text = first.to_string();
+    reply.sections = vec![first.to_string(), home, reply.sections.remove(1)];
+    reply
+}
+
+/// The deep link to the app's Home tab in workspace `team_id`, for app `app_id`.
+pub fn home_tab_link(team_id: &str, app_id: &str) -> Option<String> {
+    let plain = |id: &str| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric());
+    (plain(team_id) && plain(app_id))
+        .then(|| format!("slack://app?team={team_id}&id={app_id}&tab=home"))
+}
+
 /// What to tell the user whose text did not parse.
 pub fn error_reply(error: &ParseError) -> Message {
     match error {
@@ -371,6 +397,29 @@ mod tests {
 
     fn check(text: &str, expected: Result<Command, ParseError>) {
         assert_eq!(parse(text), expected, "parsing {text:?}");
+    }
+
+    #[test]
+    fn a_direct_message_is_answered_with_help_and_the_home_link() {
+        let link = home_tab_link("T0001", "A0BITBUCKET");
+        assert_eq!(
+            link.as_deref(),
+            Some("slack://app?team=T0001&id=A0BITBUCKET&tab=home")
+        );
+        assert_eq!(
+            home_tab_link("T0001", "A0&x=1"),
+            None,
+            "no odd ids in a link"
+        );
+        let reply = direct_message_reply(link.as_deref(), &["approve"]);
+        assert!(reply.sections[0].contains("do not read messages"));
+        assert!(
+            reply.sections[1].contains("<slack://app?team=T0001&id=A0BITBUCKET&tab=home|Home tab>")
+        );
+        assert!(reply.sections[2].contains("/bitbucket subscribe"));
+        assert!(!reply.sections[2].contains("/bitbucket approve"), "hidden");
+        let without = direct_message_reply(None, &[]);
+        assert!(without.sections[1].ends_with("on my Home tab."));
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub enum Inbound {
     Disconnect {
         reason: DisconnectReason,
     },
-    Envelope(Envelope),
+    /// Boxed: an envelope is far larger than the other frames.
+    Envelope(Box<Envelope>),
 }
 
 /// Why Slack asks us to drop a socket.
@@ -171,12 +172,12 @@ pub fn parse_frame(text: &str) -> Result<Inbound, FrameError> {
                 .envelope_id
                 .filter(|id| !id.is_empty())
                 .ok_or_else(|| FrameError::NoEnvelopeId(raw.frame_type.clone()))?;
-            Ok(Inbound::Envelope(Envelope {
+            Ok(Inbound::Envelope(Box::new(Envelope {
                 envelope_id,
                 accepts_response_payload: raw.accepts_response_payload,
                 retry_attempt: raw.retry_attempt,
                 kind: parse_kind(&raw.frame_type, raw.payload),
-            }))
+            })))
         }
     }
 }

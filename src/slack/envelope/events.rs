@@ -17,6 +17,8 @@ pub struct EventCallback {
     pub event_id: Option<String>,
     /// The workspace the event is about: the wrapper's `team_id`.
     pub team_id: Option<String>,
+    /// The app the event was sent to (`api_app_id`), for links into the app's pages.
+    pub api_app_id: Option<String>,
     pub event: Event,
 }
 
@@ -153,6 +155,7 @@ pub(super) fn parse_event_callback(payload: &Value) -> Result<Option<EventCallba
         Ok(EventCallback {
             event_id: root.optional_text("event_id")?,
             team_id: root.optional_text("team_id")?,
+            api_app_id: root.optional_text("api_app_id")?,
             event: parse_event(&root, type_name.clone())?,
         })
     };

@@ -137,7 +137,7 @@ impl<H: EnvelopeHandler> SocketMode<H> {
             Ok(Inbound::Disconnect { reason }) => {
                 let _ = events.send(SessionEvent::Disconnect(reason)).await;
             }
-            Ok(Inbound::Envelope(envelope)) => self.accept_envelope(slot, envelope, acks),
+            Ok(Inbound::Envelope(envelope)) => self.accept_envelope(slot, *envelope, acks),
             Err(error) => warn!(%error, bytes = text.len(), "skipping a malformed frame"),
         }
     }
