@@ -30,7 +30,7 @@ use crate::clock::Clock;
 use crate::notify::personal::{self, Person};
 use crate::notify::{Subscription, actions, render, route};
 use crate::store::installations::Installation;
-use crate::store::{NewDelivery, Store, StoreError};
+use crate::store::{NewDelivery, ShownFromSlack, Store, StoreError};
 use crate::upgrade::{self, Feature};
 
 /// How often the activity outbox is looked at without a ring from the poller.
@@ -84,8 +84,12 @@ impl Router {
             // Whether a team's messages carry buttons, read once per team and activity.
             let mut offers_actions: BTreeMap<String, bool> = BTreeMap::new();
             let mut deliveries = Vec::new();
+            let mut shown = Vec::new();
             for (team_id, channel_id) in route(activity, &subscriptions) {
-                if self.shown_from_slack(&team_id, &channel_id, echo.as_deref(), now) {
+                if let Some(record) =
+                    self.shown_from_slack(&team_id, &channel_id, echo.as_deref(), now)
+                {
+                    shown.push(record);
                     continue;
                 }
                 let links = &self.store.user_links;
@@ -105,7 +109,10 @@ impl Router {
                 });
             }
             deliveries.extend(self.personal_deliveries(activity, &subscriptions, now)?);
-            let routed = self.store.commit_routing(*seq, deliveries, now).await?;
+            let routed = self
+                .store
+                .commit_routing(*seq, deliveries, &shown, now)
+                .await?;
             if routed.parked > 0 {
                 self.metrics
                     .deliveries
@@ -192,22 +199,23 @@ impl Router {
         Ok(deliveries)
     }
 
-    /// The channel's message already shows this activity: someone did it from there.
+    /// The channel's message already shows this activity: someone did it from there. The
+    /// record is used up by the routing commit that skips the channel.
     fn shown_from_slack(
         &self,
         team_id: &str,
         channel_id: &str,
         echo: Option<&str>,
         now: jiff::Timestamp,
-    ) -> bool {
-        let Some(echo) = echo else { return false };
+    ) -> Option<ShownFromSlack> {
+        let echo = echo?;
         match self
             .store
             .slack_actions
-            .take(team_id, channel_id, echo, now)
+            .shown(team_id, channel_id, echo, now)
         {
             Ok(shown) => {
-                if shown {
+                if shown.is_some() {
                     debug!(
                         team = team_id,
                         channel = channel_id,
@@ -218,7 +226,7 @@ impl Router {
             }
             Err(error) => {
                 warn!(team = team_id, %error, "could not read actions done from Slack");
-                false
+                None
             }
         }
     }

@@ -34,7 +34,7 @@ pub use installations::{InstallSource, Installation, InstallationState, Installa
 pub use personal_settings::PersonalSettingsStore;
 pub use purge::PurgedTeam;
 pub use repositories::{Broken, RepositoryStore, WatchedRepository};
-pub use slack_actions::SlackActionStore;
+pub use slack_actions::{ShownFromSlack, SlackActionStore};
 pub use subscriptions::SubscriptionStore;
 pub use user_links::{UserLink, UserLinkStore};
 
@@ -293,11 +293,14 @@ impl Store {
     /// the Slack outbox in one transaction, then flushes. A crash leaves either the
     /// activity (routed again after the restart) or the deliveries, never both or neither.
     /// A delivery whose workspace cannot take it now (not installed, or its notifications
-    /// held) is parked at once ([`DeliveryStore::park_reason`]).
+    /// held) is parked at once ([`DeliveryStore::park_reason`]). The records of actions
+    /// done from Slack that this activity matched (`shown`, so a channel was skipped) are
+    /// used up in the same transaction: a failed commit keeps them for the retry.
     pub async fn commit_routing(
         &self,
         activity_seq: u64,
         deliveries: Vec<NewDelivery>,
+        shown: &[slack_actions::ShownFromSlack],
         now: jiff::Timestamp,
     ) -> Result<Queued, StoreError> {
         use sled::Transactional;
@@ -308,9 +311,13 @@ impl Store {
                 self.activities.outbox_tree(),
                 self.deliveries.outbox_tree(),
                 self.deliveries.parked_tree(),
+                self.slack_actions.tree(),
             )
-                .transaction(|(activities, outbox, parked)| {
+                .transaction(|(activities, outbox, parked, actions)| {
                     activities.remove(&activity_seq.to_be_bytes())?;
+                    for used in shown {
+                        actions.remove(used.key())?;
+                    }
                     for delivery in &prepared {
                         DeliveryStore::insert_in(outbox, parked, delivery)?;
                     }

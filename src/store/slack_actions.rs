@@ -56,23 +56,39 @@ impl SlackActionStore {
         Ok(())
     }
 
-    /// True, and the record used up, when `echo` was done from Slack in this channel
-    /// within [`ECHO_LIFETIME`] of `now`.
-    pub fn take(
+    /// The record that `echo` was done from Slack in this channel within
+    /// [`ECHO_LIFETIME`] of `now`, if there is one. Reading does not use it up: the
+    /// routing transaction that drops the activity does ([`super::Store::commit_routing`]),
+    /// so a failed commit leaves it for the activity's retry.
+    pub fn shown(
         &self,
         team_id: &str,
         channel_id: &str,
         echo: &str,
         now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let _writing = self.gate.writing()?;
-        let Some(value) = self
-            .tree
-            .remove(key(team_id, channel_id, echo).as_bytes())?
-        else {
-            return Ok(false);
+    ) -> Result<Option<ShownFromSlack>, StoreError> {
+        let key = key(team_id, channel_id, echo).into_bytes();
+        let Some(value) = self.tree.get(&key)? else {
+            return Ok(None);
         };
-        Ok(seconds(&value) >= now.as_second() - ECHO_LIFETIME.as_secs())
+        let fresh = seconds(&value) >= now.as_second() - ECHO_LIFETIME.as_secs();
+        Ok(fresh.then_some(ShownFromSlack(key)))
+    }
+
+    /// The tree, for the routing transaction.
+    pub(super) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+}
+
+/// A record of an action done from Slack that an activity matched: the routing
+/// transaction removes it with the activity, so it is used exactly once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownFromSlack(Vec<u8>);
+
+impl ShownFromSlack {
+    pub(super) fn key(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -89,7 +105,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_record_is_used_once_per_team_and_channel_and_expires() {
+    async fn a_record_is_used_once_per_team_and_channel_by_the_routing_commit_and_expires() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         let actions = &store.slack_actions;
@@ -97,34 +113,47 @@ mod tests {
             .record("T1", "C1", "acme/api#7:approved:{u}", at(100))
             .await
             .expect("record");
-        assert!(
-            !actions
-                .take("T2", "C1", "acme/api#7:approved:{u}", at(101))
-                .expect("take")
-        );
-        assert!(
-            !actions
-                .take("T1", "C2", "acme/api#7:approved:{u}", at(101))
-                .expect("take")
-        );
-        assert!(
+        let shown = |team: &str, channel: &str, echo: &str, second: i64| {
             actions
-                .take("T1", "C1", "acme/api#7:approved:{u}", at(101))
-                .expect("take")
-        );
+                .shown(team, channel, echo, at(second))
+                .expect("read")
+        };
+        assert_eq!(shown("T2", "C1", "acme/api#7:approved:{u}", 101), None);
+        assert_eq!(shown("T1", "C2", "acme/api#7:approved:{u}", 101), None);
+        let used = shown("T1", "C1", "acme/api#7:approved:{u}", 101).expect("recorded");
         assert!(
-            !actions
-                .take("T1", "C1", "acme/api#7:approved:{u}", at(102))
-                .expect("used once")
+            shown("T1", "C1", "acme/api#7:approved:{u}", 101).is_some(),
+            "reading does not use it up"
+        );
+        store.set_write_faults(true);
+        assert!(
+            store
+                .commit_routing(1, Vec::new(), std::slice::from_ref(&used), at(101))
+                .await
+                .is_err()
+        );
+        store.set_write_faults(false);
+        assert!(
+            shown("T1", "C1", "acme/api#7:approved:{u}", 101).is_some(),
+            "a failed routing commit keeps the record for the retry"
+        );
+        store
+            .commit_routing(1, Vec::new(), &[used], at(101))
+            .await
+            .expect("routing commits");
+        assert_eq!(
+            shown("T1", "C1", "acme/api#7:approved:{u}", 102),
+            None,
+            "used by the routing commit"
         );
         actions
             .record("T1", "C1", "acme/api#7:merged:{u}", at(100))
             .await
             .expect("record");
-        assert!(
-            !actions
-                .take("T1", "C1", "acme/api#7:merged:{u}", at(100 + 2 * 86_400))
-                .expect("expired")
+        assert_eq!(
+            shown("T1", "C1", "acme/api#7:merged:{u}", 100 + 2 * 86_400),
+            None,
+            "expired"
         );
     }
 }
