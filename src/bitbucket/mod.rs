@@ -6,10 +6,12 @@ pub mod budget;
 pub mod client;
 pub mod credential;
 mod diff;
+pub mod links;
 mod lookup;
 mod model;
 pub mod name;
 pub mod poller;
+pub mod preview;
 pub mod schedule;
 pub mod sweep_coverage;
 
