@@ -64,6 +64,7 @@ const EDGE_MODULES: &[&str] = &[
     "bitbucket/client.rs",
     "bitbucket/lookup.rs",
     "bitbucket/poller.rs",
+    "bitbucket/preview_reads.rs",
 ];
 
 /// External paths a pure module must not name (`std::io` also forbids `std::io::Write`).

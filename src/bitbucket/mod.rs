@@ -12,6 +12,7 @@ mod model;
 pub mod name;
 pub mod poller;
 pub mod preview;
+pub mod preview_reads;
 pub mod schedule;
 pub mod sweep_coverage;
 
