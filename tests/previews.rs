@@ -1,6 +1,7 @@
 //! Link previews end to end against both fakes: `link_shared` → Bitbucket reads →
 //! `chat.unfurl`. A private pull request is previewed for a linked reader and not for an
-//! unlinked sharer (who is offered to connect once a day); public repositories and
+//! unlinked sharer (who is offered to connect once a day), and a stale link gets the
+//! offer to connect again; public repositories and
 //! commits through the daemon's credential; garbage links cost nothing; nothing before
 //! the permission upgrade and previews at once after it; a link shared twice within a
 //! minute is read once. Also the cards of every kind, as insta snapshots. The daemon runs
@@ -204,6 +205,27 @@ async fn a_private_pull_request_is_previewed_for_a_linked_reader_only() {
     assert!(sent[2].get(PRIVATE_PR).is_none(), "{}", sent[2]);
     assert_eq!(daemon.slack.calls_to("chat.postEphemeral").len(), 1);
     wait_for_previews(&daemon, "refused", 2).await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_link_gets_the_offer_to_connect_again_once_a_day() {
+    let daemon = daemon().await;
+    link(&daemon, "U1", grace()).await;
+    daemon.bitbucket().revoke(&uuid_of("grace"));
+
+    share(&daemon, "U1", &[PRIVATE_PR, PUBLIC_REPO]).await;
+    let offers = daemon.slack.wait_for_calls("chat.postEphemeral", 1).await;
+    let offer = offers[0].json().to_string();
+    assert!(offer.contains("no longer accepts"), "{offer}");
+    assert!(offer.contains("Connect Bitbucket account"), "{offer}");
+    let sent = unfurls(&daemon, 1).await;
+    assert!(sent[0].get(PRIVATE_PR).is_none(), "{}", sent[0]);
+
+    share(&daemon, "U1", &[PRIVATE_PR, PUBLIC_REPO]).await;
+    let sent = unfurls(&daemon, 2).await;
+    assert!(sent[1].get(PRIVATE_PR).is_none(), "{}", sent[1]);
+    assert_eq!(daemon.slack.calls_to("chat.postEphemeral").len(), 1);
     daemon.stop().await;
 }
 
