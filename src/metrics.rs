@@ -108,6 +108,10 @@ pub struct Metrics {
     pub installations: Family<StateLabel, Gauge>,
     pub campaign_phase: Family<PhaseLabel, Gauge>,
     pub deliveries: Family<KindLabel, Counter>,
+    /// Link previews by outcome: `sent` (a card in `chat.unfurl`), `refused` (the sharer
+    /// may not see it, or must connect), `skipped` (the feature is off, the budget is
+    /// spent, Bitbucket failed or was too slow).
+    pub previews: Family<KindLabel, Counter>,
     pub outbox_depth: Gauge,
     pub dead_letters: Gauge,
     pub bitbucket_requests: Family<EndpointStatus, Counter>,
@@ -155,6 +159,7 @@ impl Default for Metrics {
             installations: Family::default(),
             campaign_phase: Family::default(),
             deliveries: Family::default(),
+            previews: Family::default(),
             outbox_depth: Gauge::default(),
             dead_letters: Gauge::default(),
             bitbucket_requests: Family::default(),
@@ -228,6 +233,11 @@ impl Metrics {
             "deliveries",
             "Slack outbox results: delivered, failed, rate_limited, channel_gone, dead_lettered",
             self.deliveries.clone(),
+        );
+        registry.register(
+            "previews",
+            "Link previews: sent, refused (not for this person), skipped (off, budget, failure)",
+            self.previews.clone(),
         );
         registry.register(
             "outbox_depth",

@@ -36,8 +36,10 @@ const PURE_MODULES: &[&str] = &[
     "oauth_state.rs",
     "bitbucket/activity.rs",
     "bitbucket/diff/",
+    "bitbucket/links.rs",
     "bitbucket/name.rs",
     "bitbucket/open_pulls.rs",
+    "bitbucket/preview.rs",
     "bitbucket/schedule.rs",
     "bitbucket/sweep_coverage.rs",
     "slack/convert.rs",
@@ -63,6 +65,7 @@ const EDGE_MODULES: &[&str] = &[
     "bitbucket/client.rs",
     "bitbucket/lookup.rs",
     "bitbucket/poller.rs",
+    "bitbucket/preview_reads.rs",
 ];
 
 /// External paths a pure module must not name (`std::io` also forbids `std::io::Write`).

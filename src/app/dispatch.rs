@@ -27,6 +27,7 @@ use super::accounts::Accounts;
 use super::actions::PullRequestActions;
 use super::installations::Installer;
 use super::subscriptions::Subscriptions;
+use super::unfurls::Unfurls;
 use super::upgrade_driver::{AnswerTo, Campaigns};
 
 /// What the handlers need.
@@ -48,6 +49,8 @@ pub struct DispatchContext {
     pub upgrade: crate::config::UpgradeConfig,
     /// The permission-upgrade campaigns (admins, phases, click answers).
     pub campaigns: Campaigns,
+    /// Link previews (`link_shared` → `chat.unfurl`).
+    pub unfurls: Unfurls,
 }
 
 /// The daemon's envelope handler.
@@ -418,6 +421,28 @@ impl Dispatcher {
         }
     }
 
+    /// Links shared in a workspace: previewed for its active installation only.
+    async fn link_shared(&self, team_id: &str, shared: &crate::slack::envelope::LinkShared) {
+        match self
+            .context
+            .store
+            .installations
+            .for_team(Some(team_id), None)
+        {
+            Ok(Some(installation)) if installation.is_active() => {
+                self.context
+                    .unfurls
+                    .link_shared(&installation, shared)
+                    .await
+            }
+            Ok(_) => info!(
+                team = team_id,
+                "link_shared from a workspace without an active installation ignored"
+            ),
+            Err(error) => error!(team = team_id, %error, "could not read the installation"),
+        }
+    }
+
     async fn uninstalled(&self, team_id: &str) {
         let now = self.context.clock.now();
         match self
@@ -590,7 +615,8 @@ impl EnvelopeHandler for Dispatcher {
                 self.direct_message(team_id, callback.api_app_id.as_deref(), message)
                     .await
             }
-            Event::AppHomeOpened { .. } | Event::LinkShared(_) | Event::Unknown { .. } => {
+            Event::LinkShared(shared) => self.link_shared(team_id, shared).await,
+            Event::AppHomeOpened { .. } | Event::Unknown { .. } => {
                 debug!(
                     event_type,
                     team = team_id,

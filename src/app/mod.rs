@@ -21,6 +21,7 @@ pub mod poller;
 pub mod router;
 pub mod subscriptions;
 pub mod supervisor;
+pub mod unfurls;
 pub mod upgrade_driver;
 mod wiring;
 

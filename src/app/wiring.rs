@@ -226,6 +226,8 @@ impl Parts {
             activities_committed.clone(),
             &mut supervisor,
         )?;
+        // Link previews read with the same credential, through their own budget share.
+        let previews_client = bitbucket.clone();
         spawn_admin(
             &mut supervisor,
             &config,
@@ -351,6 +353,15 @@ impl Parts {
             clock.clone(),
             config.slack.actions_per_minute,
         );
+        let unfurls = super::unfurls::Unfurls::new(
+            store.clone(),
+            web.clone(),
+            accounts.clone(),
+            clock.clone(),
+            metrics.clone(),
+            previews_client.as_ref(),
+            config.bitbucket.rate_limit_per_hour,
+        );
         let dispatcher = Dispatcher::new(DispatchContext {
             store: store.clone(),
             clock: clock.clone(),
@@ -363,6 +374,7 @@ impl Parts {
             configured_bot_token: config.slack.bot_token.clone(),
             install_url: install_url(&config),
             campaigns,
+            unfurls,
         });
         let handlers = TaskTracker::new();
         let socket_mode = SocketMode::new(SocketModeParts {

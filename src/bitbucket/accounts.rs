@@ -363,6 +363,23 @@ impl UserOAuthClient {
         Ok(open)
     }
 
+    /// GETs `segments` under the API with `query` as the token's owner: the answer's
+    /// bytes (JSON, or a file's raw contents). Every segment goes through
+    /// [`push_segments`]; 401 is [`AccountError::Unauthorized`], other failures
+    /// [`AccountError::Http`] with their status.
+    pub async fn get_bytes(
+        &self,
+        access_token: &Secret<String>,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Vec<u8>, AccountError> {
+        let mut url = Self::endpoint(&self.api_url, segments)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        self.get(url, access_token).await
+    }
+
     async fn get(&self, url: Url, access_token: &Secret<String>) -> Result<Vec<u8>, AccountError> {
         let response = self
             .http

@@ -41,6 +41,8 @@ pub struct Budget {
     near_limit: bool,
     paused_until: Option<Instant>,
     rate_limited_streak: u32,
+    /// Off for a small share spent in bursts (link previews): only the hourly count holds.
+    paced: bool,
 }
 
 impl Budget {
@@ -54,9 +56,18 @@ impl Budget {
             near_limit: false,
             paused_until: None,
             rate_limited_streak: 0,
+            paced: true,
         };
         budget.tokens = budget.burst();
         budget
+    }
+
+    /// A budget without pacing: up to its whole hourly allowance may be spent at once.
+    pub fn unpaced(limit_per_hour: u32, percent: u32, now: Instant) -> Self {
+        Self {
+            paced: false,
+            ..Self::new(limit_per_hour, percent, now)
+        }
     }
 
     /// Requests allowed in any rolling hour.
@@ -105,6 +116,10 @@ impl Budget {
             return Err(oldest + HOUR);
         }
         self.refill(now);
+        if !self.paced {
+            self.log.push_back(now);
+            return Ok(());
+        }
         if self.tokens < 1.0 {
             let wait = (1.0 - self.tokens) / self.rate_per_second();
             return Err(now + Duration::from_secs_f64(wait.max(0.001)));
@@ -187,6 +202,19 @@ impl BudgetGate {
         f(&mut budget)
     }
 
+    /// A gate over [`Budget::unpaced`]: for a share that must answer at once or not at
+    /// all (link previews).
+    pub fn unpaced(limit_per_hour: u32, percent: u32) -> Self {
+        Self {
+            budget: Mutex::new(Budget::unpaced(limit_per_hour, percent, Instant::now())),
+        }
+    }
+
+    /// Takes a slot now, or says `false` without waiting.
+    pub fn try_acquire(&self) -> bool {
+        self.with(|budget| budget.try_acquire(Instant::now()).is_ok())
+    }
+
     /// Waits for a slot for one request.
     pub async fn acquire(&self) {
         loop {
@@ -240,6 +268,17 @@ mod tests {
             }
         }
         granted
+    }
+
+    #[test]
+    fn an_unpaced_share_spends_its_hour_at_once_and_then_refuses() {
+        let start = Instant::now();
+        let mut budget = Budget::unpaced(1000, 5, start);
+        for _ in 0..50 {
+            assert!(budget.try_acquire(start).is_ok());
+        }
+        assert_eq!(budget.try_acquire(start), Err(start + HOUR));
+        assert!(budget.try_acquire(at(start, 3600.0)).is_ok());
     }
 
     #[test]

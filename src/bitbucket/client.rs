@@ -130,6 +130,10 @@ pub enum BitbucketError {
     /// A name that would change the request's path; nothing was sent.
     #[error("{cause}")]
     InvalidPath { cause: String },
+    /// A share that never waits (link previews) has no request left this hour; nothing
+    /// was sent.
+    #[error("the request budget for this kind of read is spent for now")]
+    BudgetSpent,
 }
 
 impl BitbucketError {
@@ -179,6 +183,10 @@ pub struct BitbucketClient {
     credential: BitbucketCredential,
     oauth_token: Arc<tokio::sync::Mutex<Option<CachedToken>>>,
     budget: Arc<BudgetGate>,
+    /// Whether a request waits for a budget slot (polling) or is refused at once with
+    /// [`BitbucketError::BudgetSpent`] and never retried (previews, which must answer
+    /// within seconds or not at all).
+    waits_for_budget: bool,
     timeout: Duration,
     metrics: crate::metrics::Metrics,
 }
@@ -235,9 +243,22 @@ impl BitbucketClient {
                 settings.rate_limit_per_hour,
                 settings.budget_percent,
             )),
+            waits_for_budget: true,
             timeout: settings.request_timeout,
             metrics: crate::metrics::Metrics::default(),
         })
+    }
+
+    /// The same credential for link previews: every request takes a slot from `budget`
+    /// (their own small share, never the poller's) without waiting, is never retried,
+    /// and is bounded by `timeout` (at most the client's own).
+    pub fn for_previews(&self, budget: Arc<BudgetGate>, timeout: Duration) -> Self {
+        Self {
+            budget,
+            waits_for_budget: false,
+            timeout: timeout.min(self.timeout),
+            ..self.clone()
+        }
     }
 
     /// Records requests into `metrics` (the daemon's registry) instead of a private one.
@@ -602,29 +623,53 @@ impl BitbucketClient {
 
     /// One GET, budgeted, retried on 5xx and timeouts, decoded as `T`.
     async fn get<T: DeserializeOwned>(&self, target: &Target) -> Result<T, BitbucketError> {
+        let body = self.get_body(target).await?;
+        serde_json::from_slice(&body).map_err(|error| BitbucketError::Decode {
+            what: target.what.clone(),
+            cause: error.to_string(),
+        })
+    }
+
+    /// GETs `segments` (under the API base) with `query`: the answer's bytes as they
+    /// came (a file's raw contents), through the budget and retries.
+    pub(crate) async fn get_bytes(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Vec<u8>, BitbucketError> {
+        self.get_body(&self.target(segments, query)?).await
+    }
+
+    /// One GET, budgeted, retried on 5xx and timeouts (unless the client is a preview
+    /// share's): the answer's body.
+    async fn get_body(&self, target: &Target) -> Result<Vec<u8>, BitbucketError> {
         let mut attempt = 0;
         let mut renewed = false;
+        let retries = if self.waits_for_budget {
+            SERVER_RETRIES
+        } else {
+            0
+        };
         loop {
-            self.budget.acquire().await;
+            if self.waits_for_budget {
+                self.budget.acquire().await;
+            } else if !self.budget.try_acquire() {
+                return Err(BitbucketError::BudgetSpent);
+            }
             let result = self.send_once(target).await;
             match result {
                 Err(BitbucketError::Unauthorized) if self.is_oauth() && !renewed => {
                     renewed = true;
                     *self.oauth_token.lock().await = None;
                 }
-                Err(error) if error.retryable() && attempt < SERVER_RETRIES => {
+                Err(error) if error.retryable() && attempt < retries => {
                     attempt += 1;
                     let delay = retry_delay(attempt);
                     debug!(what = %target.what, %error, ?delay, "retrying");
                     tokio::time::sleep(delay).await;
                 }
                 Err(error) => return Err(error),
-                Ok(body) => {
-                    return serde_json::from_slice(&body).map_err(|error| BitbucketError::Decode {
-                        what: target.what.clone(),
-                        cause: error.to_string(),
-                    });
-                }
+                Ok(body) => return Ok(body),
             }
         }
     }
@@ -829,6 +874,8 @@ fn endpoint_label(path: &str) -> &'static str {
         (_, ["pipelines", ..]) => "pipelines",
         (_, ["issues", _, "comments"]) => "issue_comments",
         (_, ["issues", ..]) => "issues",
+        (_, ["commit", ..]) => "commit",
+        (_, ["src", ..]) => "src",
         _ => "other",
     }
 }

@@ -6,11 +6,14 @@ pub mod budget;
 pub mod client;
 pub mod credential;
 mod diff;
+pub mod links;
 mod lookup;
 mod model;
 pub mod name;
 pub mod open_pulls;
 pub mod poller;
+pub mod preview;
+pub mod preview_reads;
 pub mod schedule;
 pub mod sweep_coverage;
 

@@ -9,6 +9,7 @@ pub mod glob;
 pub mod personal;
 pub mod render;
 pub mod subscription;
+pub mod unfurl;
 
 use std::collections::BTreeSet;
 

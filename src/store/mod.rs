@@ -18,6 +18,7 @@ mod purge;
 mod repositories;
 mod slack_actions;
 mod subscriptions;
+mod unfurl_offers;
 mod user_links;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ pub use purge::PurgedTeam;
 pub use repositories::{Broken, RepositoryStore, WatchedRepository};
 pub use slack_actions::{ShownFromSlack, SlackActionStore};
 pub use subscriptions::SubscriptionStore;
+pub use unfurl_offers::UnfurlOfferStore;
 pub use user_links::{UserLink, UserLinkStore};
 
 /// The schema this binary writes. Bump it and add a step to [`MIGRATIONS`] together.
@@ -155,6 +157,8 @@ pub struct Store {
     pub personal_settings: PersonalSettingsStore,
     /// Actions done from Slack messages, so the poller's echo is not posted again.
     pub slack_actions: SlackActionStore,
+    /// When people were last offered to connect for a link preview (once a day each).
+    pub unfurl_offers: UnfurlOfferStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -245,6 +249,7 @@ impl Store {
                 gate.clone(),
             ),
             slack_actions: SlackActionStore::new(db.open_tree("slack_actions")?, gate.clone()),
+            unfurl_offers: UnfurlOfferStore::new(db.open_tree("unfurl_offers")?, gate.clone()),
             user_links: UserLinkStore::new(
                 db.open_tree("user_links")?,
                 db.open_tree("user_links_by_bitbucket")?,

@@ -45,6 +45,7 @@ const TEAM_TREES: &[(&str, TeamKey)] = &[
     ("personal_settings", TeamKey::Prefix),
     ("threads", TeamKey::Prefix),
     ("slack_actions", TeamKey::Prefix),
+    ("unfurl_offers", TeamKey::Prefix),
     ("deliveries", TeamKey::Outbox),
     ("dead_letters", TeamKey::ValueTeamId),
     ("parked_deliveries", TeamKey::ValueTeamId),
@@ -300,6 +301,11 @@ mod tests {
             .record(team, "C1", "acme/api#7:approved:{u}", at(10))
             .await
             .expect("action from Slack");
+        store
+            .unfurl_offers
+            .take_offer(team, "U1", at(10))
+            .await
+            .expect("a connect offer");
         let ids = store
             .deliveries
             .enqueue(

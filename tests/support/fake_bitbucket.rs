@@ -39,6 +39,8 @@ pub mod fields;
 mod oauth;
 #[path = "fake_bitbucket/payloads.rs"]
 mod payloads;
+#[path = "fake_bitbucket/previews.rs"]
+mod previews;
 #[path = "fake_bitbucket/timeline.rs"]
 mod timeline;
 
@@ -119,6 +121,14 @@ pub enum Endpoint {
     Pipeline,
     /// `POST …/pipelines/`: a pipeline started.
     PipelineRun,
+    /// Link previews' single-object reads (`fake_bitbucket/previews.rs`): `GET
+    /// …/commit/{hash}`, `…/refs/branches/{name}`, `…/issues/{id}`, `…/pipelines/{n}` and
+    /// `…/src/{commit}/{path}`.
+    CommitDetail,
+    BranchDetail,
+    IssueDetail,
+    PipelineByNumber,
+    Source,
     Unknown,
 }
 
@@ -293,6 +303,8 @@ struct FakeRepo {
     private: bool,
     /// Commit statuses, tags, deployments and environments.
     ci: ci::CiState,
+    /// File path → contents, the same at every revision (`fake_bitbucket/previews.rs`).
+    files: BTreeMap<String, Vec<u8>>,
 }
 
 struct World {
@@ -557,6 +569,9 @@ fn classify(method: &Method, path: &str) -> (Endpoint, Option<String>, Vec<Strin
         .collect();
     let repo = (parts.len() >= 2).then(|| format!("{}/{}", parts[0], parts[1]));
     let tail: Vec<&str> = parts.iter().skip(2).map(String::as_str).collect();
+    if let Some(endpoint) = previews::classify(method, &tail) {
+        return (endpoint, repo, parts);
+    }
     if let Some(endpoint) = actions::classify(method, &tail) {
         return (endpoint, repo, parts);
     }
@@ -722,6 +737,9 @@ fn answer(
             None,
         );
     };
+    if endpoint == Endpoint::Source {
+        return previews::source(&world, &reader, repository, parts);
+    }
     if actions::is_write(endpoint) {
         let Some(repo_name) = repository else {
             return json_response(
@@ -822,6 +840,12 @@ fn api_answer(
     };
     if !reader.reads(repo_name, repo) {
         return (StatusCode::FORBIDDEN, error("Access denied."), &[]);
+    }
+    if let Some(found) = previews::values(endpoint, repo_name, repo, parts) {
+        return match found {
+            Ok(body) => ok(body),
+            Err(message) => not_found(message),
+        };
     }
     let id: u64 = parts.get(3).and_then(|p| p.parse().ok()).unwrap_or(0);
     let values = match endpoint {

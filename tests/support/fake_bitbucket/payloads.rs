@@ -255,7 +255,7 @@ pub(super) fn pull_request_detail(repo: &str, r: &FakeRepo, pr: &FakePullRequest
     pull_request_json(repo, r, pr)
 }
 
-fn commit_json(repo: &str, commit: &FakeCommit) -> Value {
+pub(super) fn commit_json(repo: &str, commit: &FakeCommit) -> Value {
     json!({
         "type": "commit",
         "hash": commit.hash,
