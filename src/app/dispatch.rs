@@ -48,6 +48,8 @@ pub struct DispatchContext {
     pub upgrade: crate::config::UpgradeConfig,
     /// The permission-upgrade campaigns (admins, phases, click answers).
     pub campaigns: Campaigns,
+    /// `/bitbucket remind`.
+    pub reminders: super::reminders::ReviewReminders,
 }
 
 /// The daemon's envelope handler.
@@ -483,6 +485,17 @@ impl EnvelopeHandler for Dispatcher {
                 self.context
                     .subscriptions
                     .set_threading(&installation.team_id, &command.channel_id, on)
+                    .await
+            }
+            Ok(Command::Remind(remind)) => {
+                self.context
+                    .reminders
+                    .answer(
+                        &installation,
+                        &command.channel_id,
+                        &command.user_id,
+                        &remind,
+                    )
                     .await
             }
             Ok(Command::Notify(notify)) => {

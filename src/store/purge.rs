@@ -45,6 +45,7 @@ const TEAM_TREES: &[(&str, TeamKey)] = &[
     ("personal_settings", TeamKey::Prefix),
     ("threads", TeamKey::Prefix),
     ("slack_actions", TeamKey::Prefix),
+    ("reminders", TeamKey::Prefix),
     ("deliveries", TeamKey::Outbox),
     ("dead_letters", TeamKey::ValueTeamId),
     ("parked_deliveries", TeamKey::ValueTeamId),
@@ -300,6 +301,23 @@ mod tests {
             .record(team, "C1", "acme/api#7:approved:{u}", at(10))
             .await
             .expect("action from Slack");
+        store
+            .reminders
+            .set_channel(&super::super::ChannelReminder {
+                team_id: team.into(),
+                channel_id: "C1".into(),
+                schedule: crate::notify::reminders::Schedule::morning("UTC"),
+                set_by: "U1".into(),
+                set_at: at(0),
+                last_slot: at(0),
+            })
+            .await
+            .expect("reminder");
+        store
+            .reminders
+            .commit_digest_slot(team, &format!("U-{team}"), at(5), Vec::new(), at(5))
+            .await
+            .expect("digest slot");
         let ids = store
             .deliveries
             .enqueue(
