@@ -51,6 +51,8 @@ pub struct DispatchContext {
     pub campaigns: Campaigns,
     /// Link previews (`link_shared` → `chat.unfurl`).
     pub unfurls: Unfurls,
+    /// `/bitbucket remind`.
+    pub reminders: super::reminders::ReviewReminders,
 }
 
 /// The daemon's envelope handler.
@@ -582,6 +584,17 @@ impl EnvelopeHandler for Dispatcher {
                 self.context
                     .subscriptions
                     .set_threading(&installation.team_id, &command.channel_id, on)
+                    .await
+            }
+            Ok(Command::Remind(remind)) => {
+                self.context
+                    .reminders
+                    .answer(
+                        &installation,
+                        &command.channel_id,
+                        &command.user_id,
+                        &remind,
+                    )
                     .await
             }
             Ok(Command::Notify(notify)) => {

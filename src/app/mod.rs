@@ -18,6 +18,7 @@ pub mod http_backend;
 pub mod installations;
 pub mod personal;
 pub mod poller;
+pub mod reminders;
 pub mod router;
 pub mod subscriptions;
 pub mod supervisor;
@@ -86,6 +87,7 @@ pub struct Running {
     main: tokio::task::JoinHandle<anyhow::Result<()>>,
     upgrades: upgrade_driver::UpgradeSignal,
     access: access::AccessControl,
+    reminders: reminders::ReminderSignal,
     store: Store,
 }
 
@@ -101,6 +103,13 @@ impl Running {
     pub async fn settle_upgrades(&self) {
         let ring = self.upgrades.wake();
         self.upgrades.settled(ring).await;
+    }
+
+    /// Wakes the review reminders and waits until they have handled everything due now
+    /// (what a test needs after moving its manual clock).
+    pub async fn settle_reminders(&self) {
+        let ring = self.reminders.wake();
+        self.reminders.settled(ring).await;
     }
 
     /// Checks every subscription's access now, as the hourly check does, and returns when

@@ -25,7 +25,9 @@ use super::background::{
 use super::dispatch::{DispatchContext, Dispatcher};
 use super::installations::Installer;
 use super::supervisor::{ComponentState, Components, RestartPolicy, Supervisor};
-use super::{Running, access, admin, http_backend, poller, router, subscriptions, upgrade_driver};
+use super::{
+    Running, access, admin, http_backend, poller, reminders, router, subscriptions, upgrade_driver,
+};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, HttpState, SlackOAuth};
@@ -243,6 +245,8 @@ impl Parts {
             },
             admin_listener,
         );
+        // The review reminders read open pull requests with the daemon's credential too.
+        let reminders_client = bitbucket.clone();
         let lookup =
             bitbucket.map(|client| Arc::new(client) as Arc<dyn crate::bitbucket::RepositoryLookup>);
         let access = access::AccessControl::new(
@@ -346,6 +350,22 @@ impl Parts {
             });
         }
 
+        // The reminders queue into the same outbox and wake the same delivery loop.
+        let reminders = reminders::ReviewReminders::new(
+            store.clone(),
+            web.clone(),
+            clock.clone(),
+            reminders_client,
+            accounts.clone(),
+            config.reminders.grace,
+            delivery_wake.clone(),
+        );
+        {
+            let reminders = reminders.clone();
+            supervisor.spawn("reminders", move |stop| reminders.clone().run(stop));
+        }
+        let reminder_signal = reminders.signal.clone();
+
         let actions = super::actions::PullRequestActions::new(
             store.clone(),
             web.clone(),
@@ -375,6 +395,7 @@ impl Parts {
             install_url: install_url(&config),
             campaigns,
             unfurls,
+            reminders,
         });
         let handlers = TaskTracker::new();
         let socket_mode = SocketMode::new(SocketModeParts {
@@ -455,6 +476,7 @@ impl Parts {
             main,
             upgrades,
             access: access_control,
+            reminders: reminder_signal,
             store: running_store,
         })
     }

@@ -13,6 +13,7 @@ use crate::bitbucket::name::parse_target;
 use crate::message::{Message, escape_inline_code};
 use crate::notify::actions::{EXPECTED_REFERENCE, PullRequestKey, parse_pull_request};
 use crate::notify::personal::{NOTIFY_USAGE, NotifyCommand, parse_notify};
+use crate::notify::reminders::{REMIND_USAGE, RemindCommand, parse_remind};
 use crate::notify::subscription::{SubscribeWord, parse_word};
 use crate::upgrade::Feature;
 
@@ -62,6 +63,8 @@ pub enum Command {
     Merge(PullRequestKey),
     /// Decline a pull request.
     Decline(PullRequestKey),
+    /// This channel's review reminder: set, list or turn off.
+    Remind(RemindCommand),
 }
 
 impl Command {
@@ -82,6 +85,7 @@ impl Command {
             Command::Approve(_) => "approve",
             Command::Merge(_) => "merge",
             Command::Decline(_) => "decline",
+            Command::Remind(_) => "remind",
         }
     }
 
@@ -219,6 +223,13 @@ pub const COMMANDS: &[CommandSpec] = &[
         summary: "Your personal notifications by direct message (reviews asked of you, your pull requests' reviews, merges, failed builds): list them, turn a kind on or off, or mute them for a while.",
         feature: Some(Feature::DirectMessages),
         parse: |args| parse_notify(args).map(Command::Notify),
+    },
+    CommandSpec {
+        name: "remind",
+        usage: REMIND_USAGE,
+        summary: "Post the pull requests waiting for review into this channel at a time of day (09:00 on weekdays in your time zone unless you say otherwise); `list` shows it, `off` stops it. Turn on your own morning digest with `/bitbucket notify on digest`.",
+        feature: Some(Feature::ReviewReminders),
+        parse: |args| parse_remind(args).map(Command::Remind),
     },
     CommandSpec {
         name: "upgrade",
@@ -475,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn only_subscribe_notify_and_actions_need_a_feature_and_every_command_has_a_row() {
+    fn only_subscribe_notify_actions_and_remind_need_a_feature_and_every_command_has_a_row() {
         let gated: Vec<_> = COMMANDS
             .iter()
             .filter_map(|spec| Some((spec.name, spec.feature?)))
@@ -485,6 +496,7 @@ mod tests {
             vec![
                 ("subscribe", Feature::ChannelNotifications),
                 ("notify", Feature::DirectMessages),
+                ("remind", Feature::ReviewReminders),
                 ("approve", Feature::PullRequestActions),
                 ("merge", Feature::PullRequestActions),
                 ("decline", Feature::PullRequestActions)
@@ -508,6 +520,10 @@ mod tests {
             "approve acme/repo#7",
             "merge https://bitbucket.org/acme/repo/pull-requests/7",
             "decline acme/repo#7",
+            "remind",
+            "remind at 10:15 daily Europe/Paris",
+            "remind list",
+            "remind off",
         ] {
             let command = parse(text).expect("parses");
             assert_eq!(command.spec().name, command.name(), "{text}");
@@ -537,7 +553,14 @@ mod tests {
         assert_eq!(unavailable_commands(&without_channels), vec!["subscribe"]);
         assert_eq!(
             unavailable_commands(&[]),
-            vec!["subscribe", "notify", "approve", "merge", "decline"]
+            vec![
+                "subscribe",
+                "notify",
+                "remind",
+                "approve",
+                "merge",
+                "decline"
+            ]
         );
         let without_dms: Vec<Feature> = all
             .iter()
@@ -550,6 +573,27 @@ mod tests {
             .join("\n");
         assert!(!help.contains("/bitbucket subscribe "));
         assert!(help.contains("/bitbucket unsubscribe "));
+    }
+
+    #[test]
+    fn remind_refuses_bad_words_naming_them_and_the_expected_form() {
+        let Err(ParseError::BadArguments { name, reason, .. }) = parse("remind at 25:00") else {
+            panic!("refused");
+        };
+        assert_eq!(name, "remind");
+        assert!(reason.contains("`25:00` is not a time of day"), "{reason}");
+        let reply = error_reply(&parse("remind Mars/Olympus").expect_err("refused"));
+        assert!(
+            reply.text.contains("`Mars/Olympus` is not a time zone"),
+            "{}",
+            reply.text
+        );
+        assert!(
+            reply.text.contains("Usage: `/bitbucket remind"),
+            "{}",
+            reply.text
+        );
+        assert!(parse("remind daily weekdays").is_err());
     }
 
     #[test]

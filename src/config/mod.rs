@@ -18,6 +18,7 @@
 mod bitbucket;
 mod daemon;
 mod raw;
+mod reminders;
 mod slack;
 mod upgrade;
 
@@ -29,6 +30,7 @@ pub use bitbucket::{
     BitbucketConfig, BitbucketCredential, OAuthConsumerConfig, PrivateRepositories,
 };
 pub use daemon::{AdminConfig, HttpConfig, LogConfig, LogFormat, ShutdownConfig, StorageConfig};
+pub use reminders::RemindersConfig;
 pub use slack::{SlackConfig, SlackOAuthConfig};
 pub use upgrade::UpgradeConfig;
 
@@ -53,6 +55,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub admin: AdminConfig,
     pub upgrade: UpgradeConfig,
+    pub reminders: RemindersConfig,
 }
 
 /// One thing wrong with the configuration, about one key.
@@ -247,6 +250,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let admin = daemon::read_admin(&mut reader, &storage);
     let upgrade = upgrade::read(&mut reader);
     let shutdown = daemon::read_shutdown(&mut reader);
+    let reminders = reminders::read(&mut reader);
     reader.report(upgrade::check(&upgrade));
     reader.report(slack::check(&slack));
     reader.finish()?;
@@ -259,6 +263,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         shutdown,
         admin,
         upgrade,
+        reminders,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod access;
 pub mod actions;
 pub mod glob;
 pub mod personal;
+pub mod reminders;
 pub mod render;
 pub mod subscription;
 pub mod unfurl;

@@ -102,6 +102,8 @@ pub enum NotifyKind {
     Merges,
     Builds,
     Fixes,
+    /// The morning digest of pull requests waiting for your review (`notify::reminders`).
+    Digest,
 }
 
 /// A kind's word, what it covers and whether it is on by default.
@@ -161,6 +163,12 @@ pub const KINDS: &[KindSpec] = &[
         kind: NotifyKind::Fixes,
         word: "fixes",
         summary: "a pipeline or build passes again on your pull request after failing",
+        default_on: false,
+    },
+    KindSpec {
+        kind: NotifyKind::Digest,
+        word: "digest",
+        summary: "at 09:00 on weekdays (your Slack time zone), the pull requests waiting for your review",
         default_on: false,
     },
 ];

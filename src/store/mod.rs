@@ -15,6 +15,7 @@ pub(crate) mod installations;
 mod personal_settings;
 mod poll;
 mod purge;
+mod reminders;
 mod repositories;
 mod slack_actions;
 mod subscriptions;
@@ -34,6 +35,7 @@ pub use deliveries::{
 pub use installations::{InstallSource, Installation, InstallationState, InstallationStore};
 pub use personal_settings::PersonalSettingsStore;
 pub use purge::PurgedTeam;
+pub use reminders::{ChannelReminder, ReminderStore, SlotCommit};
 pub use repositories::{Broken, RepositoryStore, WatchedRepository};
 pub use slack_actions::{ShownFromSlack, SlackActionStore};
 pub use subscriptions::SubscriptionStore;
@@ -159,6 +161,8 @@ pub struct Store {
     pub slack_actions: SlackActionStore,
     /// When people were last offered to connect for a link preview (once a day each).
     pub unfurl_offers: UnfurlOfferStore,
+    /// Review reminders of channels and people's digests, with the last slot handled.
+    pub reminders: ReminderStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -223,6 +227,8 @@ impl Store {
         let installations =
             InstallationStore::new(db.open_tree("installations")?, cipher.clone(), gate.clone());
         let deliveries = DeliveryStore::new(db.clone(), installations.clone(), gate.clone())?;
+        let reminders =
+            ReminderStore::new(db.open_tree("reminders")?, deliveries.clone(), gate.clone());
         Ok(Store {
             repositories: RepositoryStore::new(watched.clone(), cursors.clone(), gate.clone()),
             activities: ActivityStore::new(
@@ -260,6 +266,7 @@ impl Store {
                 db.open_tree("personal_settings")?,
                 gate.clone(),
             ),
+            reminders,
             db,
             path: path.to_path_buf(),
             cipher,

@@ -33,6 +33,23 @@ impl PersonalSettingsStore {
         }
     }
 
+    /// Everyone's stored settings (people who never changed any have none): team,
+    /// Slack user, settings.
+    pub fn list_all(&self) -> Result<Vec<(String, String, PersonalSettings)>, StoreError> {
+        let mut found = Vec::new();
+        for item in self.settings.iter() {
+            let (key, value) = item?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let Some((team_id, user_id)) = key.split_once(':') else {
+                continue;
+            };
+            let settings = serde_json::from_slice(&value)
+                .map_err(|error| StoreError::Corrupt(format!("personal settings: {error}")))?;
+            found.push((team_id.to_string(), user_id.to_string(), settings));
+        }
+        Ok(found)
+    }
+
     /// Stores the person's settings (the defaults remove the record), then flushes.
     pub async fn put(
         &self,

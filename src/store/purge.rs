@@ -46,6 +46,7 @@ const TEAM_TREES: &[(&str, TeamKey)] = &[
     ("threads", TeamKey::Prefix),
     ("slack_actions", TeamKey::Prefix),
     ("unfurl_offers", TeamKey::Prefix),
+    ("reminders", TeamKey::Prefix),
     ("deliveries", TeamKey::Outbox),
     ("dead_letters", TeamKey::ValueTeamId),
     ("parked_deliveries", TeamKey::ValueTeamId),
@@ -306,6 +307,23 @@ mod tests {
             .take_offer(team, "U1", at(10))
             .await
             .expect("a connect offer");
+        store
+            .reminders
+            .set_channel(&super::super::ChannelReminder {
+                team_id: team.into(),
+                channel_id: "C1".into(),
+                schedule: crate::notify::reminders::Schedule::morning("UTC"),
+                set_by: "U1".into(),
+                set_at: at(0),
+                last_slot: at(0),
+            })
+            .await
+            .expect("reminder");
+        store
+            .reminders
+            .commit_digest_slot(team, &format!("U-{team}"), at(5), Vec::new(), at(5))
+            .await
+            .expect("digest slot");
         let ids = store
             .deliveries
             .enqueue(
