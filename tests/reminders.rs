@@ -429,3 +429,120 @@ async fn the_digest_reaches_a_linked_reviewer_at_nine_in_their_time_zone() {
     );
     harness.stop().await;
 }
+
+/// The real binary, killed with SIGKILL right after its reminder reached Slack: the
+/// restarted daemon's first pass finds the slot handled (recorded in the transaction that
+/// queued the message) and queues nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_after_a_reminder_was_posted_queues_nothing_twice() {
+    use bitbucket_slack::bitbucket::Target;
+    use bitbucket_slack::notify::reminders::{Days, Schedule};
+    use bitbucket_slack::notify::subscription::{Features, Filters, Subscription};
+    use bitbucket_slack::store::{ChannelReminder, Store};
+    use support::daemon::{Daemon, write_config};
+    use support::fake_bitbucket::TOKEN;
+    use support::harness::{APP_TOKEN, Settings};
+
+    let slack = FakeSlack::start().await;
+    slack.add_workspace(
+        BOT,
+        FakeWorkspace::new(TEAM, "Fake Team", &required_scopes().join(",")),
+    );
+    let bitbucket = bitbucket().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        &Settings::base(&slack, &data)
+            .set("slack.app_token", APP_TOKEN)
+            .set("slack.bot_token", BOT)
+            .set("bitbucket.api_url", bitbucket.api_url())
+            .set("bitbucket.oauth_url", bitbucket.oauth_url())
+            .set("bitbucket.token", TOKEN)
+            .set("bitbucket.poll_interval_secs", "3600")
+            .set("log.level", "info,bitbucket_slack::app::reminders=debug")
+            .toml(),
+    );
+    // A first run installs the bot and creates the store.
+    let mut daemon = Daemon::spawn(&["run", "--config", &config], &[]);
+    let _socket = slack.accept().await;
+    daemon.wait_for_log("review reminders checked").await;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit().await, 0);
+
+    // C1 follows acme/api and has a daily reminder whose slot is this very minute (UTC),
+    // last handled a day ago: due at once, well inside the grace window.
+    let now = Timestamp::now();
+    let utc = now.to_zoned(jiff::tz::TimeZone::UTC);
+    let day_ago = now - SignedDuration::from_hours(24);
+    {
+        let store = Store::open(&data).expect("the stopped daemon's store opens");
+        store
+            .subscriptions
+            .put(&Subscription {
+                team_id: TEAM.into(),
+                channel_id: "C1".into(),
+                target: Target::Repository(REPO.into()),
+                features: Features::defaults(),
+                filters: Filters::default(),
+                main_branch: Some("main".into()),
+                created_by: "UADA".into(),
+                created_at: day_ago,
+                paused: None,
+                private: Some(false),
+                coverage: Default::default(),
+            })
+            .await
+            .expect("subscribe");
+        store
+            .reminders
+            .set_channel(&ChannelReminder {
+                team_id: TEAM.into(),
+                channel_id: "C1".into(),
+                schedule: Schedule {
+                    hour: utc.hour(),
+                    minute: utc.minute(),
+                    days: Days::Daily,
+                    zone: "UTC".into(),
+                },
+                set_by: "UADA".into(),
+                set_at: day_ago,
+                last_slot: day_ago,
+            })
+            .await
+            .expect("remind");
+    }
+
+    let mut daemon = Daemon::spawn(&["run", "--config", &config], &[]);
+    let _socket = slack.accept().await;
+    let posts = wait_posts(&slack, "C1", 1).await;
+    assert!(
+        message_text(&posts[0]).contains("1 pull request is waiting for review"),
+        "{}",
+        posts[0]
+    );
+    daemon.signal("KILL");
+    daemon.wait_exit().await;
+
+    let mut daemon = Daemon::spawn(&["run", "--config", &config], &[]);
+    let _socket = slack.accept().await;
+    daemon.wait_for_log("review reminders checked").await;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit().await, 0);
+    assert_eq!(posts_to(&slack, "C1").len(), 1, "{:#?}", daemon.log());
+    let store = Store::open(&data).expect("the stopped daemon's store opens");
+    let reminder = store
+        .reminders
+        .channels()
+        .expect("read reminders")
+        .into_iter()
+        .find(|reminder| reminder.channel_id == "C1")
+        .expect("C1's reminder");
+    assert!(
+        reminder.last_slot > day_ago && reminder.last_slot <= now,
+        "the slot was recorded: {}",
+        reminder.last_slot
+    );
+    let queued = store.deliveries.queued_channels().expect("read the outbox");
+    assert!(queued.is_empty(), "nothing queued again: {queued:?}");
+}

@@ -192,6 +192,7 @@ impl ReviewReminders {
             }
             Err(error) => warn!(%error, "could not read personal settings for digests; will retry"),
         }
+        debug!(next = ?earliest, "review reminders checked");
         earliest
     }
 
