@@ -2,7 +2,7 @@
 //! manual clock. A channel's reminder is posted at its slot with the pull requests that
 //! wait for review (a draft and an approved one left out), nothing in a channel where
 //! none waits, and a restart at the slot posts nothing twice; a slot the daemon was down
-//! through is sent on start within `reminders.grace` and skipped beyond it;
+//! through is sent on start within `reminders.grace_secs` and skipped beyond it;
 //! `remind list|off`, bad input and the defaults (the setter's Slack time zone); before
 //! the permission upgrade `remind` is refused naming the admins, right after it works
 //! with no restart; the digest reaches a linked person at 09:00 in their time zone.

@@ -114,7 +114,7 @@ pub struct ReviewReminders {
     pub bitbucket: Option<BitbucketClient>,
     /// People's links and tokens, for digests.
     pub accounts: Accounts,
-    /// `reminders.grace`.
+    /// `reminders.grace_secs`.
     pub grace: SignedDuration,
     /// Rung after messages are queued.
     pub delivery_wake: Arc<Notify>,
@@ -208,7 +208,7 @@ impl ReviewReminders {
         ) {
             Due::Nothing => return reminder.schedule.next_slot(now),
             Due::Skip(slot) => {
-                info!(team, channel, %slot, grace = %self.grace, "a review reminder's slot passed longer ago than reminders.grace (the daemon was not running); skipped");
+                info!(team, channel, %slot, grace = %self.grace, "a review reminder's slot passed longer ago than reminders.grace_secs (the daemon was not running); skipped");
                 Some((slot, Vec::new()))
             }
             Due::Send(slot) => match self.channel_message(reminder, now).await {
@@ -347,7 +347,7 @@ impl ReviewReminders {
         let deliveries = match due(&schedule, last, now, self.grace) {
             Due::Nothing => return schedule.next_slot(now),
             Due::Skip(slot) => {
-                info!(team, user, %slot, "a digest's slot passed longer ago than reminders.grace (the daemon was not running); skipped");
+                info!(team, user, %slot, "a digest's slot passed longer ago than reminders.grace_secs (the daemon was not running); skipped");
                 Some((slot, Vec::new()))
             }
             Due::Send(slot) => {

@@ -1,5 +1,5 @@
 //! The `[reminders]` section: review reminders and the personal digest
-//! ([`RemindersConfig`]): how late a missed slot may still be sent (`reminders.grace`).
+//! ([`RemindersConfig`]): how late a missed slot may still be sent (`reminders.grace_secs`).
 //!
 //! Owns every message about a `reminders.*` key. Must never decide what is due (that is
 //! `notify::reminders`) and never read another section's keys.
@@ -29,29 +29,10 @@ impl Default for RemindersConfig {
 
 /// Reads the `reminders.*` keys.
 pub(super) fn read(reader: &mut Reader) -> RemindersConfig {
-    let key = "reminders.grace";
-    let mut config = RemindersConfig::default();
-    let Some(raw) = reader.take_defaulted(key) else {
-        return config;
-    };
-    match raw.text.trim().parse::<SignedDuration>() {
-        Ok(grace) if grace >= SignedDuration::ZERO && grace <= MAX_GRACE => config.grace = grace,
-        Ok(_) => reader.problem(
-            key,
-            format!(
-                "`{}` is out of range: allowed 0m to 12h (from {})",
-                raw.text, raw.origin
-            ),
-        ),
-        Err(_) => reader.problem(
-            key,
-            format!(
-                "`{}` is not a duration: say a number and a unit, like \"2h\" or \"90m\" (from {})",
-                raw.text, raw.origin
-            ),
-        ),
+    let seconds = reader.integer("reminders.grace_secs", 0, MAX_GRACE.as_secs() as u64);
+    RemindersConfig {
+        grace: SignedDuration::from_secs(seconds as i64),
     }
-    config
 }
 
 #[cfg(test)]
@@ -65,29 +46,21 @@ mod tests {
         assert_eq!(config.reminders.grace, jiff::SignedDuration::from_hours(2));
         let config = Config::load(
             None,
-            &env(&[APP, ("BITBUCKET_SLACK__REMINDERS__GRACE", "90m")]),
+            &env(&[APP, ("BITBUCKET_SLACK__REMINDERS__GRACE_SECS", "5400")]),
         )
         .expect("valid");
         assert_eq!(config.reminders.grace, jiff::SignedDuration::from_mins(90));
-        let found = problems(Config::load(
-            None,
-            &env(&[APP, ("BITBUCKET_SLACK__REMINDERS__GRACE", "soon")]),
-        ));
-        assert!(
-            found
-                .iter()
-                .any(|p| p.starts_with("reminders.grace: `soon` is not a duration")),
-            "{found:?}"
-        );
-        let found = problems(Config::load(
-            None,
-            &env(&[APP, ("BITBUCKET_SLACK__REMINDERS__GRACE", "13h")]),
-        ));
-        assert!(
-            found
-                .iter()
-                .any(|p| p.starts_with("reminders.grace: `13h` is out of range")),
-            "{found:?}"
-        );
+        for bad in ["soon", "43201", "-1"] {
+            let found = problems(Config::load(
+                None,
+                &env(&[APP, ("BITBUCKET_SLACK__REMINDERS__GRACE_SECS", bad)]),
+            ));
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.starts_with("reminders.grace_secs: ")),
+                "{bad}: {found:?}"
+            );
+        }
     }
 }
