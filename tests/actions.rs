@@ -12,7 +12,6 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use serde_json::{Value, json};
 use support::blocks::section_text;
-use support::daemon::{browse, browse_with_cookie};
 use support::fake_bitbucket::{FakeAccount, FakeBitbucket, uuid_of};
 use support::fake_slack::{FakeWorkspace, RecordedCall};
 use support::harness::{Harness, HarnessBuilder, TEAM, block_actions};
@@ -65,29 +64,6 @@ async fn polling_daemon() -> Harness {
 
 async fn daemon() -> Harness {
     daemon_with(Harness::builder().installed_bot(BOT), bitbucket().await).await
-}
-
-/// Links `user` to `account` through the browser flow (button, confirmation, consent).
-async fn link(daemon: &Harness, user: &str, account: FakeAccount) {
-    let payload = daemon.command(TEAM, "C1", user, "login").await;
-    let button = payload["blocks"][1]["elements"][0]["url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a Connect button: {payload}"))
-        .to_string();
-    let confirm = browse(&daemon.local(&button)).await;
-    assert_eq!(confirm.status, 200, "{}", confirm.body);
-    let start = confirm.body.find("<a href=\"").expect("a Continue link") + "<a href=\"".len();
-    let end = start + confirm.body[start..].find('"').expect("end of href");
-    let consent = confirm.body[start..end].replace("&amp;", "&");
-    daemon.bitbucket().next_login(Ok(account));
-    let back = browse(&consent).await;
-    assert_eq!(back.status, 302);
-    let page = browse_with_cookie(
-        &daemon.local(&back.location.expect("back to the daemon")),
-        confirm.cookie().as_deref(),
-    )
-    .await;
-    assert_eq!(page.status, 200, "{}", page.body);
 }
 
 const MESSAGE: &str = "*Ada* opened pull request #1 Add retries in `acme/api`";
@@ -144,7 +120,7 @@ fn buttons(call: &Value) -> Vec<String> {
 #[tokio::test]
 async fn approve_from_a_channel_message_is_the_persons_approval_and_the_message_shows_it() {
     let daemon = daemon().await;
-    link(&daemon, "U1", grace()).await;
+    daemon.link("U1", grace()).await;
     click(&daemon, "U1", "bitbucket_pr_approve", "acme/api#1").await;
     let answers = ephemerals(&daemon, 1).await;
     assert_eq!(answers[0]["channel"], "C1");
@@ -210,7 +186,7 @@ async fn merge_goes_through_the_modal_with_a_strategy_and_a_blocked_merge_gives_
         "You can't merge until you resolve all merge checks: 1 failed build.",
     );
     let daemon = daemon_with(Harness::builder().installed_bot(BOT), bitbucket).await;
-    link(&daemon, "U1", grace()).await;
+    daemon.link("U1", grace()).await;
 
     // The slash command asks for confirmation first: a button that opens the dialog.
     let answer = daemon.command(TEAM, "C1", "U1", "merge acme/api#1").await;
@@ -295,7 +271,7 @@ async fn rerun_starts_a_pipeline_for_the_same_target() {
     let failed = bitbucket.start_pipeline(REPO, "main");
     bitbucket.finish_pipeline(REPO, &failed, "FAILED");
     let daemon = daemon_with(Harness::builder().installed_bot(BOT), bitbucket).await;
-    link(&daemon, "U1", grace()).await;
+    daemon.link("U1", grace()).await;
     let value = format!("{REPO} pipeline {failed}");
     daemon
         .click(block_actions(
@@ -337,7 +313,7 @@ async fn unlinked_stale_and_unpermitted_clickers_are_told_what_to_do() {
     assert!(!daemon.bitbucket().approved_by(REPO, 1, "ada"));
 
     // Unpermitted: Bitbucket's reason.
-    link(&daemon, "U2", ada()).await;
+    daemon.link("U2", ada()).await;
     daemon.bitbucket().forbid_writes(&uuid_of("ada"), REPO);
     click(&daemon, "U2", "bitbucket_pr_approve", "acme/api#1").await;
     let answers = ephemerals(&daemon, 2).await;
@@ -346,7 +322,7 @@ async fn unlinked_stale_and_unpermitted_clickers_are_told_what_to_do() {
     assert!(text.contains("You do not have write access"), "{text}");
 
     // Stale: the refresh is refused, so the re-login prompt.
-    link(&daemon, "U1", grace()).await;
+    daemon.link("U1", grace()).await;
     daemon.bitbucket().revoke(&uuid_of("grace"));
     daemon.clock.advance(SignedDuration::from_hours(3));
     click(&daemon, "U1", "bitbucket_pr_approve", "acme/api#1").await;
@@ -362,7 +338,7 @@ async fn unlinked_stale_and_unpermitted_clickers_are_told_what_to_do() {
 async fn a_link_made_before_scopes_were_recorded_is_asked_to_reconnect_once() {
     let daemon = daemon().await;
     daemon.bitbucket().grant_scopes(None);
-    link(&daemon, "U1", grace()).await;
+    daemon.link("U1", grace()).await;
     click(&daemon, "U1", "bitbucket_pr_approve", "acme/api#1").await;
     let answers = ephemerals(&daemon, 1).await;
     let text = last_text(&answers);
@@ -378,7 +354,7 @@ async fn a_link_made_before_scopes_were_recorded_is_asked_to_reconnect_once() {
 
     // A link whose recorded scopes lack them is asked every time: it cannot act.
     daemon.bitbucket().grant_scopes(Some("account repository"));
-    link(&daemon, "U2", ada()).await;
+    daemon.link("U2", ada()).await;
     for round in 1..=2 {
         click(&daemon, "U2", "bitbucket_pr_approve", "acme/api#1").await;
         let answers = ephemerals(&daemon, 2 + round).await;
@@ -418,7 +394,7 @@ async fn actions_are_off_before_the_permission_upgrade_and_on_after_it_without_a
     daemon.command(TEAM, "C1", "U1", "status").await;
     let help = section_text(&daemon.command(TEAM, "C1", "U1", "help").await);
     assert!(help.contains("/bitbucket approve"), "{help}");
-    link(&daemon, "U1", grace()).await;
+    daemon.link("U1", grace()).await;
     let answer = section_text(&daemon.command(TEAM, "C1", "U1", "approve acme/api#1").await);
     assert!(answer.contains("You approved"), "{answer}");
     assert!(daemon.bitbucket().approved_by(REPO, 1, "grace"));
@@ -430,7 +406,7 @@ async fn actions_are_off_before_the_permission_upgrade_and_on_after_it_without_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pollers_later_approval_is_not_posted_a_second_time() {
     let daemon = polling_daemon().await;
-    link(&daemon, "U1", grace()).await;
+    daemon.link("U1", grace()).await;
     let reply = section_text(
         &daemon
             .command(TEAM, "C1", "U1", "subscribe acme/api reviews")
@@ -503,8 +479,8 @@ async fn posts_in(daemon: &Harness, channel: &str, count: usize) -> Vec<Value> {
 #[tokio::test]
 async fn a_reviewer_added_on_bitbucket_is_told_by_dm_once_and_nobody_else() {
     let daemon = polling_daemon().await;
-    link(&daemon, "U1", grace()).await;
-    link(&daemon, "U2", ada()).await;
+    daemon.link("U1", grace()).await;
+    daemon.link("U2", ada()).await;
     let reply = section_text(&daemon.command(TEAM, "C1", "U1", "subscribe acme/api").await);
     assert!(reply.contains("Subscribed"), "{reply}");
     daemon

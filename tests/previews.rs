@@ -11,7 +11,7 @@ mod support;
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
-use support::daemon::{browse, browse_with_cookie};
+use support::daemon::browse;
 use support::fake_bitbucket::{Endpoint, FakeAccount, FakeBitbucket, TOKEN, uuid_of};
 use support::fake_slack::FakeWorkspace;
 use support::harness::{Harness, HarnessBuilder, TEAM};
@@ -66,29 +66,6 @@ async fn daemon_with(builder: HarnessBuilder) -> Harness {
 
 async fn daemon() -> Harness {
     daemon_with(Harness::builder().installed_bot(BOT)).await
-}
-
-/// Links `user` to `account` through the browser flow (button, confirmation, consent).
-async fn link(daemon: &Harness, user: &str, account: FakeAccount) {
-    let payload = daemon.command(TEAM, "C1", user, "login").await;
-    let button = payload["blocks"][1]["elements"][0]["url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a Connect button: {payload}"))
-        .to_string();
-    let confirm = browse(&daemon.local(&button)).await;
-    assert_eq!(confirm.status, 200, "{}", confirm.body);
-    let start = confirm.body.find("<a href=\"").expect("a Continue link") + "<a href=\"".len();
-    let end = start + confirm.body[start..].find('"').expect("end of href");
-    let consent = confirm.body[start..end].replace("&amp;", "&");
-    daemon.bitbucket().next_login(Ok(account));
-    let back = browse(&consent).await;
-    assert_eq!(back.status, 302);
-    let page = browse_with_cookie(
-        &daemon.local(&back.location.expect("back to the daemon")),
-        confirm.cookie().as_deref(),
-    )
-    .await;
-    assert_eq!(page.status, 200, "{}", page.body);
 }
 
 /// `user` shares a message in C1 with `urls`.
@@ -158,7 +135,7 @@ fn texts(card: &Value) -> String {
 #[tokio::test]
 async fn a_private_pull_request_is_previewed_for_a_linked_reader_only() {
     let daemon = daemon().await;
-    link(&daemon, "U1", grace()).await;
+    daemon.link("U1", grace()).await;
 
     share(&daemon, "U1", &[PRIVATE_PR]).await;
     let sent = unfurls(&daemon, 1).await;
@@ -211,7 +188,7 @@ async fn a_private_pull_request_is_previewed_for_a_linked_reader_only() {
 #[tokio::test]
 async fn a_stale_link_gets_the_offer_to_connect_again_once_a_day() {
     let daemon = daemon().await;
-    link(&daemon, "U1", grace()).await;
+    daemon.link("U1", grace()).await;
     daemon.bitbucket().revoke(&uuid_of("grace"));
 
     share(&daemon, "U1", &[PRIVATE_PR, PUBLIC_REPO]).await;

@@ -13,7 +13,6 @@ mod support;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use support::blocks::message_text;
-use support::daemon::{browse, browse_with_cookie};
 use support::fake_bitbucket::{FakeAccount, FakeBitbucket, uuid_of};
 use support::fake_slack::{FakeSlack, FakeWorkspace};
 use support::harness::{Harness, HarnessBuilder, T0, TEAM};
@@ -351,29 +350,6 @@ async fn remind_is_refused_before_the_upgrade_and_then_sets_lists_replaces_and_t
     harness.stop().await;
 }
 
-/// Links `user` to `account` through the browser flow (button, confirmation, consent).
-async fn link(daemon: &Harness, user: &str, account: FakeAccount) {
-    let payload = daemon.command(TEAM, "C1", user, "login").await;
-    let button = payload["blocks"][1]["elements"][0]["url"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a Connect button: {payload}"))
-        .to_string();
-    let confirm = browse(&daemon.local(&button)).await;
-    assert_eq!(confirm.status, 200, "{}", confirm.body);
-    let start = confirm.body.find("<a href=\"").expect("a Continue link") + "<a href=\"".len();
-    let end = start + confirm.body[start..].find('"').expect("end of href");
-    let consent = confirm.body[start..end].replace("&amp;", "&");
-    daemon.bitbucket().next_login(Ok(account));
-    let back = browse(&consent).await;
-    assert_eq!(back.status, 302);
-    let page = browse_with_cookie(
-        &daemon.local(&back.location.expect("back to the daemon")),
-        confirm.cookie().as_deref(),
-    )
-    .await;
-    assert_eq!(page.status, 200, "{}", page.body);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_digest_reaches_a_linked_reviewer_at_nine_in_their_time_zone() {
     let harness = builder(bitbucket().await).start().await;
@@ -384,12 +360,12 @@ async fn the_digest_reaches_a_linked_reviewer_at_nine_in_their_time_zone() {
         subscribed.contains("Subscribed this channel"),
         "{subscribed}"
     );
-    link(
-        &harness,
-        "UGRACE",
-        FakeAccount::new(&uuid_of("grace"), "Grace Hopper", "grace"),
-    )
-    .await;
+    harness
+        .link(
+            "UGRACE",
+            FakeAccount::new(&uuid_of("grace"), "Grace Hopper", "grace"),
+        )
+        .await;
     harness.bitbucket().set_readable(&uuid_of("grace"), &[REPO]);
     let on = reply(&harness, "C1", "UGRACE", "notify on digest").await;
     assert!(on.contains("digest"), "{on}");

@@ -22,7 +22,8 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::fake_bitbucket::{FakeBitbucket, TOKEN};
+use super::daemon::{browse, browse_with_cookie};
+use super::fake_bitbucket::{FakeAccount, FakeBitbucket, TOKEN};
 use super::fake_slack::{FakeSlack, FakeSocket, FakeWorkspace};
 
 /// Where the daemon believes it is reachable (`http.public_url`, without the slash).
@@ -374,6 +375,32 @@ impl Harness {
     #[allow(dead_code)]
     pub async fn click(&self, payload: Value) {
         self.envelope("interactive", false, payload).await;
+    }
+
+    /// Links `user` of [`TEAM`] to `account` through the browser flow, as a person does:
+    /// `/bitbucket login` in C1, the Connect button's page, Bitbucket's consent (the fake
+    /// Bitbucket logs in as `account`), back to the daemon with the confirming cookie.
+    #[allow(dead_code)]
+    pub async fn link(&self, user: &str, account: FakeAccount) {
+        let payload = self.command(TEAM, "C1", user, "login").await;
+        let button = payload["blocks"][1]["elements"][0]["url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a Connect button: {payload}"))
+            .to_string();
+        let confirm = browse(&self.local(&button)).await;
+        assert_eq!(confirm.status, 200, "{}", confirm.body);
+        let start = confirm.body.find("<a href=\"").expect("a Continue link") + "<a href=\"".len();
+        let end = start + confirm.body[start..].find('"').expect("end of href");
+        let consent = confirm.body[start..end].replace("&amp;", "&");
+        self.bitbucket().next_login(Ok(account));
+        let back = browse(&consent).await;
+        assert_eq!(back.status, 302);
+        let page = browse_with_cookie(
+            &self.local(&back.location.expect("back to the daemon")),
+            confirm.cookie().as_deref(),
+        )
+        .await;
+        assert_eq!(page.status, 200, "{}", page.body);
     }
 
     /// `user` of `team` submits the modal `callback_id` with `private_metadata` and the
