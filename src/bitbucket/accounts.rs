@@ -307,15 +307,7 @@ impl UserOAuthClient {
                 .map_err(|error| AccountError::Decode(error.to_string()))?;
             names.extend(page.values.into_iter().map(|n| n.full_name.to_lowercase()));
             let Some(next) = page.next else { break };
-            match Url::parse(&next) {
-                Ok(next)
-                    if next.origin() == self.api_url.origin()
-                        && next.path().starts_with(self.api_url.path()) =>
-                {
-                    url = next;
-                }
-                _ => return Err(AccountError::Decode("a next link outside the API".into())),
-            }
+            url = self.next_page(&next)?;
         }
         Ok(names)
     }
@@ -350,17 +342,23 @@ impl UserOAuthClient {
                     .filter_map(|pr| pr.into_open(name.as_str())),
             );
             let Some(next) = page.next else { break };
-            match Url::parse(&next) {
-                Ok(next)
-                    if next.origin() == self.api_url.origin()
-                        && next.path().starts_with(self.api_url.path()) =>
-                {
-                    url = next;
-                }
-                _ => return Err(AccountError::Decode("a next link outside the API".into())),
-            }
+            url = self.next_page(&next)?;
         }
         Ok(open)
+    }
+
+    /// A page's opaque `next` link, followed only while it stays under the API's URL (the
+    /// token goes nowhere else).
+    fn next_page(&self, next: &str) -> Result<Url, AccountError> {
+        match Url::parse(next) {
+            Ok(next)
+                if next.origin() == self.api_url.origin()
+                    && next.path().starts_with(self.api_url.path()) =>
+            {
+                Ok(next)
+            }
+            _ => Err(AccountError::Decode("a next link outside the API".into())),
+        }
     }
 
     /// GETs `segments` under the API with `query` as the token's owner: the answer's

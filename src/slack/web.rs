@@ -383,20 +383,26 @@ impl SlackWeb {
             .map(|_| ())
     }
 
+    /// `users.info`: the person's `user` object.
+    async fn user_info(&self, bot_token: &Secret<String>, user: &str) -> Result<Value, SlackError> {
+        let (_, mut json) = self
+            .raw_call("users.info", RawAuth::Bearer(bot_token), &[("user", user)])
+            .await?;
+        Ok(json["user"].take())
+    }
+
     /// `users.info`: a person's display name (for pages that name them), if Slack says.
     pub async fn user_name(
         &self,
         bot_token: &Secret<String>,
         user: &str,
     ) -> Result<Option<String>, SlackError> {
-        let (_, json) = self
-            .raw_call("users.info", RawAuth::Bearer(bot_token), &[("user", user)])
-            .await?;
-        let profile = &json["user"]["profile"];
+        let person = self.user_info(bot_token, user).await?;
+        let profile = &person["profile"];
         Ok([
             profile["display_name"].as_str(),
             profile["real_name"].as_str(),
-            json["user"]["name"].as_str(),
+            person["name"].as_str(),
         ]
         .into_iter()
         .flatten()
@@ -712,10 +718,7 @@ impl SlackWeb {
         bot_token: &Secret<String>,
         user: &str,
     ) -> Result<Option<String>, SlackError> {
-        let (_, json) = self
-            .raw_call("users.info", RawAuth::Bearer(bot_token), &[("user", user)])
-            .await?;
-        Ok(json["user"]["tz"]
+        Ok(self.user_info(bot_token, user).await?["tz"]
             .as_str()
             .filter(|tz| !tz.trim().is_empty())
             .map(str::to_string))
