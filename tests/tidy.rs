@@ -45,6 +45,7 @@ const PURE_MODULES: &[&str] = &[
     "slack/convert.rs",
     "slack/envelope.rs",
     "slack/envelope/",
+    "slack/home.rs",
     "slack/socket/next_step.rs",
     "slack/views.rs",
 ];

@@ -17,7 +17,8 @@ use crate::commands::{self, Command};
 use crate::config::Secret;
 use crate::message::Message;
 use crate::slack::envelope::{
-    BlockActions, Event, EventCallback, Interaction, InteractionKind, MessageIm, SlashCommand,
+    BlockActions, Event, EventCallback, HomeTab, Interaction, InteractionKind, MessageIm,
+    SlashCommand,
 };
 use crate::slack::socket::{EnvelopeHandler, SocketHealth};
 use crate::store::{InstallSource, Installation, Store};
@@ -25,6 +26,7 @@ use crate::upgrade;
 
 use super::accounts::Accounts;
 use super::actions::PullRequestActions;
+use super::home::Home;
 use super::installations::Installer;
 use super::subscriptions::Subscriptions;
 use super::unfurls::Unfurls;
@@ -58,6 +60,8 @@ pub struct DispatchContext {
 /// The daemon's envelope handler.
 pub struct Dispatcher {
     context: DispatchContext,
+    /// The App Home tab (built from the context).
+    home: Home,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -68,7 +72,52 @@ impl std::fmt::Debug for Dispatcher {
 
 impl Dispatcher {
     pub fn new(context: DispatchContext) -> Self {
-        Self { context }
+        let home = Home::new(
+            context.store.clone(),
+            context.accounts.web.clone(),
+            context.accounts.clone(),
+            context.subscriptions.clone(),
+            context.campaigns.clone(),
+            context.upgrade.clone(),
+            context.clock.clone(),
+        );
+        Self { context, home }
+    }
+
+    /// `app_home_opened`: the "home" tab is published for the person; the "messages"
+    /// tab is not this handler's. Before the workspace's permission upgrade a configured
+    /// token's scopes are read again first, so an update shows at once.
+    async fn home_opened(&self, team_id: &str, user: &str, tab: &HomeTab) {
+        if *tab != HomeTab::Home {
+            debug!(team = team_id, ?tab, "app_home_opened on another tab");
+            return;
+        }
+        let installation = match self
+            .context
+            .store
+            .installations
+            .for_team(Some(team_id), None)
+        {
+            Ok(Some(installation)) if installation.is_active() => installation,
+            Ok(_) => {
+                info!(
+                    team = team_id,
+                    "app_home_opened in a workspace without an active installation"
+                );
+                return;
+            }
+            Err(error) => {
+                error!(team = team_id, %error, "could not read the installation");
+                return;
+            }
+        };
+        let installation = if upgrade::is_available(upgrade::Feature::AppHome, &installation.scopes)
+        {
+            installation
+        } else {
+            self.recheck_if_configured(installation).await
+        };
+        self.home.opened(&installation, user).await;
     }
 
     fn not_installed(&self) -> Message {
@@ -629,11 +678,12 @@ impl EnvelopeHandler for Dispatcher {
                     .await
             }
             Event::LinkShared(shared) => self.link_shared(team_id, shared).await,
-            Event::AppHomeOpened { .. } | Event::Unknown { .. } => {
+            Event::AppHomeOpened { user, tab, .. } => self.home_opened(team_id, user, tab).await,
+            Event::Unknown { .. } => {
                 debug!(
                     event_type,
                     team = team_id,
-                    "event received; nothing handles it yet"
+                    "event received; nothing handles it"
                 )
             }
         }
@@ -673,6 +723,11 @@ impl EnvelopeHandler for Dispatcher {
                 }
                 action_id if PullRequestActions::handles(action_id) => {
                     self.action_click(&interaction, click, action).await
+                }
+                action_id if Home::handles(action_id) => {
+                    if let Some(installation) = self.interaction_installation(&interaction) {
+                        self.home.clicked(&installation, click, action).await
+                    }
                 }
                 other => debug!(action_id = other, "button click nothing handles"),
             }

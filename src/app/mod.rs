@@ -14,6 +14,7 @@ pub mod admin;
 mod background;
 pub mod cli;
 pub mod dispatch;
+pub mod home;
 pub mod http_backend;
 pub mod installations;
 pub mod personal;

@@ -323,11 +323,24 @@ impl Subscriptions {
         target: Target,
         words: Vec<SubscribeWord>,
     ) -> Message {
+        self.unsubscribe_channel(installation, &command.channel_id, target, words)
+            .await
+    }
+
+    /// What `/bitbucket unsubscribe` does in `channel_id`, wherever it was asked (the
+    /// command, or an admin's button on the Home tab).
+    pub async fn unsubscribe_channel(
+        &self,
+        installation: &Installation,
+        channel_id: &str,
+        target: Target,
+        words: Vec<SubscribeWord>,
+    ) -> Message {
         let existing =
             match self
                 .store
                 .subscriptions
-                .get(&installation.team_id, &command.channel_id, &target)
+                .get(&installation.team_id, channel_id, &target)
             {
                 Ok(Some(existing)) => existing,
                 Ok(None) => {
@@ -348,7 +361,7 @@ impl Subscriptions {
         let result = if words.is_empty() || subscription.features.is_empty() {
             self.store
                 .subscriptions
-                .remove(&installation.team_id, &command.channel_id, &target)
+                .remove(&installation.team_id, channel_id, &target)
                 .await
                 .map(|_| format!("Unsubscribed this channel from `{}`.", target.as_str()))
         } else {

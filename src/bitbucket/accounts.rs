@@ -378,6 +378,36 @@ impl UserOAuthClient {
         self.get(url, access_token).await
     }
 
+    /// The overall build state of commit `hash` of `full_name` as the token's owner sees
+    /// it (one request, the first 100 statuses); `None` when no build reported on it.
+    pub async fn commit_build_state(
+        &self,
+        access_token: &Secret<String>,
+        full_name: &str,
+        hash: &str,
+    ) -> Result<Option<super::open_pulls::BuildState>, AccountError> {
+        use super::open_pulls::{BuildState, FIELDS_STATUSES, StatusPage};
+        let name: RepositoryName = full_name.parse()?;
+        if hash.is_empty() || !hash.chars().all(|ch| ch.is_ascii_hexdigit()) {
+            return Err(AccountError::InvalidPath(
+                "a commit hash is hexadecimal digits".into(),
+            ));
+        }
+        let mut url = Self::endpoint(
+            &self.api_url,
+            &["repositories", name.as_str(), "commit", hash, "statuses"],
+        )?;
+        url.query_pairs_mut()
+            .append_pair("pagelen", "100")
+            .append_pair("fields", FIELDS_STATUSES);
+        let body = self.get(url, access_token).await?;
+        let page: StatusPage = serde_json::from_slice(&body)
+            .map_err(|error| AccountError::Decode(error.to_string()))?;
+        Ok(BuildState::overall(
+            page.values.iter().map(|status| status.state.as_str()),
+        ))
+    }
+
     async fn get(&self, url: Url, access_token: &Secret<String>) -> Result<Vec<u8>, AccountError> {
         let response = self
             .http

@@ -290,6 +290,75 @@ impl WirePullRequest {
     }
 }
 
+/// What one page of `GET …/commit/{hash}/statuses` is read with (the home tab's build
+/// state of a person's own pull requests).
+pub const FIELDS_STATUSES: &str = "values.state";
+
+/// Where the builds reported for one commit stand, all of them together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildState {
+    /// Every reported build passed.
+    Passed,
+    /// At least one failed.
+    Failed,
+    /// None failed and at least one is still running.
+    Running,
+    /// None failed or runs, and at least one was stopped.
+    Stopped,
+}
+
+impl BuildState {
+    /// The overall state of a commit's build statuses as Bitbucket names them
+    /// (`SUCCESSFUL`, `FAILED`, `INPROGRESS`, `STOPPED`); `None` when none were reported.
+    /// A failure wins, then a running build, then a stopped one.
+    pub fn overall<'a>(states: impl IntoIterator<Item = &'a str>) -> Option<BuildState> {
+        let mut overall: Option<BuildState> = None;
+        for state in states {
+            let this = match state {
+                "FAILED" => BuildState::Failed,
+                "INPROGRESS" => BuildState::Running,
+                "STOPPED" => BuildState::Stopped,
+                _ => BuildState::Passed,
+            };
+            overall = Some(match overall {
+                None => this,
+                Some(seen) => seen.max_by_weight(this),
+            });
+        }
+        overall
+    }
+
+    fn weight(self) -> u8 {
+        match self {
+            BuildState::Passed => 0,
+            BuildState::Stopped => 1,
+            BuildState::Running => 2,
+            BuildState::Failed => 3,
+        }
+    }
+
+    fn max_by_weight(self, other: BuildState) -> BuildState {
+        if other.weight() > self.weight() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// One page of a commit's statuses as Bitbucket sends it.
+#[derive(Debug, Deserialize)]
+pub struct StatusPage {
+    #[serde(default)]
+    pub values: Vec<WireStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireStatus {
+    #[serde(default)]
+    pub state: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +496,27 @@ mod tests {
         assert_eq!(
             pr.age(created - SignedDuration::from_hours(1)),
             SignedDuration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_failure_wins_then_a_running_build_then_a_stopped_one() {
+        assert_eq!(BuildState::overall([]), None);
+        assert_eq!(
+            BuildState::overall(["SUCCESSFUL", "SUCCESSFUL"]),
+            Some(BuildState::Passed)
+        );
+        assert_eq!(
+            BuildState::overall(["SUCCESSFUL", "STOPPED"]),
+            Some(BuildState::Stopped)
+        );
+        assert_eq!(
+            BuildState::overall(["STOPPED", "INPROGRESS", "SUCCESSFUL"]),
+            Some(BuildState::Running)
+        );
+        assert_eq!(
+            BuildState::overall(["INPROGRESS", "FAILED"]),
+            Some(BuildState::Failed)
         );
     }
 }

@@ -7,6 +7,7 @@
 pub mod convert;
 pub mod delivery;
 pub mod envelope;
+pub mod home;
 pub mod socket;
 pub mod views;
 pub mod web;
