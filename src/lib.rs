@@ -12,12 +12,12 @@
 //! | `secret`    | `Secret<T>`: a value never printed                              |
 //! | `clock`     | the only reader of the wall clock                               |
 //! | `shutdown`  | the only installer of signal handlers                           |
-//! | `app`       | wiring, supervision, dispatch, installs, accounts, subscriptions, the router, the permission-upgrade driver (the only executor of campaign effects), the admin socket and CLI; the only place combining services |
+//! | `app`       | wiring, supervision, dispatch, installs, accounts, subscriptions, the router, actions, link previews, the Home tab, review reminders, the permission-upgrade driver (the only executor of campaign effects), the admin socket and CLI; the only place combining services |
 //! | `slack`     | Socket Mode (`socket`, `envelope`), Web API (`web`), the outbox drain (`delivery`), Block Kit (`convert`); the only slack-morphism / tungstenite user |
 //! | `bitbucket` | REST client, budget, poller, pure diff and schedule, people's OAuth (`accounts`), target lookup; the only module that knows Bitbucket's JSON |
 //! | `store`     | the only sled user: typed repositories (installations, links, subscriptions, outbox, activities, campaigns and held workspaces, ...), schema, migrations, token encryption, backup/restore |
 //! | `commands`  | pure: `/bitbucket` text → `Command`, help from the same table   |
-//! | `notify`    | pure: subscriptions and filters, routing, rendering             |
+//! | `notify`    | pure: subscriptions and filters, routing, rendering, personal notifications, preview cards, reminder schedules |
 //! | `upgrade`   | pure: the scope table, permission levels, the campaign state machine |
 //! | `http`      | axum routes: health, readiness, metrics, the OAuth pages; the `Backend` trait `app` implements |
 //! | `metrics`   | the Prometheus registry handed to each component                |
