@@ -92,24 +92,8 @@ impl Dispatcher {
             debug!(team = team_id, ?tab, "app_home_opened on another tab");
             return;
         }
-        let installation = match self
-            .context
-            .store
-            .installations
-            .for_team(Some(team_id), None)
-        {
-            Ok(Some(installation)) if installation.is_active() => installation,
-            Ok(_) => {
-                info!(
-                    team = team_id,
-                    "app_home_opened in a workspace without an active installation"
-                );
-                return;
-            }
-            Err(error) => {
-                error!(team = team_id, %error, "could not read the installation");
-                return;
-            }
+        let Some(installation) = self.event_installation(team_id, "app_home_opened") else {
+            return;
         };
         let installation = if upgrade::is_available(upgrade::Feature::AppHome, &installation.scopes)
         {
@@ -408,24 +392,8 @@ impl Dispatcher {
             debug!(team = team_id, "a bot's direct message is not answered");
             return;
         }
-        let installation = match self
-            .context
-            .store
-            .installations
-            .for_team(Some(team_id), None)
-        {
-            Ok(Some(installation)) if installation.is_active() => installation,
-            Ok(_) => {
-                info!(
-                    team = team_id,
-                    "a direct message from a workspace without an active installation"
-                );
-                return;
-            }
-            Err(error) => {
-                error!(team = team_id, %error, "could not read the installation");
-                return;
-            }
+        let Some(installation) = self.event_installation(team_id, "message.im") else {
+            return;
         };
         if message.user == installation.bot_user_id {
             return;
@@ -474,23 +442,35 @@ impl Dispatcher {
 
     /// Links shared in a workspace: previewed for its active installation only.
     async fn link_shared(&self, team_id: &str, shared: &crate::slack::envelope::LinkShared) {
+        if let Some(installation) = self.event_installation(team_id, "link_shared") {
+            self.context
+                .unfurls
+                .link_shared(&installation, shared)
+                .await
+        }
+    }
+
+    /// The active installation an event of `team_id` is for; none (logged, the event
+    /// ignored) for a workspace without one or when the store cannot say.
+    fn event_installation(&self, team_id: &str, event_type: &str) -> Option<Installation> {
         match self
             .context
             .store
             .installations
             .for_team(Some(team_id), None)
         {
-            Ok(Some(installation)) if installation.is_active() => {
-                self.context
-                    .unfurls
-                    .link_shared(&installation, shared)
-                    .await
+            Ok(Some(installation)) if installation.is_active() => Some(installation),
+            Ok(_) => {
+                info!(
+                    team = team_id,
+                    event_type, "an event from a workspace without an active installation ignored"
+                );
+                None
             }
-            Ok(_) => info!(
-                team = team_id,
-                "link_shared from a workspace without an active installation ignored"
-            ),
-            Err(error) => error!(team = team_id, %error, "could not read the installation"),
+            Err(error) => {
+                error!(team = team_id, event_type, %error, "could not read the installation");
+                None
+            }
         }
     }
 
