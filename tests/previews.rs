@@ -353,6 +353,25 @@ async fn branch_issue_pipeline_and_file_links_are_previewed() {
     daemon.stop().await;
 }
 
+/// Should Bitbucket take only a pipeline's uuid where the link has its build number, the
+/// preview finds the number in the newest pipelines instead.
+#[tokio::test]
+async fn a_pipeline_link_is_found_in_the_list_when_numbers_are_refused() {
+    let daemon = daemon().await;
+    let bitbucket = daemon.bitbucket();
+    bitbucket.start_pipeline(PUBLIC, "main");
+    bitbucket.start_pipeline(PUBLIC, "feature/x");
+    bitbucket.refuse_pipeline_numbers(PUBLIC);
+    let pipeline = "https://bitbucket.org/acme/api/pipelines/results/2";
+    share(&daemon, "U1", &[pipeline]).await;
+    let sent = unfurls(&daemon, 1).await;
+    let card = texts(&sent[0][pipeline]);
+    assert!(card.contains("Running"), "{card}");
+    assert!(card.contains("feature/x"), "{card}");
+    assert_eq!(bitbucket.count(Endpoint::PipelineByNumber), 1);
+    daemon.stop().await;
+}
+
 // -- the cards ---------------------------------------------------------------------
 
 fn at(text: &str) -> Timestamp {

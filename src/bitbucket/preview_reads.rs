@@ -37,6 +37,12 @@ reporter.display_name";
 const FIELDS_PIPELINE: &str = "build_number,state.name,state.stage.name,state.result.name,\
 target.ref_name,target.source,target.pullrequest.id,creator.display_name,created_on,\
 completed_on";
+/// [`FIELDS_PIPELINE`] for each entry of the pipelines list.
+const FIELDS_PIPELINES: &str = "values.build_number,values.state.name,values.state.stage.name,\
+values.state.result.name,values.target.ref_name,values.target.source,\
+values.target.pullrequest.id,values.creator.display_name,values.created_on,values.completed_on";
+/// How far back the list is searched for a build number (one page, newest first).
+const PIPELINES_SEARCHED: &str = "100";
 const FIELDS_STATUSES: &str = "values.state";
 /// Statuses counted per commit (one page).
 const STATUS_PAGELEN: &str = "50";
@@ -408,7 +414,9 @@ impl PreviewReader<'_> {
     }
 
     /// A pipeline by build number: `GET …/pipelines/{n}` (Bitbucket takes the build
-    /// number where the API description says `pipeline_uuid`).
+    /// number where the API description says `pipeline_uuid`). Should it not, the
+    /// documented list (`…/pipelines?sort=-created_on`, the newest 100) is searched for the
+    /// number: one more request, and no preview for an older pipeline.
     async fn pipeline(
         &self,
         repo: &RepositoryName,
@@ -440,8 +448,13 @@ impl PreviewReader<'_> {
         struct Numbered {
             id: u64,
         }
-        let answer: Answer = self
-            .json(
+        #[derive(Deserialize)]
+        struct Listed {
+            #[serde(default)]
+            values: Vec<Answer>,
+        }
+        let by_number = self
+            .json::<Answer>(
                 &[
                     "repositories",
                     repo.as_str(),
@@ -450,7 +463,24 @@ impl PreviewReader<'_> {
                 ],
                 &[("fields", FIELDS_PIPELINE)],
             )
-            .await?;
+            .await;
+        let answer = match by_number {
+            Err(PreviewError::NoAccess) => self
+                .json::<Listed>(
+                    &["repositories", repo.as_str(), "pipelines"],
+                    &[
+                        ("sort", "-created_on"),
+                        ("pagelen", PIPELINES_SEARCHED),
+                        ("fields", FIELDS_PIPELINES),
+                    ],
+                )
+                .await?
+                .values
+                .into_iter()
+                .find(|pipeline| pipeline.build_number == Some(build_number))
+                .ok_or(PreviewError::NoAccess)?,
+            other => other?,
+        };
         let created_on = time(answer.created_on);
         let completed_on = time(answer.completed_on);
         let state = answer.state;

@@ -305,6 +305,8 @@ struct FakeRepo {
     ci: ci::CiState,
     /// File path → contents, the same at every revision (`fake_bitbucket/previews.rs`).
     files: BTreeMap<String, Vec<u8>>,
+    /// `GET …/pipelines/{n}` takes only uuids (see `previews.rs`).
+    pipelines_only_by_uuid: bool,
 }
 
 struct World {

@@ -1,7 +1,8 @@
 //! The fake Bitbucket's single-object reads that link previews use, shaped as the API
 //! description has them: `GET …/commit/{commit}` (a full hash or unique prefix),
 //! `GET …/refs/branches/{name}` (names with `/` as further segments), `GET
-//! …/issues/{issue_id}`, `GET …/pipelines/{n}` by build number, and `GET
+//! …/issues/{issue_id}`, `GET …/pipelines/{n}` by build number (or 404, after
+//! [`FakeBitbucket::refuse_pipeline_numbers`]), and `GET
 //! …/src/{commit}/{path}` (a file's raw bytes, for a hash or branch). Files are added by
 //! [`FakeBitbucket::add_file`]. Access is the one repository model: a person's token that
 //! cannot read a private repository gets 403, as from every other read. Never changes the
@@ -20,6 +21,12 @@ impl FakeBitbucket {
         self.with_repo(repo, |r, _, _| {
             r.files.insert(path.to_string(), content.to_vec());
         });
+    }
+
+    /// From now on `GET …/pipelines/{n}` of `repo` answers 404 for a build number, as the
+    /// API description's `pipeline_uuid` would have it.
+    pub fn refuse_pipeline_numbers(&self, repo: &str) {
+        self.with_repo(repo, |r, _, _| r.pipelines_only_by_uuid = true);
     }
 }
 
@@ -66,6 +73,9 @@ pub(super) fn values(
                 .into_iter()
                 .find(|issue| issue["id"] == id)
                 .ok_or("Issue not found")
+        }
+        Endpoint::PipelineByNumber if repo.pipelines_only_by_uuid => {
+            Err("No pipeline with the UUID provided exists.")
         }
         Endpoint::PipelineByNumber => {
             let number: u64 = tail[1].parse().unwrap_or(0);
