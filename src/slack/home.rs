@@ -555,13 +555,16 @@ fn admin_blocks(blocks: &mut Blocks, admin: &AdminFacts) {
     } else {
         format!(" Missing: {}.", inline_list(&admin.missing_scopes))
     };
-    blocks.push(section_with(
-        &format!(
-            "*Permissions:* {}.{missing}\n*Permission update:* {}",
-            admin.permission_level, admin.phase
-        ),
-        update_permissions_button(),
-    ));
+    let permissions = format!(
+        "*Permissions:* {}.{missing}\n*Permission update:* {}",
+        admin.permission_level, admin.phase
+    );
+    // The button only while there is something to update.
+    if admin.missing_scopes.is_empty() {
+        blocks.push(section(&permissions));
+    } else {
+        blocks.push(section_with(&permissions, update_permissions_button()));
+    }
     let total = admin.subscriptions.len();
     blocks.push(section(&format!(
         "*Subscriptions in this workspace ({total})*"
@@ -738,6 +741,31 @@ mod tests {
             .count();
         assert_eq!(unsubscribes, 3);
         assert!(!all_text(&view).contains("more:"));
+    }
+
+    #[test]
+    fn admins_get_update_permissions_only_while_scopes_are_missing() {
+        let admin_view = |missing: Vec<String>| {
+            all_text(&home_view(&HomeFacts::Dashboard {
+                person: PersonFacts::Unlinked { connect: None },
+                admin: Some(AdminFacts {
+                    permission_level: if missing.is_empty() {
+                        "current"
+                    } else {
+                        "outdated"
+                    }
+                    .into(),
+                    missing_scopes: missing,
+                    phase: "none needed.".into(),
+                    subscriptions: subscriptions(1),
+                }),
+            }))
+        };
+        let button = crate::upgrade::messages::UPDATE_PERMISSIONS_ACTION_ID;
+        assert!(!admin_view(Vec::new()).contains(button));
+        let outdated = admin_view(vec!["links:write".into()]);
+        assert!(outdated.contains(button), "{outdated}");
+        assert!(outdated.contains("`links:write`"), "{outdated}");
     }
 
     #[test]
