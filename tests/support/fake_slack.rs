@@ -1598,31 +1598,14 @@ impl FakeSlack {
     }
 }
 
-/// `users.list`: the members of the token's workspace, in one page.
+/// `users.info`: one member's name and time zone.
 fn users_info(inner: &Inner, call: &RecordedCall) -> Response {
-    let token = call.bearer().unwrap_or_default().to_string();
     let state = inner.lock();
-    let Some(workspace) = state.workspaces.get(&token) else {
-        return slack_json(json!({"ok": false, "error": "invalid_auth"}));
+    let workspace = match workspace_with_scope(&state, call, "users:read") {
+        Ok(workspace) => workspace,
+        Err(code) => return slack_json(json!({"ok": false, "error": code})),
     };
-    if !workspace
-        .scopes
-        .split(',')
-        .any(|scope| scope.trim() == "users:read")
-    {
-        return slack_json(json!({"ok": false, "error": "missing_scope"}));
-    }
-    let args = call.try_json().unwrap_or(Value::Null);
-    let user = args
-        .get("user")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| {
-            url::form_urlencoded::parse(call.body.as_bytes())
-                .find(|(key, _)| key == "user")
-                .map(|(_, value)| value.into_owned())
-        })
-        .unwrap_or_default();
+    let user = form_field(call, "user").unwrap_or_default();
     let tz = state.user_time_zones.get(&user).cloned();
     match state.user_names.get(&user) {
         Some(name) => slack_json(json!({"ok": true, "user": {
@@ -1639,16 +1622,13 @@ fn users_info(inner: &Inner, call: &RecordedCall) -> Response {
     }
 }
 
+/// `users.list`: the members of the token's workspace, in one page.
 fn users_list(inner: &Inner, call: &RecordedCall) -> Response {
-    let token = call.bearer().unwrap_or_default().to_string();
     let state = inner.lock();
-    let Some(workspace) = state.workspaces.get(&token) else {
-        return slack_json(json!({"ok": false, "error": "invalid_auth"}));
+    let workspace = match workspace_with_scope(&state, call, "users:read") {
+        Ok(workspace) => workspace,
+        Err(code) => return slack_json(json!({"ok": false, "error": code})),
     };
-    let scopes: Vec<&str> = workspace.scopes.split(',').map(str::trim).collect();
-    if !scopes.contains(&"users:read") {
-        return slack_json(json!({"ok": false, "error": "missing_scope"}));
-    }
     let members: Vec<Value> = state
         .members
         .get(&workspace.team_id)
@@ -1657,6 +1637,27 @@ fn users_list(inner: &Inner, call: &RecordedCall) -> Response {
         .map(|(id, admin)| json!({"id": id, "is_admin": admin, "is_owner": false, "deleted": false, "is_bot": false}))
         .collect();
     slack_json(json!({"ok": true, "members": members, "response_metadata": {"next_cursor": ""}}))
+}
+
+/// The workspace of the call's bot token, if its scopes include `scope`; else Slack's
+/// error code (`invalid_auth` for an unknown token, `missing_scope`).
+fn workspace_with_scope<'a>(
+    state: &'a SharedState,
+    call: &RecordedCall,
+    scope: &str,
+) -> Result<&'a FakeWorkspace, &'static str> {
+    let token = call.bearer().unwrap_or_default();
+    let Some(workspace) = state.workspaces.get(token) else {
+        return Err("invalid_auth");
+    };
+    if !workspace
+        .scopes
+        .split(',')
+        .any(|granted| granted.trim() == scope)
+    {
+        return Err("missing_scope");
+    }
+    Ok(workspace)
 }
 
 /// The form field `key` of a form-encoded call (or its JSON field).
@@ -1693,19 +1694,8 @@ fn views_publish(call: &RecordedCall) -> Response {
 /// `chat.unfurl`: needs `links:write`, an `unfurls` JSON object and either
 /// `unfurl_id`+`source` or `channel`+`ts`.
 fn chat_unfurl(inner: &Inner, call: &RecordedCall) -> Response {
-    let token = call.bearer().unwrap_or_default().to_string();
-    {
-        let state = inner.lock();
-        let Some(workspace) = state.workspaces.get(&token) else {
-            return slack_json(json!({"ok": false, "error": "invalid_auth"}));
-        };
-        if !workspace
-            .scopes
-            .split(',')
-            .any(|scope| scope.trim() == "links:write")
-        {
-            return slack_json(json!({"ok": false, "error": "missing_scope"}));
-        }
+    if let Err(code) = workspace_with_scope(&inner.lock(), call, "links:write") {
+        return slack_json(json!({"ok": false, "error": code}));
     }
     let unfurls = form_field(call, "unfurls")
         .and_then(|unfurls| serde_json::from_str::<Value>(&unfurls).ok())
