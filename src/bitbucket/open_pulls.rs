@@ -13,6 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 
 use super::activity::Actor;
+use super::preview::BuildSummary;
 
 /// What one page of `GET /repositories/{workspace}/{repo}/pullrequests?state=OPEN` is read
 /// with. `reviewers` and `participants` are hidden in the collection unless asked for.
@@ -310,39 +311,14 @@ pub enum BuildState {
 impl BuildState {
     /// The overall state of a commit's build statuses as Bitbucket names them
     /// (`SUCCESSFUL`, `FAILED`, `INPROGRESS`, `STOPPED`); `None` when none were reported.
-    /// A failure wins, then a running build, then a stopped one.
+    /// A failure wins, then a running build, then a stopped one
+    /// ([`BuildSummary::state`]).
     pub fn overall<'a>(states: impl IntoIterator<Item = &'a str>) -> Option<BuildState> {
-        let mut overall: Option<BuildState> = None;
+        let mut summary = BuildSummary::default();
         for state in states {
-            let this = match state {
-                "FAILED" => BuildState::Failed,
-                "INPROGRESS" => BuildState::Running,
-                "STOPPED" => BuildState::Stopped,
-                _ => BuildState::Passed,
-            };
-            overall = Some(match overall {
-                None => this,
-                Some(seen) => seen.max_by_weight(this),
-            });
+            summary.count(state);
         }
-        overall
-    }
-
-    fn weight(self) -> u8 {
-        match self {
-            BuildState::Passed => 0,
-            BuildState::Stopped => 1,
-            BuildState::Running => 2,
-            BuildState::Failed => 3,
-        }
-    }
-
-    fn max_by_weight(self, other: BuildState) -> BuildState {
-        if other.weight() > self.weight() {
-            other
-        } else {
-            self
-        }
+        summary.state()
     }
 }
 

@@ -7,6 +7,7 @@
 use jiff::Timestamp;
 
 use super::links::LineRange;
+use super::open_pulls::BuildState;
 
 /// One preview: what a card shows about the object a link points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,22 @@ pub struct BuildSummary {
 impl BuildSummary {
     pub fn total(&self) -> usize {
         self.successful + self.failed + self.in_progress + self.stopped
+    }
+
+    /// Where the builds stand together: a failure wins, then a running build, then a
+    /// stopped one; `None` when none reported.
+    pub fn state(&self) -> Option<BuildState> {
+        if self.failed > 0 {
+            Some(BuildState::Failed)
+        } else if self.in_progress > 0 {
+            Some(BuildState::Running)
+        } else if self.stopped > 0 {
+            Some(BuildState::Stopped)
+        } else if self.successful > 0 {
+            Some(BuildState::Passed)
+        } else {
+            None
+        }
     }
 
     /// Counts one status by its `state`; unknown states count as nothing.

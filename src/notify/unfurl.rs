@@ -9,6 +9,7 @@
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use crate::bitbucket::open_pulls::BuildState;
 use crate::bitbucket::preview::{
     BranchPreview, BuildSummary, CommitPreview, FilePreview, IssuePreview, PipelinePreview, Place,
     Preview, PullRequestPreview, RepositoryPreview,
@@ -304,20 +305,17 @@ fn branches_line(place: &Place, source: Option<&str>, destination: Option<&str>)
 
 fn build(build: &BuildSummary) -> String {
     let total = build.total();
-    if build.failed > 0 {
-        format!("Build: :x: {} of {total} failed", build.failed)
-    } else if build.in_progress > 0 {
-        format!(
+    match build.state() {
+        Some(BuildState::Failed) => format!("Build: :x: {} of {total} failed", build.failed),
+        Some(BuildState::Running) => format!(
             "Build: :hourglass_flowing_sand: {} of {total} running",
             build.in_progress
-        )
-    } else if build.stopped > 0 {
-        format!(
+        ),
+        Some(BuildState::Stopped) => format!(
             "Build: :black_square_for_stop: {} of {total} stopped",
             build.stopped
-        )
-    } else {
-        format!("Build: :white_check_mark: {total} passed")
+        ),
+        Some(BuildState::Passed) | None => format!("Build: :white_check_mark: {total} passed"),
     }
 }
 
