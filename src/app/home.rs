@@ -14,7 +14,7 @@
 //! button clicked by someone who is not an admin changes nothing and is logged. Never
 //! logs a token.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use jiff::{SignedDuration, Timestamp};
@@ -24,11 +24,12 @@ use super::accounts::{Accounts, LoginError};
 use super::subscriptions::Subscriptions;
 use super::upgrade_driver::Campaigns;
 use crate::bitbucket::accounts::AccountError;
-use crate::bitbucket::name::{Target, parse_target};
+use crate::bitbucket::name::parse_target;
 use crate::bitbucket::open_pulls::OpenPullRequest;
 use crate::clock::Clock;
 use crate::config::{Secret, UpgradeConfig};
 use crate::notify::personal::{KINDS, NotifyKind};
+use crate::notify::subscription::covered_repositories;
 use crate::slack::envelope::{BlockAction, BlockActions, ViewType};
 use crate::slack::home::{
     self, AdminFacts, Coverage, HomeFacts, LinkedFacts, MAX_BUILDS_READ, PersonFacts,
@@ -470,8 +471,8 @@ impl Home {
         Ok(read)
     }
 
-    /// The repositories this workspace's subscriptions watch: a repository target, and
-    /// the watched repositories of a workspace target. Sorted, without duplicates.
+    /// The repositories this workspace's subscriptions cover
+    /// (`notify::subscription::covered_repositories`), sorted, without duplicates.
     fn repositories(&self, team_id: &str) -> Vec<String> {
         let subscriptions = match self.store.subscriptions.list_all() {
             Ok(all) => all,
@@ -481,24 +482,12 @@ impl Home {
             }
         };
         let watched = self.store.repositories.names().unwrap_or_default();
-        let mut names = BTreeSet::new();
-        for subscription in subscriptions.iter().filter(|s| s.team_id == team_id) {
-            match &subscription.target {
-                Target::Repository(name) => {
-                    names.insert(name.to_lowercase());
-                }
-                Target::Workspace(workspace) => {
-                    let prefix = format!("{}/", workspace.to_lowercase());
-                    names.extend(
-                        watched
-                            .iter()
-                            .filter(|name| name.to_lowercase().starts_with(&prefix))
-                            .map(|name| name.to_lowercase()),
-                    );
-                }
-            }
-        }
-        names.into_iter().collect()
+        covered_repositories(
+            subscriptions.iter().filter(|s| s.team_id == team_id),
+            &watched,
+        )
+        .into_iter()
+        .collect()
     }
 
     /// One refresh: the open pull requests of at most [`MAX_REPOSITORIES`] repositories

@@ -14,7 +14,7 @@
 //! paused or removed, a muted person or a stale link. Combines the store, the clients and
 //! the pure `notify::reminders` rules; never posts to Slack itself and never logs a token.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +36,7 @@ use crate::notify::reminders::{
     DEFAULT_HOUR, DEFAULT_MINUTE, Days, Due, RemindCommand, Schedule, digest_message, due,
     parse_zone, reminder_message,
 };
-use crate::notify::subscription::Subscription;
+use crate::notify::subscription::{Subscription, covered_repositories};
 use crate::slack::web::SlackWeb;
 use crate::store::installations::Installation;
 use crate::store::{ChannelReminder, NewDelivery, SlotCommit, Store, StoreError};
@@ -481,31 +481,21 @@ impl ReviewReminders {
         Ok(digest_message(pulls, &link.bitbucket_uuid, now, &mention))
     }
 
-    /// The repositories `subscriptions` cover: a repository target itself, a workspace
-    /// target through the watched repositories it covers; at most [`MAX_REPOSITORIES`].
+    /// The repositories `subscriptions` cover (`notify::subscription::covered_repositories`;
+    /// the watched list is read only for a workspace target); at most [`MAX_REPOSITORIES`].
     fn repositories_of(&self, subscriptions: &[Subscription]) -> Result<Vec<String>, StoreError> {
-        let mut watched: Option<Vec<String>> = None;
-        let mut found = BTreeSet::new();
-        for subscription in subscriptions {
-            match &subscription.target {
-                Target::Repository(name) => {
-                    if subscription.coverage.covers(name) {
-                        found.insert(name.clone());
-                    }
-                }
-                Target::Workspace(_) => {
-                    if watched.is_none() {
-                        watched = Some(self.store.repositories.names()?);
-                    }
-                    for name in watched.iter().flatten() {
-                        if subscription.target.covers(name) && subscription.coverage.covers(name) {
-                            found.insert(name.clone());
-                        }
-                    }
-                }
-            }
-        }
-        Ok(found.into_iter().take(MAX_REPOSITORIES).collect())
+        let watched = if subscriptions
+            .iter()
+            .any(|subscription| matches!(subscription.target, Target::Workspace(_)))
+        {
+            self.store.repositories.names()?
+        } else {
+            Vec::new()
+        };
+        Ok(covered_repositories(subscriptions, &watched)
+            .into_iter()
+            .take(MAX_REPOSITORIES)
+            .collect())
     }
 
     fn committed(

@@ -552,6 +552,34 @@ impl Subscription {
     }
 }
 
+/// The repositories `subscriptions` deliver from: a repository target itself, a
+/// workspace target's repositories among `watched` that its coverage includes. Sorted,
+/// once each.
+pub fn covered_repositories<'a>(
+    subscriptions: impl IntoIterator<Item = &'a Subscription>,
+    watched: &[String],
+) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for subscription in subscriptions {
+        match &subscription.target {
+            Target::Repository(name) => {
+                if subscription.coverage.covers(name) {
+                    found.insert(name.clone());
+                }
+            }
+            Target::Workspace(_) => found.extend(
+                watched
+                    .iter()
+                    .filter(|name| {
+                        subscription.target.covers(name) && subscription.coverage.covers(name)
+                    })
+                    .cloned(),
+            ),
+        }
+    }
+    found
+}
+
 /// What all of `subscriptions` together make the poller read for `repository`.
 pub fn poll_wants(subscriptions: &[Subscription], repository: &str) -> PollWants {
     let mut wants = PollWants::default();
@@ -623,6 +651,35 @@ pub(crate) mod tests {
                 pull_request_author: None,
             },
         }
+    }
+
+    #[test]
+    fn covered_repositories_are_targets_and_what_workspace_coverage_includes() {
+        let watched: Vec<String> = ["acme/api", "acme/vault", "acme/web", "other/api"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let repository = subscription(&[]);
+        let mut whole = subscription(&[]);
+        whole.target = Target::Workspace("acme".into());
+        let mut only = whole.clone();
+        only.target = Target::Workspace("other".into());
+        only.coverage = Coverage::Only {
+            repositories: BTreeSet::new(),
+            left_out: BTreeSet::new(),
+            reason: None,
+        };
+        let names = |subscriptions: &[&Subscription]| {
+            covered_repositories(subscriptions.iter().copied(), &watched)
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&[&repository]), vec!["acme/api"]);
+        assert_eq!(
+            names(&[&repository, &whole]),
+            vec!["acme/api", "acme/vault", "acme/web"]
+        );
+        assert!(names(&[&only]).is_empty(), "coverage lists none of other/*");
     }
 
     fn subscription(words: &[&str]) -> Subscription {
