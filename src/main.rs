@@ -48,6 +48,18 @@ enum CliCommand {
     Restore(FileArgs),
     /// Check config, store, encryption key and Slack; one line per check.
     Doctor(ConfigArgs),
+    /// Copy the whole store into the other engine (daemons stopped), counts checked:
+    /// `--to postgres` from storage.path into storage.postgres.url, `--to sled` back.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The engine to copy into: `postgres` or `sled`.
+    #[arg(long, value_parser = ["postgres", "sled"])]
+    to: String,
 }
 
 #[derive(Args)]
@@ -189,6 +201,9 @@ fn main() -> ExitCode {
         }),
         CliCommand::Restore(args) => operate(&args.config, &env, |config| async move {
             app::cli::restore(&config, &args.file).await
+        }),
+        CliCommand::Migrate(args) => operate(&args.config, &env, |config| async move {
+            app::cli::migrate(&config, &args.to).await
         }),
         CliCommand::Doctor(args) => operate(&args, &env, |config| async move {
             app::cli::doctor(&config).await

@@ -84,6 +84,8 @@ const IMPURE_PATHS: &[&str] = &[
     "hyper_util",
     "axum",
     "sled",
+    "tokio_postgres",
+    "futures_executor",
     "rand",
 ];
 
@@ -820,7 +822,12 @@ fn slack_libraries_outside_slack(krate: &Crate) -> Vec<Offence> {
 }
 
 fn sled_outside_store(krate: &Crate) -> Vec<Offence> {
-    extern_only_in(krate, &["sled"], |path| path.starts_with("store/"), true)
+    extern_only_in(
+        krate,
+        &["sled", "tokio_postgres", "futures_executor"],
+        |path| path.starts_with("store/"),
+        true,
+    )
 }
 
 fn anyhow_outside_main_and_app(krate: &Crate) -> Vec<Offence> {
@@ -999,7 +1006,7 @@ fn only_slack_speaks_slack_morphism_and_tungstenite() {
 #[test]
 fn only_store_uses_sled() {
     assert_none(
-        "only src/store/ may use sled",
+        "only src/store/ may use sled or PostgreSQL",
         sled_outside_store(the_crate()),
     );
 }

@@ -29,6 +29,18 @@ mod wiring;
 
 use std::sync::Arc;
 
+/// Opens the store `storage` names: its engine, directory and key. Blocks (opening may
+/// wait for a lock and runs migrations).
+pub fn open_store(
+    storage: &crate::config::StorageConfig,
+) -> Result<crate::store::Store, crate::store::StoreError> {
+    crate::store::Store::open_backend(
+        &storage.backend,
+        &storage.path,
+        storage.encryption_key_file.as_deref(),
+    )
+}
+
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 

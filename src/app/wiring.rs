@@ -62,15 +62,12 @@ pub(super) async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resu
     // Opening may wait (blocking) for a lock a moment ago's handle still holds, and runs
     // migrations: off the async workers.
     let store = {
-        let (path, key_file) = (
-            config.storage.path.clone(),
-            config.storage.encryption_key_file.clone(),
-        );
-        tokio::task::spawn_blocking(move || Store::open_with_key(&path, key_file.as_deref()))
+        let storage = config.storage.clone();
+        tokio::task::spawn_blocking(move || super::open_store(&storage))
             .await
             .context("the task opening the store failed")??
     };
-    info!(path = %store.path().display(), "store open");
+    info!(engine = store.engine(), location = %store.path().display(), "store open");
     match store.key_source() {
         KeySource::Generated(path) => info!(
             path = %path.display(),

@@ -28,6 +28,11 @@ pub struct StorageConfig {
     pub encryption_key_file: Option<PathBuf>,
     /// How long an uninstalled workspace's data is kept so a reinstall restores it.
     pub uninstalled_retention: Duration,
+    /// The engine: embedded sled in `path` (the default), or a shared PostgreSQL database.
+    pub backend: crate::store::Backend,
+    /// The PostgreSQL database when `storage.postgres.url` is set, whichever engine is
+    /// chosen (`migrate` copies between the two).
+    pub postgres: Option<crate::store::PgSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +66,8 @@ pub struct ShutdownConfig {
 
 /// Reads the `storage.*` keys.
 pub(super) fn read_storage(reader: &mut Reader) -> StorageConfig {
+    let encryption_key_file = reader.optional_path("storage.encryption_key_file");
+    let (backend, postgres) = read_backend(reader, encryption_key_file.is_some());
     StorageConfig {
         path: reader.path("storage.path"),
         dedup_retention: Duration::from_secs(reader.integer(
@@ -68,11 +75,69 @@ pub(super) fn read_storage(reader: &mut Reader) -> StorageConfig {
             3600,
             7 * 24 * 3600,
         )),
-        encryption_key_file: reader.optional_path("storage.encryption_key_file"),
+        encryption_key_file,
         uninstalled_retention: Duration::from_secs(
             reader.integer("storage.uninstalled_retention_days", 1, 3650) * 24 * 3600,
         ),
+        backend,
+        postgres,
     }
+}
+
+/// Reads `storage.backend` and, for `"postgres"`, the `storage.postgres.*` keys (read
+/// either way, so a typo in them is reported even while sled is chosen).
+fn read_backend(
+    reader: &mut Reader,
+    has_key_file: bool,
+) -> (crate::store::Backend, Option<crate::store::PgSettings>) {
+    let pool_size = reader.integer("storage.postgres.pool_size", 1, 100) as usize;
+    let connect_timeout =
+        Duration::from_secs(reader.integer("storage.postgres.connect_timeout_secs", 1, 300));
+    let statement_timeout =
+        Duration::from_secs(reader.integer("storage.postgres.statement_timeout_secs", 1, 3600));
+    let settings = reader
+        .optional_secret("storage.postgres.url", None)
+        .map(|url| crate::store::PgSettings {
+            url,
+            pool_size,
+            connect_timeout,
+            statement_timeout,
+        });
+    let Some(raw) = reader.take_defaulted("storage.backend") else {
+        return (crate::store::Backend::Sled, settings);
+    };
+    let backend = match raw.text.trim() {
+        "sled" => crate::store::Backend::Sled,
+        "postgres" => {
+            let Some(settings) = settings.clone() else {
+                reader.problem(
+                    "storage.postgres.url",
+                    "is required when storage.backend = \"postgres\" (or set \
+                     storage.postgres.url_file to a file holding it)",
+                );
+                return (crate::store::Backend::Sled, None);
+            };
+            if !has_key_file {
+                reader.problem(
+                    "storage.encryption_key_file",
+                    "is required when storage.backend = \"postgres\": every replica must seal \
+                     tokens with the same key",
+                );
+            }
+            crate::store::Backend::Postgres(settings)
+        }
+        other => {
+            reader.problem(
+                "storage.backend",
+                format!(
+                    "`{other}` must be \"sled\" or \"postgres\" (from {})",
+                    raw.origin
+                ),
+            );
+            crate::store::Backend::Sled
+        }
+    };
+    (backend, settings)
 }
 
 /// Reads the `http.*` keys.

@@ -11,10 +11,10 @@
 //! [`ActivityStore::mark_done`] removes one once delivered. Must never append an activity
 //! outside `commit_poll`, or reorder the outbox.
 
+use super::kv::Transactional;
+use super::kv::{ConflictableTransactionError, TransactionError};
 use jiff::Timestamp;
 use serde::Serialize;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::bitbucket::{Activity, PollCommit};
 
@@ -23,16 +23,16 @@ use super::{StoreError, WriteGate};
 
 #[derive(Clone)]
 pub struct ActivityStore {
-    watched: sled::Tree,
-    cursors: sled::Tree,
-    outbox: sled::Tree,
-    ids: sled::Tree,
+    watched: super::kv::Tree,
+    cursors: super::kv::Tree,
+    outbox: super::kv::Tree,
+    ids: super::kv::Tree,
     gate: WriteGate,
 }
 
 /// Makes every write so far durable. On a blocking thread rather than `flush_async`, so
 /// that tokio's paused test clock does not race ahead while the disk works.
-pub(super) async fn flush(tree: &sled::Tree) -> Result<(), StoreError> {
+pub(super) async fn flush(tree: &super::kv::Tree) -> Result<(), StoreError> {
     let tree = tree.clone();
     tokio::task::spawn_blocking(move || tree.flush())
         .await
@@ -43,7 +43,7 @@ pub(super) async fn flush(tree: &sled::Tree) -> Result<(), StoreError> {
 pub(super) fn transaction_error(error: TransactionError<StoreError>) -> StoreError {
     match error {
         TransactionError::Abort(error) => error,
-        TransactionError::Storage(error) => error.into(),
+        TransactionError::Storage(error) => error,
     }
 }
 
@@ -70,10 +70,10 @@ fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
 
 impl ActivityStore {
     pub(super) fn new(
-        watched: sled::Tree,
-        cursors: sled::Tree,
-        outbox: sled::Tree,
-        ids: sled::Tree,
+        watched: super::kv::Tree,
+        cursors: super::kv::Tree,
+        outbox: super::kv::Tree,
+        ids: super::kv::Tree,
         gate: WriteGate,
     ) -> Self {
         Self {
@@ -110,7 +110,7 @@ impl ActivityStore {
                         continue;
                     }
                     let seq = outbox.generate_id()?;
-                    outbox.insert(&seq.to_be_bytes(), json.as_slice())?;
+                    outbox.insert(seq.to_be_bytes(), json.as_slice())?;
                     ids.insert(
                         activity.id.as_bytes(),
                         &id_record(seq, activity.occurred_at),
@@ -151,7 +151,7 @@ impl ActivityStore {
     }
 
     /// The outbox tree, for the routing transaction in [`super::Store::commit_routing`].
-    pub(super) fn outbox_tree(&self) -> &sled::Tree {
+    pub(super) fn outbox_tree(&self) -> &super::kv::Tree {
         &self.outbox
     }
 

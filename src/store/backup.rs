@@ -251,12 +251,11 @@ impl Store {
         emit(out, &mut hasher, &to_line(&header))?;
         let mut entries = 0u64;
         let mut trees = Vec::new();
-        for name in self.db.tree_names() {
-            let tree_name = String::from_utf8_lossy(&name).into_owned();
-            if tree_name == META_TREE || tree_name.starts_with("__sled__") {
+        for tree_name in self.db.tree_names()? {
+            if tree_name == META_TREE {
                 continue;
             }
-            let tree = self.db.open_tree(&name)?;
+            let tree = self.db.open_tree(&tree_name)?;
             for item in tree.iter() {
                 let (key, value) = item?;
                 let entry = BackupEntry {

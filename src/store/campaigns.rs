@@ -22,21 +22,21 @@ use crate::upgrade::campaign::CampaignState;
 
 #[derive(Clone)]
 pub struct CampaignStore {
-    db: sled::Db,
-    campaigns: sled::Tree,
-    held: sled::Tree,
-    outbox: sled::Tree,
-    parked: sled::Tree,
+    db: super::kv::Db,
+    campaigns: super::kv::Tree,
+    held: super::kv::Tree,
+    outbox: super::kv::Tree,
+    parked: super::kv::Tree,
     deliveries: DeliveryStore,
     gate: WriteGate,
 }
 
 impl CampaignStore {
     pub(super) fn new(
-        db: sled::Db,
-        campaigns: sled::Tree,
-        held: sled::Tree,
-        outbox: sled::Tree,
+        db: super::kv::Db,
+        campaigns: super::kv::Tree,
+        held: super::kv::Tree,
+        outbox: super::kv::Tree,
         deliveries: DeliveryStore,
         gate: WriteGate,
     ) -> Result<Self, StoreError> {
@@ -82,7 +82,7 @@ impl CampaignStore {
 
     /// Whether the workspace's channel notifications are held (kept in the outbox).
     pub fn is_held(&self, team_id: &str) -> Result<bool, StoreError> {
-        Ok(self.held.contains_key(team_id.as_bytes())?)
+        self.held.contains_key(team_id.as_bytes())
     }
 
     /// Starts holding the workspace's channel notifications: from now on they are queued
@@ -122,7 +122,7 @@ impl CampaignStore {
         digests: Vec<NewDelivery>,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
-        use sled::Transactional;
+        use super::kv::Transactional;
         let mut prepared = self.deliveries.prepare(digests, now)?;
         for digest in &mut prepared {
             // The hold is lifted in the same transaction.
@@ -160,10 +160,10 @@ impl CampaignStore {
                         DeliveryStore::remove_in(outbox, delivery)?;
                     }
                     for id in replaced {
-                        parked.remove(&id.to_be_bytes())?;
+                        parked.remove(id.to_be_bytes())?;
                     }
                     for delivery in &resumed {
-                        if parked.remove(&delivery.id.to_be_bytes())?.is_some() {
+                        if parked.remove(delivery.id.to_be_bytes())?.is_some() {
                             DeliveryStore::queue_in(outbox, delivery)?;
                         }
                     }
@@ -173,7 +173,7 @@ impl CampaignStore {
                     held.remove(team_id.as_bytes())?;
                     Ok(())
                 })
-                .map_err(|error: sled::transaction::TransactionError<()>| {
+                .map_err(|error: super::kv::TransactionError<()>| {
                     StoreError::Io(format!("release transaction: {error:?}"))
                 })?;
         }

@@ -31,12 +31,12 @@ impl DedupKind {
 
 #[derive(Clone)]
 pub struct DedupStore {
-    tree: sled::Tree,
+    tree: super::kv::Tree,
     gate: WriteGate,
 }
 
 impl DedupStore {
-    pub(super) fn new(tree: sled::Tree, gate: WriteGate) -> Self {
+    pub(super) fn new(tree: super::kv::Tree, gate: WriteGate) -> Self {
         Self { tree, gate }
     }
 

@@ -91,14 +91,14 @@ pub enum BeginPost {
 
 #[derive(Clone)]
 pub struct DeliveryStore {
-    db: sled::Db,
-    outbox: sled::Tree,
-    dead: sled::Tree,
-    threads: sled::Tree,
-    parked: sled::Tree,
-    uncertain: sled::Tree,
+    db: super::kv::Db,
+    outbox: super::kv::Tree,
+    dead: super::kv::Tree,
+    threads: super::kv::Tree,
+    parked: super::kv::Tree,
+    uncertain: super::kv::Tree,
     /// The workspaces whose notifications are held (read only: `store::campaigns` writes it).
-    held: sled::Tree,
+    held: super::kv::Tree,
     /// Which workspaces have an active installation.
     installations: InstallationStore,
     gate: WriteGate,
@@ -141,16 +141,15 @@ fn channel_of_queue_key(key: &[u8]) -> Option<ChannelKey> {
 }
 
 /// Upgrades the `deliveries` tree of schema 1 (keyed by id alone) to the keyed layout.
-pub(super) fn migrate_to_queues(db: &sled::Db) -> sled::Result<()> {
+pub(super) fn migrate_to_queues(db: &super::kv::Db) -> Result<(), StoreError> {
     let tree = db.open_tree("deliveries")?;
     for item in tree.iter() {
         let (key, value) = item?;
         if key.len() != 8 {
             continue;
         }
-        let delivery = decode(&value).map_err(|error| {
-            sled::Error::Unsupported(format!("cannot migrate a delivery: {error}"))
-        })?;
+        let delivery = decode(&value)
+            .map_err(|error| StoreError::Corrupt(format!("cannot migrate a delivery: {error}")))?;
         tree.insert(data_key(delivery.id), value)?;
         tree.insert(queue_key(&delivery), &[])?;
         tree.remove(key)?;
@@ -167,11 +166,11 @@ fn encode(delivery: &PendingDelivery) -> Vec<u8> {
     serde_json::to_vec(delivery).expect("a delivery always serializes")
 }
 
-type TxResult = Result<(), sled::transaction::ConflictableTransactionError<()>>;
+type TxResult = Result<(), super::kv::ConflictableTransactionError<()>>;
 
 impl DeliveryStore {
     pub(super) fn new(
-        db: sled::Db,
+        db: super::kv::Db,
         installations: InstallationStore,
         gate: WriteGate,
     ) -> Result<Self, StoreError> {
@@ -276,15 +275,15 @@ impl DeliveryStore {
             .transpose()
     }
 
-    pub(super) fn outbox_tree(&self) -> &sled::Tree {
+    pub(super) fn outbox_tree(&self) -> &super::kv::Tree {
         &self.outbox
     }
 
-    pub(super) fn parked_tree(&self) -> &sled::Tree {
+    pub(super) fn parked_tree(&self) -> &super::kv::Tree {
         &self.parked
     }
 
-    pub(super) fn db(&self) -> &sled::Db {
+    pub(super) fn db(&self) -> &super::kv::Db {
         &self.db
     }
 
@@ -327,32 +326,26 @@ impl DeliveryStore {
     /// Stores a prepared `delivery` inside a transaction: into its channel's queue, or,
     /// when it is parked, into the parked tree.
     pub(super) fn insert_in(
-        outbox: &sled::transaction::TransactionalTree,
-        parked: &sled::transaction::TransactionalTree,
+        outbox: &super::kv::TxTree<'_>,
+        parked: &super::kv::TxTree<'_>,
         delivery: &PendingDelivery,
     ) -> TxResult {
         if delivery.parked.is_some() {
-            parked.insert(&delivery.id.to_be_bytes(), encode(delivery))?;
+            parked.insert(delivery.id.to_be_bytes(), encode(delivery))?;
             return Ok(());
         }
         Self::queue_in(outbox, delivery)
     }
 
     /// Queues `delivery` inside a transaction on the `deliveries` tree.
-    pub(super) fn queue_in(
-        tx: &sled::transaction::TransactionalTree,
-        delivery: &PendingDelivery,
-    ) -> TxResult {
+    pub(super) fn queue_in(tx: &super::kv::TxTree<'_>, delivery: &PendingDelivery) -> TxResult {
         tx.insert(data_key(delivery.id), encode(delivery))?;
         tx.insert(queue_key(delivery), &[])?;
         Ok(())
     }
 
     /// Takes `delivery` out of its queue inside a transaction on the `deliveries` tree.
-    pub(super) fn remove_in(
-        tx: &sled::transaction::TransactionalTree,
-        delivery: &PendingDelivery,
-    ) -> TxResult {
+    pub(super) fn remove_in(tx: &super::kv::TxTree<'_>, delivery: &PendingDelivery) -> TxResult {
         tx.remove(data_key(delivery.id))?;
         tx.remove(queue_key(delivery))?;
         Ok(())
@@ -369,7 +362,7 @@ impl DeliveryStore {
         let prepared = self.prepare(deliveries, now)?;
         {
             let _writing = self.gate.writing()?;
-            use sled::Transactional;
+            use super::kv::Transactional;
             (&self.outbox, &self.parked)
                 .transaction(|(outbox, parked)| {
                     for delivery in &prepared {
@@ -377,7 +370,7 @@ impl DeliveryStore {
                     }
                     Ok(())
                 })
-                .map_err(|error: sled::transaction::TransactionError<()>| {
+                .map_err(|error: super::kv::TransactionError<()>| {
                     StoreError::Io(format!("delivery transaction: {error:?}"))
                 })?;
         }
@@ -446,7 +439,7 @@ impl DeliveryStore {
         delivery: &PendingDelivery,
         new_parent: Option<(&str, &str)>,
     ) -> Result<(), StoreError> {
-        use sled::Transactional;
+        use super::kv::Transactional;
         {
             let _writing = self.gate.writing()?;
             (&self.outbox, &self.threads)
@@ -458,7 +451,7 @@ impl DeliveryStore {
                             ts.as_bytes(),
                         )?;
                     }
-                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                    Ok::<_, super::kv::ConflictableTransactionError<()>>(())
                 })
                 .map_err(|error| StoreError::Io(format!("delivery transaction: {error:?}")))?;
         }
@@ -492,7 +485,7 @@ impl DeliveryStore {
         delivery: &PendingDelivery,
         now: Timestamp,
     ) -> Result<BeginPost, StoreError> {
-        use sled::Transactional;
+        use super::kv::Transactional;
         let mut marked = delivery.clone();
         marked.in_flight = Some(now);
         let mut held = delivery.clone();
@@ -507,13 +500,13 @@ impl DeliveryStore {
                     }
                     if holds.get(delivery.team_id.as_bytes())?.is_some() {
                         Self::remove_in(outbox, delivery)?;
-                        parked.insert(&delivery.id.to_be_bytes(), encode(&held))?;
+                        parked.insert(delivery.id.to_be_bytes(), encode(&held))?;
                         return Ok(BeginPost::Parked(ParkReason::Held));
                     }
                     outbox.insert(data_key(delivery.id), encode(&marked))?;
                     Ok(BeginPost::Post(Box::new(marked.clone())))
                 })
-                .map_err(|error: sled::transaction::TransactionError<()>| {
+                .map_err(|error: super::kv::TransactionError<()>| {
                     StoreError::Io(format!("delivery transaction: {error:?}"))
                 })?
         };
@@ -540,19 +533,19 @@ impl DeliveryStore {
     /// one no longer queued (purged meanwhile) is not moved.
     async fn move_out(
         &self,
-        to: &sled::Tree,
+        to: &super::kv::Tree,
         delivery: &PendingDelivery,
     ) -> Result<(), StoreError> {
-        use sled::Transactional;
+        use super::kv::Transactional;
         {
             let _writing = self.gate.writing()?;
             (&self.outbox, to)
                 .transaction(|(outbox, to)| {
                     if outbox.get(data_key(delivery.id))?.is_some() {
                         Self::remove_in(outbox, delivery)?;
-                        to.insert(&delivery.id.to_be_bytes(), encode(delivery))?;
+                        to.insert(delivery.id.to_be_bytes(), encode(delivery))?;
                     }
-                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                    Ok::<_, super::kv::ConflictableTransactionError<()>>(())
                 })
                 .map_err(|error| StoreError::Io(format!("delivery transaction: {error:?}")))?;
         }
@@ -646,10 +639,10 @@ impl DeliveryStore {
     /// (from uncertain or dead) into the parked tree when it is parked.
     async fn move_in(
         &self,
-        from: &sled::Tree,
+        from: &super::kv::Tree,
         delivery: &PendingDelivery,
     ) -> Result<(), StoreError> {
-        use sled::Transactional;
+        use super::kv::Transactional;
         {
             let _writing = self.gate.writing()?;
             let to = if delivery.parked.is_some() {
@@ -659,14 +652,14 @@ impl DeliveryStore {
             };
             (from, to)
                 .transaction(|(from, to)| {
-                    if from.remove(&delivery.id.to_be_bytes())?.is_some() {
+                    if from.remove(delivery.id.to_be_bytes())?.is_some() {
                         if delivery.parked.is_some() {
-                            to.insert(&delivery.id.to_be_bytes(), encode(delivery))?;
+                            to.insert(delivery.id.to_be_bytes(), encode(delivery))?;
                         } else {
                             Self::queue_in(to, delivery)?;
                         }
                     }
-                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                    Ok::<_, super::kv::ConflictableTransactionError<()>>(())
                 })
                 .map_err(|error| StoreError::Io(format!("delivery transaction: {error:?}")))?;
         }
@@ -702,7 +695,7 @@ impl DeliveryStore {
 
     async fn retry_from(
         &self,
-        tree: &sled::Tree,
+        tree: &super::kv::Tree,
         deliveries: Vec<PendingDelivery>,
         id: Option<u64>,
         now: Timestamp,

@@ -90,13 +90,13 @@ struct StoredInstallation {
 
 #[derive(Clone)]
 pub struct InstallationStore {
-    tree: sled::Tree,
+    tree: super::kv::Tree,
     cipher: TokenCipher,
     gate: WriteGate,
 }
 
 impl InstallationStore {
-    pub(super) fn new(tree: sled::Tree, cipher: TokenCipher, gate: WriteGate) -> Self {
+    pub(super) fn new(tree: super::kv::Tree, cipher: TokenCipher, gate: WriteGate) -> Self {
         Self { tree, cipher, gate }
     }
 
@@ -247,7 +247,7 @@ impl InstallationStore {
     pub(super) fn uninstalled_before(
         &self,
         cutoff: Timestamp,
-    ) -> Result<Vec<(String, sled::IVec)>, StoreError> {
+    ) -> Result<Vec<(String, super::kv::IVec)>, StoreError> {
         let mut found = Vec::new();
         for item in self.tree.iter() {
             let (_, bytes) = item?;

@@ -1,17 +1,21 @@
-//! The embedded database: the only module that uses sled.
+//! The database: the only module that uses sled or PostgreSQL.
 //!
-//! Owns opening the database (with errors that name the path), the schema version and
-//! its migrations, and one typed repository per tree. Callers never see sled types or
-//! raw keys. Every write that must survive a crash is flushed before the caller is told
+//! Owns opening the database on its engine (`kv`: embedded sled by default, or
+//! PostgreSQL for several replicas; errors name the path or the database), the schema
+//! version and its migrations, and one typed repository per tree. Callers never see an
+//! engine's types or raw keys. Every write that must survive a crash is flushed before the caller is told
 //! it succeeded; writes that may be lost in a crash say so in their doc comment.
 
 mod activities;
 pub mod backup;
 mod campaigns;
+pub mod coordination;
 pub mod crypto;
 mod dedup;
 mod deliveries;
 pub(crate) mod installations;
+pub(crate) mod kv;
+mod migrate;
 mod personal_settings;
 mod poll;
 mod purge;
@@ -27,12 +31,15 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use activities::ActivityStore;
 pub use campaigns::CampaignStore;
+pub use coordination::{Claimed, Coordination, ReplicaStatus};
 pub use crypto::{KeySource, TokenCipher};
 pub use dedup::{DedupKind, DedupStore};
 pub use deliveries::{
     BeginPost, ChannelKey, DeliveryStore, NewDelivery, ParkReason, PendingDelivery,
 };
 pub use installations::{InstallSource, Installation, InstallationState, InstallationStore};
+pub use kv::postgres::PgSettings;
+pub use migrate::CopyReport;
 pub use personal_settings::PersonalSettingsStore;
 pub use purge::PurgedTeam;
 pub use reminders::{ChannelReminder, ReminderStore, SlotCommit};
@@ -47,7 +54,10 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 /// `MIGRATIONS[n]` upgrades a store from schema `n + 1` to `n + 2`. Version 1 is the
 /// first schema, so there is nothing to migrate yet.
-const MIGRATIONS: &[fn(&sled::Db) -> sled::Result<()>] = &[
+/// One step of the store schema, run on either engine.
+type Migration = fn(&kv::Db) -> Result<(), StoreError>;
+
+const MIGRATIONS: &[Migration] = &[
     // 1 → 2: the outbox keyed by channel queue (`store::deliveries`).
     deliveries::migrate_to_queues,
 ];
@@ -83,6 +93,24 @@ pub enum StoreError {
     WrongKey { key_path: PathBuf },
     #[error("cannot use the encryption key file {path}: {cause}")]
     KeyFile { path: PathBuf, cause: String },
+    #[error(
+        "cannot reach the PostgreSQL database {target}: {cause} (check storage.postgres.url \
+         and that the server runs and accepts this user)"
+    )]
+    Unreachable { target: String, cause: String },
+    #[error(
+        "the PostgreSQL server of {target} is version {found}; bitbucket-slack needs 12 or newer"
+    )]
+    ServerTooOld { target: String, found: String },
+    #[error(
+        "the PostgreSQL database {target} has schema version {found}, newer than this binary's \
+         {supported}: run the newer bitbucket-slack on every replica"
+    )]
+    NewerDatabaseSchema {
+        target: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("the store is damaged: {0}")]
     Corrupt(String),
     #[error("store I/O failed: {0}")]
@@ -140,10 +168,20 @@ pub struct Queued {
     pub parked: usize,
 }
 
+/// Which engine holds the store (`storage.backend`).
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    /// Embedded, in the storage directory; one process at a time.
+    #[default]
+    Sled,
+    /// A PostgreSQL database several replicas share.
+    Postgres(PgSettings),
+}
+
 /// The open database and its repositories. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    db: kv::Db,
     path: PathBuf,
     cipher: TokenCipher,
     key_source: KeySource,
@@ -163,6 +201,8 @@ pub struct Store {
     pub unfurl_offers: UnfurlOfferStore,
     /// Review reminders of channels and people's digests, with the last slot handled.
     pub reminders: ReminderStore,
+    /// Replicas, leases and the shared request budget (PostgreSQL; trivial on sled).
+    pub coordination: Coordination,
 }
 
 impl std::fmt::Debug for Store {
@@ -187,40 +227,48 @@ impl Store {
     /// generated on first start) is the store's. Never panics on a bad path: every
     /// failure names it.
     pub fn open_with_key(path: &Path, key_file: Option<&Path>) -> Result<Store, StoreError> {
-        let open_error = |cause: String| StoreError::Open {
-            path: path.to_path_buf(),
-            cause,
-        };
-        std::fs::create_dir_all(path).map_err(|error| open_error(error.to_string()))?;
-        if !path.is_dir() {
-            return Err(open_error("not a directory".into()));
-        }
-        // A handle closed a moment ago (by this process: a CLI command, a restart in
-        // tests) can keep the lock while sled's background writes finish, so a locked
-        // store is tried again for a short while before it is reported as in use.
-        let give_up_at = std::time::Instant::now() + LOCK_WAIT;
-        let db = loop {
-            let opened = sled::Config::new()
-                .path(path)
-                .cache_capacity(8 * 1024 * 1024)
-                .flush_every_ms(Some(500))
-                .open();
-            match opened {
-                Ok(db) => break db,
-                Err(sled::Error::Io(io)) if is_lock_error(&io) => {
-                    if std::time::Instant::now() >= give_up_at {
-                        return Err(StoreError::Locked {
-                            path: path.to_path_buf(),
-                        });
-                    }
-                    std::thread::sleep(LOCK_RETRY);
-                }
-                Err(other) => return Err(open_error(other.to_string())),
+        Self::open_backend(&Backend::Sled, path, key_file)
+    }
+
+    /// Opens the store on `backend`: sled in the directory `path`, or the PostgreSQL
+    /// database (whose own migrations run first); then as [`Self::open_with_key`]. On
+    /// PostgreSQL `path` only holds a generated key, when no `key_file` is given.
+    pub fn open_backend(
+        backend: &Backend,
+        path: &Path,
+        key_file: Option<&Path>,
+    ) -> Result<Store, StoreError> {
+        match backend {
+            Backend::Sled => {
+                let db = open_sled(path)?;
+                Self::on(kv::Db::Sled(db), path, path, key_file)
             }
-        };
-        migrate(&db, path)?;
-        let (cipher, key_source) = TokenCipher::load_or_generate(key_file, path)?;
+            Backend::Postgres(settings) => {
+                let db = kv::postgres::PgDb::open(settings)?;
+                let location = PathBuf::from(db.target());
+                Self::on(kv::Db::Postgres(db), &location, path, key_file)
+            }
+        }
+    }
+
+    /// The repositories on `db`, after its schema is current and the key is checked.
+    /// `location` names the database in messages; `key_dir` holds a generated key.
+    fn on(
+        db: kv::Db,
+        location: &Path,
+        key_dir: &Path,
+        key_file: Option<&Path>,
+    ) -> Result<Store, StoreError> {
+        migrate(&db, location)?;
+        if key_file.is_none() {
+            std::fs::create_dir_all(key_dir).map_err(|error| StoreError::Open {
+                path: key_dir.to_path_buf(),
+                cause: error.to_string(),
+            })?;
+        }
+        let (cipher, key_source) = TokenCipher::load_or_generate(key_file, key_dir)?;
         check_key(&db, &cipher)?;
+        let path = location;
         let gate = WriteGate::default();
         let watched = db.open_tree("bitbucket_repositories")?;
         let cursors = db.open_tree("bitbucket_cursors")?;
@@ -267,6 +315,7 @@ impl Store {
                 gate.clone(),
             ),
             reminders,
+            coordination: Coordination::new(db.clone()),
             db,
             path: path.to_path_buf(),
             cipher,
@@ -291,8 +340,34 @@ impl Store {
         self.cipher.derive_key("oauth-state")
     }
 
+    /// The sled directory, or the PostgreSQL database as `postgres://user@host:port/db`.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// `"sled"` or `"postgres"`.
+    pub fn engine(&self) -> &'static str {
+        self.db.engine()
+    }
+
+    /// On PostgreSQL, how many replicas are alive at `now` and which holds the leader
+    /// lease.
+    pub fn replicas_summary(&self, now: jiff::Timestamp) -> Option<String> {
+        if !self.coordination.is_shared() {
+            return None;
+        }
+        let ttl = std::time::Duration::from_secs(30);
+        match self.coordination.replicas(now, ttl) {
+            Ok(replicas) => {
+                let alive = replicas.iter().filter(|replica| replica.alive).count();
+                let leader = replicas
+                    .iter()
+                    .find(|replica| replica.leases.contains_key(coordination::LEADER))
+                    .map_or("none", |replica| replica.id.as_str());
+                Some(format!("{alive} replica(s) alive, leader {leader}"))
+            }
+            Err(error) => Some(format!("replicas unreadable: {error}")),
+        }
     }
 
     /// Makes every write so far durable.
@@ -307,7 +382,9 @@ impl Store {
     /// A delivery whose workspace cannot take it now (not installed, or its notifications
     /// held) is parked at once ([`DeliveryStore::park_reason`]). The records of actions
     /// done from Slack that this activity matched (`shown`, so a channel was skipped) are
-    /// used up in the same transaction: a failed commit keeps them for the retry.
+    /// used up in the same transaction: a failed commit keeps them for the retry. An
+    /// activity no longer in the outbox was routed already (by another replica): nothing
+    /// is queued twice, and the answer is all zeros.
     pub async fn commit_routing(
         &self,
         activity_seq: u64,
@@ -315,9 +392,9 @@ impl Store {
         shown: &[slack_actions::ShownFromSlack],
         now: jiff::Timestamp,
     ) -> Result<Queued, StoreError> {
-        use sled::Transactional;
+        use kv::Transactional;
         let prepared = self.deliveries.prepare(deliveries, now)?;
-        {
+        let routed = {
             let _writing = self.gate.writing()?;
             (
                 self.activities.outbox_tree(),
@@ -326,18 +403,25 @@ impl Store {
                 self.slack_actions.tree(),
             )
                 .transaction(|(activities, outbox, parked, actions)| {
-                    activities.remove(&activity_seq.to_be_bytes())?;
+                    if activities.remove(activity_seq.to_be_bytes())?.is_none() {
+                        // Routed already (by another replica, or a retry after a commit
+                        // whose answer was lost): its deliveries are queued.
+                        return Ok(false);
+                    }
                     for used in shown {
                         actions.remove(used.key())?;
                     }
                     for delivery in &prepared {
                         DeliveryStore::insert_in(outbox, parked, delivery)?;
                     }
-                    Ok(())
+                    Ok(true)
                 })
-                .map_err(|error: sled::transaction::TransactionError<()>| {
+                .map_err(|error: kv::TransactionError<()>| {
                     StoreError::Io(format!("routing transaction: {error:?}"))
-                })?;
+                })?
+        };
+        if !routed {
+            return Ok(Queued::default());
         }
         self.deliveries.db().flush_async().await?;
         self.deliveries.note_enqueued(&prepared);
@@ -391,7 +475,44 @@ impl Store {
     }
 }
 
-fn check_key(db: &sled::Db, cipher: &TokenCipher) -> Result<(), StoreError> {
+/// Opens (creating if needed) the sled database in the directory `path`, waiting a
+/// moment for a lock a handle closed just now may still hold.
+fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
+    let open_error = |cause: String| StoreError::Open {
+        path: path.to_path_buf(),
+        cause,
+    };
+    std::fs::create_dir_all(path).map_err(|error| open_error(error.to_string()))?;
+    if !path.is_dir() {
+        return Err(open_error("not a directory".into()));
+    }
+    // A handle closed a moment ago (by this process: a CLI command, a restart in
+    // tests) can keep the lock while sled's background writes finish, so a locked
+    // store is tried again for a short while before it is reported as in use.
+    let give_up_at = std::time::Instant::now() + LOCK_WAIT;
+    let db = loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(8 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open();
+        match opened {
+            Ok(db) => break db,
+            Err(sled::Error::Io(io)) if is_lock_error(&io) => {
+                if std::time::Instant::now() >= give_up_at {
+                    return Err(StoreError::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(other) => return Err(open_error(other.to_string())),
+        }
+    };
+    Ok(db)
+}
+
+fn check_key(db: &kv::Db, cipher: &TokenCipher) -> Result<(), StoreError> {
     let meta = db.open_tree(META_TREE)?;
     match meta.get(KEY_CHECK_KEY)? {
         Some(sealed) => {
@@ -418,11 +539,11 @@ fn is_lock_error(error: &std::io::Error) -> bool {
     error.kind() == std::io::ErrorKind::WouldBlock || error.to_string().contains("lock")
 }
 
-fn migrate(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
+fn migrate(db: &kv::Db, path: &Path) -> Result<(), StoreError> {
     let meta = db.open_tree(META_TREE)?;
     let found = match meta.get(SCHEMA_KEY)? {
-        None if db.tree_names().len() <= 2 => {
-            // A new store (only sled's default tree and `meta` exist): start current.
+        None if is_empty(db)? => {
+            // A new store (nothing besides `meta`): start current.
             write_version(&meta, SCHEMA_VERSION)?;
             db.flush()?;
             return Ok(());
@@ -452,7 +573,17 @@ fn migrate(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn write_version(meta: &sled::Tree, version: u32) -> Result<(), StoreError> {
+/// Whether the database holds nothing besides the `meta` tree.
+fn is_empty(db: &kv::Db) -> Result<bool, StoreError> {
+    for name in db.tree_names()? {
+        if name != META_TREE && !db.open_tree(&name)?.is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn write_version(meta: &kv::Tree, version: u32) -> Result<(), StoreError> {
     meta.insert(SCHEMA_KEY, &version.to_be_bytes())?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::notify::personal::PersonalSettings;
 
 #[derive(Clone)]
 pub struct PersonalSettingsStore {
-    settings: sled::Tree,
+    settings: super::kv::Tree,
     gate: WriteGate,
 }
 
@@ -20,7 +20,7 @@ fn key(team_id: &str, slack_user_id: &str) -> String {
 }
 
 impl PersonalSettingsStore {
-    pub(super) fn new(settings: sled::Tree, gate: WriteGate) -> Self {
+    pub(super) fn new(settings: super::kv::Tree, gate: WriteGate) -> Self {
         Self { settings, gate }
     }
 

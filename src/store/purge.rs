@@ -11,10 +11,10 @@
 //! before it returns: a crash leaves all of the workspace or none of it. Must never
 //! remove a record of another team, or a shared one.
 
+use super::kv::Transactional;
+use super::kv::{ConflictableTransactionError, TransactionError};
 use jiff::Timestamp;
 use serde::Deserialize;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{Store, StoreError};
 
@@ -153,20 +153,20 @@ impl Store {
         match outcome {
             Ok(removed) => Ok(Some(removed)),
             Err(TransactionError::Abort(InstallationChanged)) => Ok(None),
-            Err(TransactionError::Storage(error)) => Err(error.into()),
+            Err(TransactionError::Storage(error)) => Err(error),
         }
     }
 }
 
 /// The keys of `team_id`'s records in `tree`.
 fn team_keys(
-    tree: &sled::Tree,
+    tree: &super::kv::Tree,
     name: &str,
     layout: TeamKey,
     team_id: &str,
-) -> Result<Vec<sled::IVec>, StoreError> {
+) -> Result<Vec<super::kv::IVec>, StoreError> {
     match layout {
-        TeamKey::Exact => Ok(vec![sled::IVec::from(team_id.as_bytes())]),
+        TeamKey::Exact => Ok(vec![super::kv::IVec::from(team_id.as_bytes())]),
         TeamKey::Prefix => Ok(tree
             .scan_prefix(format!("{team_id}:").as_bytes())
             .keys()
@@ -404,12 +404,8 @@ mod tests {
     /// Every entry of every tree in the database, whatever the tree.
     fn walk(store: &Store) -> Entries {
         let mut all = Entries::new();
-        for name in store.db.tree_names() {
-            let tree_name = String::from_utf8_lossy(&name).into_owned();
-            if tree_name.starts_with("__sled__") {
-                continue;
-            }
-            let tree = store.db.open_tree(&name).expect("tree");
+        for tree_name in store.db.tree_names().expect("tree names") {
+            let tree = store.db.open_tree(&tree_name).expect("tree");
             let entries = tree
                 .iter()
                 .map(|item| {

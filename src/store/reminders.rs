@@ -9,10 +9,10 @@
 //! it returns. Lookups never cross workspaces: every key starts with the team id. Never
 //! decides what is due or what a reminder says (`notify::reminders`, `app::reminders`).
 
+use super::kv::Transactional;
+use super::kv::{ConflictableTransactionError, TransactionError};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::deliveries::{DeliveryStore, NewDelivery};
 use super::{StoreError, WriteGate};
@@ -50,7 +50,7 @@ pub enum SlotCommit {
 
 #[derive(Clone)]
 pub struct ReminderStore {
-    reminders: sled::Tree,
+    reminders: super::kv::Tree,
     deliveries: DeliveryStore,
     gate: WriteGate,
 }
@@ -76,7 +76,11 @@ enum Abort {
 }
 
 impl ReminderStore {
-    pub(super) fn new(reminders: sled::Tree, deliveries: DeliveryStore, gate: WriteGate) -> Self {
+    pub(super) fn new(
+        reminders: super::kv::Tree,
+        deliveries: DeliveryStore,
+        gate: WriteGate,
+    ) -> Self {
         Self {
             reminders,
             deliveries,
@@ -213,7 +217,7 @@ impl ReminderStore {
         key: String,
         deliveries: Vec<NewDelivery>,
         now: Timestamp,
-        update: impl Fn(Option<sled::IVec>) -> Result<Vec<u8>, Abort>,
+        update: impl Fn(Option<super::kv::IVec>) -> Result<Vec<u8>, Abort>,
     ) -> Result<SlotCommit, StoreError> {
         let prepared = self.deliveries.prepare(deliveries, now)?;
         let result = {
@@ -256,7 +260,7 @@ impl ReminderStore {
             Err(TransactionError::Abort(Abort::Corrupt(error))) => {
                 return Err(StoreError::Corrupt(error));
             }
-            Err(TransactionError::Storage(error)) => return Err(error.into()),
+            Err(TransactionError::Storage(error)) => return Err(error),
         }
         self.deliveries.db().flush_async().await?;
         self.deliveries.note_enqueued(&prepared);

@@ -7,10 +7,10 @@
 //! [`super::ActivityStore::commit_poll`], together with the activities they account for.
 //! Must never interpret a cursor: its shape belongs to `bitbucket/diff/`.
 
+use super::kv::Transactional;
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
 
 use crate::bitbucket::RepositoryName;
 
@@ -32,8 +32,8 @@ pub struct Broken {
 
 #[derive(Clone)]
 pub struct RepositoryStore {
-    watched: sled::Tree,
-    cursors: sled::Tree,
+    watched: super::kv::Tree,
+    cursors: super::kv::Tree,
     gate: WriteGate,
 }
 
@@ -47,7 +47,7 @@ pub(super) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, Sto
 }
 
 impl RepositoryStore {
-    pub(super) fn new(watched: sled::Tree, cursors: sled::Tree, gate: WriteGate) -> Self {
+    pub(super) fn new(watched: super::kv::Tree, cursors: super::kv::Tree, gate: WriteGate) -> Self {
         Self {
             watched,
             cursors,

@@ -16,7 +16,7 @@ pub const ECHO_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
 
 #[derive(Clone)]
 pub struct SlackActionStore {
-    tree: sled::Tree,
+    tree: super::kv::Tree,
     gate: WriteGate,
 }
 
@@ -25,7 +25,7 @@ fn key(team_id: &str, channel_id: &str, echo: &str) -> String {
 }
 
 impl SlackActionStore {
-    pub(super) fn new(tree: sled::Tree, gate: WriteGate) -> Self {
+    pub(super) fn new(tree: super::kv::Tree, gate: WriteGate) -> Self {
         Self { tree, gate }
     }
 
@@ -76,7 +76,7 @@ impl SlackActionStore {
     }
 
     /// The tree, for the routing transaction.
-    pub(super) fn tree(&self) -> &sled::Tree {
+    pub(super) fn tree(&self) -> &super::kv::Tree {
         &self.tree
     }
 }
@@ -125,6 +125,12 @@ mod tests {
             shown("T1", "C1", "acme/api#7:approved:{u}", 101).is_some(),
             "reading does not use it up"
         );
+        // The activity being routed (its content does not matter to the commit).
+        store
+            .activities
+            .outbox_tree()
+            .insert(1u64.to_be_bytes(), &b"{}"[..])
+            .expect("an activity to route");
         store.set_write_faults(true);
         assert!(
             store

@@ -19,8 +19,8 @@ struct ChannelSettings {
 
 #[derive(Clone)]
 pub struct SubscriptionStore {
-    subscriptions: sled::Tree,
-    settings: sled::Tree,
+    subscriptions: super::kv::Tree,
+    settings: super::kv::Tree,
     gate: WriteGate,
 }
 
@@ -46,7 +46,11 @@ fn decode(bytes: &[u8]) -> Result<Subscription, StoreError> {
 }
 
 impl SubscriptionStore {
-    pub(super) fn new(subscriptions: sled::Tree, settings: sled::Tree, gate: WriteGate) -> Self {
+    pub(super) fn new(
+        subscriptions: super::kv::Tree,
+        settings: super::kv::Tree,
+        gate: WriteGate,
+    ) -> Self {
         Self {
             subscriptions,
             settings,

@@ -15,7 +15,7 @@ pub const OFFER_INTERVAL: SignedDuration = SignedDuration::from_hours(24);
 
 #[derive(Clone)]
 pub struct UnfurlOfferStore {
-    tree: sled::Tree,
+    tree: super::kv::Tree,
     gate: WriteGate,
 }
 
@@ -24,7 +24,7 @@ fn key(team_id: &str, user_id: &str) -> String {
 }
 
 impl UnfurlOfferStore {
-    pub(super) fn new(tree: sled::Tree, gate: WriteGate) -> Self {
+    pub(super) fn new(tree: super::kv::Tree, gate: WriteGate) -> Self {
         Self { tree, gate }
     }
 

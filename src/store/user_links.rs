@@ -6,9 +6,9 @@
 //! rotated refresh token is on disk before the caller may use the new access token.
 //! Lookups never cross workspaces: every key starts with the team id.
 
+use super::kv::Transactional;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
 
 use super::crypto::TokenCipher;
 use super::{StoreError, WriteGate};
@@ -60,8 +60,8 @@ struct StoredLink {
 
 #[derive(Clone)]
 pub struct UserLinkStore {
-    links: sled::Tree,
-    by_bitbucket: sled::Tree,
+    links: super::kv::Tree,
+    by_bitbucket: super::kv::Tree,
     cipher: TokenCipher,
     gate: WriteGate,
 }
@@ -76,8 +76,8 @@ fn index_key(team_id: &str, bitbucket_uuid: &str) -> String {
 
 impl UserLinkStore {
     pub(super) fn new(
-        links: sled::Tree,
-        by_bitbucket: sled::Tree,
+        links: super::kv::Tree,
+        by_bitbucket: super::kv::Tree,
         cipher: TokenCipher,
         gate: WriteGate,
     ) -> Self {
@@ -214,7 +214,7 @@ impl UserLinkStore {
                         index_key(&link.team_id, &link.bitbucket_uuid).as_bytes(),
                         link.slack_user_id.as_bytes(),
                     )?;
-                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                    Ok::<_, super::kv::ConflictableTransactionError<()>>(())
                 })
                 .map_err(|error| StoreError::Io(format!("user link transaction: {error:?}")))?;
         }
@@ -233,7 +233,7 @@ impl UserLinkStore {
                 .transaction(|(links, index)| {
                     links.remove(link_key(team_id, slack_user_id).as_bytes())?;
                     index.remove(index_key(team_id, &previous.bitbucket_uuid).as_bytes())?;
-                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                    Ok::<_, super::kv::ConflictableTransactionError<()>>(())
                 })
                 .map_err(|error| StoreError::Io(format!("user link transaction: {error:?}")))?;
         }

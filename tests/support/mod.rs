@@ -4,3 +4,4 @@ pub mod daemon;
 pub mod fake_bitbucket;
 pub mod fake_slack;
 pub mod harness;
+pub mod postgres;

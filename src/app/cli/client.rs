@@ -32,10 +32,7 @@ pub(super) async fn reach(config: &Config) -> anyhow::Result<Channel> {
             "cannot use the admin socket {}: permission denied (run as the service user or root)",
             path.display()
         ),
-        Err(_) => match Store::open_with_key(
-            &config.storage.path,
-            config.storage.encryption_key_file.as_deref(),
-        ) {
+        Err(_) => match crate::app::open_store(&config.storage) {
             Ok(store) => {
                 eprintln!(
                     "(the daemon is not running: reading the store at {} directly)",

@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::slack::web::SlackWeb;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::upgrade;
 
 use super::client;
@@ -39,22 +39,29 @@ pub async fn doctor(config: &Config) -> anyhow::Result<u8> {
 }
 
 async fn check_store(config: &Config) -> Vec<Check> {
-    if client::daemon_answers(config).await {
+    // A PostgreSQL store is shared by the running replicas: it is checked either way.
+    let shared = matches!(config.storage.backend, crate::store::Backend::Postgres(_));
+    if !shared && client::daemon_answers(config).await {
         return vec![Check {
             ok: true,
             name: "store",
             detail: "in use by the running daemon (its admin socket answers)".into(),
         }];
     }
-    match Store::open_with_key(
-        &config.storage.path,
-        config.storage.encryption_key_file.as_deref(),
-    ) {
+    match crate::app::open_store(&config.storage) {
         Ok(store) => vec![
             Check {
                 ok: true,
                 name: "store",
-                detail: format!("{} opens (schema current)", store.path().display()),
+                detail: format!(
+                    "{} ({}) opens (schema current){}",
+                    store.path().display(),
+                    store.engine(),
+                    store
+                        .replicas_summary(crate::clock::Clock::now(&crate::clock::SystemClock))
+                        .map(|summary| format!("; {summary}"))
+                        .unwrap_or_default()
+                ),
             },
             Check {
                 ok: true,
@@ -73,7 +80,14 @@ async fn check_store(config: &Config) -> Vec<Check> {
         Err(error) => vec![Check {
             ok: false,
             name: "store",
-            detail: format!("{error} (check storage.path and its permissions)"),
+            detail: match config.storage.backend {
+                crate::store::Backend::Sled => {
+                    format!("{error} (check storage.path and its permissions)")
+                }
+                crate::store::Backend::Postgres(_) => {
+                    format!("{error} (check storage.postgres.url and the database)")
+                }
+            },
         }],
     }
 }
@@ -100,13 +114,10 @@ async fn check_bitbucket(config: &Config) -> Check {
     };
     // A repository the daemon watches exercises the credential for real (the store can
     // only be read while the daemon is stopped).
-    let watched = Store::open_with_key(
-        &config.storage.path,
-        config.storage.encryption_key_file.as_deref(),
-    )
-    .ok()
-    .and_then(|store| store.repositories.names().ok())
-    .and_then(|names| names.into_iter().next());
+    let watched = crate::app::open_store(&config.storage)
+        .ok()
+        .and_then(|store| store.repositories.names().ok())
+        .and_then(|names| names.into_iter().next());
     let Some(repository) = watched else {
         return Check {
             ok: true,

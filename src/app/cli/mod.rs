@@ -450,6 +450,60 @@ pub async fn restore(config: &Config, file: &Path) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `bitbucket-slack migrate --to postgres|sled`: copies the store into the other engine
+/// (which must be empty), with every tree's count checked. Only with every daemon stopped.
+pub async fn migrate(config: &Config, to: &str) -> anyhow::Result<u8> {
+    use crate::store::{Backend, Store};
+    let Some(postgres) = config.storage.postgres.clone() else {
+        bail!(
+            "storage.postgres.url is not set: say which PostgreSQL database to migrate to or from"
+        );
+    };
+    if client::daemon_answers(config).await {
+        bail!("the daemon is running: stop every replica first, then migrate");
+    }
+    let key = config.storage.encryption_key_file.as_deref();
+    let path = config.storage.path.clone();
+    let (source, target) = match to {
+        "postgres" => (Backend::Sled, Backend::Postgres(postgres)),
+        "sled" => (Backend::Postgres(postgres), Backend::Sled),
+        other => bail!("--to {other}: say postgres or sled"),
+    };
+    let key = key.map(Path::to_path_buf);
+    let report = tokio::task::spawn_blocking(move || {
+        let source_store = Store::open_backend(&source, &path, key.as_deref())
+            .context("cannot open the store to copy from")?;
+        if source_store.is_empty()? {
+            bail!(
+                "the {} store at {} is empty: nothing to migrate",
+                source_store.engine(),
+                source_store.path().display()
+            );
+        }
+        let target_store = Store::open_backend(&target, &path, key.as_deref())
+            .context("cannot open the store to copy into")?;
+        let report = source_store
+            .copy_into(&target_store)
+            .map_err(|error| anyhow!("migration failed: {error}"))?;
+        Ok::<_, anyhow::Error>((
+            report,
+            source_store.path().display().to_string(),
+            target_store.path().display().to_string(),
+        ))
+    })
+    .await
+    .context("the migration task failed")??;
+    let (report, from, into) = report;
+    for (tree, entries) in &report.trees {
+        println!("{tree:<28} {entries:>9} entries, counts match");
+    }
+    println!(
+        "copied {} entries from {from} into {into}; set storage.backend = \"{to}\" and start the daemon",
+        report.entries()
+    );
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ async fn a_schema_1_outbox_is_migrated_into_channel_queues() {
     {
         let db = sled::open(dir.path()).expect("sled");
         let meta = db.open_tree("meta").expect("meta");
-        super::super::write_version(&meta, 1).expect("version");
+        super::super::write_version(&crate::store::kv::Tree::Sled(meta), 1).expect("version");
         let outbox = db.open_tree("deliveries").expect("outbox");
         for (id, channel) in [(7u64, "C1"), (3, "C2"), (9, "C1")] {
             outbox
