@@ -130,6 +130,10 @@ pub struct Metrics {
     pub sweep_coverage_samples: Family<WorkspaceKindLabel, Gauge>,
     /// 1 while the sweep decides when that kind is polled, 0 otherwise.
     pub sweep_decides: Family<WorkspaceKindLabel, Gauge>,
+    /// Leases this replica holds, by kind (`repo`, `channel`, `leader`).
+    pub leases_held: Family<KindLabel, Gauge>,
+    /// Leases this replica took over from a replica whose lease had expired.
+    pub lease_takeovers: Counter,
     /// The rows behind the three above, for `status`.
     sweep_coverage_rows: Arc<Mutex<Vec<SweepCoverage>>>,
 }
@@ -174,6 +178,8 @@ impl Default for Metrics {
             sweep_coverage: Family::default(),
             sweep_coverage_samples: Family::default(),
             sweep_decides: Family::default(),
+            leases_held: Family::default(),
+            lease_takeovers: Counter::default(),
             sweep_coverage_rows: Arc::default(),
         };
         metrics.register_all();
@@ -288,6 +294,16 @@ impl Metrics {
             "sweep_coverage",
             "Of the activities direct polls found, the share whose repository the workspace sweep had flagged first (last 100 decided), by workspace and kind",
             self.sweep_coverage.clone(),
+        );
+        registry.register(
+            "leases_held",
+            "Leases this replica holds, by kind: repo (polled here), channel (delivered from here), leader (the singletons run here)",
+            self.leases_held.clone(),
+        );
+        registry.register(
+            "lease_takeovers",
+            "Leases this replica took over from a replica that stopped renewing them",
+            self.lease_takeovers.clone(),
         );
         registry.register(
             "sweep_coverage_samples",

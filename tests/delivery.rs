@@ -200,6 +200,7 @@ async fn start_with_timeout(slack: FakeSlack, dir: tempfile::TempDir, timeout: D
         metrics: Metrics::default(),
         wake: wake.clone(),
         unpark: unpark.clone(),
+        claims: Arc::new(bitbucket_slack::slack::delivery::AllChannels),
     };
     let task = tokio::spawn(deliverer.run(stop.clone()));
     Outbox {

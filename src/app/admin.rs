@@ -114,6 +114,12 @@ pub struct StatusReport {
     /// The workspace sweep's coverage per workspace and kind (daemon only).
     #[serde(default)]
     pub sweep_coverage: Vec<crate::metrics::SweepCoverage>,
+    /// `sled` or `postgres`.
+    #[serde(default)]
+    pub engine: String,
+    /// On PostgreSQL: every replica seen in the last hour, with the leases each holds.
+    #[serde(default)]
+    pub replicas: Vec<crate::store::ReplicaStatus>,
 }
 
 /// One subscription as the CLI shows it.
@@ -303,6 +309,8 @@ pub fn status_report(
     source: &str,
     started_at: Option<Timestamp>,
     sockets: Vec<SlotHealth>,
+    now: Timestamp,
+    lease_ttl: std::time::Duration,
 ) -> Result<StatusReport, crate::store::StoreError> {
     let installations = store.installations.list()?;
     let watched = store.repositories.list()?;
@@ -332,6 +340,8 @@ pub fn status_report(
         parked: store.deliveries.parked()?.len(),
         components: Default::default(),
         sweep_coverage: Vec::new(),
+        engine: store.engine().into(),
+        replicas: store.coordination.replicas(now, lease_ttl)?,
     })
 }
 
@@ -339,6 +349,8 @@ pub fn status_report(
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Store,
+    /// How long leases last without renewal (which replicas count as alive).
+    pub lease_ttl: std::time::Duration,
     pub sockets: SocketHealth,
     pub clock: Arc<dyn Clock>,
     pub started_at: Timestamp,
@@ -436,6 +448,8 @@ async fn answer(stream: UnixStream, owner: Option<u32>, state: &AdminState) -> s
                 "daemon",
                 Some(state.started_at),
                 state.sockets.snapshot(),
+                state.clock.now(),
+                state.lease_ttl,
             )
             .map(|mut report| {
                 report.components = state.components.snapshot();

@@ -20,6 +20,7 @@ pub mod installations;
 pub mod personal;
 pub mod poller;
 pub mod reminders;
+pub mod replicas;
 pub mod router;
 pub mod subscriptions;
 pub mod supervisor;
@@ -151,5 +152,9 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    wiring::build(config, clock).await?.launch(shutdown)
+    // Boxed: building holds every part at once, a large future that would otherwise sit
+    // on the caller's stack (a test's, in debug builds, is only 2 MiB).
+    Box::pin(wiring::build(config, clock))
+        .await?
+        .launch(shutdown)
 }

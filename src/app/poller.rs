@@ -14,10 +14,110 @@ use tracing::info;
 
 use super::supervisor::Supervisor;
 
-use crate::bitbucket::{BitbucketClient, Poller};
+use crate::bitbucket::budget::SharedBudget;
+use crate::bitbucket::{Activity, BitbucketClient, PollCommit, PollStore, PollWants, Poller};
 use crate::clock::Clock;
 use crate::config::BitbucketConfig;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+use super::replicas::Leases;
+
+/// The store as this replica's poller sees it: only the watched repositories whose lease
+/// it holds (all of them, alone on sled).
+#[derive(Clone)]
+struct LeasedPolls {
+    store: Store,
+    leases: Leases,
+}
+
+impl PollStore for LeasedPolls {
+    type Error = StoreError;
+
+    fn watched_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut names = self.store.watched_names()?;
+        names.retain(|name| self.leases.holds_repository(name));
+        Ok(names)
+    }
+
+    fn cursor<C: serde::de::DeserializeOwned>(
+        &self,
+        repository: &str,
+    ) -> Result<Option<C>, StoreError> {
+        self.store.cursor(repository)
+    }
+
+    fn wants(&self, repository: &str) -> Result<PollWants, StoreError> {
+        self.store.wants(repository)
+    }
+
+    fn commit_poll<C: serde::Serialize + Sync>(
+        &self,
+        repository: &str,
+        cursor: &C,
+        activities: &[Activity],
+    ) -> impl std::future::Future<Output = Result<PollCommit, StoreError>> + Send {
+        // A poll that outlived this replica's lease (released to another replica, which
+        // polls it now) is dropped: committing it could put back an older cursor.
+        let held = self.leases.holds_repository(repository);
+        let commit = self.store.commit_poll(repository, cursor, activities);
+        async move {
+            if held {
+                commit.await
+            } else {
+                Ok(PollCommit::Unwatched)
+            }
+        }
+    }
+
+    fn prune_ids(&self, cutoff: jiff::Timestamp) -> Result<usize, StoreError> {
+        self.store.prune_ids(cutoff)
+    }
+
+    fn mark_broken(
+        &self,
+        repository: &str,
+        reason: &str,
+        now: jiff::Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.store.mark_broken(repository, reason, now)
+    }
+
+    fn clear_broken(&self, repository: &str) -> Result<bool, StoreError> {
+        self.store.clear_broken(repository)
+    }
+}
+
+/// A credential's budget counted in the shared store, across every replica.
+struct StoreBudget {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    /// The credential, by a hash of its secret (never the secret).
+    credential: String,
+}
+
+impl std::fmt::Debug for StoreBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreBudget")
+            .field("credential", &self.credential)
+            .finish()
+    }
+}
+
+impl SharedBudget for StoreBudget {
+    fn spend(&self, per_hour: u64) -> bool {
+        match self
+            .store
+            .coordination
+            .spend(&self.credential, per_hour, self.clock.now())
+        {
+            Ok(granted) => granted,
+            Err(error) => {
+                tracing::warn!(%error, "cannot count a Bitbucket request in the shared budget; waiting");
+                false
+            }
+        }
+    }
+}
 
 /// Runs the poller as the supervised component `poller` (a restart starts a fresh poller
 /// on the same client and store), or returns `None` (after one info line) without a
@@ -27,6 +127,7 @@ use crate::store::Store;
 pub fn spawn(
     config: &BitbucketConfig,
     store: Store,
+    leases: Leases,
     clock: Arc<dyn Clock>,
     metrics: crate::metrics::Metrics,
     activities_committed: Arc<Notify>,
@@ -42,12 +143,20 @@ pub fn spawn(
     let client = BitbucketClient::new(settings)
         .context("cannot set up the Bitbucket client")?
         .with_metrics(metrics.clone());
+    if store.coordination.is_shared() {
+        client.budget().share(Arc::new(StoreBudget {
+            store: store.clone(),
+            clock: clock.clone(),
+            credential: format!("bitbucket:{}", client.credential_fingerprint()),
+        }));
+    }
     let settings = config.poller_settings();
     let polling = client.clone();
+    let polls = LeasedPolls { store, leases };
     supervisor.spawn("poller", move |stop| {
         Poller::new(
             polling.clone(),
-            store.clone(),
+            polls.clone(),
             clock.clone(),
             settings.clone(),
         )

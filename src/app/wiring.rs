@@ -106,7 +106,9 @@ pub(super) async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resu
         link_changes: Arc::new(tokio::sync::Notify::new()),
     };
     let configured_token_ok = match &config.slack.bot_token {
-        Some(token) => install_configured_token(&installer, token).await?,
+        // Boxed: a Slack call's future is large in debug builds, and `build` is awaited
+        // on the caller's stack.
+        Some(token) => Box::pin(install_configured_token(&installer, token)).await?,
         None => true,
     };
     let socket_settings = SocketModeSettings::from_config(&config.slack, &config.shutdown);
@@ -196,9 +198,18 @@ impl Parts {
             let health = health.clone();
             supervisor.spawn("systemd", move |stop| notify_systemd(health.clone(), stop));
         }
+        // With several replicas on one database, leases say who does what; alone (sled),
+        // this replica does everything.
+        let leases = spawn_leases(
+            &mut supervisor,
+            &store,
+            &clock,
+            &metrics,
+            config.storage.lease_ttl,
+        );
         {
             let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
-            supervisor.spawn("housekeeping", move |stop| {
+            spawn_leader_only(&mut supervisor, "housekeeping", &leases, move |stop| {
                 housekeeping(store.clone(), clock.clone(), config.clone(), stop)
             });
         }
@@ -220,6 +231,7 @@ impl Parts {
         let bitbucket = poller::spawn(
             &config.bitbucket,
             store.clone(),
+            leases.clone(),
             clock.clone(),
             metrics.clone(),
             activities_committed.clone(),
@@ -232,6 +244,7 @@ impl Parts {
             &config,
             admin::AdminState {
                 store: store.clone(),
+                lease_ttl: config.storage.lease_ttl,
                 sockets: health.clone(),
                 clock: clock.clone(),
                 started_at: clock.now(),
@@ -299,7 +312,7 @@ impl Parts {
         let upgrades = installer.upgrades.clone();
         {
             let (campaigns, upgrades) = (campaigns.clone(), upgrades.clone());
-            supervisor.spawn("upgrade_driver", move |stop| {
+            spawn_leader_only(&mut supervisor, "upgrade_driver", &leases, move |stop| {
                 campaigns.clone().run(upgrades.clone(), stop)
             });
         }
@@ -312,6 +325,7 @@ impl Parts {
                 delivery_wake.clone(),
                 unpark.clone(),
             );
+            let claims: Arc<dyn crate::slack::delivery::ChannelClaims> = Arc::new(leases.clone());
             supervisor.spawn("delivery", move |stop| {
                 crate::slack::delivery::Deliverer {
                     web: web.clone(),
@@ -321,6 +335,7 @@ impl Parts {
                     metrics: metrics.clone(),
                     wake: wake.clone(),
                     unpark: unpark.clone(),
+                    claims: claims.clone(),
                 }
                 .run(stop)
             });
@@ -359,7 +374,9 @@ impl Parts {
         );
         {
             let reminders = reminders.clone();
-            supervisor.spawn("reminders", move |stop| reminders.clone().run(stop));
+            spawn_leader_only(&mut supervisor, "reminders", &leases, move |stop| {
+                reminders.clone().run(stop)
+            });
         }
         let reminder_signal = reminders.signal.clone();
 
@@ -506,6 +523,52 @@ fn install_url(config: &Config) -> Option<String> {
             config.http.public_url.as_str().trim_end_matches('/')
         )
     })
+}
+
+/// On PostgreSQL, the `leases` component and the leases it keeps; on sled, everything.
+/// Its own function (as the spawns below), so `launch`'s stack frame stays small.
+#[inline(never)]
+fn spawn_leases(
+    supervisor: &mut Supervisor,
+    store: &Store,
+    clock: &Arc<dyn Clock>,
+    metrics: &Metrics,
+    ttl: std::time::Duration,
+) -> super::replicas::Leases {
+    if !store.coordination.is_shared() {
+        return super::replicas::Leases::everything();
+    }
+    let (held, leases) = super::replicas::Leases::empty();
+    let (store, clock, metrics) = (store.clone(), clock.clone(), metrics.clone());
+    supervisor.spawn("leases", move |stop| {
+        super::replicas::LeaseKeeper {
+            store: store.clone(),
+            clock: clock.clone(),
+            ttl,
+            metrics: metrics.clone(),
+            held: held.clone(),
+        }
+        .run(stop)
+    });
+    leases
+}
+
+/// Runs the component `name` only on the replica holding the `leader` lease
+/// ([`super::replicas::while_leader`]).
+#[inline(never)]
+fn spawn_leader_only<F, Fut>(
+    supervisor: &mut Supervisor,
+    name: &'static str,
+    leases: &super::replicas::Leases,
+    run: F,
+) where
+    F: FnMut(tokio_util::sync::CancellationToken) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let leases = leases.clone();
+    supervisor.spawn(name, move |stop| {
+        super::replicas::while_leader(leases.clone(), stop, run.clone())
+    });
 }
 
 /// The HTTP server as the component `http`; a restart listens again on the address the

@@ -181,16 +181,29 @@ impl Budget {
     }
 }
 
+/// The hourly count of one credential kept where several replicas see it (the shared
+/// store): every request also takes a slot there.
+pub trait SharedBudget: Send + Sync + std::fmt::Debug {
+    /// Takes a slot if fewer than `per_hour` were taken in the rolling hour.
+    fn spend(&self, per_hour: u64) -> bool;
+}
+
+/// How long a request waits before asking the shared budget again after a refusal.
+pub const SHARED_BUDGET_RETRY: Duration = Duration::from_secs(15);
+
 /// The budget shared by every request of one credential.
 #[derive(Debug)]
 pub struct BudgetGate {
     budget: Mutex<Budget>,
+    /// Set with several replicas: the count they share.
+    shared: Mutex<Option<std::sync::Arc<dyn SharedBudget>>>,
 }
 
 impl BudgetGate {
     pub fn new(limit_per_hour: u32, percent: u32) -> Self {
         Self {
             budget: Mutex::new(Budget::new(limit_per_hour, percent, Instant::now())),
+            shared: Mutex::new(None),
         }
     }
 
@@ -207,19 +220,44 @@ impl BudgetGate {
     pub fn unpaced(limit_per_hour: u32, percent: u32) -> Self {
         Self {
             budget: Mutex::new(Budget::unpaced(limit_per_hour, percent, Instant::now())),
+            shared: Mutex::new(None),
+        }
+    }
+
+    /// Counts every request also in `shared` (several replicas with one credential), so
+    /// together they never exceed the hour. Set once, at start.
+    pub fn share(&self, shared: std::sync::Arc<dyn SharedBudget>) {
+        *self
+            .shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(shared);
+    }
+
+    /// The shared count's answer for one more request (yes when there is none).
+    fn shared_grants(&self) -> bool {
+        let shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        match shared {
+            Some(shared) => shared.spend(self.allowance() as u64),
+            None => true,
         }
     }
 
     /// Takes a slot now, or says `false` without waiting.
     pub fn try_acquire(&self) -> bool {
-        self.with(|budget| budget.try_acquire(Instant::now()).is_ok())
+        self.with(|budget| budget.try_acquire(Instant::now()).is_ok()) && self.shared_grants()
     }
 
-    /// Waits for a slot for one request.
+    /// Waits for a slot for one request: this replica's pace first, then the count the
+    /// replicas share (refused, it asks again after [`SHARED_BUDGET_RETRY`]).
     pub async fn acquire(&self) {
         loop {
             match self.with(|budget| budget.try_acquire(Instant::now())) {
-                Ok(()) => return,
+                Ok(()) if self.shared_grants() => return,
+                Ok(()) => tokio::time::sleep(SHARED_BUDGET_RETRY).await,
                 Err(at) => tokio::time::sleep_until(at).await,
             }
         }
@@ -349,5 +387,68 @@ mod tests {
         assert_eq!(pause, RETRY_AFTER_MAX);
         assert_eq!(budget.try_acquire(at(start, 10.0)), Err(at(start, 3600.0)));
         assert_eq!(budget.try_acquire(at(start, 3600.0)), Ok(()));
+    }
+
+    /// A count two replicas share, as the store keeps it: a log of when each slot was
+    /// taken, on tokio's (paused) clock.
+    #[derive(Debug, Default)]
+    struct SharedLog {
+        taken: Mutex<Vec<Instant>>,
+    }
+
+    impl SharedBudget for SharedLog {
+        fn spend(&self, per_hour: u64) -> bool {
+            let now = Instant::now();
+            let mut taken = self.taken.lock().expect("not poisoned");
+            let in_hour = taken
+                .iter()
+                .filter(|at| now.duration_since(**at) < HOUR)
+                .count();
+            if in_hour as u64 >= per_hour {
+                return false;
+            }
+            taken.push(now);
+            true
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_replicas_sharing_a_budget_never_exceed_it_in_any_rolling_hour() {
+        let shared = std::sync::Arc::new(SharedLog::default());
+        let start = Instant::now();
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            let gate = std::sync::Arc::new(BudgetGate::new(1000, 10));
+            gate.share(shared.clone());
+            replicas.push(gate);
+        }
+        // Each replica asks as fast as it is let through, for three simulated hours.
+        let tasks: Vec<_> = replicas
+            .iter()
+            .map(|gate| {
+                let gate = gate.clone();
+                tokio::spawn(async move {
+                    while Instant::now() < start + Duration::from_secs(3 * 3600) {
+                        gate.acquire().await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let taken = shared.taken.lock().expect("not poisoned").clone();
+        for (index, at) in taken.iter().enumerate() {
+            let in_hour = taken[index..]
+                .iter()
+                .take_while(|later| later.duration_since(*at) < HOUR)
+                .count();
+            assert!(in_hour <= 100, "{in_hour} requests in the hour from {at:?}");
+        }
+        assert!(
+            taken.len() >= 290,
+            "the shared hour is used, not starved: {}",
+            taken.len()
+        );
     }
 }

@@ -268,6 +268,36 @@ impl BitbucketClient {
     }
 
     /// The credential's budget (for logs and metrics).
+    /// Names this client's credential without revealing it: the first 16 hex digits of a
+    /// SHA-256 of what identifies it (the token, or the OAuth consumer's key). Replicas
+    /// with the same credential get the same fingerprint, so they share its budget.
+    pub fn credential_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        match &self.credential {
+            BitbucketCredential::AccessToken(token) => {
+                hasher.update(b"access:");
+                hasher.update(token.expose().as_bytes());
+            }
+            BitbucketCredential::ApiToken { email, token } => {
+                hasher.update(b"api:");
+                hasher.update(email.as_bytes());
+                hasher.update(b":");
+                hasher.update(token.expose().as_bytes());
+            }
+            BitbucketCredential::OAuthConsumer(consumer) => {
+                hasher.update(b"oauth:");
+                hasher.update(consumer.key.as_bytes());
+            }
+        }
+        hasher
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
     pub fn budget(&self) -> &BudgetGate {
         &self.budget
     }

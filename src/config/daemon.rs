@@ -30,6 +30,9 @@ pub struct StorageConfig {
     pub uninstalled_retention: Duration,
     /// The engine: embedded sled in `path` (the default), or a shared PostgreSQL database.
     pub backend: crate::store::Backend,
+    /// How long a replica's lease on a repository, a channel or the leader role lasts
+    /// without renewal (PostgreSQL only): a replica that dies loses them after this.
+    pub lease_ttl: Duration,
     /// The PostgreSQL database when `storage.postgres.url` is set, whichever engine is
     /// chosen (`migrate` copies between the two).
     pub postgres: Option<crate::store::PgSettings>,
@@ -68,6 +71,7 @@ pub struct ShutdownConfig {
 pub(super) fn read_storage(reader: &mut Reader) -> StorageConfig {
     let encryption_key_file = reader.optional_path("storage.encryption_key_file");
     let (backend, postgres) = read_backend(reader, encryption_key_file.is_some());
+    let lease_ttl = Duration::from_secs(reader.integer("storage.postgres.lease_ttl_secs", 3, 600));
     StorageConfig {
         path: reader.path("storage.path"),
         dedup_retention: Duration::from_secs(reader.integer(
@@ -80,6 +84,7 @@ pub(super) fn read_storage(reader: &mut Reader) -> StorageConfig {
             reader.integer("storage.uninstalled_retention_days", 1, 3650) * 24 * 3600,
         ),
         backend,
+        lease_ttl,
         postgres,
     }
 }

@@ -85,6 +85,35 @@ struct Pace {
     blocked_until: Option<Instant>,
 }
 
+/// Which channels this replica may deliver to (per-channel leases, with several replicas
+/// on one store), so each channel keeps one sender, its order and its pacing.
+pub trait ChannelClaims: Send + Sync {
+    /// Whether this replica may post to `channel` now.
+    fn holds(&self, channel: &ChannelKey) -> bool;
+    /// The channels held (with queued messages other replicas may have put there).
+    fn held(&self) -> Vec<ChannelKey>;
+    /// Whether this is the only replica (it holds every channel, always).
+    fn exclusive(&self) -> bool;
+}
+
+/// The only replica: every channel is its own.
+#[derive(Debug, Clone, Copy)]
+pub struct AllChannels;
+
+impl ChannelClaims for AllChannels {
+    fn holds(&self, _: &ChannelKey) -> bool {
+        true
+    }
+
+    fn held(&self) -> Vec<ChannelKey> {
+        Vec::new()
+    }
+
+    fn exclusive(&self) -> bool {
+        true
+    }
+}
+
 pub struct Deliverer {
     pub web: SlackWeb,
     pub store: Store,
@@ -95,6 +124,8 @@ pub struct Deliverer {
     pub wake: Arc<Notify>,
     /// Rung when a workspace is installed again (parked deliveries may resume).
     pub unpark: Arc<Notify>,
+    /// The channels this replica delivers to.
+    pub claims: Arc<dyn ChannelClaims>,
 }
 
 enum Outcome {
@@ -115,7 +146,14 @@ impl Deliverer {
     /// message beyond that channel's own pacing. The next message of a channel is one
     /// ordered lookup in the store, whatever the size of the outbox.
     pub async fn run(self, stop: CancellationToken) {
-        match self.store.deliveries.recover_in_flight().await {
+        // With other replicas, a message in flight may be theirs: it is found (and made
+        // uncertain) when its channel's lease comes here after its holder stopped.
+        let recovered = if self.claims.exclusive() {
+            self.store.deliveries.recover_in_flight().await
+        } else {
+            Ok(0)
+        };
+        match recovered {
             Ok(0) => {}
             Ok(count) => warn!(
                 count,
@@ -149,6 +187,12 @@ impl Deliverer {
             for channel in self.store.deliveries.take_enqueued_channels() {
                 channels.entry(channel).or_insert(now);
             }
+            for channel in self.claims.held() {
+                channels.entry(channel).or_insert(now);
+            }
+            // A channel another replica holds is its to serve; it comes back here with
+            // its lease.
+            channels.retain(|channel, _| self.claims.holds(channel));
             let due: Vec<ChannelKey> = channels
                 .iter()
                 .filter(|(_, ready)| **ready <= now)

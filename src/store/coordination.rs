@@ -206,6 +206,20 @@ impl Coordination {
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
+    /// Every live lease another replica holds.
+    pub fn held_by_others(&self, now: Timestamp) -> Result<BTreeSet<String>, StoreError> {
+        let Db::Postgres(db) = &self.db else {
+            return Ok(BTreeSet::new());
+        };
+        let rows = db.with_sql(|sql| {
+            sql.query(
+                "SELECT name FROM leases WHERE holder <> $1 AND expires_ms >= $2",
+                &[&self.replica, &millis(now)],
+            )
+        })?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     /// How many replicas are alive (seen within `ttl`), this one included.
     pub fn live_replicas(&self, now: Timestamp, ttl: Duration) -> Result<usize, StoreError> {
         Ok(self

@@ -241,7 +241,7 @@ impl Store {
         match backend {
             Backend::Sled => {
                 let db = open_sled(path)?;
-                Self::on(kv::Db::Sled(db), path, path, key_file)
+                Self::on(kv::Db::Sled(Arc::new(db)), path, path, key_file)
             }
             Backend::Postgres(settings) => {
                 let db = kv::postgres::PgDb::open(settings)?;

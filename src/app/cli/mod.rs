@@ -62,7 +62,14 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<u8> {
             AdminResponse::Status(report) => *report,
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
-        Channel::Store(store) => status_report(&store, "store", None, Vec::new())?,
+        Channel::Store(store) => status_report(
+            &store,
+            "store",
+            None,
+            Vec::new(),
+            crate::clock::Clock::now(&crate::clock::SystemClock),
+            config.storage.lease_ttl,
+        )?,
     };
     print_as(&report, json, render_status)
 }
@@ -100,7 +107,35 @@ fn render_status(report: &StatusReport) -> String {
     if let Some(started) = report.started_at {
         out.push_str(&format!("started:       {started}\n"));
     }
-    out.push_str(&format!("store:         {}\n", report.store_path.display()));
+    let engine = if report.engine.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", report.engine)
+    };
+    out.push_str(&format!(
+        "store:         {}{engine}\n",
+        report.store_path.display()
+    ));
+    for replica in &report.replicas {
+        let leases: Vec<String> = replica
+            .leases
+            .iter()
+            .map(|(kind, count)| format!("{count} {kind}"))
+            .collect();
+        out.push_str(&format!(
+            "replica:       {} ({}, pid {}) {}, seen {}, holds {}\n",
+            replica.id,
+            replica.host,
+            replica.pid,
+            if replica.alive { "alive" } else { "gone" },
+            replica.seen_at,
+            if leases.is_empty() {
+                "nothing".to_owned()
+            } else {
+                leases.join(", ")
+            }
+        ));
+    }
     out.push_str(&format!(
         "installations: {} ({} active)\n",
         report.installations, report.active_installations

@@ -27,7 +27,9 @@ const SLED_DEFAULT_TREE: &str = "__sled__default";
 /// One open database.
 #[derive(Clone)]
 pub(crate) enum Db {
-    Sled(sled::Db),
+    /// Boxed: a `Store` holds several handles, and a small one keeps the futures that
+    /// hold a `Store` small.
+    Sled(std::sync::Arc<sled::Db>),
     Postgres(postgres::PgDb),
 }
 
@@ -39,7 +41,7 @@ impl Db {
             Db::Postgres(db) => {
                 let name = std::str::from_utf8(name.as_ref())
                     .map_err(|_| StoreError::Io("a tree name is not UTF-8".into()))?;
-                Ok(Tree::Postgres(db.tree(name)))
+                Ok(Tree::Postgres(std::sync::Arc::new(db.tree(name))))
             }
         }
     }
@@ -114,7 +116,8 @@ impl Db {
 #[derive(Clone)]
 pub(crate) enum Tree {
     Sled(sled::Tree),
-    Postgres(postgres::PgTree),
+    /// Behind an `Arc`, to stay as small as sled's handle.
+    Postgres(std::sync::Arc<postgres::PgTree>),
 }
 
 /// A compare-and-swap that found another value than expected.
