@@ -288,7 +288,8 @@ async fn seed(backend: &Backend, dir: &Path, loaded: bool) {
     std::fs::write(dir.join("storage.key"), format!("{KEY}\n")).expect("key");
     let store = Store::open_backend(backend, &dir.join("data"), Some(&dir.join("storage.key")))
         .expect("open the store");
-    let at = jiff::Timestamp::from_second(1_800_000_000).expect("valid");
+    // Now, so the queued messages are due at once.
+    let at = jiff::Timestamp::now();
     for n in 0..WORKSPACES {
         store
             .installations

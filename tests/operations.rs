@@ -440,3 +440,71 @@ async fn subscriptions_and_outbox_listings_from_the_running_daemon() {
     );
     stop(daemon).await;
 }
+
+/// `migrate --to postgres`, then `--to sled` into an empty directory: every entry and the
+/// tokens (sealed with the same key) come through, and a target holding data is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_copies_the_store_to_postgres_and_back() {
+    use bitbucket_slack::store::Store;
+    let Some(server) = support::postgres::Postgres::start() else {
+        return;
+    };
+    let database = server.create_database();
+    let url = server.url(&database);
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    // A daemon run installs the configured bot token into a sled store.
+    let config = write_config(
+        dir.path(),
+        &Settings::base(&fake, &storage)
+            .set("slack.app_token", APP_TOKEN)
+            .set("slack.bot_token", BOT_TOKEN)
+            .set("storage.postgres.url", url.as_str())
+            .toml(),
+    );
+    let (daemon, _socket) = started(&config, &fake).await;
+    stop(daemon).await;
+
+    let (code, stdout, stderr) = cli(&config, &["migrate", "--to", "postgres"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("installations"), "{stdout}");
+    assert!(stdout.contains("counts match"), "{stdout}");
+    assert!(
+        stdout.contains("set storage.backend = \"postgres\""),
+        "{stdout}"
+    );
+    let (code, _, stderr) = cli(&config, &["migrate", "--to", "postgres"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already holds data"), "{stderr}");
+
+    // Back into an empty directory, with the first store's key.
+    let back = dir.path().join("back");
+    let back_dir = dir.path().join("back-config");
+    std::fs::create_dir_all(&back_dir).expect("a config directory");
+    let key = storage.join("secret.key");
+    let back_config = write_config(
+        &back_dir,
+        &Settings::base(&fake, &back)
+            .set("slack.app_token", APP_TOKEN)
+            .set("storage.postgres.url", url.as_str())
+            .set("storage.encryption_key_file", key.display().to_string())
+            .toml(),
+    );
+    let (code, stdout, stderr) = cli(&back_config, &["migrate", "--to", "sled"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("counts match"), "{stdout}");
+    let store = Store::open_with_key(&back, Some(&key)).expect("the copy opens");
+    let installation = store
+        .installations
+        .get(TEAM)
+        .expect("read")
+        .expect("the installation came back");
+    assert_eq!(
+        installation
+            .bot_token
+            .as_ref()
+            .map(|token| token.expose().as_str()),
+        Some(BOT_TOKEN)
+    );
+}

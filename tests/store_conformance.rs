@@ -210,6 +210,22 @@ fn push(repo: &str, n: u32) -> Activity {
     }
 }
 
+async fn install_t1(store: &Store) {
+    store
+        .installations
+        .upsert(installation("T1", "xoxb-t1"))
+        .await
+        .expect("install");
+}
+
+async fn watch(store: &Store, repo: &str) {
+    store
+        .repositories
+        .watch(&repo.parse().expect("name"))
+        .await
+        .expect("watch");
+}
+
 fn delivery(team: &str, channel: &str, text: &str) -> NewDelivery {
     NewDelivery {
         team_id: team.into(),
@@ -422,11 +438,7 @@ async fn a_dedup_claim_is_won_once_by_concurrent_callers(engine: Engine) {
 async fn concurrent_poll_commits_append_each_activity_once(engine: Engine) {
     let store = engine.open();
     let repo = "acme/api";
-    store
-        .repositories
-        .watch(&repo.parse().expect("name"))
-        .await
-        .expect("watch");
+    watch(&store, repo).await;
     let store = Arc::new(store);
     let mut tasks = Vec::new();
     for poller in 0..6u32 {
@@ -460,21 +472,13 @@ async fn concurrent_poll_commits_append_each_activity_once(engine: Engine) {
 async fn an_activity_is_routed_once_by_concurrent_routers(engine: Engine) {
     let store = engine.open();
     let repo = "acme/api";
-    store
-        .repositories
-        .watch(&repo.parse().expect("name"))
-        .await
-        .expect("watch");
+    watch(&store, repo).await;
     store
         .activities
         .commit_poll(repo, &"c", &[push(repo, 1)])
         .await
         .expect("commit");
-    store
-        .installations
-        .upsert(installation("T1", "xoxb-t1"))
-        .await
-        .expect("install");
+    install_t1(&store).await;
     let (seq, _) = store.activities.pending(1).expect("pending")[0].clone();
     let mut tasks = Vec::new();
     for _ in 0..6 {
@@ -504,11 +508,7 @@ async fn an_activity_is_routed_once_by_concurrent_routers(engine: Engine) {
 
 async fn the_delivery_lifecycle_survives_a_reopen(engine: Engine) {
     let store = engine.open();
-    store
-        .installations
-        .upsert(installation("T1", "xoxb-t1"))
-        .await
-        .expect("install");
+    install_t1(&store).await;
     let ids = store
         .deliveries
         .enqueue(
@@ -588,11 +588,7 @@ async fn the_delivery_lifecycle_survives_a_reopen(engine: Engine) {
 
 async fn concurrent_completions_each_take_their_delivery(engine: Engine) {
     let store = engine.open();
-    store
-        .installations
-        .upsert(installation("T1", "xoxb-t1"))
-        .await
-        .expect("install");
+    install_t1(&store).await;
     let deliveries: Vec<NewDelivery> = (0..40)
         .map(|n| delivery("T1", &format!("C{}", n % 8), &format!("m{n}")))
         .collect();
@@ -644,11 +640,7 @@ async fn concurrent_completions_each_take_their_delivery(engine: Engine) {
 
 async fn a_reminder_slot_is_taken_once_by_concurrent_callers(engine: Engine) {
     let store = engine.open();
-    store
-        .installations
-        .upsert(installation("T1", "xoxb-t1"))
-        .await
-        .expect("install");
+    install_t1(&store).await;
     store
         .reminders
         .set_channel(&ChannelReminder {
@@ -744,11 +736,7 @@ async fn an_unfurl_offer_is_made_once_a_day(engine: Engine) {
 async fn a_failed_write_changes_nothing(engine: Engine) {
     let store = engine.open();
     let repo = "acme/api";
-    store
-        .repositories
-        .watch(&repo.parse().expect("name"))
-        .await
-        .expect("watch");
+    watch(&store, repo).await;
     store
         .activities
         .commit_poll(repo, &"c1", &[push(repo, 1)])
@@ -782,11 +770,7 @@ async fn a_failed_write_changes_nothing(engine: Engine) {
 
 async fn ids_keep_growing_across_a_reopen(engine: Engine) {
     let store = engine.open();
-    store
-        .installations
-        .upsert(installation("T1", "xoxb-t1"))
-        .await
-        .expect("install");
+    install_t1(&store).await;
     let first = store
         .deliveries
         .enqueue(vec![delivery("T1", "C1", "a")], at(1))

@@ -2,7 +2,7 @@
 //! delivers to which channel, and runs the singletons.
 //!
 //! Owns [`Leases`] (what this replica holds now, shared with the loops that honour it)
-//! and the `leases` component ([`LeaseKeeper`]): every third of the lease time-to-live it
+//! and the `leases` component ([`LeaseKeeper`]): every sixth of the lease time-to-live it
 //! says this replica is alive, renews what it holds, takes its fair share of the free or
 //! expired leases (repositories and channels with queued messages, spread evenly over the
 //! live replicas), lets go of what is beyond that share so a replica that joins gets work,
@@ -223,7 +223,9 @@ impl LeaseKeeper {
             ttl_secs = self.ttl.as_secs(),
             "sharing the work with the other replicas through leases"
         );
-        let mut ticks = tokio::time::interval(self.ttl / 3);
+        // Every sixth of the TTL: a lease left by a dead replica is taken at most that
+        // long after it expires, so a failover takes at most TTL + TTL/6.
+        let mut ticks = tokio::time::interval(self.ttl / 6);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renewed = tokio::time::Instant::now();
         loop {
@@ -310,7 +312,9 @@ fn keep(
 ) -> Result<(Held, usize), StoreError> {
     let coordination = &store.coordination;
     coordination.heartbeat(now)?;
-    let live = coordination.live_replicas(now, ttl)?;
+    // Alive: seen within two thirds of the TTL (four heartbeats), so the share grows to
+    // a dead replica's work before its leases expire.
+    let live = coordination.live_replicas(now, ttl * 2 / 3)?;
     let others = coordination.held_by_others(now)?;
     // Replicas start their search at different places, so they do not all reach for the
     // same free leases at once.

@@ -142,17 +142,22 @@ impl Postgres {
         self.dir.path()
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
+    /// `program` from the server binaries, run as the server's user.
+    fn command(&self, program: &str) -> Command {
         let binary = self.bin.join(program);
-        let mut command = match &self.run_as {
+        match &self.run_as {
             Some(user) => {
                 let mut command = Command::new("runuser");
                 command.args(["-u", user, "--"]).arg(&binary);
                 command
             }
             None => Command::new(&binary),
-        };
-        let out = command
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self
+            .command(program)
             .args(args)
             .output()
             .expect("run a PostgreSQL binary");
@@ -222,16 +227,8 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.data().display().to_string();
-        let binary = self.bin.join("pg_ctl");
-        let mut command = match &self.run_as {
-            Some(user) => {
-                let mut command = Command::new("runuser");
-                command.args(["-u", user, "--"]).arg(&binary);
-                command
-            }
-            None => Command::new(&binary),
-        };
-        let _ = command
+        let _ = self
+            .command("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "-w", "stop"])
             .output();
     }
