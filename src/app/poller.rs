@@ -87,6 +87,21 @@ impl PollStore for LeasedPolls {
     }
 }
 
+/// `client`'s budget (its credential's, under `share`: the poller's or the previews')
+/// counted in the shared store, across every replica.
+pub(super) fn shared_budget(
+    store: &Store,
+    clock: &Arc<dyn Clock>,
+    client: &BitbucketClient,
+    share: &str,
+) -> Arc<dyn SharedBudget> {
+    Arc::new(StoreBudget {
+        store: store.clone(),
+        clock: clock.clone(),
+        credential: format!("{share}:{}", client.credential_fingerprint()),
+    })
+}
+
 /// A credential's budget counted in the shared store, across every replica.
 struct StoreBudget {
     store: Store,
@@ -144,11 +159,9 @@ pub fn spawn(
         .context("cannot set up the Bitbucket client")?
         .with_metrics(metrics.clone());
     if store.coordination.is_shared() {
-        client.budget().share(Arc::new(StoreBudget {
-            store: store.clone(),
-            clock: clock.clone(),
-            credential: format!("bitbucket:{}", client.credential_fingerprint()),
-        }));
+        client
+            .budget()
+            .share(shared_budget(&store, &clock, &client, "bitbucket"));
     }
     let settings = config.poller_settings();
     let polling = client.clone();

@@ -124,6 +124,12 @@ impl Unfurls {
             rate_limit_per_hour,
             PREVIEW_SHARE_PERCENT,
         ));
+        // With several replicas, the previews' share is counted across them too.
+        if let Some(client) = polling.filter(|_| store.coordination.is_shared()) {
+            budget.share(super::poller::shared_budget(
+                &store, &clock, client, "previews",
+            ));
+        }
         Self {
             daemon: polling.map(|client| client.for_previews(budget.clone(), EVENT_DEADLINE)),
             store,
