@@ -331,3 +331,66 @@ async fn two_replicas_share_the_work_and_a_killed_one_loses_nothing() {
     survivor.signal("TERM");
     assert_eq!(survivor.wait_exit().await, 0);
 }
+
+/// The Slack install begun on one replica (its `state`) completes on the other: the
+/// nonce and the signing key live in the shared store, so a load balancer may send the
+/// callback anywhere. The state is still single-use across replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_install_begun_on_one_replica_completes_on_the_other() {
+    use std::sync::Arc;
+    use support::daemon::browse;
+    use support::fake_slack::OAuthApproval;
+    use support::harness::Harness;
+
+    let Some(server) = Postgres::start() else {
+        return;
+    };
+    let database = server.create_database();
+    let url = server.url(&database);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("storage.key");
+    std::fs::write(&key, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n").expect("key");
+    let slack = Arc::new(FakeSlack::start().await);
+    let replica = || {
+        Harness::builder()
+            .slack(slack.clone())
+            .slack_oauth()
+            .set("storage.backend", "postgres")
+            .set("storage.postgres.url", url.as_str())
+            .set("storage.encryption_key_file", key.display().to_string())
+    };
+    let a = replica().start().await;
+    let b = replica().start().await;
+
+    let install = browse(&format!("{}/slack/install", a.http)).await;
+    assert_eq!(install.status, 302, "{}", install.body);
+    let authorize = install.location.expect("a redirect to Slack");
+    slack.approve_next(OAuthApproval {
+        workspace: FakeWorkspace::new("T0NEW", "New Team", &required_scopes().join(",")),
+        bot_token: "xoxb-installed-on-b".into(),
+        installer_user_id: "U0ADMIN".into(),
+        error: None,
+    });
+    let consent = browse(&authorize).await;
+    let callback = consent.location.expect("Slack redirects back");
+    // The browser's callback reaches replica B.
+    let on_b = browse(&b.local(&callback)).await;
+    assert_eq!(on_b.status, 200, "{}", on_b.body);
+    let store = Store::open_backend(
+        &Backend::Postgres(server.settings_for(&database)),
+        dir.path(),
+        Some(&key),
+    )
+    .expect("the shared store");
+    let installed = store
+        .installations
+        .get("T0NEW")
+        .expect("read")
+        .expect("installed through replica B");
+    assert!(installed.is_active());
+    // The same state again, now on A: used once, refused.
+    let again = browse(&a.local(&callback)).await;
+    assert_ne!(again.status, 200, "a state is single-use across replicas");
+    a.stop().await;
+    b.stop().await;
+}
