@@ -214,13 +214,7 @@ async fn run() {
                 unreachable!("the postgres run")
             };
             let server = server.as_ref().expect("a server");
-            let database = settings
-                .url
-                .expose()
-                .rsplit("dbname=")
-                .next()
-                .expect("a database")
-                .to_owned();
+            let database = Postgres::database_of(settings);
             let holder_pid = |sql: &str| server.psql(&database, sql);
             let biggest: u32 = holder_pid(
                 "SELECT r.pid FROM leases l JOIN replicas r ON r.id = l.holder

@@ -71,18 +71,10 @@ async fn reply(harness: &Harness, channel: &str, user: &str, text: &str) -> Stri
 }
 
 /// Every message posted to `channel` so far.
-fn posts_to(slack: &FakeSlack, channel: &str) -> Vec<Value> {
-    slack
-        .calls_to("chat.postMessage")
-        .iter()
-        .map(|call| call.json())
-        .filter(|post| post["channel"] == channel)
-        .collect()
-}
-
 /// The digests posted to `user` so far.
 fn digests_to(slack: &FakeSlack, user: &str) -> Vec<String> {
-    posts_to(slack, user)
+    slack
+        .posts_to(user)
         .iter()
         .map(message_text)
         .filter(|text| text.contains("waiting for your review"))
@@ -94,7 +86,7 @@ async fn wait_posts(slack: &FakeSlack, channel: &str, count: usize) -> Vec<Value
     let mut total = count;
     loop {
         slack.wait_for_calls("chat.postMessage", total).await;
-        let found = posts_to(slack, channel);
+        let found = slack.posts_to(channel);
         if found.len() >= count {
             return found;
         }
@@ -140,13 +132,13 @@ async fn a_reminder_is_posted_once_at_its_slot_with_what_waits_and_a_restart_sen
         listed.contains("09:00 on weekdays (UTC), set by <@UADA>"),
         "{listed}"
     );
-    let before = posts_to(&slack, "C1").len();
+    let before = slack.posts_to("C1").len();
 
     // 08:59: not yet.
     harness.clock.set(at_t0_plus(0, 59));
     harness.running.settle_reminders().await;
     assert!(outbox_is_empty(&harness));
-    assert_eq!(posts_to(&slack, "C1").len(), before);
+    assert_eq!(slack.posts_to("C1").len(), before);
 
     // 09:00: the reminder, with the one pull request that waits.
     harness.clock.set(at_t0_plus(1, 0));
@@ -170,21 +162,22 @@ async fn a_reminder_is_posted_once_at_its_slot_with_what_waits_and_a_restart_sen
     assert!(text.contains("days"), "its age: {text}");
     drained(&harness).await;
     assert!(
-        posts_to(&slack, "C2")
+        slack
+            .posts_to("C2")
             .iter()
             .all(|post| !message_text(post).contains("waiting for review")),
         "nothing waits in acme/quiet: nothing posted"
     );
 
     // A restart at the slot: the slot is recorded with its message, never sent again.
-    let posted = posts_to(&slack, "C1").len();
+    let posted = slack.posts_to("C1").len();
     let builder = harness.stop().await;
     let harness = builder.start().await;
     harness.running.settle_reminders().await;
     harness.clock.set(at_t0_plus(1, 30));
     harness.running.settle_reminders().await;
     assert!(outbox_is_empty(&harness), "nothing queued again");
-    assert_eq!(posts_to(&slack, "C1").len(), posted);
+    assert_eq!(slack.posts_to("C1").len(), posted);
     let reminder = harness
         .running
         .store()
@@ -207,7 +200,7 @@ async fn a_slot_missed_while_down_is_sent_within_the_grace_window_and_skipped_be
     );
     let set = reply(&harness, "C1", "UADA", "remind at 09:00 weekdays UTC").await;
     assert!(set.contains("09:00 on weekdays (UTC)"), "{set}");
-    let before = posts_to(&slack, "C1").len();
+    let before = slack.posts_to("C1").len();
 
     // Down through Friday's 09:00; started at 10:30, within the two hours of grace.
     let builder = harness.stop().await;
@@ -222,7 +215,7 @@ async fn a_slot_missed_while_down_is_sent_within_the_grace_window_and_skipped_be
         message_text(&posts[before])
     );
     drained(&harness).await;
-    let posted = posts_to(&slack, "C1").len();
+    let posted = slack.posts_to("C1").len();
 
     // Down through the weekend and Monday's 09:00; started at 11:30 Monday: skipped.
     let builder = harness.stop().await;
@@ -235,7 +228,7 @@ async fn a_slot_missed_while_down_is_sent_within_the_grace_window_and_skipped_be
     let harness = builder.start().await;
     harness.running.settle_reminders().await;
     assert!(outbox_is_empty(&harness), "nothing queued");
-    assert_eq!(posts_to(&slack, "C1").len(), posted, "nothing posted");
+    assert_eq!(slack.posts_to("C1").len(), posted, "nothing posted");
     let reminder = harness
         .running
         .store()
@@ -375,7 +368,7 @@ async fn the_digest_reaches_a_linked_reviewer_at_nine_in_their_time_zone() {
     harness.running.settle_reminders().await;
     assert!(outbox_is_empty(&harness));
     assert!(digests_to(&slack, "UGRACE").is_empty());
-    let before = posts_to(&slack, "UGRACE").len();
+    let before = slack.posts_to("UGRACE").len();
 
     harness.clock.set(at_t0_plus(1, 0));
     harness.running.settle_reminders().await;
@@ -505,7 +498,7 @@ async fn a_kill_9_after_a_reminder_was_posted_queues_nothing_twice() {
     daemon.wait_for_log("review reminders checked").await;
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit().await, 0);
-    assert_eq!(posts_to(&slack, "C1").len(), 1, "{:#?}", daemon.log());
+    assert_eq!(slack.posts_to("C1").len(), 1, "{:#?}", daemon.log());
     let store = Store::open(&data).expect("the stopped daemon's store opens");
     let reminder = store
         .reminders

@@ -45,15 +45,6 @@ async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool
     }
 }
 
-fn posts_to(slack: &FakeSlack, channel: &str) -> Vec<Value> {
-    slack
-        .calls_to("chat.postMessage")
-        .iter()
-        .map(|call| call.json())
-        .filter(|post| post["channel"] == channel)
-        .collect()
-}
-
 fn replica_config(
     dir: &std::path::Path,
     name: &str,
@@ -108,13 +99,7 @@ async fn two_replicas_share_the_work_and_a_killed_one_loses_nothing() {
         return;
     };
     let settings = server.settings();
-    let database = settings
-        .url
-        .expose()
-        .rsplit("dbname=")
-        .next()
-        .expect("a database")
-        .to_owned();
+    let database = Postgres::database_of(&settings);
     let slack = FakeSlack::start().await;
     slack.add_workspace(
         BOT,
@@ -210,7 +195,7 @@ async fn two_replicas_share_the_work_and_a_killed_one_loses_nothing() {
     }
     let delivered = |slack: &FakeSlack| {
         (0..REPOSITORIES)
-            .filter(|n| !posts_to(slack, &channel(*n)).is_empty())
+            .filter(|n| !slack.posts_to(&channel(*n)).is_empty())
             .count()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -226,11 +211,7 @@ async fn two_replicas_share_the_work_and_a_killed_one_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        posts_to(&slack, "D0ADA").len(),
-        1,
-        "the DM is answered once"
-    );
+    assert_eq!(slack.posts_to("D0ADA").len(), 1, "the DM is answered once");
 
     // Round two, and the replica holding the most leases is killed mid-load.
     let biggest: u32 = server
@@ -258,7 +239,7 @@ async fn two_replicas_share_the_work_and_a_killed_one_loses_nothing() {
         || {
             let uncertain = store.deliveries.uncertain().unwrap_or_default();
             (0..REPOSITORIES).all(|n| {
-                posts_to(&slack, &channel(n)).len() >= 2
+                slack.posts_to(&channel(n)).len() >= 2
                     || uncertain
                         .iter()
                         .any(|delivery| delivery.channel_id == channel(n))
@@ -272,7 +253,7 @@ async fn two_replicas_share_the_work_and_a_killed_one_loses_nothing() {
         "the survivor took over in {took:?}"
     );
     for n in 0..REPOSITORIES {
-        let posts = posts_to(&slack, &channel(n));
+        let posts = slack.posts_to(&channel(n));
         assert!(
             posts.len() <= 2,
             "channel {} got {} posts: nothing is doubled",

@@ -59,13 +59,7 @@ impl Engine {
                 let Backend::Postgres(settings) = &self.backend else {
                     unreachable!("a server goes with the postgres backend")
                 };
-                let database = settings
-                    .url
-                    .expose()
-                    .rsplit("dbname=")
-                    .next()
-                    .expect("a database name")
-                    .to_owned();
+                let database = Postgres::database_of(settings);
                 let count = server.psql(
                     &database,
                     &format!(
@@ -867,13 +861,7 @@ fn a_database_of_a_newer_schema_is_refused() {
     drop(
         Store::open_backend(&Backend::Postgres(settings.clone()), dir.path(), None).expect("open"),
     );
-    let database = settings
-        .url
-        .expose()
-        .rsplit("dbname=")
-        .next()
-        .expect("name")
-        .to_owned();
+    let database = Postgres::database_of(&settings);
     server.psql(
         &database,
         "INSERT INTO bitbucket_slack_schema (version) VALUES (99)",

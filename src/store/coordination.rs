@@ -51,6 +51,7 @@ pub struct Claimed {
 pub struct Coordination {
     db: Db,
     replica: String,
+    host: String,
 }
 
 impl std::fmt::Debug for Coordination {
@@ -88,7 +89,7 @@ impl Coordination {
             std::process::id(),
             rand::random::<u16>()
         );
-        Coordination { db, replica }
+        Coordination { db, replica, host }
     }
 
     /// This replica's id: `{host}-{pid}-{random}`.
@@ -106,18 +107,12 @@ impl Coordination {
         let Db::Postgres(db) = &self.db else {
             return Ok(());
         };
-        let host = self
-            .replica
-            .rsplitn(3, '-')
-            .nth(2)
-            .unwrap_or("localhost")
-            .to_owned();
         let pid = i64::from(std::process::id());
         db.with_sql(|sql| {
             sql.query(
                 "INSERT INTO replicas (id, host, pid, started_ms, seen_ms) VALUES ($1, $2, $3, $4, $4)
                  ON CONFLICT (id) DO UPDATE SET seen_ms = EXCLUDED.seen_ms",
-                &[&self.replica, &host, &pid, &millis(now)],
+                &[&self.replica, &self.host, &pid, &millis(now)],
             )
             .map(drop)
         })
@@ -303,15 +298,7 @@ impl Coordination {
                  ON CONFLICT (credential, minute) DO UPDATE SET requests = request_budget.requests",
                 &[&credential],
             )?;
-            let spent: i64 = sql
-                .query(
-                    "SELECT coalesce(sum(requests), 0)::bigint FROM request_budget
-                     WHERE credential = $1 AND minute > $2 AND minute <= $3",
-                    &[&credential, &(minute - 60), &minute],
-                )?
-                .first()
-                .map_or(0, |row| row.get(0));
-            if spent >= per_hour {
+            if spent_in_hour(sql, credential, minute)? >= per_hour {
                 return Ok(false);
             }
             sql.query(
@@ -333,18 +320,25 @@ impl Coordination {
             return Ok(0);
         };
         let minute = now.as_second().div_euclid(60);
-        let spent: i64 = db.with_sql(|sql| {
-            Ok(sql
-                .query(
-                    "SELECT coalesce(sum(requests), 0)::bigint FROM request_budget
-                     WHERE credential = $1 AND minute > $2 AND minute <= $3",
-                    &[&credential, &(minute - 60), &minute],
-                )?
-                .first()
-                .map_or(0, |row| row.get(0)))
-        })?;
+        let spent = db.with_sql(|sql| spent_in_hour(sql, credential, minute))?;
         Ok(spent.max(0) as u64)
     }
+}
+
+/// Requests of `credential` counted in the hour of minutes ending with `minute`.
+fn spent_in_hour(
+    sql: &super::kv::postgres::PgSql<'_>,
+    credential: &str,
+    minute: i64,
+) -> Result<i64, StoreError> {
+    Ok(sql
+        .query(
+            "SELECT coalesce(sum(requests), 0)::bigint FROM request_budget
+             WHERE credential = $1 AND minute > $2 AND minute <= $3",
+            &[&credential, &(minute - 60), &minute],
+        )?
+        .first()
+        .map_or(0, |row| row.get(0)))
 }
 
 /// This replica's fair share of `total` pieces of work among `replicas` live ones.

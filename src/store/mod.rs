@@ -350,14 +350,17 @@ impl Store {
         self.db.engine()
     }
 
-    /// On PostgreSQL, how many replicas are alive at `now` and which holds the leader
-    /// lease.
-    pub fn replicas_summary(&self, now: jiff::Timestamp) -> Option<String> {
+    /// On PostgreSQL, how many replicas are alive at `now` (seen within `lease_ttl`) and
+    /// which holds the leader lease.
+    pub fn replicas_summary(
+        &self,
+        now: jiff::Timestamp,
+        lease_ttl: std::time::Duration,
+    ) -> Option<String> {
         if !self.coordination.is_shared() {
             return None;
         }
-        let ttl = std::time::Duration::from_secs(30);
-        match self.coordination.replicas(now, ttl) {
+        match self.coordination.replicas(now, lease_ttl) {
             Ok(replicas) => {
                 let alive = replicas.iter().filter(|replica| replica.alive).count();
                 let leader = replicas

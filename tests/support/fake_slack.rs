@@ -327,6 +327,15 @@ impl FakeSlack {
         self.inner.lock().calls.clone()
     }
 
+    /// The `chat.postMessage` bodies posted to `channel` so far, in order.
+    pub fn posts_to(&self, channel: &str) -> Vec<Value> {
+        self.calls_to("chat.postMessage")
+            .iter()
+            .map(|call| call.json())
+            .filter(|post| post["channel"] == channel)
+            .collect()
+    }
+
     /// The HTTP requests whose path ends with `path_suffix`, in arrival order,
     /// e.g. `"apps.connections.open"` or `"/response/abc"`.
     pub fn calls_to(&self, path_suffix: &str) -> Vec<RecordedCall> {

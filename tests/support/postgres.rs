@@ -193,6 +193,17 @@ impl Postgres {
         name
     }
 
+    /// The database `settings` (made by [`Self::settings`]) connect to.
+    pub fn database_of(settings: &PgSettings) -> String {
+        settings
+            .url
+            .expose()
+            .rsplit("dbname=")
+            .next()
+            .expect("the connection string names its database")
+            .to_owned()
+    }
+
     /// Store settings for a new database on this server.
     pub fn settings(&self) -> PgSettings {
         let database = self.create_database();

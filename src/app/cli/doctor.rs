@@ -58,7 +58,10 @@ async fn check_store(config: &Config) -> Vec<Check> {
                     store.path().display(),
                     store.engine(),
                     store
-                        .replicas_summary(crate::clock::Clock::now(&crate::clock::SystemClock))
+                        .replicas_summary(
+                            crate::clock::Clock::now(&crate::clock::SystemClock),
+                            config.storage.lease_ttl,
+                        )
                         .map(|summary| format!("; {summary}"))
                         .unwrap_or_default()
                 ),
